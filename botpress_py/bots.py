@@ -1,0 +1,328 @@
+"""Bot registry: discover, mount, unmount, enable, disable and reload bots at runtime (DESIGN.md section 6).
+
+``bot.config.json`` is the one source of truth for ``disabled``; the admin API and the CLI
+write it, and the file watcher reacts to edits. A reload first checks every file of the bot;
+if any is broken, the bot keeps running on its last good state and the problem is reported.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from .config.module_config import ModuleConfigResolver
+from .context import BotContext, ConfigProblem, KeyValueStore, ModuleState
+from .events import IOEvent
+from .jsonfiles import ConfigFileError, load_json_file, validate_instance, write_json_atomic
+from .loader import ModuleLoader
+from .routing import ModuleRouter
+
+if TYPE_CHECKING:
+    from .pipeline import EventPipeline
+
+log = logging.getLogger(__name__)
+
+BOT_ID_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,49}$")
+ANY_BOT = "___"
+MOUNT_TIMEOUT = 30.0
+DRAIN_TIMEOUT = 10.0
+
+BOT_CONFIG_SCHEMA: dict[str, Any] = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "$schema": {"type": "string"},
+        "id": {"type": "string", "pattern": BOT_ID_PATTERN.pattern,
+               "description": "Must equal the folder name when given."},
+        "name": {"type": "string", "description": "Display name."},
+        "description": {"type": "string"},
+        "disabled": {"type": "boolean", "default": False, "description": "A disabled bot is not mounted."},
+        "defaultLanguage": {"type": "string", "default": "en"},
+        "languages": {"type": "array", "items": {"type": "string"}},
+    },
+}
+
+BotState = Literal["mounted", "disabled", "error", "unmounted"]
+
+
+def valid_bot_id(bot_id: str) -> bool:
+    return bool(BOT_ID_PATTERN.match(bot_id)) and bot_id != ANY_BOT
+
+
+@dataclass
+class BotRecord:
+    id: str
+    folder: Path
+    state: BotState = "unmounted"
+    error: str | None = None
+    config: dict[str, Any] = field(default_factory=dict)
+    modules: dict[str, dict[str, Any]] = field(default_factory=dict)
+    contexts: dict[str, BotContext] = field(default_factory=dict)
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    # Set while the bot is mounted: event workers wait on it, so events for a bot that is
+    # being remounted wait instead of being lost.
+    mounted: asyncio.Event = field(default_factory=asyncio.Event)
+    in_flight: int = 0
+    idle: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def status(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"state": self.state if self.state != "unmounted" else "disabled"}
+        if self.error:
+            out["error"] = self.error
+        out["modules"] = {name: dict(s) for name, s in self.modules.items()}
+        return out
+
+
+class BotRegistry:
+    def __init__(
+        self,
+        *,
+        data_dir: Path,
+        loader: ModuleLoader,
+        resolver: ModuleConfigResolver,
+        external_url: Callable[[], str],
+        kv: Callable[[str], KeyValueStore],
+    ) -> None:
+        self.data_dir = data_dir
+        self.bots_dir = data_dir / "bots"
+        self.loader = loader
+        self.resolver = resolver
+        self._external_url = external_url
+        self._kv = kv
+        self.records: dict[str, BotRecord] = {}
+        # module -> {bot_id: context}: a live view handed to each module's ServerContext
+        self.module_views: dict[str, dict[str, BotContext]] = {m: {} for m in loader.modules}
+        self.pipeline: EventPipeline | None = None
+        self.on_change: Callable[[str], None] | None = None
+
+    # -- BotHost protocol (what BotContext calls) ----------------------------------------------
+    async def receive(self, bot_id: str, events: list[IOEvent]) -> list[IOEvent]:
+        assert self.pipeline is not None
+        return await self.pipeline.receive(events)
+
+    async def send(self, bot_id: str, events: list[IOEvent]) -> None:
+        assert self.pipeline is not None
+        await self.pipeline.send(events)
+
+    def set_module_status(self, bot_id: str, module: str, state: ModuleState, reason: str | None) -> None:
+        record = self.records.get(bot_id)
+        if record is None:
+            return
+        entry: dict[str, Any] = {"state": state}
+        if reason:
+            entry["reason"] = reason
+        record.modules[module] = entry
+        if state == "error":
+            log.error("bot %s: module %s: %s", bot_id, module, reason)
+
+    def kv(self, namespace: str) -> KeyValueStore:
+        return self._kv(namespace)
+
+    # -- discovery -------------------------------------------------------------------------------
+    def discover(self) -> list[str]:
+        """Folder names under data/bots that hold a bot.config.json, sorted."""
+        if not self.bots_dir.is_dir():
+            return []
+        return sorted(p.parent.name for p in self.bots_dir.glob("*/bot.config.json"))
+
+    def bot_file(self, bot_id: str) -> Path:
+        return self.bots_dir / bot_id / "bot.config.json"
+
+    def read_bot_config(self, bot_id: str) -> tuple[dict[str, Any], list[ConfigProblem]]:
+        path = self.bot_file(bot_id)
+        if not valid_bot_id(bot_id):
+            return {}, [ConfigProblem(str(path.parent), "", f"invalid bot id {bot_id!r}",
+                                      f"rename the folder to match {BOT_ID_PATTERN.pattern}")]
+        try:
+            data = load_json_file(path)
+        except ConfigFileError as exc:
+            return {}, exc.problems
+        if not isinstance(data, dict):
+            return {}, [ConfigProblem(str(path), "/", "must be a JSON object")]
+        problems = validate_instance(data, BOT_CONFIG_SCHEMA, str(path))
+        if "id" in data and data["id"] != bot_id:
+            problems.append(ConfigProblem(str(path), "/id", f"id {data['id']!r} differs from the folder "
+                                          f"name {bot_id!r}", "make them equal or remove 'id'"))
+        data = {k: v for k, v in data.items() if k != "$schema"}
+        data.setdefault("id", bot_id)
+        data.setdefault("disabled", False)
+        data.setdefault("defaultLanguage", "en")
+        return data, problems
+
+    def _context(self, bot_id: str, module: str, bot_config: dict[str, Any], config: dict[str, Any]) -> BotContext:
+        return BotContext(host=self, bot_id=bot_id, module=module, bot_config=bot_config, config=config,
+                          data_dir=self.bots_dir / bot_id, external_url=self._external_url(),
+                          router=ModuleRouter())
+
+    async def check_bot(self, bot_id: str) -> list[ConfigProblem]:
+        """Every problem in a bot's files, without touching the running bot."""
+        bot_config, problems = self.read_bot_config(bot_id)
+        if problems:
+            return problems
+        for name in self.loader.modules:
+            resolved = self.resolver.resolve(self.loader.modules[name], bot_id)
+            if not resolved.ok:
+                problems += resolved.problems
+                continue
+            ctx = self._context(bot_id, name, bot_config, resolved.config)
+            try:
+                for found in await self.loader.call(name, "check_bot", bot=ctx):
+                    problems += list(found or [])
+            except Exception as exc:
+                problems.append(ConfigProblem(str(self.bots_dir / bot_id), "",
+                                              f"module {name} check_bot failed: {type(exc).__name__}: {exc}"))
+        return problems
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    def register_all(self) -> None:
+        """Know every bot folder before mounting, so replayed events find their bot and wait."""
+        for bot_id in self.discover():
+            self.records.setdefault(bot_id, BotRecord(bot_id, self.bots_dir / bot_id))
+
+    async def mount_all(self) -> None:
+        self.register_all()
+        # Bots mount concurrently: one slow Graph call at mount must not delay the others.
+        await asyncio.gather(*(self.reload(bot_id, force=True) for bot_id in list(self.records)))
+
+    async def reload(self, bot_id: str, *, force: bool = False) -> BotRecord:
+        """(Re)mount a bot from its files; a disabled bot ends unmounted.
+
+        Without ``force`` a bot that is mounted keeps its last good state when its files
+        have problems: the reload is refused and the problem is reported in ``error``.
+        """
+        record = self.records.get(bot_id)
+        if record is None:
+            record = self.records[bot_id] = BotRecord(bot_id, self.bots_dir / bot_id)
+        async with record.lock:
+            if not self.bot_file(bot_id).exists():
+                await self._unmount_locked(record)
+                del self.records[bot_id]
+                log.info("bot %s removed", bot_id)
+                return record
+            bot_config, problems = self.read_bot_config(bot_id)
+            if problems:
+                return await self._refuse_or_fail(record, problems, force)
+            if bot_config.get("disabled"):
+                await self._unmount_locked(record)
+                record.config, record.state, record.error = bot_config, "disabled", None
+                record.modules = {}
+                log.info("bot %s disabled", bot_id)
+                return record
+            if record.state == "mounted" and not force:
+                problems = await self.check_bot(bot_id)
+                if problems:
+                    return await self._refuse_or_fail(record, problems, force)
+            await self._unmount_locked(record)
+            await self._mount_locked(record, bot_config)
+            return record
+
+    async def _refuse_or_fail(self, record: BotRecord, problems: list[ConfigProblem], force: bool) -> BotRecord:
+        text = "; ".join(str(p) for p in problems)
+        if record.state == "mounted" and not force:
+            record.error = f"reload refused, still running the last good config: {text}"
+            log.error("bot %s: %s", record.id, record.error)
+            return record
+        await self._unmount_locked(record)
+        record.state, record.error = "error", text
+        log.error("bot %s not mounted: %s", record.id, text)
+        return record
+
+    async def _mount_locked(self, record: BotRecord, bot_config: dict[str, Any]) -> None:
+        record.config, record.error, record.modules = bot_config, None, {}
+        for name, module in self.loader.modules.items():
+            resolved = self.resolver.resolve(module, record.id)
+            if not resolved.ok:
+                record.modules[name] = {"state": "error",
+                                        "reason": "; ".join(str(p) for p in resolved.problems)}
+                log.error("bot %s: module %s off: %s", record.id, name, record.modules[name]["reason"])
+                continue
+            ctx = self._context(record.id, name, bot_config, resolved.config)
+            record.modules[name] = {"state": "on"}
+            try:
+                await asyncio.wait_for(self.loader.call(name, "on_bot_mount", bot=ctx), MOUNT_TIMEOUT)
+            except Exception as exc:
+                reason = f"on_bot_mount failed: {type(exc).__name__}: {exc}" if str(exc) else \
+                    f"on_bot_mount failed: {type(exc).__name__}"
+                record.modules[name] = {"state": "error", "reason": reason}
+                log.exception("bot %s: module %s", record.id, name)
+                continue
+            record.contexts[name] = ctx
+            self.module_views.setdefault(name, {})[record.id] = ctx
+        record.state = "mounted"
+        record.mounted.set()
+        log.info("bot %s mounted (%s)", record.id,
+                 ", ".join(f"{m}={s['state']}" for m, s in record.modules.items()) or "no modules")
+
+    async def _unmount_locked(self, record: BotRecord) -> None:
+        if record.state != "mounted":
+            return
+        # Close the gate first so workers stop starting new events, then let the ones
+        # in flight finish: a module must not lose its state under a running handler.
+        record.mounted.clear()
+        if record.in_flight:
+            record.idle.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(record.idle.wait(), DRAIN_TIMEOUT)
+        for name, ctx in reversed(list(record.contexts.items())):
+            self.module_views.get(name, {}).pop(record.id, None)
+            try:
+                await asyncio.wait_for(self.loader.call(name, "on_bot_unmount", bot=ctx), MOUNT_TIMEOUT)
+            except Exception:
+                log.exception("bot %s: module %s on_bot_unmount failed", record.id, name)
+        record.contexts = {}
+        record.state = "unmounted"
+        log.info("bot %s unmounted", record.id)
+
+    async def unmount_all(self) -> None:
+        await asyncio.gather(*(self._unmount_guarded(r) for r in list(self.records.values())))
+
+    async def _unmount_guarded(self, record: BotRecord) -> None:
+        async with record.lock:
+            await self._unmount_locked(record)
+
+    async def set_disabled(self, bot_id: str, disabled: bool) -> BotRecord:
+        """Write ``disabled`` into bot.config.json (keeping every other key), then remount."""
+        path = self.bot_file(bot_id)
+        if not path.exists():
+            raise KeyError(bot_id)
+        try:
+            data = load_json_file(path)
+        except ConfigFileError:
+            data = None
+        if not isinstance(data, dict):
+            raise ConfigFileError([ConfigProblem(str(path), "", "cannot update a broken bot.config.json",
+                                                 "fix the file first (see botpress-py check)")])
+        data["disabled"] = disabled
+        write_json_atomic(path, data)
+        if self.on_change:
+            self.on_change(bot_id)
+        return await self.reload(bot_id, force=True)
+
+    # -- used by the event pipeline and the HTTP dispatcher ----------------------------------------
+    @contextlib.asynccontextmanager
+    async def using(self, bot_id: str) -> AsyncIterator[BotRecord]:
+        """Hold a mounted bot while handling one event; waits while it is unmounted."""
+        while True:
+            record = self.records.get(bot_id)
+            if record is None:
+                raise KeyError(bot_id)
+            if record.state == "mounted" and record.mounted.is_set():
+                break
+            await record.mounted.wait()
+        record.in_flight += 1
+        try:
+            yield record
+        finally:
+            record.in_flight -= 1
+            if record.in_flight == 0:
+                record.idle.set()
+
+    def status(self) -> dict[str, Any]:
+        return {bot_id: record.status() for bot_id, record in sorted(self.records.items())}

@@ -1,0 +1,264 @@
+"""``botpress-py`` command line (DESIGN.md section 9)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .bots import BotRegistry, valid_bot_id
+from .config.module_config import ModuleConfigResolver
+from .config.server_config import load_server_config
+from .context import ConfigProblem
+from .jsonfiles import ConfigFileError, load_json_file, write_json_atomic
+from .loader import ModuleLoader, discover_module_folders
+
+log = logging.getLogger("botpress_py")
+
+
+def data_dir_from(args: argparse.Namespace) -> Path:
+    return Path(args.data or os.environ.get("BP_DATA_PATH") or "data").resolve()
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO),
+                        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+
+
+# -- start ------------------------------------------------------------------------------------------
+def cmd_start(args: argparse.Namespace) -> int:
+    from .server import BotpressServer, StartupError
+
+    _setup_logging(args.log_level)
+    env = dict(os.environ)
+    server = BotpressServer(data_dir_from(args), env, port=args.port, host=args.host)
+
+    async def run() -> int:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            await server.start()
+        except StartupError as exc:
+            for problem in exc.problems:
+                print(f"error: {problem}", file=sys.stderr)
+            print("the server did not start; run 'botpress-py check' after fixing", file=sys.stderr)
+            await server.stop()
+            return 1
+        except OSError as exc:
+            print(f"error: cannot listen: {exc}", file=sys.stderr)
+            await server.stop()
+            return 1
+        print(f"botpress-py {__version__} ready on {server.url}  (status: {server.url}/status; Ctrl+C stops)",
+              flush=True)
+        await stop.wait()
+        log.info("shutting down")
+        await server.stop()
+        return 0
+
+    return asyncio.run(run())
+
+
+# -- check ------------------------------------------------------------------------------------------
+class _NoState:
+    """Config checks never touch storage; a module that tries gets a clear error."""
+
+    async def get(self, key: str, default: Any = None) -> Any:
+        raise RuntimeError("storage is not available during 'botpress-py check'")
+
+    set = delete = get  # type: ignore[assignment]
+
+
+def collect_problems(data_dir: Path, env: dict[str, str]) -> tuple[list[ConfigProblem], list[str]]:
+    """Every config problem of the server, modules and bots, plus a short summary of what was checked."""
+    loader = ModuleLoader(data_dir, env)
+    config = load_server_config(data_dir, env, discover_module_folders(loader.roots), create=False)
+    problems = list(config.problems)
+    loader.load_all(config.data.get("modules", []))
+    problems += loader.problems()
+    resolver = ModuleConfigResolver(data_dir, env)
+    for module in loader.modules.values():
+        problems += resolver.resolve(module, None).problems
+    registry = BotRegistry(data_dir=data_dir, loader=loader, resolver=resolver,
+                           external_url=lambda: config.external_url(), kv=lambda ns: _NoState())
+    bots = registry.discover()
+    seen = {str(p) for p in problems}
+    for bot_id in bots:
+        for problem in asyncio.run(registry.check_bot(bot_id)):
+            if str(problem) not in seen:  # a global file's problem shows once, not once per bot
+                seen.add(str(problem))
+                problems.append(problem)
+    summary = [f"{len(loader.modules)} modules ({', '.join(loader.modules)})", f"{len(bots)} bots"]
+    return problems, summary
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    _setup_logging("ERROR")
+    data_dir = data_dir_from(args)
+    problems, summary = collect_problems(data_dir, dict(os.environ))
+    if args.json:
+        print(json.dumps([{"file": p.file, "pointer": p.pointer, "message": p.message, "hint": p.hint}
+                          for p in problems], indent=2))
+    else:
+        for problem in problems:
+            print(f"error: {problem}")
+        print(("FAILED: " if problems else "OK: ") + f"{len(problems)} problems in {data_dir} "
+              f"(checked {', '.join(summary)})")
+    return 1 if problems else 0
+
+
+# -- bots -------------------------------------------------------------------------------------------
+def _admin_target(args: argparse.Namespace, data_dir: Path) -> tuple[str, str]:
+    env = dict(os.environ)
+    config = load_server_config(data_dir, env, [], create=False)
+    url = args.url or env.get("BP_URL") or f"http://{_connect_host(config.host)}:{config.port}"
+    token = args.token or env.get("BP_ADMIN_TOKEN") or config.admin_token()
+    return url.rstrip("/"), token
+
+
+def _connect_host(host: str) -> str:
+    return "127.0.0.1" if host in ("0.0.0.0", "::", "", "localhost") else host
+
+
+def cmd_bots(args: argparse.Namespace) -> int:
+    import requests
+
+    data_dir = data_dir_from(args)
+    url, token = _admin_target(args, data_dir)
+    if args.action != "list" and (not args.bot_id or not valid_bot_id(args.bot_id)):
+        print(f"error: invalid or missing bot id {args.bot_id!r} (ids match ^[a-z0-9][a-z0-9_-]{{0,49}}$)",
+              file=sys.stderr)
+        return 2
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    try:
+        if args.action == "list":
+            response = requests.get(f"{url}/api/v1/admin/bots", headers=headers, timeout=10)
+        else:
+            response = requests.post(f"{url}/api/v1/admin/bots/{args.bot_id}/{args.action}",
+                                     headers=headers, timeout=60)
+    except requests.ConnectionError:
+        return _bots_offline(args, data_dir, url)
+    try:
+        body = response.json()
+    except ValueError:
+        body = {"error": response.text}
+    if response.status_code != 200:
+        print(f"error: {url} answered {response.status_code}: {body.get('error')}"
+              + (f" ({body['hint']})" if body.get("hint") else ""), file=sys.stderr)
+        return 1
+    if args.action == "list":
+        for bot_id, status in body["bots"].items():
+            print(_bot_line(bot_id, status))
+    else:
+        print(_bot_line(args.bot_id, body))
+    return 0
+
+
+def _bot_line(bot_id: str, status: dict[str, Any]) -> str:
+    modules = " ".join(f"{m}={s['state']}" for m, s in status.get("modules", {}).items())
+    error = f"  error: {status['error']}" if status.get("error") else ""
+    return f"{bot_id:<24} {status['state']:<9} {modules}{error}"
+
+
+def _bots_offline(args: argparse.Namespace, data_dir: Path, url: str) -> int:
+    """No server answers: act on the files, which the server reads at its next start."""
+    bots_dir = data_dir / "bots"
+    if args.action == "list":
+        for path in sorted(bots_dir.glob("*/bot.config.json")):
+            try:
+                data = load_json_file(path)
+                state = "disabled" if isinstance(data, dict) and data.get("disabled") else "enabled"
+            except ConfigFileError as exc:
+                state = f"error: {exc}"
+            print(f"{path.parent.name:<24} {state}")
+        print(f"(no server at {url}: states read from {bots_dir})", file=sys.stderr)
+        return 0
+    if args.action == "reload":
+        print(f"error: no server answers at {url}; start it with 'botpress-py start' "
+              "(a stopped server reads the files at start anyway)", file=sys.stderr)
+        return 1
+    path = bots_dir / args.bot_id / "bot.config.json"
+    try:
+        data = load_json_file(path)
+    except ConfigFileError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    data["disabled"] = args.action == "disable"
+    write_json_atomic(path, data)
+    print(f"{args.bot_id}: {'disabled' if data['disabled'] else 'enabled'} in {path} "
+          f"(no server at {url}; takes effect at next start)")
+    return 0
+
+
+# -- parser -----------------------------------------------------------------------------------------
+def build_parser(module_loader: ModuleLoader | None = None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="botpress-py", description="A chatbot server with drop-in modules.")
+    parser.add_argument("--version", action="version", version=f"botpress-py {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    start = sub.add_parser("start", help="start the server",
+                           description="Start the server and mount every enabled bot.")
+    start.add_argument("--data", help="data folder (default ./data or $BP_DATA_PATH)")
+    start.add_argument("--port", type=int, help="TCP port (overrides config and $PORT)")
+    start.add_argument("--host", help="interface to listen on (overrides config and $BP_HOST)")
+    start.add_argument("--log-level", default=os.environ.get("BP_LOG_LEVEL", "info"),
+                       choices=["debug", "info", "warning", "error"])
+    start.set_defaults(func=cmd_start)
+
+    check = sub.add_parser("check", help="validate every config file",
+                           description="Validate botpress.config.json, module configs and every bot's files; "
+                                       "print each problem with file and JSON pointer; exit 1 on any.")
+    check.add_argument("--data", help="data folder (default ./data or $BP_DATA_PATH)")
+    check.add_argument("--json", action="store_true", help="print problems as JSON")
+    check.set_defaults(func=cmd_check)
+
+    bots = sub.add_parser("bots", help="list, enable, disable or reload bots",
+                          description="Talk to the running server's admin API (token from --token, "
+                                      "$BP_ADMIN_TOKEN or admin.token); with no server running, "
+                                      "enable/disable edit bot.config.json directly.")
+    bots.add_argument("action", choices=["list", "enable", "disable", "reload"])
+    bots.add_argument("bot_id", nargs="?", help="bot id (not for list)")
+    bots.add_argument("--data", help="data folder (default ./data or $BP_DATA_PATH)")
+    bots.add_argument("--url", help="server URL (default from botpress.config.json or $BP_URL)")
+    bots.add_argument("--token", help="admin token (default $BP_ADMIN_TOKEN or admin.token)")
+    bots.set_defaults(func=cmd_bots)
+
+    if module_loader is not None:
+        for name in module_loader.modules:
+            try:
+                module_loader._call_sync_all(name, "register_commands", subparsers=sub)
+            except Exception as exc:  # a module's CLI must not break the core's
+                print(f"warning: module {name} could not add its commands: {exc}", file=sys.stderr)
+    return parser
+
+
+def _modules_for_cli(argv: list[str]) -> ModuleLoader | None:
+    """Load modules so they can add verbs (e.g. ``messenger``); core verbs never need it."""
+    if argv and argv[0] in ("start", "check", "bots"):
+        return None
+    data_dir = Path(os.environ.get("BP_DATA_PATH") or "data").resolve()
+    env = dict(os.environ)
+    logging.getLogger("botpress_py").setLevel(logging.ERROR)
+    loader = ModuleLoader(data_dir, env)
+    config = load_server_config(data_dir, env, discover_module_folders(loader.roots), create=False)
+    loader.load_all(config.data.get("modules", []))
+    return loader
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser(_modules_for_cli(argv))
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    return int(args.func(args) or 0)

@@ -1,0 +1,1 @@
+"""Server config (botpress.config.json) and module config resolution."""

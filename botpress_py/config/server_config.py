@@ -1,0 +1,281 @@
+"""``data/global/botpress.config.json``: schema, defaults, env overrides (DESIGN.md section 3)."""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..context import ConfigProblem
+from ..jsonfiles import ConfigFileError, load_json_file, schema_defaults, validate_instance, write_json_atomic
+
+log = logging.getLogger(__name__)
+
+CONFIG_FILE = "botpress.config.json"
+SCHEMA_FILE = "botpress.config.schema.json"
+
+_DURATION = r"^[0-9]+(ms|s|m|h|d)$"
+
+SERVER_CONFIG_SCHEMA: dict[str, Any] = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "title": "botpress-py server configuration",
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "$schema": {"type": "string", "description": "Path of this schema, for editor completion."},
+        "httpServer": {
+            "type": "object",
+            "additionalProperties": False,
+            "description": "The HTTP listener.",
+            "properties": {
+                "host": {"type": "string", "default": "localhost",
+                         "description": "Interface to listen on (env BP_HOST). Use 0.0.0.0 for all."},
+                "port": {"type": "integer", "minimum": 0, "maximum": 65535, "default": 3000,
+                         "description": "TCP port (env PORT). 0 picks a free port."},
+                "backlog": {"type": "integer", "minimum": 0, "default": 0,
+                            "description": "Listen backlog; 0 keeps the system default (128)."},
+                "bodyLimit": {"type": "string", "pattern": r"^[0-9]+(\.[0-9]+)?\s*(b|kb|mb|gb)?$",
+                              "default": "10mb",
+                              "description": "Largest request body on any route, e.g. \"10mb\", \"1kb\"; "
+                                             "larger requests get 413."},
+                "cors": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "description": "Cross-origin requests.",
+                    "properties": {
+                        "enabled": {"type": "boolean", "default": True,
+                                    "description": "Answer CORS preflights and add Access-Control headers."},
+                        "origin": {"type": "string", "default": "*",
+                                   "description": "Value of Access-Control-Allow-Origin."},
+                    },
+                },
+                "externalUrl": {"type": "string", "default": "",
+                                "description": "Public base URL (env EXTERNAL_URL wins); "
+                                               "default http://host:port. Prefixes relative media URLs."},
+            },
+        },
+        "modules": {
+            "type": "array",
+            "description": "Modules to load, in order.",
+            "items": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["location"],
+                "properties": {
+                    "location": {"type": "string", "minLength": 1,
+                                 "description": "MODULES_ROOT/<folder>, a path, or entrypoint:<name>."},
+                    "enabled": {"type": "boolean", "default": True,
+                                "description": "Load this module."},
+                },
+            },
+        },
+        "admin": {
+            "type": "object",
+            "additionalProperties": False,
+            "description": "The admin HTTP API.",
+            "properties": {
+                "token": {"type": "string", "default": "",
+                          "description": "Bearer token of the admin API (env BP_ADMIN_TOKEN wins). "
+                                         "Empty: the admin API answers 403."},
+            },
+        },
+        "storage": {
+            "type": "object",
+            "additionalProperties": False,
+            "description": "Durable storage (DATABASE_URL selects PostgreSQL; default SQLite "
+                           "in data/storage/core.sqlite).",
+            "properties": {
+                "retention": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "description": "How long processed rows are kept before the background purge.",
+                    "properties": {
+                        "events": {"type": "string", "pattern": _DURATION, "default": "7d",
+                                   "description": "Processed inbox and sent outbox rows."},
+                        "messages": {"type": "string", "pattern": _DURATION, "default": "90d",
+                                     "description": "Message history."},
+                    },
+                },
+                "purgeInterval": {"type": "string", "pattern": _DURATION, "default": "1h",
+                                  "description": "How often the purge runs."},
+            },
+        },
+        "watch": {
+            "type": "object",
+            "additionalProperties": False,
+            "description": "Watching data/ for edits.",
+            "properties": {
+                "enabled": {"type": "boolean", "default": True,
+                            "description": "Remount a bot when its files change."},
+                "interval": {"type": "string", "pattern": _DURATION, "default": "500ms",
+                             "description": "How often data/bots is scanned."},
+            },
+        },
+    },
+}
+
+
+def parse_size(text: str) -> int:
+    """'10mb' -> bytes (1024-based, like Botpress's bytes library)."""
+    match = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*(b|kb|mb|gb)?\s*", text.lower())
+    if not match:
+        raise ValueError(f"not a size: {text!r}")
+    unit = {"b": 1, "kb": 1024, "mb": 1024**2, "gb": 1024**3}[match.group(2) or "b"]
+    return int(float(match.group(1)) * unit)
+
+
+def parse_duration(text: str) -> float:
+    """'500ms', '30s', '7d' -> seconds."""
+    match = re.fullmatch(r"([0-9]+)(ms|s|m|h|d)", text.strip())
+    if not match:
+        raise ValueError(f"not a duration: {text!r}")
+    factor = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}[match.group(2)]
+    return int(match.group(1)) * factor
+
+
+def default_server_config(found_modules: list[str]) -> dict[str, Any]:
+    config = schema_defaults(SERVER_CONFIG_SCHEMA)
+    config["modules"] = [{"location": f"MODULES_ROOT/{name}", "enabled": True} for name in found_modules]
+    return config
+
+
+def deep_merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for key, value in over.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def env_value(raw: str) -> Any:
+    """Env values are JSON when they parse as JSON, otherwise the raw string."""
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return raw
+
+
+def _env_paths(schema: dict[str, Any], prefix: tuple[str, ...] = ()) -> dict[str, tuple[str, ...]]:
+    """Every config path reachable in the schema, by its BP_CONFIG_ env name."""
+    out: dict[str, tuple[str, ...]] = {}
+    for key, sub in (schema.get("properties") or {}).items():
+        if key == "$schema":
+            continue
+        path = (*prefix, key)
+        out["BP_CONFIG_" + "_".join(p.upper() for p in path)] = path
+        if isinstance(sub, dict) and sub.get("type") == "object":
+            out.update(_env_paths(sub, path))
+    return out
+
+
+@dataclass
+class ServerConfig:
+    """The effective server config and where each part came from."""
+
+    data: dict[str, Any]
+    file: Path
+    problems: list[ConfigProblem] = field(default_factory=list)
+
+    @property
+    def http(self) -> dict[str, Any]:
+        return self.data["httpServer"]
+
+    @property
+    def host(self) -> str:
+        return self.http["host"]
+
+    @property
+    def port(self) -> int:
+        return int(self.http["port"])
+
+    @property
+    def body_limit(self) -> int:
+        return parse_size(self.http["bodyLimit"])
+
+    def external_url(self, bound_port: int | None = None) -> str:
+        url = self.http.get("externalUrl") or ""
+        if url:
+            return url.rstrip("/")
+        host = self.host if self.host not in ("0.0.0.0", "::", "") else "localhost"
+        return f"http://{host}:{bound_port or self.port}"
+
+    def admin_token(self) -> str:
+        return self.data.get("admin", {}).get("token", "")
+
+
+def load_server_config(
+    data_dir: Path, env: Mapping[str, str], found_modules: list[str], *, create: bool = True
+) -> ServerConfig:
+    """Load (creating it with defaults if missing), apply env overrides, validate.
+
+    Problems are collected, not raised: ``botpress-py check`` lists them all and ``start``
+    refuses to run with any.
+    """
+    global_dir = data_dir / "global"
+    path = global_dir / CONFIG_FILE
+    display = str(path)
+    problems: list[ConfigProblem] = []
+    if create:
+        write_json_atomic(global_dir / SCHEMA_FILE, SERVER_CONFIG_SCHEMA)
+    if not path.exists():
+        file_data: dict[str, Any] = {"$schema": f"./{SCHEMA_FILE}", **default_server_config(found_modules)}
+        if create:
+            write_json_atomic(path, file_data)
+            log.info("created %s with defaults", display)
+    else:
+        try:
+            loaded = load_json_file(path, display)
+        except ConfigFileError as exc:
+            return ServerConfig(default_server_config(found_modules), path, exc.problems)
+        if not isinstance(loaded, dict):
+            return ServerConfig(default_server_config(found_modules), path,
+                                [ConfigProblem(display, "/", "must be a JSON object")])
+        file_data = loaded
+    problems += validate_instance(file_data, SERVER_CONFIG_SCHEMA, display)
+
+    merged = deep_merge(default_server_config(found_modules), {k: v for k, v in file_data.items()})
+    if "modules" in file_data and isinstance(file_data["modules"], list):
+        merged["modules"] = [
+            {"enabled": True, **m} if isinstance(m, dict) else m for m in file_data["modules"]
+        ]
+
+    env_paths = _env_paths(SERVER_CONFIG_SCHEMA)
+    for name, raw in sorted(env.items()):
+        if not name.startswith("BP_CONFIG_"):
+            continue
+        if name not in env_paths:
+            problems.append(ConfigProblem(f"env {name}", "", "no such config key",
+                                          f"known: {', '.join(sorted(env_paths))}"))
+            continue
+        _set_path(merged, env_paths[name], env_value(raw))
+    if env.get("PORT"):
+        _set_path(merged, ("httpServer", "port"), env_value(env["PORT"]))
+    if env.get("BP_HOST"):
+        _set_path(merged, ("httpServer", "host"), env["BP_HOST"])
+    if env.get("EXTERNAL_URL"):
+        _set_path(merged, ("httpServer", "externalUrl"), env["EXTERNAL_URL"])
+    if env.get("BP_ADMIN_TOKEN"):
+        _set_path(merged, ("admin", "token"), env["BP_ADMIN_TOKEN"])
+
+    merged.pop("$schema", None)
+    if not problems:
+        # Env values can break the schema too (BP_CONFIG_HTTPSERVER_PORT=abc): say which.
+        problems += [
+            ConfigProblem(f"{display} + env overrides", p.pointer, p.message, p.hint)
+            for p in validate_instance(merged, SERVER_CONFIG_SCHEMA, display)
+        ]
+    return ServerConfig(merged, path, problems)
+
+
+def _set_path(target: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
+    node = target
+    for key in path[:-1]:
+        node = node.setdefault(key, {})
+    node[path[-1]] = value

@@ -1,0 +1,156 @@
+"""The objects a module's hooks receive: one per module per bot, and one per module for the server.
+
+Modules see only these methods (re-exported by ``botpress_py.sdk``); the core objects
+behind them stay private, so the core can change without breaking modules.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+from .events import IOEvent
+from .routing import ModuleRouter
+
+if TYPE_CHECKING:
+    from aiohttp import web
+
+ModuleState = Literal["on", "off", "error"]
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigProblem:
+    """One config problem: the file, the JSON pointer inside it, what is wrong and how to fix it."""
+
+    file: str
+    pointer: str
+    message: str
+    hint: str = ""
+
+    def __str__(self) -> str:
+        where = f"{self.file}#{self.pointer}" if self.pointer else self.file
+        text = f"{where}: {self.message}"
+        return f"{text} ({self.hint})" if self.hint else text
+
+
+class KeyValueStore(Protocol):
+    """Durable JSON values namespaced to one module (and one bot for bot contexts)."""
+
+    async def get(self, key: str, default: Any = None) -> Any: ...
+
+    async def set(self, key: str, value: Any) -> None: ...
+
+    async def delete(self, key: str) -> None: ...
+
+
+class BotHost(Protocol):
+    """What the core provides behind a BotContext (implemented by the bot registry)."""
+
+    async def receive(self, bot_id: str, events: list[IOEvent]) -> list[IOEvent]: ...
+
+    async def send(self, bot_id: str, events: list[IOEvent]) -> None: ...
+
+    def set_module_status(self, bot_id: str, module: str, state: ModuleState, reason: str | None) -> None: ...
+
+    def kv(self, namespace: str) -> KeyValueStore: ...
+
+
+class BotContext:
+    """A bot as seen by one module: its config for that module, its router, its state.
+
+    Created afresh on every mount, so ``config`` is never stale.
+    """
+
+    def __init__(
+        self,
+        *,
+        host: BotHost,
+        bot_id: str,
+        module: str,
+        bot_config: dict[str, Any],
+        config: dict[str, Any],
+        data_dir: Path,
+        external_url: str,
+        router: ModuleRouter,
+    ) -> None:
+        self._host = host
+        self.id = bot_id
+        self.module = module
+        self.bot_config = bot_config
+        self.name: str = bot_config.get("name") or bot_id
+        self.config = config
+        self.data_dir = data_dir
+        self.external_url = external_url
+        self.router = router
+        self.logger = logging.getLogger(f"botpress_py.bot.{bot_id}.{module}")
+        self.state: KeyValueStore = host.kv(f"{module}:bot:{bot_id}")
+
+    def __repr__(self) -> str:
+        return f"<BotContext bot={self.id!r} module={self.module!r}>"
+
+    def set_status(self, state: ModuleState, reason: str | None = None) -> None:
+        """Show this module's state for the bot in ``GET /status`` (reason: why off/error)."""
+        self._host.set_module_status(self.id, self.module, state, reason)
+
+    async def receive(self, events: list[IOEvent]) -> list[IOEvent]:
+        """Hand incoming events to the pipeline; returns once they are stored.
+
+        Returns the events that were new: duplicates (same ``dedupeKey`` on the same
+        channel and bot) are acknowledged but not processed again.
+        """
+        for event in events:
+            event.botId = self.id
+            event.direction = "incoming"
+        return await self._host.receive(self.id, events)
+
+    async def reply(self, event: IOEvent, payloads: list[dict[str, Any]] | dict[str, Any]) -> None:
+        """Answer an incoming event with standard payloads, in order, on its channel."""
+        if isinstance(payloads, dict):
+            payloads = [payloads]
+        await self._host.send(self.id, [event.reply_event(p) for p in payloads])
+
+    async def send(self, events: list[IOEvent]) -> None:
+        """Send outgoing events that answer nothing (proactive messages)."""
+        for event in events:
+            event.botId = self.id
+            event.direction = "outgoing"
+        await self._host.send(self.id, events)
+
+
+class ServerContext:
+    """The server as seen by one module: global router (``/api/v1/bots/___/mod/<module>``), bots."""
+
+    def __init__(
+        self,
+        *,
+        module: str,
+        config: dict[str, Any],
+        router: ModuleRouter,
+        external_url: str,
+        data_dir: Path,
+        state: KeyValueStore,
+        bots: dict[str, BotContext],
+        admin_check: Any,
+    ) -> None:
+        self.module = module
+        self.config = config
+        self.router = router
+        self.external_url = external_url
+        self.data_dir = data_dir
+        self.state = state
+        self._bots = bots
+        self._admin_check = admin_check
+        self.logger = logging.getLogger(f"botpress_py.module.{module}")
+
+    def bots(self) -> dict[str, BotContext]:
+        """This module's contexts of the currently mounted bots, by bot id (a live view)."""
+        return dict(self._bots)
+
+    def get_bot(self, bot_id: str) -> BotContext | None:
+        return self._bots.get(bot_id)
+
+    def require_admin(self, request: web.Request) -> None:
+        """Raise 401/403 unless the request carries the admin bearer token."""
+        self._admin_check(request)

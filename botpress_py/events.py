@@ -1,0 +1,157 @@
+"""The IO event model (DESIGN.md section 7) and the standard outgoing payload types."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+Direction = Literal["incoming", "outgoing"]
+
+# Botpress's standard outgoing payload types; every channel renders each of them.
+STANDARD_PAYLOAD_TYPES = frozenset(
+    {"text", "image", "file", "video", "audio", "card", "carousel", "single-choice", "typing", "custom"}
+)
+CARD_ACTIONS = frozenset({"Open URL", "Postback", "Say something"})
+
+
+def new_event_id() -> str:
+    # uuid4 hex: unique across processes and restarts, sortable order comes from createdOn.
+    return uuid.uuid4().hex
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+@dataclass(slots=True)
+class IOEvent:
+    """One message or signal moving between a channel and bot logic.
+
+    ``target`` is the user id on the channel (a Messenger PSID), ``threadId`` the
+    channel-side thread (a Messenger Page id). ``dedupeKey`` lets the pipeline drop a
+    redelivered event (a Messenger ``mid``). ``flags`` carries channel hints such as
+    ``{"silent": True}`` for events that are recorded but must never be answered.
+    """
+
+    type: str
+    channel: str
+    direction: Direction
+    botId: str
+    target: str
+    threadId: str | None = None
+    payload: dict[str, Any] = field(default_factory=dict)
+    preview: str = ""
+    id: str = field(default_factory=new_event_id)
+    createdOn: int = field(default_factory=now_ms)
+    incomingEventId: str | None = None
+    dedupeKey: str | None = None
+    flags: dict[str, Any] = field(default_factory=dict)
+    user: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def conversation_key(self) -> tuple[str, str, str, str]:
+        """Events sharing this key are processed strictly in order."""
+        return (self.botId, self.channel, self.threadId or "", self.target)
+
+    @property
+    def silent(self) -> bool:
+        return bool(self.flags.get("silent"))
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> IOEvent:
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        return cls(**known)
+
+    def reply_event(self, payload: dict[str, Any]) -> IOEvent:
+        """An outgoing event answering this one on the same channel and thread."""
+        return IOEvent(
+            type=str(payload.get("type", "text")),
+            channel=self.channel,
+            direction="outgoing",
+            botId=self.botId,
+            target=self.target,
+            threadId=self.threadId,
+            payload=dict(payload),
+            preview=payload_preview(payload),
+            incomingEventId=self.id,
+        )
+
+
+def payload_preview(payload: dict[str, Any]) -> str:
+    """A short human-readable text for logs and message history."""
+    kind = payload.get("type")
+    if kind in ("text", "single-choice"):
+        return str(payload.get("text", ""))
+    if kind == "card":
+        return str(payload.get("title", ""))
+    if kind == "carousel":
+        return ", ".join(str(i.get("title", "")) for i in payload.get("items", []))
+    if kind == "image":
+        return str(payload.get("title") or payload.get("image", ""))
+    if kind in ("file", "video", "audio"):
+        return str(payload.get("title") or payload.get("url", ""))
+    return f"[{kind}]"
+
+
+def validate_outgoing_payload(payload: Any) -> list[str]:
+    """Problems that make a payload unrenderable by any channel (empty list when fine)."""
+    if not isinstance(payload, dict):
+        return ["payload must be an object"]
+    kind = payload.get("type")
+    if kind not in STANDARD_PAYLOAD_TYPES:
+        return [f"type {kind!r} is not one of {sorted(STANDARD_PAYLOAD_TYPES)}"]
+    required: dict[str, tuple[str, ...]] = {
+        "text": ("text",),
+        "image": ("image",),
+        "file": ("url",),
+        "video": ("url",),
+        "audio": ("url",),
+        "card": ("title",),
+        "carousel": ("items",),
+        "single-choice": ("text", "choices"),
+        "typing": (),
+        "custom": (),
+    }
+    return [f"{kind} payload needs '{key}'" for key in required[kind] if key not in payload]
+
+
+MiddlewareHandler = Callable[[IOEvent, Any], Awaitable[bool | None] | bool | None]
+
+
+@dataclass(slots=True)
+class Middleware:
+    """A step of the incoming or outgoing pipeline.
+
+    Handlers run by ascending ``order``; a handler may change the event in place and
+    returns ``False`` to stop it (the event is recorded as dropped by ``name``).
+    """
+
+    name: str
+    direction: Direction
+    handler: MiddlewareHandler
+    order: int = 100
+    description: str = ""
+
+
+class DeliveryError(Exception):
+    """Raised by a channel's ``on_outgoing`` when a send failed.
+
+    ``permanent=True`` (bad token, user unavailable, outside the messaging window) marks the
+    outgoing event failed with this message; otherwise the pipeline retries it with
+    exponential backoff, keeping later replies of the same conversation behind it.
+    ``retry_after`` (seconds) overrides the next backoff step when the channel knows better.
+    The message must never contain secrets: it is stored and logged.
+    """
+
+    def __init__(self, message: str, *, permanent: bool = False, retry_after: float | None = None,
+                 code: str | int | None = None) -> None:
+        super().__init__(message)
+        self.permanent = permanent
+        self.retry_after = retry_after
+        self.code = code

@@ -1,0 +1,76 @@
+"""Every hook a botpress-py module may implement.
+
+This file is the whole extension API: read it top to bottom and you know what a module
+can do. Implementations may accept any subset of a hook's arguments (pluggy allows it),
+and any implementation may be ``async def``: the core awaits what it returns.
+
+The core calls each module's implementation separately, with a context object scoped to
+that module (its own config, router, state and status), so one module failing never stops
+the others from running the same hook.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pluggy
+
+PROJECT_NAME = "botpress_py"
+
+hookspec = pluggy.HookspecMarker(PROJECT_NAME)
+hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
+
+
+@hookspec
+def on_server_started(server: Any) -> None:
+    """The HTTP server is about to listen: register global routes (``server.router``) and open pools."""
+
+
+@hookspec
+def on_server_ready(server: Any) -> None:
+    """Every enabled bot has been mounted and the server accepts requests."""
+
+
+@hookspec
+def on_bot_mount(bot: Any) -> None:
+    """A bot is being mounted with freshly read config: set up routes and channel state for it."""
+
+
+@hookspec
+def on_bot_unmount(bot: Any) -> None:
+    """A bot is being unmounted (disable, reload or shutdown): drop what ``on_bot_mount`` set up."""
+
+
+@hookspec
+def on_module_unmount(server: Any) -> None:
+    """The server is shutting down: close sessions, pools and files the module opened."""
+
+
+@hookspec
+def on_incoming(event: Any, bot: Any) -> None:
+    """An incoming event passed the middleware: bot logic answers it with ``await bot.reply(...)``."""
+
+
+@hookspec
+def on_outgoing(event: Any, bot: Any) -> bool | None:
+    """Deliver an outgoing event; return True when this module is the channel that sent it."""
+
+
+@hookspec(firstresult=True)
+def config_schema() -> dict[str, Any] | None:
+    """Return the module's config JSON Schema when it is not shipped as ``config.schema.json``."""
+
+
+@hookspec
+def register_middleware() -> list[Any]:
+    """Return ``Middleware`` objects to run on incoming or outgoing events, ordered by ``order``."""
+
+
+@hookspec
+def check_bot(bot: Any) -> list[Any]:
+    """Validate the module's own per-bot files (e.g. qna.json); return ``ConfigProblem`` objects."""
+
+
+@hookspec
+def register_commands(subparsers: Any) -> None:
+    """Add ``botpress-py`` CLI verbs: call ``subparsers.add_parser(...)`` and set ``func``."""

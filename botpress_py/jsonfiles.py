@@ -1,0 +1,147 @@
+"""Reading JSON config files and turning schema violations into ConfigProblems with JSON pointers."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import ValidationError
+
+from .context import ConfigProblem
+
+_MISSING = object()
+
+
+class ConfigFileError(Exception):
+    """A config file that cannot be used; carries every problem found."""
+
+    def __init__(self, problems: list[ConfigProblem]) -> None:
+        super().__init__("; ".join(str(p) for p in problems))
+        self.problems = problems
+
+
+def load_json_file(path: Path, display: str | None = None) -> Any:
+    """Parse a JSON file, raising ConfigFileError naming the file, line and column on bad syntax."""
+    name = display or str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigFileError([ConfigProblem(name, "", "file not found")]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigFileError([ConfigProblem(name, "", f"cannot read file: {exc}")]) from None
+    if not text.strip():
+        raise ConfigFileError(
+            [ConfigProblem(name, "", "file is empty", "write a JSON object, at least {}")]
+        )
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigFileError(
+            [
+                ConfigProblem(
+                    name,
+                    "",
+                    f"invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}",
+                    "fix the syntax (a half-saved file, a trailing comma or a missing quote)",
+                )
+            ]
+        ) from None
+
+
+def json_pointer(parts: Any) -> str:
+    return "/" + "/".join(str(p).replace("~", "~0").replace("/", "~1") for p in parts) if parts else "/"
+
+
+def _hint(error: ValidationError) -> str:
+    if error.validator == "additionalProperties":
+        allowed = sorted((error.schema.get("properties") or {}).keys())
+        return f"remove it; allowed keys here: {', '.join(allowed)}" if allowed else "remove it"
+    if error.validator == "type":
+        return f"use a value of type {error.validator_value}"
+    if error.validator == "enum":
+        return f"use one of {error.validator_value}"
+    if error.validator == "pattern":
+        return f"the value must match {error.validator_value}"
+    if error.validator in ("maxLength", "maxItems"):
+        return f"at most {error.validator_value}"
+    if error.validator in ("minLength", "minItems"):
+        return f"at least {error.validator_value}"
+    if error.validator == "required":
+        return "add the missing key"
+    return ""
+
+
+def validate_instance(
+    instance: Any,
+    schema: dict[str, Any],
+    file: str,
+    *,
+    file_for_key: dict[str, str] | None = None,
+) -> list[ConfigProblem]:
+    """Validate against a draft 2020-12 schema; one ConfigProblem per violation, sorted by pointer.
+
+    ``file_for_key`` names, per top-level key, the file (or env var) that supplied it, so a
+    problem in a merged config points at the place the operator must edit.
+    """
+    validator = Draft202012Validator(schema)
+    problems: list[ConfigProblem] = []
+    for error in validator.iter_errors(instance):
+        path = list(error.absolute_path)
+        where = file
+        if error.validator == "additionalProperties" and isinstance(error.instance, dict):
+            extra = sorted(set(error.instance) - set((error.schema.get("properties") or {}).keys()))
+            for key in extra:
+                key_path = [*path, key]
+                owner = (file_for_key or {}).get(str(key_path[0]), file)
+                problems.append(ConfigProblem(owner, json_pointer(key_path), f"unknown key '{key}'", _hint(error)))
+            continue
+        if path and file_for_key:
+            where = file_for_key.get(str(path[0]), file)
+        problems.append(ConfigProblem(where, json_pointer(path), error.message, _hint(error)))
+    problems.sort(key=lambda p: (p.file, p.pointer))
+    return problems
+
+
+def check_schema(schema: Any, file: str) -> list[ConfigProblem]:
+    """Problems with a JSON Schema itself (a module shipping an invalid schema)."""
+    if not isinstance(schema, dict):
+        return [ConfigProblem(file, "", "a JSON Schema must be an object")]
+    try:
+        Draft202012Validator.check_schema(schema)
+    except Exception as exc:  # SchemaError carries a path into the schema
+        path = list(getattr(exc, "path", []) or [])
+        return [ConfigProblem(file, json_pointer(path), f"invalid JSON Schema: {getattr(exc, 'message', exc)}")]
+    return []
+
+
+def schema_defaults(schema: dict[str, Any]) -> dict[str, Any]:
+    """Top-level defaults of an object schema, recursing into object properties that have their own."""
+    out: dict[str, Any] = {}
+    for key, sub in (schema.get("properties") or {}).items():
+        if not isinstance(sub, dict):
+            continue
+        if "default" in sub:
+            out[key] = json.loads(json.dumps(sub["default"]))
+        elif sub.get("type") == "object" and sub.get("properties"):
+            nested = schema_defaults(sub)
+            if nested:
+                out[key] = nested
+    return out
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write JSON so a reader (or our own file watcher) never sees a half-written file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(data, fh, indent=2, ensure_ascii=False)
+            fh.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,298 @@
+"""Module discovery, manifest parsing and registration with pluggy (DESIGN.md section 4).
+
+A broken module (missing folder, bad manifest, invalid schema, import error, unknown hook)
+is reported with its folder and the reason; the others load.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import importlib.metadata
+import inspect
+import logging
+import os
+import sys
+import traceback
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pluggy
+
+from . import hookspecs
+from .context import ConfigProblem
+from .events import Middleware
+from .jsonfiles import ConfigFileError, check_schema, load_json_file, validate_instance
+
+log = logging.getLogger(__name__)
+
+ENTRY_POINT_GROUP = "botpress_py.modules"
+MODULES_ROOT = "MODULES_ROOT"
+
+MANIFEST_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["name", "entry"],
+    "properties": {
+        "name": {"type": "string", "pattern": "^[a-z0-9][a-z0-9-]{0,49}$"},
+        "version": {"type": "string"},
+        "description": {"type": "string"},
+        "entry": {"type": "string", "pattern": r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$"},
+        "kind": {"enum": ["channel", "logic", "other"]},
+    },
+}
+
+EMPTY_SCHEMA: dict[str, Any] = {"type": "object", "properties": {}}
+
+
+@dataclass
+class LoadedModule:
+    name: str
+    folder: Path | None
+    manifest: dict[str, Any]
+    schema: dict[str, Any]
+    plugin: Any
+    middleware: list[Middleware] = field(default_factory=list)
+
+    @property
+    def version(self) -> str:
+        return str(self.manifest.get("version", "0.0.0"))
+
+    @property
+    def kind(self) -> str:
+        return str(self.manifest.get("kind", "other"))
+
+
+@dataclass
+class ModuleLoadError:
+    location: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"module {self.location}: {self.reason}"
+
+
+def builtin_modules_dir() -> Path | None:
+    """Modules shipped with the package: inside a wheel, or the repo's modules/ in a checkout."""
+    package_dir = Path(__file__).resolve().parent
+    for candidate in (package_dir / "_builtin_modules", package_dir.parent / "modules"):
+        if candidate.is_dir():
+            return candidate
+    return None
+
+
+def module_roots(env: Mapping[str, str], cwd: Path | None = None) -> list[Path]:
+    """Where MODULES_ROOT points, in lookup order: BP_MODULES_PATH, ./modules, built-ins."""
+    roots = [Path(p) for p in env.get("BP_MODULES_PATH", "").split(os.pathsep) if p]
+    roots.append((cwd or Path.cwd()) / "modules")
+    builtin = builtin_modules_dir()
+    if builtin:
+        roots.append(builtin)
+    unique: list[Path] = []
+    for root in roots:
+        resolved = root.resolve()
+        if resolved not in unique:
+            unique.append(resolved)
+    return unique
+
+
+def discover_module_folders(roots: list[Path]) -> list[str]:
+    """Folder names with a module.json across the roots (first root wins), sorted."""
+    names: list[str] = []
+    for root in roots:
+        if not root.is_dir():
+            continue
+        for child in sorted(root.iterdir()):
+            if (child / "module.json").is_file() and child.name not in names:
+                names.append(child.name)
+    return names
+
+
+def resolve_location(location: str, roots: list[Path], data_dir: Path) -> tuple[Path | None, list[Path]]:
+    if location.startswith(MODULES_ROOT + "/"):
+        rel = location[len(MODULES_ROOT) + 1 :]
+        tried = [root / rel for root in roots]
+    else:
+        path = Path(location)
+        tried = [path] if path.is_absolute() else [Path.cwd() / path, data_dir / path]
+    for candidate in tried:
+        if (candidate / "module.json").is_file():
+            return candidate.resolve(), tried
+    return None, tried
+
+
+class ModuleLoader:
+    """Owns the single PluginManager and the list of loaded modules."""
+
+    def __init__(self, data_dir: Path, env: Mapping[str, str]) -> None:
+        self.data_dir = data_dir
+        self.env = env
+        self.roots = module_roots(env)
+        self.pm = pluggy.PluginManager(hookspecs.PROJECT_NAME)
+        self.pm.add_hookspecs(hookspecs)
+        self.modules: dict[str, LoadedModule] = {}
+        self.errors: list[ModuleLoadError] = []
+
+    def load_all(self, module_entries: list[dict[str, Any]]) -> None:
+        for entry in module_entries:
+            if not entry.get("enabled", True):
+                continue
+            location = entry["location"]
+            if location.startswith("entrypoint:"):
+                continue  # loaded with the other entry points below
+            try:
+                self._load_folder(location)
+            except _LoadFailure as failure:
+                self.errors.append(ModuleLoadError(location, str(failure)))
+                log.error("module %s not loaded: %s", location, failure)
+        disabled_eps = {
+            e["location"].split(":", 1)[1] for e in module_entries
+            if e["location"].startswith("entrypoint:") and not e.get("enabled", True)
+        }
+        self._load_entry_points(disabled_eps)
+
+    def _load_folder(self, location: str) -> None:
+        folder, tried = resolve_location(location, self.roots, self.data_dir)
+        if folder is None:
+            raise _LoadFailure(
+                "module folder not found (looked in " + ", ".join(str(t) for t in tried)
+                + "); set BP_MODULES_PATH or fix modules[].location in botpress.config.json"
+            )
+        manifest_path = folder / "module.json"
+        try:
+            manifest = load_json_file(manifest_path)
+        except ConfigFileError as exc:
+            raise _LoadFailure(f"{folder}: bad manifest: {exc}") from None
+        problems = validate_instance(manifest, MANIFEST_SCHEMA, str(manifest_path))
+        if problems:
+            raise _LoadFailure(f"{folder}: bad manifest: " + "; ".join(map(str, problems)))
+        name = manifest["name"]
+        if name in self.modules:
+            raise _LoadFailure(f"{folder}: a module named {name!r} is already loaded from "
+                               f"{self.modules[name].folder}")
+        schema: dict[str, Any] | None = None
+        schema_path = folder / "config.schema.json"
+        if schema_path.exists():
+            try:
+                schema = load_json_file(schema_path)
+            except ConfigFileError as exc:
+                raise _LoadFailure(f"{folder}: config.schema.json: {exc}") from None
+            bad = check_schema(schema, str(schema_path))
+            if bad:
+                raise _LoadFailure(f"{folder}: " + "; ".join(map(str, bad)))
+        plugin = self._import_entry(folder, manifest["entry"])
+        self._register(name, folder, manifest, schema, plugin)
+
+    def _import_entry(self, folder: Path, entry: str) -> ModuleType:
+        top = entry.split(".")[0]
+        existing = sys.modules.get(top)
+        if existing is not None:
+            origin = Path(getattr(existing, "__file__", "") or "").resolve()
+            if folder not in origin.parents:
+                raise _LoadFailure(
+                    f"{folder}: python package {top!r} is already imported from {origin}; "
+                    "rename the module's entry package"
+                )
+        if str(folder) not in sys.path:
+            sys.path.insert(0, str(folder))
+        try:
+            return importlib.import_module(entry)
+        except Exception as exc:
+            last = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
+            where = f" ({last.filename}:{last.lineno})" if last else ""
+            raise _LoadFailure(f"{folder}: import of {entry!r} failed: "
+                               f"{type(exc).__name__}: {exc}{where}") from None
+
+    def _register(self, name: str, folder: Path | None, manifest: dict[str, Any],
+                  schema: dict[str, Any] | None, plugin: Any) -> None:
+        try:
+            self.pm.register(plugin, name=name)
+        except (pluggy.PluginValidationError, ValueError) as exc:
+            raise _LoadFailure(f"{folder or name}: {exc}") from None
+        try:
+            self._check_hook_names(name, folder)
+            if schema is None:
+                schema = self._call_sync(name, "config_schema") or EMPTY_SCHEMA
+                bad = check_schema(schema, f"{name} config_schema()")
+                if bad:
+                    raise _LoadFailure(f"{folder or name}: " + "; ".join(map(str, bad)))
+            middleware = self._collect_middleware(name)
+        except _LoadFailure:
+            self.pm.unregister(name=name)
+            raise
+        except Exception as exc:
+            self.pm.unregister(name=name)
+            raise _LoadFailure(f"{folder or name}: {type(exc).__name__}: {exc}") from None
+        self.modules[name] = LoadedModule(name, folder, manifest, schema, plugin, middleware)
+        log.info("module %s %s loaded from %s", name, manifest.get("version", ""), folder or "entry point")
+
+    def _check_hook_names(self, name: str, folder: Path | None) -> None:
+        """A misspelt hook would silently never run: refuse the module and suggest the name."""
+        plugin = self.pm.get_plugin(name)
+        known = [h for h in dir(hookspecs) if h.startswith(("on_", "config_", "register_", "check_"))]
+        for caller in self.pm.get_hookcallers(plugin) or []:
+            if caller.spec is None:
+                close = difflib.get_close_matches(caller.name, known, n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else f"; known hooks: {', '.join(known)}"
+                raise _LoadFailure(f"{folder or name}: unknown hook {caller.name!r}{hint}")
+
+    def _collect_middleware(self, name: str) -> list[Middleware]:
+        out: list[Middleware] = []
+        for item in self._call_sync_all(name, "register_middleware"):
+            for mw in item or []:
+                if not isinstance(mw, Middleware):
+                    raise _LoadFailure(f"register_middleware returned {type(mw).__name__}, not Middleware")
+                out.append(mw)
+        return out
+
+    def _load_entry_points(self, disabled: set[str]) -> None:
+        for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+            if ep.name in disabled or ep.name in self.modules:
+                continue
+            location = f"entrypoint:{ep.name}"
+            try:
+                plugin = ep.load()
+                manifest = dict(getattr(plugin, "MODULE_MANIFEST", {}) or {})
+                manifest.setdefault("name", ep.name)
+                manifest.setdefault("entry", ep.value.split(":")[0])
+                schema = getattr(plugin, "CONFIG_SCHEMA", None)
+                self._register(ep.name, None, manifest, schema, plugin)
+            except _LoadFailure as failure:
+                self.errors.append(ModuleLoadError(location, str(failure)))
+            except Exception as exc:
+                self.errors.append(ModuleLoadError(location, f"{type(exc).__name__}: {exc}"))
+
+    # -- calling one module's implementation of a hook --------------------------------------
+    def impls(self, module: str, hook: str) -> list[pluggy.HookImpl]:
+        plugin = self.pm.get_plugin(module)
+        caller = getattr(self.pm.hook, hook)
+        return [impl for impl in caller.get_hookimpls() if impl.plugin is plugin]
+
+    def _call_sync_all(self, module: str, hook: str, **kwargs: Any) -> list[Any]:
+        return [impl.function(*[kwargs[a] for a in impl.argnames]) for impl in self.impls(module, hook)]
+
+    def _call_sync(self, module: str, hook: str, **kwargs: Any) -> Any:
+        results = [r for r in self._call_sync_all(module, hook, **kwargs) if r is not None]
+        return results[0] if results else None
+
+    async def call(self, module: str, hook: str, **kwargs: Any) -> list[Any]:
+        """Call one module's implementations of ``hook``, awaiting async ones."""
+        results = []
+        for impl in self.impls(module, hook):
+            result = impl.function(*[kwargs[a] for a in impl.argnames])
+            if inspect.isawaitable(result):
+                result = await result
+            results.append(result)
+        return results
+
+    def implements(self, module: str, hook: str) -> bool:
+        return bool(self.impls(module, hook))
+
+    def problems(self) -> list[ConfigProblem]:
+        return [ConfigProblem(e.location, "", e.reason) for e in self.errors]
+
+
+class _LoadFailure(Exception):
+    pass

@@ -1,0 +1,275 @@
+"""The event pipeline (DESIGN.md section 7): durable inbox and outbox, per-conversation order.
+
+Incoming: a channel's ``bot.receive(events)`` stores them (group commit) and returns; one
+worker per conversation then runs the incoming middleware and every module's
+``on_incoming``, and records the event processed. Outgoing: ``bot.reply``/``bot.send``
+store the events in the outbox; one worker per conversation runs the outgoing middleware
+and hands each event to the channels' ``on_outgoing`` in order, retrying transient
+failures with backoff and recording permanent ones. Whatever is stored and not done when
+the process dies is replayed at the next start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+import random
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from .bots import BotRegistry
+from .events import DeliveryError, IOEvent, Middleware, payload_preview
+from .loader import ModuleLoader
+from .metrics import Metrics
+from .storage import GroupCommitDone, GroupCommitInbox, OutboxRow, Storage
+
+log = logging.getLogger(__name__)
+
+RETRY_BASE_SECONDS = 1.0
+RETRY_MAX_SECONDS = 300.0
+# ~20 attempts with capped backoff is about 1.5 hours of trying, longer than Meta's own
+# redelivery window: past that the failure is recorded instead of retried forever.
+RETRY_MAX_ATTEMPTS = 20
+
+ConvKey = tuple[str, str, str, str]
+
+
+class _ConversationQueues:
+    """One FIFO and one worker task per conversation; conversations run concurrently."""
+
+    def __init__(self, name: str, handle: Callable[[Any], Awaitable[None]]) -> None:
+        self.name = name
+        self._handle = handle
+        self._queues: dict[ConvKey, deque[Any]] = {}
+        self._workers: dict[ConvKey, asyncio.Task[None]] = {}
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    def put(self, key: ConvKey, item: Any) -> None:
+        self._queues.setdefault(key, deque()).append(item)
+        if key not in self._workers:
+            self._idle.clear()
+            self._workers[key] = asyncio.create_task(self._run(key), name=f"{self.name}:{key}")
+
+    async def _run(self, key: ConvKey) -> None:
+        queue = self._queues[key]
+        try:
+            while queue:
+                item = queue[0]
+                try:
+                    await self._handle(item)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.exception("%s worker failed on an item; it stays stored for replay", self.name)
+                queue.popleft()
+        finally:
+            if not queue:
+                self._queues.pop(key, None)
+            self._workers.pop(key, None)
+            if not self._workers:
+                self._idle.set()
+
+    def pending(self) -> int:
+        return sum(len(q) for q in self._queues.values())
+
+    async def wait_idle(self, timeout: float) -> bool:
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout)
+            return True
+        except TimeoutError:
+            return False
+
+    async def cancel(self) -> None:
+        tasks = list(self._workers.values())
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+class EventPipeline:
+    def __init__(self, storage: Storage, registry: BotRegistry, loader: ModuleLoader, metrics: Metrics) -> None:
+        self.storage = storage
+        self.registry = registry
+        self.loader = loader
+        self.metrics = metrics
+        self.inbox = GroupCommitInbox(storage)
+        self.done = GroupCommitDone(storage)
+        self.incoming = _ConversationQueues("incoming", self._process_incoming)
+        self.outgoing = _ConversationQueues("outgoing", self._deliver)
+        self.middleware_in = self._middleware("incoming")
+        self.middleware_out = self._middleware("outgoing")
+        self._accepting = True
+
+    def _middleware(self, direction: str) -> list[tuple[str, Middleware]]:
+        found = [(name, mw) for name, module in self.loader.modules.items()
+                 for mw in module.middleware if mw.direction == direction]
+        return sorted(found, key=lambda pair: pair[1].order)
+
+    # -- entry points ----------------------------------------------------------------------------
+    async def receive(self, events: list[IOEvent]) -> list[IOEvent]:
+        if not self._accepting:
+            raise RuntimeError("the server is shutting down; the channel should answer 503 so it redelivers")
+        if not events:
+            return []
+        flags = await self.inbox.add(events)
+        accepted = [event for event, new in zip(events, flags, strict=True) if new]
+        self.metrics.inc("bp_events_received_total", len(accepted))
+        self.metrics.inc("bp_events_duplicate_total", len(events) - len(accepted))
+        for event in accepted:
+            self.incoming.put(event.conversation_key, event)
+        return accepted
+
+    async def send(self, events: list[IOEvent]) -> None:
+        if not events:
+            return
+        for event in events:
+            event.direction = "outgoing"
+            if not event.preview:
+                event.preview = payload_preview(event.payload)
+        seqs = await self.storage.outbox_add(events)
+        for event, seq in zip(events, seqs, strict=True):
+            self.outgoing.put(event.conversation_key, OutboxRow(seq, event, 0, 0, "pending"))
+
+    async def replay(self) -> tuple[int, int]:
+        """Queue what was stored and not finished before the last stop."""
+        n_in = n_out = 0
+        after = 0
+        while batch := await self.storage.inbox_pending(limit=1000, after_seq=after):
+            for seq, event in batch:
+                self.incoming.put(event.conversation_key, event)
+                after = seq
+            n_in += len(batch)
+        after = 0
+        while rows := await self.storage.outbox_pending(limit=1000, after_seq=after):
+            for row in rows:
+                self.outgoing.put(row.event.conversation_key, row)
+                after = row.seq
+            n_out += len(rows)
+        if n_in or n_out:
+            log.info("replaying %d incoming and %d outgoing events stored before the last stop", n_in, n_out)
+        return n_in, n_out
+
+    # -- incoming ----------------------------------------------------------------------------------
+    async def _process_incoming(self, event: IOEvent) -> None:
+        try:
+            async with self.registry.using(event.botId) as record:
+                status, error = await self._run_incoming(event, record.contexts)
+        except KeyError:
+            # The bot's folder is gone: keep the event stored (not done) for an operator to see.
+            log.warning("event %s for unknown bot %s left in the inbox", event.id, event.botId)
+            return
+        self.done.mark(event.id, status, error)
+        self.metrics.inc(f"bp_events_{status}_total")
+
+    async def _run_incoming(self, event: IOEvent, contexts: dict[str, Any]) -> tuple[str, str | None]:
+        await self.storage.message_record(event)
+        if event.silent:
+            return "done", None
+        for module, mw in self.middleware_in:
+            ctx = contexts.get(module)
+            if ctx is None:
+                continue
+            if await _maybe_await(mw.handler(event, ctx)) is False:
+                return "dropped", f"dropped by middleware {mw.name}"
+        errors = []
+        for name, ctx in list(contexts.items()):
+            try:
+                await self.loader.call(name, "on_incoming", event=event, bot=ctx)
+            except Exception as exc:
+                log.exception("bot %s: module %s on_incoming failed on event %s", event.botId, name, event.id)
+                errors.append(f"{name}: {type(exc).__name__}: {exc}")
+        return ("error", "; ".join(errors)) if errors else ("done", None)
+
+    # -- outgoing ----------------------------------------------------------------------------------
+    async def _deliver(self, row: OutboxRow) -> None:
+        event = row.event
+        while True:
+            wait = row.next_attempt_at / 1000 - time.time()
+            if wait > 0:
+                await asyncio.sleep(wait)  # a retry backoff, not a test wait
+            try:
+                async with self.registry.using(event.botId) as record:
+                    message_id = await self._run_outgoing(event, record.contexts)
+            except KeyError:
+                log.warning("outgoing event %s for unknown bot %s left in the outbox", event.id, event.botId)
+                return
+            except DeliveryError as exc:
+                if exc.permanent or row.attempts + 1 >= RETRY_MAX_ATTEMPTS:
+                    await self._fail(row, str(exc))
+                    return
+                await self._schedule_retry(row, str(exc), exc.retry_after)
+                continue
+            except _Dropped as dropped:
+                await self.storage.outbox_update(event.id, status="failed", attempts=row.attempts,
+                                                 error=str(dropped))
+                return
+            except Exception as exc:
+                # A bug in a channel is retried like a transient failure, within the cap.
+                log.exception("bot %s: delivery of %s raised", event.botId, event.id)
+                if row.attempts + 1 >= RETRY_MAX_ATTEMPTS:
+                    await self._fail(row, f"{type(exc).__name__}: {exc}")
+                    return
+                await self._schedule_retry(row, f"{type(exc).__name__}: {exc}", None)
+                continue
+            await self.storage.outbox_update(event.id, status="sent", attempts=row.attempts + 1,
+                                             channel_message_id=message_id)
+            await self.storage.message_record(event, message_id)
+            self.metrics.inc("bp_events_sent_total")
+            return
+
+    async def _run_outgoing(self, event: IOEvent, contexts: dict[str, Any]) -> str | None:
+        for module, mw in self.middleware_out:
+            ctx = contexts.get(module)
+            if ctx is not None and await _maybe_await(mw.handler(event, ctx)) is False:
+                raise _Dropped(f"dropped by middleware {mw.name}")
+        for name, ctx in contexts.items():
+            for result in await self.loader.call(name, "on_outgoing", event=event, bot=ctx):
+                if result:
+                    return event.flags.get("channelMessageId")
+        raise DeliveryError(f"no mounted module sends on channel {event.channel!r} for bot {event.botId} "
+                            "(is the channel module on for this bot? see GET /status)")
+
+    async def _schedule_retry(self, row: OutboxRow, error: str, retry_after: float | None) -> None:
+        row.attempts += 1
+        delay = retry_after if retry_after is not None else min(
+            RETRY_MAX_SECONDS, RETRY_BASE_SECONDS * 2 ** (row.attempts - 1))
+        delay *= random.uniform(0.8, 1.2)  # jitter: conversations that failed together retry apart
+        row.next_attempt_at = int((time.time() + delay) * 1000)
+        self.metrics.inc("bp_events_send_retried_total")
+        log.warning("bot %s: send of %s failed (attempt %d), retrying in %.1fs: %s",
+                    row.event.botId, row.event.id, row.attempts, delay, error)
+        await self.storage.outbox_update(row.event.id, status="pending", attempts=row.attempts,
+                                         next_attempt_at=row.next_attempt_at, error=error)
+
+    async def _fail(self, row: OutboxRow, error: str) -> None:
+        self.metrics.inc("bp_events_send_failed_total")
+        log.error("bot %s: send of %s failed permanently: %s", row.event.botId, row.event.id, error)
+        await self.storage.outbox_update(row.event.id, status="failed", attempts=row.attempts + 1, error=error)
+
+    # -- shutdown ----------------------------------------------------------------------------------
+    async def drain(self, timeout: float) -> bool:
+        """Stop accepting, finish queued work up to ``timeout``; the rest is replayed next start."""
+        self._accepting = False
+        deadline = time.monotonic() + timeout
+        ok = await self.incoming.wait_idle(timeout)
+        ok = await self.outgoing.wait_idle(max(0.0, deadline - time.monotonic())) and ok
+        await self.incoming.cancel()
+        await self.outgoing.cancel()
+        await self.done.close()
+        await self.inbox.close()
+        return ok
+
+
+class _Dropped(Exception):
+    pass
+
+
+async def _maybe_await(value: Any) -> Any:
+    return await value if inspect.isawaitable(value) else value

@@ -1,0 +1,44 @@
+"""The only import surface for botpress-py modules.
+
+    from botpress_py.sdk import hookimpl, IOEvent, BotContext
+
+Everything a module needs is re-exported here; anything not listed is core-internal and
+may change without notice.
+"""
+
+from __future__ import annotations
+
+from .context import BotContext, ConfigProblem, KeyValueStore, ModuleState, ServerContext
+from .events import (
+    CARD_ACTIONS,
+    STANDARD_PAYLOAD_TYPES,
+    DeliveryError,
+    IOEvent,
+    Middleware,
+    new_event_id,
+    now_ms,
+    payload_preview,
+)
+from .hookspecs import hookimpl
+from .jsonfiles import load_json_file, validate_instance
+from .routing import ModuleRouter
+
+__all__ = [
+    "CARD_ACTIONS",
+    "STANDARD_PAYLOAD_TYPES",
+    "BotContext",
+    "ConfigProblem",
+    "DeliveryError",
+    "IOEvent",
+    "KeyValueStore",
+    "Middleware",
+    "ModuleRouter",
+    "ModuleState",
+    "ServerContext",
+    "hookimpl",
+    "load_json_file",
+    "new_event_id",
+    "now_ms",
+    "payload_preview",
+    "validate_instance",
+]

@@ -1,0 +1,354 @@
+"""The aiohttp app factory and the server lifecycle: start, serve, shut down cleanly."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from . import __version__
+from .admin import AdminApi, json_error, make_admin_check
+from .bots import ANY_BOT, BotRegistry, valid_bot_id
+from .config.module_config import ModuleConfigResolver
+from .config.server_config import ServerConfig, load_server_config, parse_duration
+from .context import ConfigProblem, ServerContext
+from .loader import ModuleLoader, discover_module_folders
+from .metrics import Metrics
+from .pipeline import EventPipeline
+from .routing import ModuleRouter
+from .state import StorageKeyValue
+from .storage import Storage, open_storage
+from .watcher import DataWatcher
+
+log = logging.getLogger(__name__)
+
+SHUTDOWN_DRAIN_SECONDS = 10.0
+RELOAD_WAIT_SECONDS = 10.0
+
+
+class StartupError(Exception):
+    def __init__(self, problems: list[ConfigProblem]) -> None:
+        super().__init__("\n".join(str(p) for p in problems))
+        self.problems = problems
+
+
+class BotpressServer:
+    """One server: config, modules, bots, pipeline, HTTP. ``start()`` then ``stop()``."""
+
+    def __init__(self, data_dir: Path, env: Mapping[str, str] | None = None, *,
+                 port: int | None = None, host: str | None = None) -> None:
+        self.data_dir = Path(data_dir).resolve()
+        self.env = dict(os.environ if env is None else env)
+        if port is not None:
+            self.env["PORT"] = str(port)
+        if host is not None:
+            self.env["BP_HOST"] = host
+        self.metrics = Metrics()
+        self.loader = ModuleLoader(self.data_dir, self.env)
+        self.resolver = ModuleConfigResolver(self.data_dir, self.env)
+        self.config: ServerConfig | None = None
+        self.storage: Storage | None = None
+        self.registry: BotRegistry | None = None
+        self.pipeline: EventPipeline | None = None
+        self.watcher: DataWatcher | None = None
+        self.module_contexts: dict[str, ServerContext] = {}
+        self.module_errors: dict[str, str] = {}
+        self.app: web.Application | None = None
+        self._runner: web.AppRunner | None = None
+        self._sock: socket.socket | None = None
+        self._background: list[asyncio.Task[Any]] = []
+        self.bound_port: int | None = None
+        self.started_at = time.time()
+
+    @property
+    def url(self) -> str:
+        assert self.config is not None
+        host = self.config.host if self.config.host not in ("0.0.0.0", "::", "") else "127.0.0.1"
+        return f"http://{host}:{self.bound_port}"
+
+    def external_url(self) -> str:
+        assert self.config is not None
+        return self.config.external_url(self.bound_port)
+
+    # -- start ---------------------------------------------------------------------------------
+    async def start(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        found = discover_module_folders(self.loader.roots)
+        self.config = load_server_config(self.data_dir, self.env, found)
+        if self.config.problems:
+            raise StartupError(self.config.problems)
+        self.loader.load_all(self.config.data.get("modules", []))
+        for module in self.loader.modules.values():
+            self.resolver.prepare(module)
+
+        self.storage = open_storage(self.data_dir, self.env)
+        await self.storage.open()
+        storage = self.storage
+        self.registry = BotRegistry(data_dir=self.data_dir, loader=self.loader, resolver=self.resolver,
+                                    external_url=self.external_url,
+                                    kv=lambda ns: StorageKeyValue(storage, ns))
+        self.pipeline = EventPipeline(storage, self.registry, self.loader, self.metrics)
+        self.registry.pipeline = self.pipeline
+        self._register_gauges()
+
+        # Bind first (port 0 becomes a real port, so external_url is right for modules), but
+        # serve only once every bot is mounted: early requests queue in the backlog instead of
+        # seeing a half-started server.
+        backlog = int(self.config.http.get("backlog") or 0) or 128
+        sock = self._sock = _bind(self.config.host, self.config.port, backlog)
+        self.bound_port = sock.getsockname()[1]
+        self.app = self._build_app()
+        self._runner = web.AppRunner(self.app, handle_signals=False, access_log=None, shutdown_timeout=5.0)
+        await self._runner.setup()
+        await self._call_modules("on_server_started", lambda name: {"server": self.module_contexts[name]})
+
+        self.registry.register_all()
+        await self.pipeline.replay()
+        await self.registry.mount_all()
+        await web.SockSite(self._runner, sock, backlog=backlog).start()
+        self._sock = None  # the site owns it now
+        await self._call_modules("on_server_ready", lambda name: {"server": self.module_contexts[name]})
+        self._start_background()
+        log.info("botpress-py %s listening on %s (external URL %s), %d bots", __version__, self.url,
+                 self.external_url(), len(self.registry.records))
+
+    def _build_app(self) -> web.Application:
+        assert self.config and self.registry
+        limit = self.config.body_limit
+        app = web.Application(client_max_size=limit, middlewares=[
+            _metrics_middleware(self.metrics), _body_limit_middleware(limit, self.config.http["bodyLimit"]),
+            *([_cors_middleware(self.config.http["cors"].get("origin", "*"))]
+              if self.config.http["cors"].get("enabled", True) else []),
+        ])
+        admin_check = make_admin_check(lambda: self.config.admin_token() if self.config else "")
+        for name, module in self.loader.modules.items():
+            resolved = self.resolver.resolve(module, None)
+            if not resolved.ok:
+                log.error("module %s: global config: %s", name, "; ".join(map(str, resolved.problems)))
+            self.module_contexts[name] = ServerContext(
+                module=name, config=resolved.config, router=ModuleRouter(), external_url=self.external_url(),
+                data_dir=self.data_dir, state=StorageKeyValue(self.storage, f"{name}:server"),  # type: ignore[arg-type]
+                bots=self.registry.module_views.setdefault(name, {}), admin_check=admin_check)
+        app.router.add_get("/status", self.handle_status)
+        app.router.add_get("/metrics", self.handle_metrics)
+        AdminApi(self.registry, self.loader, admin_check).add_routes(app)
+        app.router.add_route("*", r"/api/v1/bots/{botId}/mod/{module}{tail:(/.*)?}", self.dispatch)
+        app.router.add_route("*", r"/api/v1/bots/{botId}{tail:(/.*)?}", self.dispatch_bot_other)
+        return app
+
+    def _register_gauges(self) -> None:
+        assert self.registry and self.pipeline
+        registry, pipeline = self.registry, self.pipeline
+        self.metrics.gauge("bp_bots_mounted", lambda: sum(r.state == "mounted" for r in registry.records.values()),
+                           "Bots currently mounted.")
+        self.metrics.gauge("bp_bots_known", lambda: len(registry.records), "Bots found under data/bots.")
+        self.metrics.gauge("bp_incoming_queued", lambda: pipeline.incoming.pending(),
+                           "Incoming events queued in memory for processing.")
+        self.metrics.gauge("bp_outgoing_queued", lambda: pipeline.outgoing.pending(),
+                           "Outgoing events queued in memory for delivery.")
+
+    async def _call_modules(self, hook: str, kwargs_for: Any) -> None:
+        for name in list(self.loader.modules):
+            try:
+                await self.loader.call(name, hook, **kwargs_for(name))
+            except Exception as exc:
+                self.module_errors[name] = f"{hook} failed: {type(exc).__name__}: {exc}"
+                log.exception("module %s: %s failed", name, hook)
+
+    def _start_background(self) -> None:
+        assert self.config and self.registry
+        watch = self.config.data.get("watch", {})
+        if watch.get("enabled", True):
+            registry = self.registry
+            self.watcher = DataWatcher(self.data_dir, parse_duration(watch.get("interval", "500ms")),
+                                       on_bot_changed=registry.reload,
+                                       on_global_changed=lambda: asyncio.gather(
+                                           *(registry.reload(b) for b in list(registry.records))))
+            registry.on_change = self.watcher.mark_seen
+            self.watcher.start()
+        self._background.append(asyncio.create_task(self._purge_loop(), name="storage-purge"))
+
+    async def _purge_loop(self) -> None:
+        assert self.config and self.storage
+        storage_cfg = self.config.data.get("storage", {})
+        retention = storage_cfg.get("retention", {})
+        events_age = parse_duration(retention.get("events", "7d"))
+        messages_age = parse_duration(retention.get("messages", "90d"))
+        interval = parse_duration(storage_cfg.get("purgeInterval", "1h"))
+        while True:
+            now = time.time()
+            try:
+                counts = await self.storage.purge(processed_before=int((now - events_age) * 1000),
+                                                  messages_before=int((now - messages_age) * 1000))
+                if any(counts.values()):
+                    log.info("storage purge removed %s", counts)
+            except Exception:
+                log.exception("storage purge failed; will retry in %ss", interval)
+            await asyncio.sleep(interval)  # the purge period
+
+    # -- HTTP handlers ---------------------------------------------------------------------------
+    async def handle_status(self, request: web.Request) -> web.Response:
+        assert self.registry
+        body: dict[str, Any] = {"status": "ok", "version": __version__, "bots": self.registry.status(),
+                                "uptime": round(time.time() - self.started_at, 1)}
+        if self.loader.errors or self.module_errors:
+            body["moduleErrors"] = [str(e) for e in self.loader.errors] + [
+                f"module {m}: {r}" for m, r in self.module_errors.items()]
+        return web.json_response(body)
+
+    async def handle_metrics(self, request: web.Request) -> web.Response:
+        return web.Response(text=self.metrics.render(), content_type="text/plain", charset="utf-8")
+
+    async def dispatch(self, request: web.Request) -> web.StreamResponse:
+        """Route /api/v1/bots/{botId}/mod/{module}/... to the module's router for that bot."""
+        assert self.registry
+        bot_id, module = request.match_info["botId"], request.match_info["module"]
+        tail = request.match_info.get("tail") or "/"
+        if module not in self.loader.modules:
+            raise json_error(web.HTTPNotFound, f"module {module!r} is not loaded",
+                             hint="enable it in data/global/botpress.config.json")
+        if bot_id == ANY_BOT:
+            router = self.module_contexts[module].router
+        else:
+            router = await self._bot_router(bot_id, module)
+        handler, params, allowed = router.resolve(request.method, tail)
+        if handler is None:
+            if allowed:
+                raise web.HTTPMethodNotAllowed(request.method, sorted(allowed))
+            raise json_error(web.HTTPNotFound, f"no route {request.method} {tail} in module {module}")
+        request.match_info.update(params)
+        return await handler(request)
+
+    async def _bot_router(self, bot_id: str, module: str) -> ModuleRouter:
+        assert self.registry
+        self._check_bot_id(bot_id)
+        record = self.registry.records.get(bot_id)
+        if record is not None and record.lock.locked():
+            # The bot is being remounted: wait for the new mount instead of failing the request.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(RELOAD_WAIT_SECONDS), record.lock:
+                    pass
+            record = self.registry.records.get(bot_id)
+        if record is None:
+            raise json_error(web.HTTPNotFound, f"bot {bot_id!r} not found")
+        if record.state in ("disabled", "unmounted"):
+            raise json_error(web.HTTPNotFound, "bot is disabled", botId=bot_id)
+        if record.state == "error":
+            raise json_error(web.HTTPServiceUnavailable, "bot is not mounted", botId=bot_id, reason=record.error)
+        ctx = record.contexts.get(module)
+        if ctx is None:
+            reason = record.modules.get(module, {}).get("reason", "")
+            raise json_error(web.HTTPNotFound, f"module {module} is not on for bot {bot_id}", reason=reason)
+        return ctx.router
+
+    def _check_bot_id(self, bot_id: str) -> None:
+        if not valid_bot_id(bot_id):
+            raise json_error(web.HTTPBadRequest, "invalid bot id",
+                             hint="bot ids match ^[a-z0-9][a-z0-9_-]{0,49}$")
+
+    async def dispatch_bot_other(self, request: web.Request) -> web.StreamResponse:
+        assert self.registry
+        bot_id = request.match_info["botId"]
+        if bot_id != ANY_BOT:
+            self._check_bot_id(bot_id)
+            record = self.registry.records.get(bot_id)
+            if record is not None and record.state in ("disabled", "unmounted"):
+                raise json_error(web.HTTPNotFound, "bot is disabled", botId=bot_id)
+        raise json_error(web.HTTPNotFound, "not found", hint="module routes live under "
+                         "/api/v1/bots/{botId}/mod/{module}/")
+
+    # -- stop ----------------------------------------------------------------------------------
+    async def stop(self) -> None:
+        """Stop HTTP, drain in-flight events up to a deadline, unmount bots, close modules and storage."""
+        if self.watcher:
+            await self.watcher.stop()
+        for task in self._background:
+            task.cancel()
+        for task in self._background:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._background.clear()
+        if self._runner:
+            await self._runner.cleanup()  # stops accepting; lets running handlers finish
+            self._runner = None
+        if self._sock:  # start() failed before serving
+            self._sock.close()
+            self._sock = None
+        if self.pipeline:
+            if not await self.pipeline.drain(SHUTDOWN_DRAIN_SECONDS):
+                log.warning("shutdown deadline reached: unfinished events stay stored and replay at next start")
+        if self.registry:
+            await self.registry.unmount_all()
+        await self._call_modules("on_module_unmount", lambda name: {"server": self.module_contexts.get(name)})
+        if self.storage:
+            await self.storage.close()
+        log.info("botpress-py stopped")
+
+
+def _bind(host: str, port: int, backlog: int) -> socket.socket:
+    """A listening socket on the first address ``host`` resolves to (IPv4 or IPv6)."""
+    family, _, _, _, address = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM,
+                                                  flags=socket.AI_PASSIVE)[0]
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(address)
+        sock.listen(backlog)
+    except OSError:
+        sock.close()
+        raise
+    sock.setblocking(False)
+    return sock
+
+
+def _metrics_middleware(metrics: Metrics) -> Any:
+    @web.middleware
+    async def count(request: web.Request, handler: Any) -> web.StreamResponse:
+        metrics.inc("bp_http_requests_total")
+        return await handler(request)
+
+    return count
+
+
+def _body_limit_middleware(limit: int, text: str) -> Any:
+    @web.middleware
+    async def body_limit(request: web.Request, handler: Any) -> web.StreamResponse:
+        # Refuse on the declared length before any handler runs; chunked bodies are capped
+        # by client_max_size when read.
+        if request.content_length is not None and request.content_length > limit:
+            raise web.HTTPRequestEntityTooLarge(
+                max_size=limit, actual_size=request.content_length, content_type="application/json",
+                text=web.json_response({"error": "request body too large", "limit": text,
+                                        "hint": "raise httpServer.bodyLimit in botpress.config.json"}).text)
+        return await handler(request)
+
+    return body_limit
+
+
+def _cors_middleware(origin: str) -> Any:
+    @web.middleware
+    async def cors(request: web.Request, handler: Any) -> web.StreamResponse:
+        if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
+            response: web.StreamResponse = web.Response(status=204)
+            response.headers["Access-Control-Allow-Methods"] = "GET, POST, PUT, DELETE, OPTIONS"
+            response.headers["Access-Control-Allow-Headers"] = request.headers.get(
+                "Access-Control-Request-Headers", "Authorization, Content-Type")
+            response.headers["Access-Control-Max-Age"] = "600"
+        else:
+            try:
+                response = await handler(request)
+            except web.HTTPException as exc:
+                exc.headers["Access-Control-Allow-Origin"] = origin
+                raise
+        response.headers["Access-Control-Allow-Origin"] = origin
+        return response
+
+    return cors

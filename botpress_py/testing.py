@@ -1,0 +1,79 @@
+"""Helpers for tests of the core and of modules: a real server on a free port, bot folders.
+
+Part of the package (not tests/) so module tests beside each module can use it too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator, Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from .server import BotpressServer
+
+
+def write_json(path: Path, data: Any) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2), encoding="utf-8")
+    return path
+
+
+def make_bot(data_dir: Path, bot_id: str, *, module_configs: Mapping[str, dict[str, Any]] | None = None,
+             qna: dict[str, Any] | None = None, disabled: bool = False, **bot_config: Any) -> Path:
+    """Write ``data/bots/<bot_id>/`` with bot.config.json, config/<module>.json and qna.json."""
+    folder = data_dir / "bots" / bot_id
+    write_json(folder / "bot.config.json", {"id": bot_id, "name": bot_id, "disabled": disabled, **bot_config})
+    for module, config in (module_configs or {}).items():
+        write_json(folder / "config" / f"{module}.json", config)
+    if qna is not None:
+        write_json(folder / "qna.json", qna)
+    return folder
+
+
+def base_env(**extra: str) -> dict[str, str]:
+    """A minimal environment: no inherited BP_* settings leak into a test server."""
+    import os
+
+    keep = {k: v for k, v in os.environ.items()
+            if not k.startswith(("BP_", "PORT", "EXTERNAL_URL")) and k != "DATABASE_URL"}
+    keep.update(extra)
+    return keep
+
+
+@contextlib.asynccontextmanager
+async def run_server(data_dir: Path, env: Mapping[str, str] | None = None, *,
+                     modules: list[str] | None = None, **config: Any) -> AsyncIterator[BotpressServer]:
+    """Start a real server on 127.0.0.1 and a free port; stop it cleanly on exit.
+
+    ``modules`` writes a botpress.config.json loading only those module folders (by name);
+    other keyword arguments are merged into that file (e.g. ``admin={"token": "t"}``).
+    """
+    if modules is not None or config:
+        global_file = data_dir / "global" / "botpress.config.json"
+        current: dict[str, Any] = json.loads(global_file.read_text()) if global_file.exists() else {}
+        if modules is not None:
+            current["modules"] = [{"location": f"MODULES_ROOT/{m}", "enabled": True} for m in modules]
+        current.update(config)
+        current.setdefault("watch", {"enabled": True, "interval": "100ms"})
+        write_json(global_file, current)
+    server = BotpressServer(data_dir, base_env(**dict(env or {})), port=0, host="127.0.0.1")
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop()
+
+
+async def wait_for(predicate: Callable[[], Any], timeout: float = 5.0, interval: float = 0.02) -> Any:
+    """Await until ``predicate()`` is truthy (it may be async); raise TimeoutError after ``timeout``."""
+    async with asyncio.timeout(timeout):
+        while True:
+            value = predicate()
+            if asyncio.iscoroutine(value):
+                value = await value
+            if value:
+                return value
+            await asyncio.sleep(interval)  # polling step of a condition wait, bounded by the timeout

@@ -1,0 +1,120 @@
+"""The event pipeline through a real server and the echo test channel (DESIGN.md section 7)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from botpress_py.events import DeliveryError, IOEvent
+from botpress_py.storage import open_storage
+from botpress_py.testing import make_bot, run_server, wait_for
+
+
+async def say(s: aiohttp.ClientSession, srv: Any, bot: str, user: str, text: str, **extra: Any) -> int:
+    async with s.post(f"{srv.url}/api/v1/bots/{bot}/mod/echo/in", json={"user": user, "text": text, **extra}) as r:
+        assert r.status == 200
+        return (await r.json())["accepted"]
+
+
+def texts(echo: Any, user: str) -> list[str]:
+    return [m["payload"]["text"] for m in echo.SENT if m["target"] == user]
+
+
+async def test_hook_on_incoming_and_on_outgoing_reply_roundtrip(data_dir: Path, env: dict, echo: Any) -> None:
+    make_bot(data_dir, "alpha", module_configs={"echo": {"greeting": "hey there"}})
+    async with run_server(data_dir, env, modules=["echo"]) as srv, aiohttp.ClientSession() as s:
+        await say(s, srv, "alpha", "u1", "hello")
+        await wait_for(lambda: len(echo.SENT) == 1)
+        assert echo.SENT[0]["payload"] == {"type": "text", "text": "hey there"}
+        assert echo.SENT[0]["tags"] == ["out"]  # outgoing middleware ran before the channel
+        history = await srv.storage.messages_for("alpha", "test", "u1")
+        assert [m["direction"] for m in history] == ["incoming", "outgoing"]
+        assert history[1]["channelMessageId"] == "m1"
+
+
+async def test_order_kept_per_conversation_and_conversations_concurrent(data_dir: Path, env: dict,
+                                                                         echo: Any) -> None:
+    make_bot(data_dir, "alpha")
+    async with run_server(data_dir, env, modules=["echo"]) as srv, aiohttp.ClientSession() as s:
+        await asyncio.gather(*(say(s, srv, "alpha", f"user{u}", f"many 3 {u}") for u in range(5)))
+        for i in range(10):
+            await say(s, srv, "alpha", "seq", f"msg {i}")
+        await wait_for(lambda: len(echo.SENT) == 25)
+        assert texts(echo, "seq") == [f"echo: msg {i}" for i in range(10)]
+        for u in range(5):
+            assert texts(echo, f"user{u}") == ["part 0", "part 1", "part 2"]
+
+
+async def test_duplicates_are_acknowledged_but_processed_once(data_dir: Path, env: dict, echo: Any) -> None:
+    make_bot(data_dir, "alpha")
+    async with run_server(data_dir, env, modules=["echo"]) as srv, aiohttp.ClientSession() as s:
+        assert await say(s, srv, "alpha", "u1", "once", mid="m.1") == 1
+        assert await say(s, srv, "alpha", "u1", "once", mid="m.1") == 0
+        await say(s, srv, "alpha", "u1", "after", mid="m.2")
+        await wait_for(lambda: texts(echo, "u1") == ["echo: once", "echo: after"])
+
+
+async def test_middleware_drops_and_silent_events_are_not_answered(data_dir: Path, env: dict, echo: Any) -> None:
+    make_bot(data_dir, "alpha")
+    async with run_server(data_dir, env, modules=["echo"]) as srv, aiohttp.ClientSession() as s:
+        await say(s, srv, "alpha", "u1", "drop me")
+        await say(s, srv, "alpha", "u1", "a read receipt", silent=True)
+        await say(s, srv, "alpha", "u1", "boom")  # bot logic raises: recorded, the next still runs
+        await say(s, srv, "alpha", "u1", "last")
+        await wait_for(lambda: texts(echo, "u1") == ["echo: last"])
+        await srv.pipeline.done.flush()
+        assert await srv.storage.inbox_pending() == []
+        assert srv.metrics.counters["bp_events_dropped_total"] == 1
+        assert srv.metrics.counters["bp_events_error_total"] == 1
+        assert [h for h, b in echo.CALLS].count("on_incoming") == 2  # neither dropped nor silent ran
+
+
+async def test_transient_failures_retry_in_order_permanent_recorded(data_dir: Path, env: dict, echo: Any,
+                                                                   monkeypatch: Any) -> None:
+    import botpress_py.pipeline as pipeline
+
+    monkeypatch.setattr(pipeline, "RETRY_BASE_SECONDS", 0.01)
+    make_bot(data_dir, "alpha")
+    echo.FAIL_NEXT_SENDS.extend([DeliveryError("busy"), DeliveryError("busy again", retry_after=0.01)])
+    async with run_server(data_dir, env, modules=["echo"]) as srv, aiohttp.ClientSession() as s:
+        await say(s, srv, "alpha", "u1", "one")
+        await say(s, srv, "alpha", "u1", "two")
+        await wait_for(lambda: texts(echo, "u1") == ["echo: one", "echo: two"])
+        assert srv.metrics.counters["bp_events_send_retried_total"] == 2
+        echo.FAIL_NEXT_SENDS.append(DeliveryError("user unavailable", permanent=True, code=551))
+        await say(s, srv, "alpha", "u2", "three")
+        await wait_for(lambda: srv.metrics.counters["bp_events_send_failed_total"] == 1)
+        row = await srv.storage.outbox_get(echo.FAILED_IDS[-1])
+        assert row is not None and row.status == "failed" and "user unavailable" in (row.error or "")
+        assert await srv.storage.outbox_pending() == []  # failed for good, not retried
+        assert texts(echo, "u2") == []
+
+
+async def test_stored_events_replay_at_start(data_dir: Path, env: dict, echo: Any) -> None:
+    """Events stored but not processed before a stop are processed at the next start."""
+    make_bot(data_dir, "alpha")
+    storage = open_storage(data_dir, {})
+    await storage.open()
+    events = [IOEvent(type="text", channel="test", direction="incoming", botId="alpha", target="u9",
+                      threadId="t", payload={"text": f"stored {i}"}, dedupeKey=f"s{i}") for i in range(3)]
+    await storage.inbox_add(events)
+    await storage.close()
+    async with run_server(data_dir, env, modules=["echo"]):
+        await wait_for(lambda: texts(echo, "u9") == ["echo: stored 0", "echo: stored 1", "echo: stored 2"])
+
+
+async def test_events_wait_while_bot_is_disabled(data_dir: Path, env: dict, echo: Any) -> None:
+    make_bot(data_dir, "alpha")
+    async with run_server(data_dir, env, modules=["echo"]) as srv, aiohttp.ClientSession() as s:
+        ctx = srv.registry.records["alpha"].contexts["echo"]
+        await srv.registry.set_disabled("alpha", True)
+        # a channel still holding the context (e.g. the any-bot webhook) hands an event in
+        await ctx.receive([IOEvent(type="text", channel="test", direction="incoming", botId="alpha",
+                                   target="u5", threadId="t", payload={"text": "while off"})])
+        assert texts(echo, "u5") == []
+        await srv.registry.set_disabled("alpha", False)
+        await wait_for(lambda: texts(echo, "u5") == ["echo: while off"])
+        del s
