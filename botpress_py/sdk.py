@@ -20,13 +20,14 @@ from .events import (
     payload_preview,
 )
 from .hookspecs import hookimpl
-from .jsonfiles import load_json_file, validate_instance
+from .jsonfiles import ConfigFileError, load_json_file, validate_instance
 from .routing import ModuleRouter
 
 __all__ = [
     "CARD_ACTIONS",
     "STANDARD_PAYLOAD_TYPES",
     "BotContext",
+    "ConfigFileError",
     "ConfigProblem",
     "DeliveryError",
     "IOEvent",

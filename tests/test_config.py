@@ -136,7 +136,8 @@ def test_global_module_file_created_with_schema_and_defaults(data_dir: Path, ech
 def test_precedence_defaults_global_env_bot(data_dir: Path, echo_loaded: tuple) -> None:
     loader, _ = echo_loaded
     module = loader.modules["echo"]
-    write_json(data_dir / "global" / "config" / "echo.json", {"greeting": "global hi", "level": 2, "tags": ["g1", "g2"]})
+    write_json(data_dir / "global" / "config" / "echo.json",
+               {"greeting": "global hi", "level": 2, "tags": ["g1", "g2"]})
     make_bot(data_dir, "b1", module_configs={"echo": {"tags": ["bot"]}})
     env = {env_name("echo", "level"): "5", env_name("echo", "greeting"): "env hi"}
     resolved = ModuleConfigResolver(data_dir, env).resolve(module, "b1")
@@ -163,7 +164,8 @@ def test_invalid_merged_config_names_the_file_that_set_the_key(data_dir: Path, e
 
 def test_unknown_env_option_is_reported(data_dir: Path, echo_loaded: tuple) -> None:
     loader, _ = echo_loaded
-    problems = ModuleConfigResolver(data_dir, {"BP_MODULE_ECHO_LEVL": "1"}).resolve(loader.modules["echo"], None).problems
+    resolver = ModuleConfigResolver(data_dir, {"BP_MODULE_ECHO_LEVL": "1"})
+    problems = resolver.resolve(loader.modules["echo"], None).problems
     assert len(problems) == 1 and "BP_MODULE_ECHO_LEVL" in problems[0].file
     assert "BP_MODULE_ECHO_LEVEL" in problems[0].hint
 

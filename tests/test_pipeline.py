@@ -23,7 +23,7 @@ def texts(echo: Any, user: str) -> list[str]:
     return [m["payload"]["text"] for m in echo.SENT if m["target"] == user]
 
 
-async def test_hook_on_incoming_and_on_outgoing_reply_roundtrip(data_dir: Path, env: dict, echo: Any) -> None:
+async def test_hook_on_incoming_reply_roundtrip(data_dir: Path, env: dict, echo: Any) -> None:
     make_bot(data_dir, "alpha", module_configs={"echo": {"greeting": "hey there"}})
     async with run_server(data_dir, env, modules=["echo"]) as srv, aiohttp.ClientSession() as s:
         await say(s, srv, "alpha", "u1", "hello")
@@ -118,3 +118,21 @@ async def test_events_wait_while_bot_is_disabled(data_dir: Path, env: dict, echo
         await srv.registry.set_disabled("alpha", False)
         await wait_for(lambda: texts(echo, "u5") == ["echo: while off"])
         del s
+
+
+async def test_hook_on_outgoing_only_the_channel_of_the_event_sends(data_dir: Path, env: dict, echo: Any,
+                                                                    monkeypatch: Any) -> None:
+    import botpress_py.pipeline as pipeline
+
+    monkeypatch.setattr(pipeline, "RETRY_MAX_ATTEMPTS", 1)
+    make_bot(data_dir, "alpha")
+    async with run_server(data_dir, env, modules=["echo"]) as srv:
+        ctx = srv.registry.records["alpha"].contexts["echo"]
+        other = IOEvent(type="text", channel="nowhere", direction="outgoing", botId="alpha", target="u1",
+                        payload={"type": "text", "text": "lost?"})
+        await ctx.send([other])
+        await wait_for(lambda: srv.metrics.counters["bp_events_send_failed_total"] == 1)
+        row = await srv.storage.outbox_get(other.id)
+        assert row is not None and row.status == "failed"
+        assert "no mounted module sends on channel 'nowhere'" in (row.error or "")
+        assert echo.SENT == []

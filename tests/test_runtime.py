@@ -55,17 +55,41 @@ async def test_hook_on_bot_mount_routes_per_bot_with_resolved_config(data_dir: P
     assert ("on_bot_mount", "alpha") in echo.CALLS and ("on_bot_mount", "gamma") not in echo.CALLS
 
 
-async def test_hook_on_server_started_and_ready_global_router(data_dir: Path, env: dict, echo: Any) -> None:
+async def test_hook_on_server_started_registers_any_bot_routes(data_dir: Path, env: dict, echo: Any) -> None:
     three_bots(data_dir)
     async with run_server(data_dir, env, modules=["echo"]) as srv, aiohttp.ClientSession() as s:
         status, body = await get_json(s, f"{srv.url}/api/v1/bots/___/mod/echo/ping")
         assert status == 200 and body == {"pong": True, "bots": ["alpha", "beta"]}
+
+
+async def test_hook_on_server_ready_runs_after_every_mount(data_dir: Path, env: dict, echo: Any) -> None:
+    three_bots(data_dir)
+    async with run_server(data_dir, env, modules=["echo"]):
         hooks = [h for h, _ in echo.CALLS]
-        assert hooks.index("on_server_started") < hooks.index("on_bot_mount") < hooks.index("on_server_ready")
-    # shutdown: bots unmounted before the module is told to close
+        assert hooks.index("on_server_started") < hooks.index("on_bot_mount")
+        last_mount = max(i for i, h in enumerate(hooks) if h == "on_bot_mount")
+        assert last_mount < hooks.index("on_server_ready")
+        assert hooks.count("on_server_ready") == 1
+
+
+async def test_hook_on_bot_unmount_on_disable_removes_routes(data_dir: Path, env: dict, echo: Any) -> None:
+    three_bots(data_dir)
+    async with run_server(data_dir, env, modules=["echo"]) as srv, aiohttp.ClientSession() as s:
+        await srv.registry.set_disabled("alpha", True)
+        assert ("on_bot_unmount", "alpha") in echo.CALLS and ("on_bot_unmount", "beta") not in echo.CALLS
+        assert "alpha" not in srv.module_contexts["echo"].bots()
+        status, body = await get_json(s, f"{srv.url}/api/v1/bots/alpha/mod/echo/hello")
+        assert (status, body["error"]) == (404, "bot is disabled")
+
+
+async def test_hook_on_module_unmount_once_after_bots_at_shutdown(data_dir: Path, env: dict, echo: Any) -> None:
+    three_bots(data_dir)
+    async with run_server(data_dir, env, modules=["echo"]):
+        pass
     hooks = [h for h, _ in echo.CALLS]
-    assert hooks.index("on_bot_unmount") < hooks.index("on_module_unmount")
     assert hooks.count("on_module_unmount") == 1
+    assert max(i for i, h in enumerate(hooks) if h == "on_bot_unmount") < hooks.index("on_module_unmount")
+    assert sorted(b for h, b in echo.CALLS if h == "on_bot_unmount") == ["alpha", "beta"]
 
 
 async def test_status_lists_every_bot_and_module_state(data_dir: Path, env: dict, echo: Any) -> None:

@@ -1,0 +1,721 @@
+"""The storage contract (botpress_py/storage/base.py), run against SQLite and PostgreSQL alike."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from botpress_py.events import IOEvent
+from botpress_py.storage import (
+    GroupCommitDone,
+    GroupCommitInbox,
+    PostgresStorage,
+    SQLiteStorage,
+    Storage,
+    open_storage,
+)
+from botpress_py.storage.migrations import LATEST_VERSION, POSTGRES_MIGRATIONS, SQLITE_MIGRATIONS, Migration
+
+if TYPE_CHECKING:
+    from conftest import Backend  # the fixture's type; conftest is not importable at run time
+
+
+def incoming(
+    target: str = "user-1",
+    dedupe: str | None = None,
+    *,
+    bot: str = "bot-a",
+    channel: str = "messenger",
+    text: str = "hi",
+    created: int | None = None,
+) -> IOEvent:
+    event = IOEvent(
+        type="text",
+        channel=channel,
+        direction="incoming",
+        botId=bot,
+        target=target,
+        threadId="page-1",
+        payload={"type": "text", "text": text},
+        preview=text,
+        dedupeKey=dedupe,
+    )
+    if created is not None:
+        event.createdOn = created
+    return event
+
+
+def outgoing(target: str = "user-1", text: str = "hello", *, bot: str = "bot-a", created: int | None = None) -> IOEvent:
+    event = incoming(target, bot=bot, text=text, created=created)
+    event.direction = "outgoing"
+    return event
+
+
+class Clock:
+    """A hand-moved clock, so the age-based tests never depend on the wall clock."""
+
+    def __init__(self, now: int = 1_000_000) -> None:
+        self.now = now
+
+    def __call__(self) -> int:
+        return self.now
+
+
+def counting(cls: type[Storage]) -> type[Any]:
+    """The real backend class, counting the batch sizes it is handed (not a mock)."""
+
+    class Counting(cls):  # type: ignore[misc, valid-type]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.add_calls: list[int] = []
+            self.done_calls: list[tuple[int, str, str | None]] = []
+            self.done_written = asyncio.Event()
+
+        async def inbox_add(self, events: list[IOEvent]) -> list[bool]:
+            self.add_calls.append(len(events))
+            return await super().inbox_add(events)
+
+        async def inbox_done(self, event_ids: list[str], status: str = "done", error: str | None = None) -> None:
+            self.done_calls.append((len(event_ids), status, error))
+            await super().inbox_done(event_ids, status, error)
+            self.done_written.set()
+
+    return Counting
+
+
+class InjectedFault(OSError):
+    pass
+
+
+def failing_once(cls: type[Storage], method: str) -> type[Any]:
+    """The real backend whose first call of ``method`` fails like a broken disk would."""
+
+    class FailingOnce(cls):  # type: ignore[misc, valid-type]
+        add_failures = int(method == "inbox_add")
+        done_failures = int(method == "inbox_done")
+
+        async def inbox_add(self, events: list[IOEvent]) -> list[bool]:
+            if self.add_failures:
+                self.add_failures -= 1
+                raise InjectedFault("disk I/O error (injected)")
+            return await super().inbox_add(events)
+
+        async def inbox_done(self, event_ids: list[str], status: str = "done", error: str | None = None) -> None:
+            if self.done_failures:
+                self.done_failures -= 1
+                raise InjectedFault("disk I/O error (injected)")
+            await super().inbox_done(event_ids, status, error)
+
+    return FailingOnce
+
+
+async def pending_ids(storage: Storage) -> list[str]:
+    return [event.id for _, event in await storage.inbox_pending()]
+
+
+# -- migrations ---------------------------------------------------------------------------------
+
+
+async def test_migrates_an_empty_database_to_the_latest_version(backend: Backend) -> None:
+    assert "inbox" not in await backend.tables()
+    storage = await backend.open()
+
+    assert await storage.schema_version() == LATEST_VERSION
+    assert {"schema_migrations", "kv", "users", "conversations", "messages", "inbox", "outbox"} <= (
+        await backend.tables()
+    )
+    versions = [row[0] for row in await backend.query("SELECT version FROM schema_migrations ORDER BY version")]
+    assert versions == list(range(1, LATEST_VERSION + 1))
+
+    # Opening again (a restart) applies nothing and keeps the data.
+    await storage.kv_set("ns", "k", {"v": 1})
+    await storage.close()
+    again = await backend.open()
+    assert await again.schema_version() == LATEST_VERSION
+    assert await again.kv_get("ns", "k") == {"v": 1}
+    assert len(await backend.query("SELECT version FROM schema_migrations")) == LATEST_VERSION
+
+
+def test_both_dialects_carry_the_same_migration_versions() -> None:
+    assert [m.version for m in SQLITE_MIGRATIONS] == [m.version for m in POSTGRES_MIGRATIONS]
+    assert [m.version for m in SQLITE_MIGRATIONS] == list(range(1, LATEST_VERSION + 1))
+
+
+async def test_a_failed_migration_is_rolled_back_and_a_later_one_is_applied(backend: Backend) -> None:
+    await (await backend.open()).close()
+    base = backend.storage_class
+    broken = Migration(
+        LATEST_VERSION + 1,
+        "creates a table, then fails",
+        ("CREATE TABLE extra (x INTEGER)", "CREATE TABLE kv (oops INTEGER)"),
+    )
+    working = Migration(LATEST_VERSION + 1, "adds a table", ("CREATE TABLE extra (x INTEGER)",))
+    Broken = type("Broken", (base,), {"migrations": (*base.migrations, broken)})
+    Working = type("Working", (base,), {"migrations": (*base.migrations, working)})
+
+    with pytest.raises(Exception, match="kv"):
+        await backend.open(Broken)
+    assert "extra" not in await backend.tables()  # the migration's first statement was undone too
+    assert len(await backend.query("SELECT version FROM schema_migrations")) == LATEST_VERSION
+
+    upgraded = await backend.open(Working)
+    assert await upgraded.schema_version() == LATEST_VERSION + 1
+    assert "extra" in await backend.tables()
+    await upgraded.close()
+
+    # Older code must refuse a database a newer version already migrated.
+    with pytest.raises(RuntimeError, match=f"version {LATEST_VERSION + 1}"):
+        await backend.open()
+
+
+async def test_calls_before_open_fail_clearly_and_close_is_idempotent(backend: Backend) -> None:
+    storage = backend.make()
+    with pytest.raises(RuntimeError, match="not open"):
+        await storage.kv_get("ns", "k")
+    await storage.open()
+    await storage.close()
+    await storage.close()
+    with pytest.raises(RuntimeError, match="not open"):
+        await storage.inbox_pending()
+
+
+# -- key-value ----------------------------------------------------------------------------------
+
+
+async def test_kv_roundtrip_overwrite_delete_and_missing(backend: Backend, storage: Storage) -> None:
+    assert await storage.kv_get("mod:bot:a", "missing") is None
+
+    value = {"pageId": "123", "greeting": "héllo 👋", "nul": "a\x00b", "list": [1, 2.5, None, True]}
+    await storage.kv_set("mod:bot:a", "profile", value)
+    await storage.kv_set("mod:bot:b", "profile", ["other"])
+    assert await storage.kv_get("mod:bot:a", "profile") == value
+    assert await storage.kv_get("mod:bot:b", "profile") == ["other"]
+
+    await storage.kv_set("mod:bot:a", "profile", "replaced")
+    assert await storage.kv_get("mod:bot:a", "profile") == "replaced"
+
+    await storage.kv_delete("mod:bot:a", "profile")
+    await storage.kv_delete("mod:bot:a", "never-set")  # deleting nothing is not an error
+    assert await storage.kv_get("mod:bot:a", "profile") is None
+    assert await storage.kv_get("mod:bot:b", "profile") == ["other"]
+
+    await storage.close()
+    reopened = await backend.open()
+    assert await reopened.kv_get("mod:bot:b", "profile") == ["other"]
+
+
+async def test_kv_refuses_values_that_are_not_json(storage: Storage) -> None:
+    with pytest.raises(TypeError):
+        await storage.kv_set("ns", "k", {"when": object()})
+    assert await storage.kv_get("ns", "k") is None
+
+
+# -- inbox --------------------------------------------------------------------------------------
+
+
+async def test_inbox_dedupes_across_calls_and_within_one_call(storage: Storage) -> None:
+    first = [incoming(dedupe="mid.1"), incoming(dedupe="mid.2"), incoming(dedupe=None)]
+    assert await storage.inbox_add(first) == [True, True, True]
+
+    again = [
+        incoming(dedupe="mid.1"),  # redelivered
+        incoming(dedupe="mid.3"),
+        incoming(dedupe="mid.3"),  # twin within the call: first one wins
+        incoming(dedupe=None),  # no key: never a duplicate
+        incoming(dedupe="mid.1", bot="bot-b"),  # same key, other bot
+        incoming(dedupe="mid.1", channel="web"),  # same key, other channel
+        first[1],  # the very same event (same id) again
+    ]
+    assert await storage.inbox_add(again) == [False, True, False, True, True, True, False]
+    assert await storage.inbox_add([]) == []
+
+    stored = [e.id for e in [*first, again[1], again[3], again[4], again[5]]]
+    assert await pending_ids(storage) == stored
+
+
+async def test_inbox_pending_is_in_arrival_order_and_pages(storage: Storage) -> None:
+    events = [incoming(f"user-{i % 3}", f"mid.{i}", text=f"m{i}") for i in range(250)]
+    await storage.inbox_add(events[:120])
+    await storage.inbox_add(events[120:])
+
+    pending = await storage.inbox_pending()
+    assert [e.id for _, e in pending] == [e.id for e in events]
+    assert [seq for seq, _ in pending] == sorted(seq for seq, _ in pending)
+    assert pending[7][1] == events[7]  # the whole event survives the roundtrip
+
+    page1 = await storage.inbox_pending(limit=100)
+    page2 = await storage.inbox_pending(limit=100, after_seq=page1[-1][0])
+    assert [e.id for _, e in page1 + page2] == [e.id for e in events[:200]]
+
+
+async def test_inbox_done_removes_from_pending_and_keeps_status_and_dedupe(backend: Backend, storage: Storage) -> None:
+    events = [incoming(dedupe=f"mid.{i}") for i in range(5)]
+    await storage.inbox_add(events)
+
+    await storage.inbox_done([events[0].id, events[1].id])
+    await storage.inbox_done([events[2].id], status="dropped")
+    await storage.inbox_done([events[3].id], status="error", error="bot crashed: KeyError")
+    assert await pending_ids(storage) == [events[4].id]
+
+    rows = await backend.query("SELECT event_id, status, error, processed_at FROM inbox ORDER BY seq")
+    assert [(r[1], r[2]) for r in rows] == [
+        ("done", None),
+        ("done", None),
+        ("dropped", None),
+        ("error", "bot crashed: KeyError"),
+        ("pending", None),
+    ]
+    assert all(r[3] is not None for r in rows[:4]) and rows[4][3] is None
+
+    # A processed event is still a duplicate when redelivered.
+    assert await storage.inbox_add([incoming(dedupe="mid.0")]) == [False]
+
+    with pytest.raises(ValueError, match="status"):
+        await storage.inbox_done([events[4].id], status="pending")
+    assert await pending_ids(storage) == [events[4].id]
+
+
+async def test_inbox_add_is_all_or_nothing(storage: Storage) -> None:
+    # 150 events span several INSERT statements; the bad last one must undo the first ones too.
+    events = [incoming(dedupe=f"mid.{i}") for i in range(150)]
+    events[-1].botId = None  # type: ignore[assignment]
+    with pytest.raises(Exception, match=r"(?i)null"):
+        await storage.inbox_add(events)
+    assert await storage.inbox_pending() == []
+    # Nothing was stored, so nothing counts as a duplicate now.
+    assert await storage.inbox_add(events[:3]) == [True, True, True]
+
+
+async def test_seq_numbers_are_never_reused(storage: Storage) -> None:
+    await storage.inbox_add([incoming("gone")])
+    ((old_seq, _),) = await storage.inbox_pending()
+    await storage.erase_user("bot-a", "messenger", "gone")  # deletes the newest row
+    await storage.inbox_add([incoming("next")])
+    ((new_seq, _),) = await storage.inbox_pending()
+    assert new_seq > old_seq
+
+
+# -- outbox -------------------------------------------------------------------------------------
+
+
+async def test_outbox_add_pending_update_and_get(backend: Backend, storage: Storage) -> None:
+    events = [outgoing(text=f"reply {i}") for i in range(3)]
+    seqs = await storage.outbox_add(events)
+    assert seqs == sorted(seqs) and len(set(seqs)) == 3
+    assert await storage.outbox_add([]) == []
+
+    pending = await storage.outbox_pending()
+    assert [(r.seq, r.event) for r in pending] == list(zip(seqs, events, strict=True))
+    assert all((r.status, r.attempts, r.next_attempt_at, r.error) == ("pending", 0, 0, None) for r in pending)
+
+    # A transient failure: still pending, with its backoff.
+    await storage.outbox_update(events[0].id, status="pending", attempts=1, next_attempt_at=5_000, error="HTTP 500")
+    row = await storage.outbox_get(events[0].id)
+    assert row is not None
+    assert (row.status, row.attempts, row.next_attempt_at, row.error) == ("pending", 1, 5_000, "HTTP 500")
+    assert (await storage.outbox_pending())[0].next_attempt_at == 5_000
+
+    await storage.outbox_update(events[0].id, status="sent", attempts=2, channel_message_id="m_abc")
+    await storage.outbox_update(events[1].id, status="failed", attempts=1, error="user unavailable (551)")
+    assert [r.event.id for r in await storage.outbox_pending()] == [events[2].id]
+    sent = await storage.outbox_get(events[0].id)
+    failed = await storage.outbox_get(events[1].id)
+    assert sent is not None and (sent.status, sent.attempts, sent.error) == ("sent", 2, None)
+    assert failed is not None and (failed.status, failed.error) == ("failed", "user unavailable (551)")
+    assert await backend.query(f"SELECT channel_message_id FROM outbox WHERE event_id = '{events[0].id}'") == [
+        ("m_abc",)
+    ]
+
+    assert await storage.outbox_get("no-such-event") is None
+    with pytest.raises(ValueError, match="status"):
+        await storage.outbox_update(events[2].id, status="delivered", attempts=1)  # type: ignore[arg-type]
+    # Updating an erased event is quietly nothing (the dispatcher may race an erase).
+    await storage.outbox_update("no-such-event", status="sent", attempts=1)
+
+
+async def test_outbox_seq_follows_the_order_given(storage: Storage) -> None:
+    events = [outgoing(text=f"part {i}") for i in range(230)]
+    seqs = await storage.outbox_add(events)
+    assert seqs == sorted(seqs)
+    assert [r.event.id for r in await storage.outbox_pending()] == [e.id for e in events]
+
+
+# -- users, conversations, messages -----------------------------------------------------------------
+
+
+async def test_user_upsert_and_get(backend: Backend) -> None:
+    clock = Clock(1_000)
+    storage = await backend.open(clock=clock)
+    assert await storage.user_get("bot-a", "messenger", "u1") is None
+
+    await storage.user_upsert("bot-a", "messenger", "u1", None)
+    assert await storage.user_get("bot-a", "messenger", "u1") == {
+        "id": "u1",
+        "channel": "messenger",
+        "botId": "bot-a",
+        "profile": None,
+        "createdOn": 1_000,
+        "updatedOn": 1_000,
+    }
+
+    clock.now = 2_000
+    await storage.user_upsert("bot-a", "messenger", "u1", {"first_name": "Ada", "locale": "fr_FR"})
+    clock.now = 3_000
+    await storage.user_upsert("bot-a", "messenger", "u1", None)  # None keeps the profile
+    user = await storage.user_get("bot-a", "messenger", "u1")
+    assert user is not None
+    assert user["profile"] == {"first_name": "Ada", "locale": "fr_FR"}
+    assert (user["createdOn"], user["updatedOn"]) == (1_000, 3_000)
+
+    assert await storage.user_get("bot-a", "web", "u1") is None
+    assert await storage.user_get("bot-b", "messenger", "u1") is None
+
+
+async def test_messages_are_recorded_in_order_with_conversations(backend: Backend, storage: Storage) -> None:
+    history = [
+        incoming(text="hi", created=10),
+        outgoing(text="hello!", created=11),
+        incoming(text="odd \x00 text \ud800", created=12),  # NUL and a lone surrogate, as json.loads gives
+        outgoing(text="bye", created=13),
+    ]
+    for event in history:
+        await storage.message_record(event, channel_message_id="m_out" if event.direction == "outgoing" else None)
+    await storage.message_record(incoming("someone-else", created=14))
+
+    messages = await storage.messages_for("bot-a", "messenger", "user-1")
+    assert [m["id"] for m in messages] == [e.id for e in history]
+    assert [m["channelMessageId"] for m in messages] == [None, "m_out", None, "m_out"]
+    assert messages[2]["payload"] == {"type": "text", "text": "odd \x00 text \ud800"}
+
+    # limit gives the newest messages, still oldest first.
+    assert [m["id"] for m in await storage.messages_for("bot-a", "messenger", "user-1", limit=2)] == [
+        history[2].id,
+        history[3].id,
+    ]
+
+    # Recording an event again (a replay) adds nothing but may fill in the channel's message id.
+    await storage.message_record(history[0], channel_message_id="m_in")
+    again = await storage.messages_for("bot-a", "messenger", "user-1")
+    assert len(again) == 4 and again[0]["channelMessageId"] == "m_in"
+
+    conversations = await backend.query(
+        "SELECT user_id, thread_id, created_at, last_event_at FROM conversations ORDER BY user_id"
+    )
+    assert conversations == [("someone-else", "page-1", 14, 14), ("user-1", "page-1", 10, 13)]
+
+
+async def test_erase_user_removes_that_user_only(backend: Backend, storage: Storage) -> None:
+    async def populate(user: str, bot: str = "bot-a") -> None:
+        await storage.user_upsert(bot, "messenger", user, {"name": user})
+        received = [incoming(user, bot=bot, dedupe=f"{bot}.{user}.{i}") for i in range(3)]
+        await storage.inbox_add(received)
+        await storage.inbox_done([received[0].id])
+        await storage.outbox_add([outgoing(user, bot=bot), outgoing(user, bot=bot)])
+        for event in received:
+            await storage.message_record(event)
+        await storage.message_record(outgoing(user, bot=bot))
+
+    await populate("erase-me")
+    await populate("keep-me")
+    await populate("erase-me", bot="bot-b")  # same user id under another bot: not the same person
+
+    counts = await storage.erase_user("bot-a", "messenger", "erase-me")
+    assert counts == {"users": 1, "conversations": 1, "messages": 4, "inbox": 3, "outbox": 2}
+
+    assert await storage.user_get("bot-a", "messenger", "erase-me") is None
+    assert await storage.messages_for("bot-a", "messenger", "erase-me") == []
+    remaining = {(e.botId, e.target) for _, e in await storage.inbox_pending()}
+    assert remaining == {("bot-a", "keep-me"), ("bot-b", "erase-me")}
+    assert {(r.event.botId, r.event.target) for r in await storage.outbox_pending()} == remaining
+    assert len(await storage.messages_for("bot-a", "messenger", "keep-me")) == 4
+    assert await storage.user_get("bot-b", "messenger", "erase-me") is not None
+    assert await backend.query("SELECT count(*) FROM conversations") == [(2,)]
+
+    # Erasing again finds nothing.
+    assert set((await storage.erase_user("bot-a", "messenger", "erase-me")).values()) == {0}
+
+
+async def test_purge_deletes_old_finished_rows_and_keeps_recent_and_pending(backend: Backend) -> None:
+    clock = Clock(1_000)
+    storage = await backend.open(clock=clock)
+    old_done, old_pending, new_done = incoming(dedupe="a"), incoming(dedupe="b"), incoming(dedupe="c")
+    old_sent, old_waiting, new_failed = outgoing(), outgoing(), outgoing()
+    await storage.inbox_add([old_done, old_pending, new_done])
+    await storage.outbox_add([old_sent, old_waiting, new_failed])
+    await storage.inbox_done([old_done.id])
+    await storage.outbox_update(old_sent.id, status="sent", attempts=1)
+    await storage.message_record(incoming(text="old", created=500))
+    await storage.message_record(incoming(text="new", created=5_000))
+
+    clock.now = 9_000  # these finish after the cut-off
+    await storage.inbox_done([new_done.id], status="error", error="x")
+    await storage.outbox_update(new_failed.id, status="failed", attempts=3, error="gave up")
+
+    counts = await storage.purge(processed_before=5_000, messages_before=1_000)
+    assert counts == {"inbox": 1, "outbox": 1, "messages": 1}
+
+    assert [r[0] for r in await backend.query("SELECT event_id FROM inbox ORDER BY seq")] == [
+        old_pending.id,
+        new_done.id,
+    ]
+    assert await pending_ids(storage) == [old_pending.id]
+    assert [r.event.id for r in await storage.outbox_pending()] == [old_waiting.id]
+    assert await storage.outbox_get(old_sent.id) is None
+    assert await storage.outbox_get(new_failed.id) is not None
+    assert [m["preview"] for m in await storage.messages_for("bot-a", "messenger", "user-1")] == ["new"]
+    # The kept processed row still dedupes; the purged one's key is free again.
+    assert await storage.inbox_add([incoming(dedupe="c"), incoming(dedupe="a")]) == [False, True]
+
+
+# -- the event loop stays free ------------------------------------------------------------------------
+
+
+async def test_a_slow_query_does_not_block_the_event_loop(backend: Backend, storage: Storage) -> None:
+    # Reaches into the backend's own query helper: the point is that *its* path runs off the loop.
+    if isinstance(storage, SQLiteStorage):
+        slow = storage._fetchall(
+            "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 1000000) SELECT count(*) FROM c"
+        )
+    else:
+        assert isinstance(storage, PostgresStorage)
+        slow = storage._fetch("SELECT pg_sleep(0.3)")
+    started = time.monotonic()
+    query = asyncio.create_task(slow)
+    ticks = 0
+    while not query.done():
+        ticks += 1
+        await asyncio.sleep(0.001)
+    await query
+    elapsed = time.monotonic() - started
+    assert elapsed > 0.05, "the query was too fast to tell anything"
+    # A blocked loop would get at most one tick in before the query finished.
+    assert ticks >= 10
+
+
+# -- group commit ---------------------------------------------------------------------------------------
+
+
+async def test_group_commit_merges_concurrent_adds_into_one_transaction(backend: Backend) -> None:
+    storage = await backend.open(counting(backend.storage_class))
+    assert await storage.inbox_add([incoming(dedupe="k3")]) == [True]
+    storage.add_calls.clear()
+    inbox = GroupCommitInbox(storage, window_ms=1.0)
+
+    # Callers 25..49 repeat the keys of callers 0..24; k3 was stored before.
+    batches = [[incoming(f"user-{i}", f"k{i % 25}"), incoming(f"user-{i}")] for i in range(50)]
+    results = await asyncio.wait_for(asyncio.gather(*(inbox.add(b) for b in batches)), 10)
+
+    assert storage.add_calls == [100]
+    assert results == [[i < 25 and i != 3, True] for i in range(50)]
+    assert len(await storage.inbox_pending()) == 1 + 24 + 50
+    await inbox.close()
+
+
+async def test_group_commit_respects_max_batch(backend: Backend) -> None:
+    storage = await backend.open(counting(backend.storage_class))
+    inbox = GroupCommitInbox(storage, window_ms=1.0, max_batch=10)
+
+    results = await asyncio.wait_for(asyncio.gather(*(inbox.add([incoming(f"u{i}")]) for i in range(50))), 10)
+    assert results == [[True]] * 50
+    assert storage.add_calls == [10] * 5
+
+    # One caller bigger than max_batch still goes in one piece.
+    storage.add_calls.clear()
+    assert await inbox.add([incoming(f"v{i}") for i in range(25)]) == [True] * 25
+    assert storage.add_calls == [25]
+    await inbox.close()
+    with pytest.raises(ValueError):
+        GroupCommitInbox(storage, max_batch=0)
+
+
+async def test_group_commit_gives_a_storage_failure_to_every_waiter(backend: Backend) -> None:
+    storage = await backend.open(failing_once(backend.storage_class, "inbox_add"))
+    inbox = GroupCommitInbox(storage, window_ms=1.0)
+    batches = [[incoming(f"user-{i}", f"mid.{i}")] for i in range(20)]
+
+    results = await asyncio.wait_for(asyncio.gather(*(inbox.add(b) for b in batches), return_exceptions=True), 10)
+    assert all(isinstance(r, InjectedFault) for r in results), results
+    assert await storage.inbox_pending() == []
+
+    # The committer carries on: the redelivery is stored, and as new events.
+    retried = await asyncio.wait_for(asyncio.gather(*(inbox.add(b) for b in batches)), 10)
+    assert retried == [[True]] * 20
+    assert len(await storage.inbox_pending()) == 20
+    await inbox.close()
+
+
+async def test_group_commit_fails_the_whole_batch_when_the_database_refuses_one_event(
+    storage: Storage,
+) -> None:
+    inbox = GroupCommitInbox(storage, window_ms=1.0)
+    poison = incoming("bad", "mid.bad")
+    poison.target = None  # type: ignore[assignment]  # violates NOT NULL inside the transaction
+    batches = [[incoming(f"user-{i}", f"mid.{i}")] for i in range(5)] + [[poison]]
+
+    results = await asyncio.wait_for(asyncio.gather(*(inbox.add(b) for b in batches), return_exceptions=True), 10)
+    assert all(isinstance(r, Exception) for r in results), results
+    assert len({id(r) for r in results}) == 1  # one transaction, one failure, told to all
+    assert await storage.inbox_pending() == []
+    await inbox.close()
+
+
+async def test_group_commit_close_flushes_waiting_callers(storage: Storage) -> None:
+    inbox = GroupCommitInbox(storage, window_ms=60_000)  # only close() can make this commit in time
+    adds = [asyncio.create_task(inbox.add([incoming(f"user-{i}")])) for i in range(5)]
+    await asyncio.sleep(0)  # let the tasks queue their events
+    await asyncio.wait_for(inbox.close(), 5)
+
+    assert [task.result() for task in adds] == [[True]] * 5
+    assert len(await storage.inbox_pending()) == 5
+    with pytest.raises(RuntimeError, match="closed"):
+        await inbox.add([incoming()])
+
+
+async def test_group_commit_done_batches_marks(backend: Backend) -> None:
+    storage = await backend.open(counting(backend.storage_class))
+    events = [incoming(f"user-{i}") for i in range(30)]
+    await storage.inbox_add(events)
+
+    done = GroupCommitDone(storage, window_ms=60_000)  # nothing is written until flush()
+    for event in events[:27]:
+        done.mark(event.id)
+    done.mark(events[27].id, "dropped")
+    done.mark(events[28].id, "error", "boom A")
+    done.mark(events[29].id, "error", "boom B")
+    assert done.queued == 30 and storage.done_calls == []
+
+    await done.flush()
+    assert sorted(storage.done_calls) == sorted(
+        [(27, "done", None), (1, "dropped", None), (1, "error", "boom A"), (1, "error", "boom B")]
+    )
+    assert done.queued == 0
+    assert await storage.inbox_pending() == []
+    statuses = await backend.query("SELECT status, error, count(*) FROM inbox GROUP BY status, error")
+    assert sorted(statuses, key=str) == sorted(
+        [("done", None, 27), ("dropped", None, 1), ("error", "boom A", 1), ("error", "boom B", 1)], key=str
+    )
+    await done.close()
+
+
+async def test_group_commit_done_writes_in_the_background(backend: Backend) -> None:
+    storage = await backend.open(counting(backend.storage_class))
+    events = [incoming(f"user-{i}") for i in range(10)]
+    await storage.inbox_add(events)
+
+    done = GroupCommitDone(storage, window_ms=1.0)
+    for event in events:
+        done.mark(event.id)
+    await asyncio.wait_for(storage.done_written.wait(), 5)
+    assert storage.done_calls == [(10, "done", None)]
+    assert await storage.inbox_pending() == []
+    await done.close()
+
+
+async def test_group_commit_done_keeps_marks_when_the_write_fails(backend: Backend) -> None:
+    storage = await backend.open(failing_once(backend.storage_class, "inbox_done"))
+    events = [incoming(f"user-{i}") for i in range(4)]
+    await storage.inbox_add(events)
+
+    done = GroupCommitDone(storage, window_ms=60_000)
+    for event in events:
+        done.mark(event.id)
+    with pytest.raises(InjectedFault):
+        await done.flush()
+    assert done.queued == 4
+    assert len(await storage.inbox_pending()) == 4
+
+    await done.close()  # retries
+    assert done.queued == 0
+    assert await storage.inbox_pending() == []
+
+
+async def test_group_commit_done_refuses_a_bad_status_at_once(storage: Storage) -> None:
+    done = GroupCommitDone(storage)
+    with pytest.raises(ValueError, match="status"):
+        done.mark("some-id", "finished")
+    assert done.queued == 0
+
+
+async def test_group_commit_done_writes_other_groups_when_one_fails(backend: Backend) -> None:
+    class RefusesOneReason(backend.storage_class):  # type: ignore[misc, name-defined]
+        async def inbox_done(self, event_ids: list[str], status: str = "done", error: str | None = None) -> None:
+            if error == "refused":
+                raise InjectedFault("refused (injected)")
+            await super().inbox_done(event_ids, status, error)
+
+    storage = await backend.open(RefusesOneReason)
+    refused, fine = incoming("a"), incoming("b")
+    await storage.inbox_add([refused, fine])
+    done = GroupCommitDone(storage, window_ms=60_000)
+    done.mark(refused.id, "error", "refused")
+    done.mark(fine.id)
+
+    with pytest.raises(InjectedFault):
+        await done.flush()
+    assert await pending_ids(storage) == [refused.id]
+    assert done.queued == 1
+
+
+async def test_error_reasons_quoting_user_text_are_stored(backend: Backend, storage: Storage) -> None:
+    received, sent = incoming(), outgoing()
+    await storage.inbox_add([received])
+    await storage.outbox_add([sent])
+    reason = "could not parse 'a\x00b \ud800'"
+    await storage.inbox_done([received.id], status="error", error=reason)
+    await storage.outbox_update(sent.id, status="failed", attempts=1, error=reason)
+
+    assert await storage.inbox_pending() == []
+    (stored_reason,) = await backend.query("SELECT error FROM inbox")
+    assert stored_reason[0].startswith("could not parse 'ab ")
+    row = await storage.outbox_get(sent.id)
+    assert row is not None and row.status == "failed" and row.error == stored_reason[0]
+
+
+async def test_group_commit_stores_the_events_of_a_caller_that_gave_up(storage: Storage) -> None:
+    inbox = GroupCommitInbox(storage, window_ms=60_000)
+    adds = [asyncio.create_task(inbox.add([incoming(f"user-{i}", f"mid.{i}")])) for i in range(3)]
+    await asyncio.sleep(0)  # let the tasks queue their events
+    adds[1].cancel()
+    await inbox.close()
+
+    assert adds[0].result() == [True] and adds[2].result() == [True]
+    assert adds[1].cancelled()
+    # Already stored: the channel's redelivery of the abandoned request is a duplicate.
+    assert len(await storage.inbox_pending()) == 3
+    assert await storage.inbox_add([incoming("user-1", "mid.1")]) == [False]
+
+
+# -- choosing a backend -------------------------------------------------------------------------------
+
+
+def test_open_storage_defaults_to_sqlite_under_data(tmp_path: Path) -> None:
+    for env in ({}, {"DATABASE_URL": ""}, {"DATABASE_URL": "  "}):
+        storage = open_storage(tmp_path / "data", env)
+        assert isinstance(storage, SQLiteStorage)
+        assert storage.path == tmp_path / "data" / "storage" / "core.sqlite"
+        assert storage.path.parent.is_dir()
+
+
+def test_open_storage_picks_postgres_from_database_url(tmp_path: Path) -> None:
+    for url in ("postgres://bp:secret@db/bp", "postgresql://bp:secret@db/bp", "PostgreSQL://db/bp"):
+        storage = open_storage(tmp_path, {"DATABASE_URL": url})
+        assert isinstance(storage, PostgresStorage) and storage.schema is None
+        assert "secret" not in repr(storage)
+    storage = open_storage(tmp_path, {"DATABASE_URL": "postgresql://db/bp", "BP_DATABASE_SCHEMA": "tenant_1"})
+    assert isinstance(storage, PostgresStorage) and storage.schema == "tenant_1"
+    assert not (tmp_path / "storage").exists()
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["mysql://bp:hunter2@db/bp", "sqlite:///tmp/hunter2.db", "hunter2@db:5432/bp", "postgresql+asyncpg://hunter2@db"],
+)
+def test_open_storage_refuses_other_urls_without_echoing_them(tmp_path: Path, url: str) -> None:
+    with pytest.raises(ValueError, match="postgresql://") as raised:
+        open_storage(tmp_path, {"DATABASE_URL": url})
+    assert "hunter2" not in str(raised.value)
+    assert "not supported" in str(raised.value)
