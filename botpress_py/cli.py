@@ -89,7 +89,7 @@ def collect_problems(data_dir: Path, env: dict[str, str]) -> tuple[list[ConfigPr
     for module in loader.modules.values():
         problems += resolver.resolve(module, None).problems
     registry = BotRegistry(data_dir=data_dir, loader=loader, resolver=resolver,
-                           external_url=lambda: config.external_url(), kv=lambda ns: _NoState())
+                           external_url=lambda: "http://localhost", kv=lambda ns: _NoState())
     bots = registry.discover()
     seen = {str(p) for p in problems}
     for bot_id in bots:

@@ -180,3 +180,12 @@ def test_config_is_re_read_on_every_resolve(data_dir: Path, echo_loaded: tuple) 
 
 def test_env_name_rules() -> None:
     assert env_name("channel-messenger", "appSecret") == "BP_MODULE_CHANNEL_MESSENGER_APPSECRET"
+
+
+def test_shipped_global_config_is_valid_and_its_schema_current() -> None:
+    repo_data = Path(__file__).resolve().parent.parent / "data"
+    shipped = json.loads((repo_data / "global" / SCHEMA_FILE).read_text())
+    assert shipped == SERVER_CONFIG_SCHEMA, "regenerate data/global/botpress.config.schema.json"
+    config = load_server_config(repo_data, {}, [], create=False)
+    assert config.problems == []
+    assert [m["location"] for m in config.data["modules"]] == ["MODULES_ROOT/channel-messenger", "MODULES_ROOT/qna"]
