@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -75,6 +76,23 @@ def _hint(error: ValidationError) -> str:
     return ""
 
 
+_SECRET_NAME = re.compile(r"(secret|token|password|passwd|apikey|api_key|accesskey|credential)", re.IGNORECASE)
+
+
+def _is_secret(error: ValidationError) -> bool:
+    if isinstance(error.schema, dict) and error.schema.get("writeOnly"):
+        return True
+    return any(isinstance(part, str) and _SECRET_NAME.search(part) for part in error.absolute_path)
+
+
+def _safe_message(error: ValidationError) -> str:
+    """jsonschema quotes the offending value; for a secret that would leak it into logs and /status."""
+    if not _is_secret(error):
+        return error.message
+    expected = error.validator_value if not isinstance(error.validator_value, dict | list) else ""
+    return f"the value (hidden: it is a secret) fails '{error.validator}' {expected}".rstrip()
+
+
 def validate_instance(
     instance: Any,
     schema: dict[str, Any],
@@ -101,7 +119,7 @@ def validate_instance(
             continue
         if path and file_for_key:
             where = file_for_key.get(str(path[0]), file)
-        problems.append(ConfigProblem(where, json_pointer(path), error.message, _hint(error)))
+        problems.append(ConfigProblem(where, json_pointer(path), _safe_message(error), _hint(error)))
     problems.sort(key=lambda p: (p.file, p.pointer))
     return problems
 

@@ -189,3 +189,16 @@ def test_shipped_global_config_is_valid_and_its_schema_current() -> None:
     config = load_server_config(repo_data, {}, [], create=False)
     assert config.problems == []
     assert [m["location"] for m in config.data["modules"]] == ["MODULES_ROOT/channel-messenger", "MODULES_ROOT/qna"]
+
+
+def test_schema_errors_never_quote_secret_values() -> None:
+    from botpress_py.jsonfiles import validate_instance
+
+    schema = {"type": "object", "properties": {"appSecret": {"type": "string", "minLength": 8},
+                                               "pin": {"type": "string", "writeOnly": True},
+                                               "name": {"type": "string"}}}
+    problems = validate_instance({"appSecret": 123456789, "pin": 4242, "name": 7}, schema, "f.json")
+    text = " ".join(str(p) for p in problems)
+    assert "123456789" not in text and "4242" not in text
+    assert "hidden" in text and "/appSecret" in text and "/pin" in text
+    assert "7 is not of type 'string'" in text  # ordinary values stay quoted: they help
