@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -181,6 +182,24 @@ async def test_calls_before_open_fail_clearly_and_close_is_idempotent(backend: B
     await storage.close()
     with pytest.raises(RuntimeError, match="not open"):
         await storage.inbox_pending()
+
+
+async def test_a_write_cancelled_at_any_point_leaves_the_storage_usable(storage: Storage) -> None:
+    # Cancelling between any two steps must neither leave a transaction open on the connection
+    # nor half-apply the write (a webhook handler can be cancelled at any moment).
+    for steps in range(10):
+        events = [incoming(f"user-{steps}-{i}", f"mid.{steps}.{i}") for i in range(150)]
+        task = asyncio.create_task(storage.inbox_add(events))
+        for _ in range(steps):
+            await asyncio.sleep(0)  # let the write run a few steps before cancelling it
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+        await storage.kv_set("ns", "after", steps)
+        assert await storage.kv_get("ns", "after") == steps
+        stored = await storage.inbox_add(events)
+        assert stored in ([True] * 150, [False] * 150), "half of a cancelled batch was stored"
 
 
 # -- key-value ----------------------------------------------------------------------------------

@@ -1,0 +1,125 @@
+"""The storage interface every backend implements (SQLite by default, PostgreSQL by DATABASE_URL).
+
+Rules every backend follows:
+- ``open()`` connects and applies versioned migrations (idempotent, from an empty database).
+- No call blocks the event loop: SQLite runs on its own thread (aiosqlite), PostgreSQL on asyncpg.
+- Each method that takes a list writes it in ONE transaction (group commit happens above,
+  in ``GroupCommitInbox``, which merges concurrent ``inbox_add`` calls into one call here).
+- Events are stored as their ``IOEvent.to_dict()`` JSON, so new IOEvent fields need no migration.
+- Times are integer milliseconds since the epoch.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from ..events import IOEvent
+
+OutboxStatus = Literal["pending", "sent", "failed"]
+
+
+@dataclass(slots=True)
+class OutboxRow:
+    seq: int
+    event: IOEvent
+    attempts: int
+    next_attempt_at: int  # ms epoch; 0 = now
+    status: OutboxStatus
+    error: str | None = None
+
+
+class Storage(ABC):
+    """Durable state of the server: inbox, outbox, users, conversations, messages, key-value."""
+
+    kind: str = "abstract"
+
+    @abstractmethod
+    async def open(self) -> None:
+        """Connect and migrate to the latest schema version."""
+
+    @abstractmethod
+    async def close(self) -> None:
+        """Close connections; safe to call twice."""
+
+    @abstractmethod
+    async def schema_version(self) -> int:
+        """The migration version applied (0 for an empty database)."""
+
+    # -- key-value: small JSON state that must outlive a restart --------------------------
+    @abstractmethod
+    async def kv_get(self, namespace: str, key: str) -> Any | None: ...
+
+    @abstractmethod
+    async def kv_set(self, namespace: str, key: str, value: Any) -> None: ...
+
+    @abstractmethod
+    async def kv_delete(self, namespace: str, key: str) -> None: ...
+
+    # -- inbox: incoming events, stored before the webhook is acknowledged ----------------
+    @abstractmethod
+    async def inbox_add(self, events: list[IOEvent]) -> list[bool]:
+        """Insert events in one transaction; per event True if new, False if a duplicate.
+
+        A duplicate is an event whose ``dedupeKey`` is not None and equals that of an event
+        already stored (processed or not) for the same ``botId`` and ``channel``.
+        """
+
+    @abstractmethod
+    async def inbox_pending(self, limit: int = 1000, after_seq: int = 0) -> list[tuple[int, IOEvent]]:
+        """Unprocessed events with seq > after_seq, ascending seq (arrival order)."""
+
+    @abstractmethod
+    async def inbox_done(self, event_ids: list[str], status: str = "done", error: str | None = None) -> None:
+        """Record events as processed (``done``, ``dropped`` or ``error`` with a reason)."""
+
+    # -- outbox: outgoing events, stored before the channel is called ---------------------
+    @abstractmethod
+    async def outbox_add(self, events: list[IOEvent]) -> list[int]:
+        """Store outgoing events as ``pending``; returns their seq numbers (ascending)."""
+
+    @abstractmethod
+    async def outbox_pending(self, limit: int = 1000, after_seq: int = 0) -> list[OutboxRow]:
+        """Pending outgoing events with seq > after_seq, ascending seq."""
+
+    @abstractmethod
+    async def outbox_update(
+        self,
+        event_id: str,
+        *,
+        status: OutboxStatus,
+        attempts: int,
+        next_attempt_at: int = 0,
+        error: str | None = None,
+        channel_message_id: str | None = None,
+    ) -> None: ...
+
+    @abstractmethod
+    async def outbox_get(self, event_id: str) -> OutboxRow | None: ...
+
+    # -- users, conversations and message history -----------------------------------------
+    @abstractmethod
+    async def user_upsert(self, bot_id: str, channel: str, user_id: str, profile: dict[str, Any] | None) -> None:
+        """Create the user or update its profile (None keeps the stored profile)."""
+
+    @abstractmethod
+    async def user_get(self, bot_id: str, channel: str, user_id: str) -> dict[str, Any] | None:
+        """``{"id", "channel", "botId", "profile", "createdOn", "updatedOn"}`` or None."""
+
+    @abstractmethod
+    async def message_record(self, event: IOEvent, channel_message_id: str | None = None) -> None:
+        """Append to message history and touch the conversation (bot, channel, thread, user)."""
+
+    @abstractmethod
+    async def messages_for(self, bot_id: str, channel: str, user_id: str, limit: int = 100) -> list[dict[str, Any]]:
+        """Message history of one user, oldest first (event dicts plus ``channelMessageId``)."""
+
+    @abstractmethod
+    async def erase_user(self, bot_id: str, channel: str, user_id: str) -> dict[str, int]:
+        """Delete the user, their conversations, messages, inbox and outbox rows; counts per table."""
+
+    @abstractmethod
+    async def purge(self, *, processed_before: int, messages_before: int) -> dict[str, int]:
+        """Delete processed inbox rows, sent/failed outbox rows older than ``processed_before`` and
+        messages older than ``messages_before`` (ms epoch); counts per table."""

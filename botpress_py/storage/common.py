@@ -1,0 +1,71 @@
+"""Helpers both storage backends share: how events become rows and rows become events."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from typing import Any, TypeVar
+
+from ..events import IOEvent
+
+INBOX_DONE_STATUSES = frozenset({"done", "dropped", "error"})
+OUTBOX_STATUSES = frozenset({"pending", "sent", "failed"})
+
+T = TypeVar("T")
+
+
+def to_json(value: Any) -> str:
+    # ensure_ascii keeps NUL characters and lone surrogates (both possible in user text from a
+    # webhook body) as \u escapes, so the text is valid for SQLite and PostgreSQL alike.
+    return json.dumps(value, separators=(",", ":"))
+
+
+def event_json(event: IOEvent) -> str:
+    return to_json(event.to_dict())
+
+
+def event_from_json(text: str) -> IOEvent:
+    return IOEvent.from_dict(json.loads(text))
+
+
+def plain_text(text: str) -> str:
+    """User text safe to bind as a SQL text parameter (for the ``preview`` column).
+
+    PostgreSQL refuses NUL characters and neither driver can encode a lone surrogate, which
+    ``json.loads`` happily produces from ``"\\ud800"``; such a message must not fail its write.
+    """
+    return text.replace("\x00", "").encode("utf-8", "replace").decode("utf-8")
+
+
+def plain_error(error: str | None) -> str | None:
+    # Error reasons often quote user input: they must not be able to fail their write either.
+    return None if error is None else plain_text(error)
+
+
+def first_occurrences(events: Sequence[IOEvent]) -> list[bool]:
+    """Per event, False when an earlier event of the same list has its id or dedupe key.
+
+    The database only sees the first of such twins, so the flags for one ``inbox_add`` call
+    stay "first one wins" whatever order the database reports inserted rows in.
+    """
+    seen_ids: set[str] = set()
+    seen_keys: set[tuple[str, str, str]] = set()
+    flags: list[bool] = []
+    for event in events:
+        key = (event.botId, event.channel, event.dedupeKey) if event.dedupeKey is not None else None
+        fresh = event.id not in seen_ids and (key is None or key not in seen_keys)
+        flags.append(fresh)
+        seen_ids.add(event.id)
+        if key is not None:
+            seen_keys.add(key)
+    return flags
+
+
+def chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def require_status(status: str, allowed: frozenset[str], what: str) -> None:
+    if status not in allowed:
+        raise ValueError(f"{what} status {status!r} is not one of {sorted(allowed)}")

@@ -1,0 +1,144 @@
+"""Versioned schema migrations, one ordered list per backend (their SQL dialects differ).
+
+Rules: never edit a released migration, append a new version instead; both lists carry
+the same versions so either backend reaches the same schema. ``open()`` records each applied
+version in ``schema_migrations`` inside the migration's own transaction, so a migration that
+fails leaves no trace and is retried on the next start.
+
+Notes on the schema:
+- Event-shaped columns (``event``, ``value``, ``profile``) hold ``json.dumps`` text. PostgreSQL
+  uses TEXT rather than JSONB on purpose: JSONB rejects ``\\u0000``, which a user can type, and
+  one such message would fail a whole group-committed inbox batch.
+- ``seq`` is never reused (AUTOINCREMENT, BIGSERIAL): readers page with ``after_seq`` and a
+  reused number could slip behind a cursor after the newest row was deleted.
+- ``conversations.thread_id`` is '' for channels without threads, so it can be in the key.
+- Times are integer milliseconds since the epoch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    version: int
+    description: str
+    statements: tuple[str, ...]
+
+
+SCHEMA_MIGRATIONS_TABLE = {
+    "sqlite": "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)",
+    "postgres": "CREATE TABLE IF NOT EXISTS schema_migrations ("
+    "version INTEGER PRIMARY KEY, applied_at BIGINT NOT NULL)",
+}
+
+
+def _initial_schema(*, serial: str, integer: str) -> tuple[str, ...]:
+    """Version 1 for both dialects: they differ only in the key and integer types."""
+    return (
+        f"""CREATE TABLE kv (
+            namespace TEXT NOT NULL,
+            key TEXT NOT NULL,
+            value TEXT NOT NULL,
+            updated_at {integer} NOT NULL,
+            PRIMARY KEY (namespace, key))""",
+        f"""CREATE TABLE users (
+            bot_id TEXT NOT NULL,
+            channel TEXT NOT NULL,
+            user_id TEXT NOT NULL,
+            profile TEXT,
+            created_at {integer} NOT NULL,
+            updated_at {integer} NOT NULL,
+            PRIMARY KEY (bot_id, channel, user_id))""",
+        # user before thread in the key: erase_user deletes by (bot, channel, user).
+        f"""CREATE TABLE conversations (
+            bot_id TEXT NOT NULL,
+            channel TEXT NOT NULL,
+            user_id TEXT NOT NULL,
+            thread_id TEXT NOT NULL,
+            created_at {integer} NOT NULL,
+            last_event_at {integer} NOT NULL,
+            PRIMARY KEY (bot_id, channel, user_id, thread_id))""",
+        # event_id is unique so recording the same event twice (a replay after a crash) is a no-op.
+        f"""CREATE TABLE messages (
+            seq {serial},
+            event_id TEXT NOT NULL UNIQUE,
+            bot_id TEXT NOT NULL,
+            channel TEXT NOT NULL,
+            thread_id TEXT,
+            user_id TEXT NOT NULL,
+            direction TEXT NOT NULL,
+            type TEXT NOT NULL,
+            event TEXT NOT NULL,
+            preview TEXT NOT NULL,
+            channel_message_id TEXT,
+            created_at {integer} NOT NULL)""",
+        "CREATE INDEX messages_by_user ON messages (bot_id, channel, user_id, seq)",
+        "CREATE INDEX messages_by_age ON messages (created_at)",
+        f"""CREATE TABLE inbox (
+            seq {serial},
+            event_id TEXT NOT NULL UNIQUE,
+            bot_id TEXT NOT NULL,
+            channel TEXT NOT NULL,
+            thread_id TEXT,
+            user_id TEXT NOT NULL,
+            dedupe_key TEXT,
+            event TEXT NOT NULL,
+            status TEXT NOT NULL DEFAULT 'pending'
+                CHECK (status IN ('pending', 'done', 'dropped', 'error')),
+            error TEXT,
+            created_at {integer} NOT NULL,
+            processed_at {integer})""",
+        # Partial indexes work the same on SQLite and PostgreSQL.
+        "CREATE UNIQUE INDEX inbox_dedupe ON inbox (bot_id, channel, dedupe_key) WHERE dedupe_key IS NOT NULL",
+        "CREATE INDEX inbox_pending ON inbox (seq) WHERE status = 'pending'",
+        "CREATE INDEX inbox_processed ON inbox (processed_at) WHERE status <> 'pending'",
+        "CREATE INDEX inbox_by_user ON inbox (bot_id, channel, user_id)",
+        f"""CREATE TABLE outbox (
+            seq {serial},
+            event_id TEXT NOT NULL UNIQUE,
+            bot_id TEXT NOT NULL,
+            channel TEXT NOT NULL,
+            thread_id TEXT,
+            user_id TEXT NOT NULL,
+            event TEXT NOT NULL,
+            status TEXT NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'sent', 'failed')),
+            attempts INTEGER NOT NULL DEFAULT 0,
+            next_attempt_at {integer} NOT NULL DEFAULT 0,
+            error TEXT,
+            channel_message_id TEXT,
+            created_at {integer} NOT NULL,
+            updated_at {integer} NOT NULL)""",
+        "CREATE INDEX outbox_pending ON outbox (seq) WHERE status = 'pending'",
+        "CREATE INDEX outbox_finished ON outbox (updated_at) WHERE status <> 'pending'",
+        "CREATE INDEX outbox_by_user ON outbox (bot_id, channel, user_id)",
+    )
+
+
+SQLITE_MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "initial schema", _initial_schema(serial="INTEGER PRIMARY KEY AUTOINCREMENT", integer="INTEGER")),
+)
+
+POSTGRES_MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "initial schema", _initial_schema(serial="BIGSERIAL PRIMARY KEY", integer="BIGINT")),
+)
+
+LATEST_VERSION = SQLITE_MIGRATIONS[-1].version
+
+
+def missing_migrations(migrations: tuple[Migration, ...], current: int) -> list[Migration]:
+    """The migrations to apply, in order, to a database at version ``current``.
+
+    Refuses a database newer than this code: running old code on it could corrupt data
+    the newer schema depends on.
+    """
+    versions = [m.version for m in migrations]
+    if versions != list(range(1, len(versions) + 1)):
+        raise RuntimeError(f"migration versions must be 1..N without gaps, got {versions}")
+    if current > len(migrations):
+        raise RuntimeError(
+            f"the database schema is at version {current} but this botpress-py knows versions up to "
+            f"{len(migrations)}: upgrade botpress-py or point it at another database"
+        )
+    return list(migrations[current:])
