@@ -2,9 +2,11 @@
 
 Incoming: a channel's ``bot.receive(events)`` stores them (group commit) and returns; one
 worker per conversation then runs the incoming middleware and every module's
-``on_incoming``, and records the event processed. Outgoing: ``bot.reply``/``bot.send``
-store the events in the outbox; one worker per conversation runs the outgoing middleware
-and hands each event to the channels' ``on_outgoing`` in order, retrying transient
+``on_incoming``. The replies bot logic sends meanwhile are collected, and the "processed"
+mark and those replies are committed in ONE transaction: after a crash an event is either
+still pending (and replays from scratch) or done with its replies stored, so completed work
+is never redone. Outgoing: one worker per conversation runs the outgoing middleware and
+hands each stored event to the channels' ``on_outgoing`` in order, retrying transient
 failures with backoff and recording permanent ones. Whatever is stored and not done when
 the process dies is replayed at the next start.
 """
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import inspect
 import logging
 import random
@@ -22,20 +25,34 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from .bots import BotRegistry
-from .events import DeliveryError, IOEvent, Middleware, payload_preview
+from .events import DeliveryError, IOEvent, Middleware, payload_preview, validate_outgoing_payload
 from .loader import ModuleLoader
 from .metrics import Metrics
-from .storage import GroupCommitDone, GroupCommitInbox, OutboxRow, Storage
+from .storage import Completion, GroupCommitCompletions, GroupCommitInbox, OutboxRow, Storage
 
 log = logging.getLogger(__name__)
 
 RETRY_BASE_SECONDS = 1.0
 RETRY_MAX_SECONDS = 300.0
-# ~20 attempts with capped backoff is about 1.5 hours of trying, longer than Meta's own
-# redelivery window: past that the failure is recorded instead of retried forever.
+# 20 attempts: 1+2+...+256 s, then 300 s each, about an hour of trying; past that the
+# failure is recorded instead of retried forever.
 RETRY_MAX_ATTEMPTS = 20
 
 ConvKey = tuple[str, str, str, str]
+
+
+class _ReplyCollector:
+    """Replies sent while one incoming event is processed; committed with its "processed" mark."""
+
+    def __init__(self) -> None:
+        self.events: list[IOEvent] = []
+        self.open = True
+
+
+# Set in the worker while bot logic handles an event; tasks the bot logic spawns inherit it,
+# and once it is closed their sends go straight to the outbox.
+_current_replies: contextvars.ContextVar[_ReplyCollector | None] = contextvars.ContextVar(
+    "botpress_current_replies", default=None)
 
 
 class _ConversationQueues:
@@ -100,7 +117,7 @@ class EventPipeline:
         self.loader = loader
         self.metrics = metrics
         self.inbox = GroupCommitInbox(storage)
-        self.done = GroupCommitDone(storage)
+        self.completions = GroupCommitCompletions(storage)
         self.incoming = _ConversationQueues("incoming", self._process_incoming)
         self.outgoing = _ConversationQueues("outgoing", self._deliver)
         self.middleware_in = self._middleware("incoming")
@@ -130,10 +147,21 @@ class EventPipeline:
         if not events:
             return
         for event in events:
+            problems = validate_outgoing_payload(event.payload)
+            if problems:
+                # A bug in bot logic: fail at the call, where its author can see it.
+                raise ValueError(f"bot {event.botId}: cannot send {event.payload!r}: {'; '.join(problems)}")
             event.direction = "outgoing"
             if not event.preview:
                 event.preview = payload_preview(event.payload)
+        collector = _current_replies.get()
+        if collector is not None and collector.open:
+            collector.events.extend(events)
+            return
         seqs = await self.storage.outbox_add(events)
+        self._queue_outgoing(events, seqs)
+
+    def _queue_outgoing(self, events: list[IOEvent], seqs: list[int]) -> None:
         for event, seq in zip(events, seqs, strict=True):
             self.outgoing.put(event.conversation_key, OutboxRow(seq, event, 0, 0, "pending"))
 
@@ -160,12 +188,19 @@ class EventPipeline:
     async def _process_incoming(self, event: IOEvent) -> None:
         try:
             async with self.registry.using(event.botId) as record:
-                status, error = await self._run_incoming(event, record.contexts)
+                collector = _ReplyCollector()
+                token = _current_replies.set(collector)
+                try:
+                    status, error = await self._run_incoming(event, record.contexts)
+                finally:
+                    _current_replies.reset(token)
+                    collector.open = False
+                [seqs] = await self.completions.add([Completion(event.id, status, error, collector.events)])
         except KeyError:
             # The bot's folder is gone: keep the event stored (not done) for an operator to see.
             log.warning("event %s for unknown bot %s left in the inbox", event.id, event.botId)
             return
-        self.done.mark(event.id, status, error)
+        self._queue_outgoing(collector.events, seqs)
         self.metrics.inc(f"bp_events_{status}_total")
 
     async def _run_incoming(self, event: IOEvent, contexts: dict[str, Any]) -> tuple[str, str | None]:
@@ -176,8 +211,12 @@ class EventPipeline:
             ctx = contexts.get(module)
             if ctx is None:
                 continue
-            if await _maybe_await(mw.handler(event, ctx)) is False:
-                return "dropped", f"dropped by middleware {mw.name}"
+            try:
+                if await _maybe_await(mw.handler(event, ctx)) is False:
+                    return "dropped", f"dropped by middleware {mw.name}"
+            except Exception as exc:
+                log.exception("bot %s: middleware %s failed on event %s", event.botId, mw.name, event.id)
+                return "error", f"middleware {mw.name}: {type(exc).__name__}: {exc}"
         errors = []
         for name, ctx in list(contexts.items()):
             try:
@@ -233,8 +272,9 @@ class EventPipeline:
             for result in await self.loader.call(name, "on_outgoing", event=event, bot=ctx):
                 if result:
                     return event.flags.get("channelMessageId")
+        # Permanent: retrying for an hour would hold every later reply of the conversation.
         raise DeliveryError(f"no mounted module sends on channel {event.channel!r} for bot {event.botId} "
-                            "(is the channel module on for this bot? see GET /status)")
+                            "(is the channel module on for this bot? see GET /status)", permanent=True)
 
     async def _schedule_retry(self, row: OutboxRow, error: str, retry_after: float | None) -> None:
         row.attempts += 1
@@ -262,7 +302,7 @@ class EventPipeline:
         ok = await self.outgoing.wait_idle(max(0.0, deadline - time.monotonic())) and ok
         await self.incoming.cancel()
         await self.outgoing.cancel()
-        await self.done.close()
+        await self.completions.close()
         await self.inbox.close()
         return ok
 

@@ -6,13 +6,15 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 
-from .base import OutboxRow, Storage
-from .group_commit import GroupCommitDone, GroupCommitInbox
+from .base import Completion, OutboxRow, Storage
+from .group_commit import GroupCommit, GroupCommitCompletions, GroupCommitInbox
 from .postgres import PostgresStorage
 from .sqlite import SQLiteStorage
 
 __all__ = [
-    "GroupCommitDone",
+    "Completion",
+    "GroupCommit",
+    "GroupCommitCompletions",
     "GroupCommitInbox",
     "OutboxRow",
     "PostgresStorage",

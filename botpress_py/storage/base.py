@@ -12,7 +12,7 @@ Rules every backend follows:
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from ..events import IOEvent
@@ -28,6 +28,16 @@ class OutboxRow:
     next_attempt_at: int  # ms epoch; 0 = now
     status: OutboxStatus
     error: str | None = None
+
+
+@dataclass(slots=True)
+class Completion:
+    """One processed incoming event and the outgoing events it produced."""
+
+    event_id: str
+    status: str = "done"  # done | dropped | error
+    error: str | None = None
+    outgoing: list[IOEvent] = field(default_factory=list)
 
 
 class Storage(ABC):
@@ -73,6 +83,16 @@ class Storage(ABC):
     @abstractmethod
     async def inbox_done(self, event_ids: list[str], status: str = "done", error: str | None = None) -> None:
         """Record events as processed (``done``, ``dropped`` or ``error`` with a reason)."""
+
+    @abstractmethod
+    async def inbox_complete(self, completions: list[Completion]) -> list[list[int]]:
+        """Record incoming events processed AND store the replies they produced, in ONE transaction.
+
+        Per completion: mark the inbox row (status, error) and insert its outgoing events as
+        pending outbox rows; returns the outbox seqs per completion. Being atomic is what makes
+        "work completed before a crash is never redone": either the event is still pending
+        (and replays) or its replies are stored (and get sent), never both or neither.
+        """
 
     # -- outbox: outgoing events, stored before the channel is called ---------------------
     @abstractmethod

@@ -69,3 +69,13 @@ def chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
 def require_status(status: str, allowed: frozenset[str], what: str) -> None:
     if status not in allowed:
         raise ValueError(f"{what} status {status!r} is not one of {sorted(allowed)}")
+
+
+def split_by_sizes(items: Sequence[T], sizes: Sequence[int]) -> list[list[T]]:
+    """Cut a flat list back into consecutive pieces of the given sizes."""
+    out: list[list[T]] = []
+    start = 0
+    for size in sizes:
+        out.append(list(items[start : start + size]))
+        start += size
+    return out

@@ -10,7 +10,7 @@ from typing import Any
 import asyncpg
 
 from ..events import IOEvent, now_ms
-from .base import OutboxRow, OutboxStatus, Storage
+from .base import Completion, OutboxRow, OutboxStatus, Storage
 from .common import (
     INBOX_DONE_STATUSES,
     OUTBOX_STATUSES,
@@ -20,6 +20,7 @@ from .common import (
     plain_error,
     plain_text,
     require_status,
+    split_by_sizes,
     to_json,
 )
 from .migrations import POSTGRES_MIGRATIONS, SCHEMA_MIGRATIONS_TABLE, Migration, missing_migrations
@@ -186,35 +187,27 @@ class PostgresStorage(Storage):
         require_status(status, INBOX_DONE_STATUSES, "inbox")
         if not event_ids:
             return
-        await self._get_pool().execute(
-            "UPDATE inbox SET status = $2, error = $3, processed_at = $4 WHERE event_id = ANY($1::text[])",
-            list(event_ids),
-            status,
-            plain_error(error),
-            self._clock(),
-        )
+        async with self._transaction() as conn:
+            await _mark_inbox(conn, list(event_ids), status, error, self._clock())
+
+    async def inbox_complete(self, completions: list[Completion]) -> list[list[int]]:
+        for completion in completions:
+            require_status(completion.status, INBOX_DONE_STATUSES, "inbox")
+        if not completions:
+            return []
+        now = self._clock()
+        async with self._transaction() as conn:
+            for completion in completions:
+                await _mark_inbox(conn, [completion.event_id], completion.status, completion.error, now)
+            seqs = await _insert_outbox(conn, [e for c in completions for e in c.outgoing], now)
+        return split_by_sizes(seqs, [len(c.outgoing) for c in completions])
 
     # -- outbox ---------------------------------------------------------------------------------
     async def outbox_add(self, events: list[IOEvent]) -> list[int]:
         if not events:
             return []
-        now = self._clock()
         async with self._transaction() as conn:
-            seqs = await _take_seqs(conn, "outbox", len(events))
-            await conn.execute(
-                "INSERT INTO outbox (seq, event_id, bot_id, channel, thread_id, user_id, event, created_at,"
-                " updated_at) SELECT s, i, b, c, t, u, e, $8, $8 FROM unnest($1::bigint[], $2::text[],"
-                " $3::text[], $4::text[], $5::text[], $6::text[], $7::text[]) AS r(s, i, b, c, t, u, e)",
-                seqs,
-                [e.id for e in events],
-                [e.botId for e in events],
-                [e.channel for e in events],
-                [e.threadId for e in events],
-                [e.target for e in events],
-                [event_json(e) for e in events],
-                now,
-            )
-        return seqs
+            return await _insert_outbox(conn, events, self._clock())
 
     async def outbox_pending(self, limit: int = 1000, after_seq: int = 0) -> list[OutboxRow]:
         rows = await self._fetch(
@@ -390,3 +383,34 @@ def quote_ident(name: str) -> str:
     if not name or "\x00" in name:
         raise ValueError("a PostgreSQL schema name must be non-empty text without NUL characters")
     return '"' + name.replace('"', '""') + '"'
+
+
+async def _mark_inbox(conn: asyncpg.Connection, event_ids: list[str], status: str, error: str | None,
+                      now: int) -> None:
+    await conn.execute(
+        "UPDATE inbox SET status = $2, error = $3, processed_at = $4 WHERE event_id = ANY($1::text[])",
+        event_ids,
+        status,
+        plain_error(error),
+        now,
+    )
+
+
+async def _insert_outbox(conn: asyncpg.Connection, events: list[IOEvent], now: int) -> list[int]:
+    if not events:
+        return []
+    seqs = await _take_seqs(conn, "outbox", len(events))
+    await conn.execute(
+        "INSERT INTO outbox (seq, event_id, bot_id, channel, thread_id, user_id, event, created_at,"
+        " updated_at) SELECT s, i, b, c, t, u, e, $8, $8 FROM unnest($1::bigint[], $2::text[],"
+        " $3::text[], $4::text[], $5::text[], $6::text[], $7::text[]) AS r(s, i, b, c, t, u, e)",
+        seqs,
+        [e.id for e in events],
+        [e.botId for e in events],
+        [e.channel for e in events],
+        [e.threadId for e in events],
+        [e.target for e in events],
+        [event_json(e) for e in events],
+        now,
+    )
+    return seqs

@@ -13,7 +13,7 @@ from typing import Any
 import aiosqlite
 
 from ..events import IOEvent, now_ms
-from .base import OutboxRow, OutboxStatus, Storage
+from .base import Completion, OutboxRow, OutboxStatus, Storage
 from .common import (
     INBOX_DONE_STATUSES,
     OUTBOX_STATUSES,
@@ -24,6 +24,7 @@ from .common import (
     plain_error,
     plain_text,
     require_status,
+    split_by_sizes,
     to_json,
 )
 from .migrations import SCHEMA_MIGRATIONS_TABLE, SQLITE_MIGRATIONS, Migration, missing_migrations
@@ -200,31 +201,50 @@ class SQLiteStorage(Storage):
         require_status(status, INBOX_DONE_STATUSES, "inbox")
         if not event_ids:
             return
+        async with self._transaction() as db:
+            await self._mark_inbox(db, event_ids, status, error, self._clock())
+
+    async def inbox_complete(self, completions: list[Completion]) -> list[list[int]]:
+        for completion in completions:
+            require_status(completion.status, INBOX_DONE_STATUSES, "inbox")
+        if not completions:
+            return []
         now = self._clock()
         async with self._transaction() as db:
-            for chunk in chunks(event_ids, _IDS_PER_STATEMENT):
-                await db.execute(
-                    "UPDATE inbox SET status = ?, error = ?, processed_at = ? "
-                    f"WHERE event_id IN ({_marks(len(chunk))})",
-                    (status, plain_error(error), now, *chunk),
-                )
+            for completion in completions:
+                await self._mark_inbox(db, [completion.event_id], completion.status, completion.error, now)
+            seqs = await self._insert_outbox(db, [e for c in completions for e in c.outgoing], now)
+        return split_by_sizes(seqs, [len(c.outgoing) for c in completions])
+
+    @staticmethod
+    async def _mark_inbox(db: aiosqlite.Connection, event_ids: list[str], status: str, error: str | None,
+                          now: int) -> None:
+        for chunk in chunks(event_ids, _IDS_PER_STATEMENT):
+            await db.execute(
+                "UPDATE inbox SET status = ?, error = ?, processed_at = ? "
+                f"WHERE event_id IN ({_marks(len(chunk))})",
+                (status, plain_error(error), now, *chunk),
+            )
 
     # -- outbox ---------------------------------------------------------------------------------
     async def outbox_add(self, events: list[IOEvent]) -> list[int]:
         if not events:
             return []
-        now = self._clock()
+        async with self._transaction() as db:
+            return await self._insert_outbox(db, events, self._clock())
+
+    @staticmethod
+    async def _insert_outbox(db: aiosqlite.Connection, events: list[IOEvent], now: int) -> list[int]:
         rows = [(e.id, e.botId, e.channel, e.threadId, e.target, event_json(e), now, now) for e in events]
         seqs: dict[str, int] = {}
-        async with self._transaction() as db:
-            for chunk in chunks(rows, _ROWS_PER_INSERT):
-                # A multi-row VALUES inserts in list order, so seq follows the order of `events`.
-                returned = await db.execute_fetchall(
-                    "INSERT INTO outbox (event_id, bot_id, channel, thread_id, user_id, event, created_at,"
-                    " updated_at) VALUES " + _placeholders(len(chunk), 8) + " RETURNING event_id, seq",
-                    _flatten(chunk),
-                )
-                seqs.update((event_id, int(seq)) for event_id, seq in returned)
+        for chunk in chunks(rows, _ROWS_PER_INSERT):
+            # A multi-row VALUES inserts in list order, so seq follows the order of `events`.
+            returned = await db.execute_fetchall(
+                "INSERT INTO outbox (event_id, bot_id, channel, thread_id, user_id, event, created_at,"
+                " updated_at) VALUES " + _placeholders(len(chunk), 8) + " RETURNING event_id, seq",
+                _flatten(chunk),
+            )
+            seqs.update((event_id, int(seq)) for event_id, seq in returned)
         return [seqs[e.id] for e in events]
 
     async def outbox_pending(self, limit: int = 1000, after_seq: int = 0) -> list[OutboxRow]:

@@ -1,0 +1,152 @@
+"""The docs stay true to the code: config keys and defaults, bot keys, SDK names, links."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from botpress_py import sdk
+from botpress_py.bots import BOT_CONFIG_SCHEMA
+from botpress_py.config.server_config import SERVER_CONFIG_SCHEMA
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DOCS = REPO_ROOT / "docs"
+CONFIGURATION_MD = DOCS / "configuration.md"
+MODULES_MD = DOCS / "modules.md"
+
+
+def schema_paths(schema: dict[str, Any], prefix: str = "") -> Iterator[tuple[str, dict[str, Any]]]:
+    """Every key of an object schema as a dotted path; items of a list of objects as ``list[].key``."""
+    for key, sub in (schema.get("properties") or {}).items():
+        path = prefix + key
+        yield path, sub
+        if sub.get("type") == "object":
+            yield from schema_paths(sub, path + ".")
+        items = sub.get("items")
+        if sub.get("type") == "array" and isinstance(items, dict) and items.get("type") == "object":
+            yield from schema_paths(items, path + "[].")
+
+
+def section(text: str, heading: str) -> str:
+    """The text under ``heading`` up to the next heading of the same or a higher level."""
+    level = len(heading) - len(heading.lstrip("#"))
+    lines = text.splitlines()
+    start = lines.index(heading) + 1
+    in_code = False
+    for end in range(start, len(lines)):
+        if lines[end].startswith("```"):
+            in_code = not in_code
+        match = re.match(r"(#+) ", lines[end])
+        if match and not in_code and len(match.group(1)) <= level:
+            return "\n".join(lines[start:end])
+    return "\n".join(lines[start:])
+
+
+def table_rows(text: str) -> dict[str, str]:
+    """Table rows by the code name in their first cell: ``| `httpServer.port` | ... |``."""
+    rows: dict[str, str] = {}
+    for line in text.splitlines():
+        match = re.match(r"\|\s*`([^`]+)`\s*\|", line)
+        if match:
+            assert match.group(1) not in rows, f"{match.group(1)} has two rows"
+            rows[match.group(1)] = line
+    return rows
+
+
+SERVER_PATHS = dict(schema_paths(SERVER_CONFIG_SCHEMA))
+SERVER_ROWS = table_rows(section(CONFIGURATION_MD.read_text(encoding="utf-8"), "### Every setting"))
+BOT_KEYS = {k: v for k, v in BOT_CONFIG_SCHEMA["properties"].items() if k != "$schema"}
+BOT_ROWS = table_rows(section(CONFIGURATION_MD.read_text(encoding="utf-8"), "## Bots"))
+
+
+def assert_row_matches(row: str, name: str, sub: dict[str, Any]) -> None:
+    if "type" in sub:
+        assert sub["type"] in row, f"row of {name} should give its type {sub['type']!r}: {row}"
+    if "default" in sub:
+        rendered = f"`{json.dumps(sub['default'])}`"
+        assert rendered in row, f"row of {name} should give its default as {rendered}: {row}"
+
+
+@pytest.mark.parametrize("path", sorted(SERVER_PATHS))
+def test_every_server_config_key_is_documented_with_its_default(path: str) -> None:
+    assert path in SERVER_ROWS, f"docs/configuration.md 'Every setting' table has no row for `{path}`"
+    assert_row_matches(SERVER_ROWS[path], path, SERVER_PATHS[path])
+
+
+def test_server_config_table_names_only_real_keys() -> None:
+    unknown = set(SERVER_ROWS) - set(SERVER_PATHS)
+    assert not unknown, f"docs/configuration.md documents keys the schema lacks: {unknown}"
+
+
+@pytest.mark.parametrize("key", sorted(BOT_KEYS))
+def test_every_bot_config_key_is_documented(key: str) -> None:
+    assert key in BOT_ROWS, f"docs/configuration.md 'Bots' table has no row for `{key}`"
+    assert_row_matches(BOT_ROWS[key], key, BOT_KEYS[key])
+
+
+def test_bot_config_table_names_only_real_keys() -> None:
+    unknown = set(BOT_ROWS) - set(BOT_KEYS)
+    assert not unknown, f"docs/configuration.md documents bot keys the schema lacks: {unknown}"
+
+
+@pytest.mark.parametrize("name", sdk.__all__)
+def test_every_sdk_name_is_documented(name: str) -> None:
+    text = MODULES_MD.read_text(encoding="utf-8")
+    assert re.search(r"`" + re.escape(name) + r"\b", text), f"docs/modules.md never mentions `{name}`"
+
+
+# -- links ---------------------------------------------------------------------------------------
+MARKDOWN_FILES = [REPO_ROOT / "README.md", *sorted(DOCS.rglob("*.md"))]
+
+
+def without_code(text: str) -> str:
+    """Drop fenced code blocks and inline code: brackets in code are not links."""
+    text = re.sub(r"^```.*?^```", "", text, flags=re.S | re.M)
+    return re.sub(r"`[^`\n]*`", "", text)
+
+
+def anchors(text: str) -> set[str]:
+    """The heading anchors GitHub generates for a Markdown file."""
+    found: set[str] = set()
+    seen: dict[str, int] = {}
+    for line in re.sub(r"^```.*?^```", "", text, flags=re.S | re.M).splitlines():
+        match = re.match(r"#{1,6}\s+(.*?)\s*#*\s*$", line)
+        if not match:
+            continue
+        title = re.sub(r"\[([^\]]*)\]\([^)]*\)", r"\1", match.group(1))
+        slug = re.sub(r"[^\w\- ]", "", title.lower()).replace(" ", "-")
+        count = seen.get(slug, 0)
+        seen[slug] = count + 1
+        found.add(slug if count == 0 else f"{slug}-{count}")
+    return found
+
+
+def links(path: Path) -> list[str]:
+    return re.findall(r"\]\(([^)\s]+)(?:\s+\"[^\"]*\")?\)", without_code(path.read_text(encoding="utf-8")))
+
+
+@pytest.mark.parametrize("path", MARKDOWN_FILES, ids=lambda p: str(p.relative_to(REPO_ROOT)))
+def test_relative_links_point_to_existing_files_and_headings(path: Path) -> None:
+    broken = []
+    for link in links(path):
+        if re.match(r"[a-z][a-z0-9+.-]*:", link):
+            continue  # https:, mailto: ...
+        target_part, _, anchor = link.partition("#")
+        target = (path.parent / target_part).resolve() if target_part else path
+        if not target.exists():
+            broken.append(f"{link} (no file {target})")
+        elif anchor and target.suffix == ".md" and anchor not in anchors(target.read_text(encoding="utf-8")):
+            broken.append(f"{link} (no heading #{anchor} in {target.name})")
+    assert not broken, f"broken links in {path.relative_to(REPO_ROOT)}: {broken}"
+
+
+def test_docs_index_lists_every_doc() -> None:
+    index = (DOCS / "README.md").read_text(encoding="utf-8")
+    for doc in sorted(DOCS.rglob("*.md")):
+        if doc.name != "README.md":
+            assert f"({doc.relative_to(DOCS).as_posix()})" in index, f"docs/README.md does not link {doc.name}"
