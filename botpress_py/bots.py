@@ -163,22 +163,29 @@ class BotRegistry:
 
     async def check_bot(self, bot_id: str) -> list[ConfigProblem]:
         """Every problem in a bot's files, without touching the running bot."""
+        bot_problems, by_module = await self._check_parts(bot_id)
+        return bot_problems + [p for problems in by_module.values() for p in problems]
+
+    async def _check_parts(self, bot_id: str) -> tuple[list[ConfigProblem], dict[str, list[ConfigProblem]]]:
+        """Problems of bot.config.json, and per module those of its config and own files."""
         bot_config, problems = self.read_bot_config(bot_id)
+        by_module: dict[str, list[ConfigProblem]] = {}
         if problems:
-            return problems
+            return problems, by_module
         for name in self.loader.modules:
             resolved = self.resolver.resolve(self.loader.modules[name], bot_id)
             if not resolved.ok:
-                problems += resolved.problems
+                by_module[name] = resolved.problems
                 continue
             ctx = self._context(bot_id, name, bot_config, resolved.config)
             try:
-                for found in await self.loader.call(name, "check_bot", bot=ctx):
-                    problems += list(found or [])
+                found = [p for result in await self.loader.call(name, "check_bot", bot=ctx) for p in result or []]
             except Exception as exc:
-                problems.append(ConfigProblem(str(self.bots_dir / bot_id), "",
-                                              f"module {name} check_bot failed: {type(exc).__name__}: {exc}"))
-        return problems
+                found = [ConfigProblem(str(self.bots_dir / bot_id), "",
+                                       f"module {name} check_bot failed: {type(exc).__name__}: {exc}")]
+            if found:
+                by_module[name] = found
+        return [], by_module
 
     # -- lifecycle -----------------------------------------------------------------------------
     def register_all(self) -> None:
@@ -216,12 +223,20 @@ class BotRegistry:
                 log.info("bot %s disabled", bot_id)
                 return record
             if record.state == "mounted" and not force:
-                problems = await self.check_bot(bot_id)
-                if problems:
-                    return await self._refuse_or_fail(record, problems, force)
+                # Refuse only what would break a module that works now: a module already in
+                # error has no good state to keep, and its problem must not block a fix elsewhere.
+                _, by_module = await self._check_parts(bot_id)
+                breaking = [p for name, found in by_module.items() if self._module_working(record, name)
+                            for p in found]
+                if breaking:
+                    return await self._refuse_or_fail(record, breaking, force)
             await self._unmount_locked(record)
             await self._mount_locked(record, bot_config)
             return record
+
+    @staticmethod
+    def _module_working(record: BotRecord, module: str) -> bool:
+        return module in record.contexts and record.modules.get(module, {}).get("state") != "error"
 
     async def _refuse_or_fail(self, record: BotRecord, problems: list[ConfigProblem], force: bool) -> BotRecord:
         text = "; ".join(str(p) for p in problems)

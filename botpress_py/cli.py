@@ -86,6 +86,7 @@ def collect_problems(data_dir: Path, env: dict[str, str]) -> tuple[list[ConfigPr
     loader.load_all(config.data.get("modules", []))
     problems += loader.problems()
     resolver = ModuleConfigResolver(data_dir, env)
+    resolver.module_names = set(loader.modules)
     for module in loader.modules.values():
         problems += resolver.resolve(module, None).problems
     registry = BotRegistry(data_dir=data_dir, loader=loader, resolver=resolver,
@@ -102,7 +103,7 @@ def collect_problems(data_dir: Path, env: dict[str, str]) -> tuple[list[ConfigPr
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    _setup_logging("ERROR")
+    _setup_logging("CRITICAL")  # every problem is printed below, once
     data_dir = data_dir_from(args)
     problems, summary = collect_problems(data_dir, dict(os.environ))
     if args.json:
@@ -245,7 +246,8 @@ def _modules_for_cli(argv: list[str]) -> ModuleLoader | None:
     """Load modules so they can add verbs (e.g. ``messenger``); core verbs never need it."""
     if argv and argv[0] in ("start", "check", "bots"):
         return None
-    data_dir = Path(os.environ.get("BP_DATA_PATH") or "data").resolve()
+    data_arg = argv[argv.index("--data") + 1] if "--data" in argv[:-1] else None
+    data_dir = Path(data_arg or os.environ.get("BP_DATA_PATH") or "data").resolve()
     env = dict(os.environ)
     logging.getLogger("botpress_py").setLevel(logging.ERROR)
     loader = ModuleLoader(data_dir, env)

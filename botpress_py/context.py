@@ -145,7 +145,7 @@ class ServerContext:
         self.logger = logging.getLogger(f"botpress_py.module.{module}")
 
     def bots(self) -> dict[str, BotContext]:
-        """This module's contexts of the currently mounted bots, by bot id (a live view)."""
+        """This module's contexts of the bots mounted right now, by bot id (a snapshot copy)."""
         return dict(self._bots)
 
     def get_bot(self, bot_id: str) -> BotContext | None:

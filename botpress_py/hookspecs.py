@@ -1,8 +1,10 @@
 """Every hook a botpress-py module may implement.
 
 This file is the whole extension API: read it top to bottom and you know what a module
-can do. Implementations may accept any subset of a hook's arguments (pluggy allows it),
-and any implementation may be ``async def``: the core awaits what it returns.
+can do. Implementations may accept any subset of a hook's arguments (pluggy allows it). The
+runtime hooks (``on_*``, ``check_bot``) may be ``async def``: the core awaits what they
+return. The load-time hooks (``config_schema``, ``register_middleware``,
+``register_commands``) run before any event loop and must be plain functions.
 
 The core calls each module's implementation separately, with a context object scoped to
 that module (its own config, router, state and status), so one module failing never stops

@@ -86,11 +86,23 @@ class BotpressServer:
         if self.config.problems:
             raise StartupError(self.config.problems)
         self.loader.load_all(self.config.data.get("modules", []))
+        self.resolver.module_names = set(self.loader.modules)
         for module in self.loader.modules.values():
             self.resolver.prepare(module)
 
-        self.storage = open_storage(self.data_dir, self.env)
-        await self.storage.open()
+        try:
+            self.storage = open_storage(self.data_dir, self.env)
+        except ValueError as exc:
+            raise StartupError([ConfigProblem("env DATABASE_URL", "", str(exc))]) from None
+        try:
+            await self.storage.open()
+        except Exception as exc:
+            # The message of a driver error names host and database, never the password.
+            storage, self.storage = self.storage, None
+            await storage.close()
+            raise StartupError([ConfigProblem(f"{storage.kind} storage", "",
+                                              f"cannot open: {type(exc).__name__}: {exc}",
+                                              "check DATABASE_URL and that the database is running")]) from None
         storage = self.storage
         self.registry = BotRegistry(data_dir=self.data_dir, loader=self.loader, resolver=self.resolver,
                                     external_url=self.external_url,

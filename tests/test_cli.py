@@ -142,3 +142,11 @@ async def test_start_serves_sample_bot_and_stops_cleanly_on_sigterm(tmp_path: Pa
     assert "botpress-py stopped" in text
     for bad in ("Unclosed", "ResourceWarning", "Task was destroyed", "Traceback", "never awaited"):
         assert bad not in text, text
+
+
+def test_start_refuses_unknown_database_url_clearly(data_dir: Path, capsys: Any, monkeypatch: Any) -> None:
+    monkeypatch.setenv("DATABASE_URL", "mysql://user:hunter2@db/x")
+    assert main(["start", "--data", str(data_dir), "--port", "0"]) == 1
+    err = capsys.readouterr().err
+    assert "DATABASE_URL" in err and "postgres" in err and "hunter2" not in err
+    assert "Traceback" not in err

@@ -202,3 +202,12 @@ def test_schema_errors_never_quote_secret_values() -> None:
     assert "123456789" not in text and "4242" not in text
     assert "hidden" in text and "/appSecret" in text and "/pin" in text
     assert "7 is not of type 'string'" in text  # ordinary values stay quoted: they help
+
+
+def test_env_of_a_longer_named_module_is_not_an_unknown_option(data_dir: Path, echo_loaded: tuple) -> None:
+    loader, _ = echo_loaded
+    resolver = ModuleConfigResolver(data_dir, {"BP_MODULE_ECHO_EXTRA_LEVEL": "1"})
+    resolver.module_names = {"echo", "echo-extra"}
+    assert resolver.resolve(loader.modules["echo"], None).problems == []
+    resolver.module_names = {"echo"}
+    assert len(resolver.resolve(loader.modules["echo"], None).problems) == 1

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 
 from botpress_py.events import DeliveryError, IOEvent
 from botpress_py.storage import open_storage
@@ -131,3 +132,20 @@ async def test_hook_on_outgoing_only_the_channel_of_the_event_sends(data_dir: Pa
         assert row is not None and row.status == "failed"
         assert "no mounted module sends on channel 'nowhere'" in (row.error or "")
         assert echo.SENT == []
+
+
+async def test_replies_sent_after_processing_go_straight_to_the_outbox(data_dir: Path, env: dict,
+                                                                      echo: Any) -> None:
+    """Replies of a handled event commit with its processed mark; later sends are stored at once."""
+    make_bot(data_dir, "alpha")
+    async with run_server(data_dir, env, modules=["echo"]) as srv, aiohttp.ClientSession() as s:
+        await say(s, srv, "alpha", "u1", "many 2")
+        await wait_for(lambda: texts(echo, "u1") == ["part 0", "part 1"])
+        assert await srv.storage.inbox_pending() == []
+        ctx = srv.registry.records["alpha"].contexts["echo"]
+        with pytest.raises(ValueError, match="needs 'text'"):
+            await ctx.send([IOEvent(type="text", channel="test", direction="outgoing", botId="alpha",
+                                    target="u1", payload={"type": "text"})])
+        await ctx.send([IOEvent(type="text", channel="test", direction="outgoing", botId="alpha", target="u1",
+                                payload={"type": "text", "text": "proactive"})])
+        await wait_for(lambda: texts(echo, "u1")[-1:] == ["proactive"])

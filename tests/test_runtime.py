@@ -312,3 +312,20 @@ async def test_cors(data_dir: Path, env: dict, echo: Any) -> None:
     async with run_server(data_dir, env, modules=["echo"], httpServer={"cors": {"enabled": False}}) as srv, \
             aiohttp.ClientSession() as s, s.get(f"{srv.url}/status") as r:
         assert "Access-Control-Allow-Origin" not in r.headers
+
+
+async def test_existing_module_error_does_not_block_fixes_elsewhere(data_dir: Path, env: dict, echo: Any) -> None:
+    """A bot started with a module in error still takes edits; fixing the module brings it on."""
+    make_bot(data_dir, "alpha", module_configs={"echo": {"level": "high"}})
+    async with run_server(data_dir, env, modules=["echo"], admin={"token": TOKEN}, watch={"enabled": False}) as srv, \
+            aiohttp.ClientSession() as s:
+        assert srv.registry.records["alpha"].modules["echo"]["state"] == "error"
+        write_json(data_dir / "bots/alpha/bot.config.json", {"name": "Alpha renamed"})
+        status, body = await post_json(s, f"{srv.url}/api/v1/admin/bots/alpha/reload", headers=AUTH)
+        assert status == 200 and "error" not in body  # not refused
+        assert srv.registry.records["alpha"].config["name"] == "Alpha renamed"
+        write_json(data_dir / "bots/alpha/config/echo.json", {"level": 3})
+        status, body = await post_json(s, f"{srv.url}/api/v1/admin/bots/alpha/reload", headers=AUTH)
+        assert body["modules"]["echo"] == {"state": "on"}
+        _, hello = await get_json(s, f"{srv.url}/api/v1/bots/alpha/mod/echo/hello")
+        assert hello["level"] == 3

@@ -46,6 +46,9 @@ class ModuleConfigResolver:
     def __init__(self, data_dir: Path, env: Mapping[str, str]) -> None:
         self.data_dir = data_dir
         self.env = env
+        # Names of every loaded module: BP_MODULE_QNA_EXTRA_X belongs to a module "qna-extra",
+        # not to an unknown option "extra_x" of "qna".
+        self.module_names: set[str] = set()
 
     def global_file(self, module: str) -> Path:
         return self.data_dir / "global" / "config" / f"{module}.json"
@@ -102,10 +105,13 @@ class ModuleConfigResolver:
     def _merge_env(self, result: ResolvedConfig, module: LoadedModule) -> None:
         prefix = env_prefix(module.name)
         by_env = {env_name(module.name, key): key for key in (module.schema.get("properties") or {})}
+        longer = [env_prefix(m) for m in self.module_names if env_prefix(m).startswith(prefix) and m != module.name]
         for name, raw in self.env.items():
             if not name.startswith(prefix):
                 continue
             key = by_env.get(name)
+            if key is None and any(name.startswith(p) for p in longer):
+                continue
             if key is None:
                 result.problems.append(ConfigProblem(
                     f"env {name}", "", f"module {module.name} has no such option",
