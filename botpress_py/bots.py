@@ -52,6 +52,10 @@ BOT_CONFIG_SCHEMA: dict[str, Any] = {
 BotState = Literal["mounted", "disabled", "error", "unmounted"]
 
 
+class ShuttingDown(Exception):
+    """The server is stopping; the event in hand stays stored and replays at the next start."""
+
+
 def valid_bot_id(bot_id: str) -> bool:
     return bool(BOT_ID_PATTERN.match(bot_id)) and bot_id != ANY_BOT
 
@@ -100,6 +104,8 @@ class BotRegistry:
         # module -> {bot_id: context}: a live view handed to each module's ServerContext
         self.module_views: dict[str, dict[str, BotContext]] = {m: {} for m in loader.modules}
         self.pipeline: EventPipeline | None = None
+        # Set when the server stops: event workers stop waiting for bots to come back.
+        self.closing = asyncio.Event()
         self.on_change: Callable[[str], None] | None = None
 
     # -- BotHost protocol (what BotContext calls) ----------------------------------------------
@@ -323,14 +329,25 @@ class BotRegistry:
     # -- used by the event pipeline and the HTTP dispatcher ----------------------------------------
     @contextlib.asynccontextmanager
     async def using(self, bot_id: str) -> AsyncIterator[BotRecord]:
-        """Hold a mounted bot while handling one event; waits while it is unmounted."""
+        """Hold a mounted bot while handling one event; waits while it is unmounted.
+
+        Raises ShuttingDown instead of waiting once the server stops: the event stays stored.
+        """
         while True:
+            if self.closing.is_set():
+                raise ShuttingDown(bot_id)
             record = self.records.get(bot_id)
             if record is None:
                 raise KeyError(bot_id)
             if record.state == "mounted" and record.mounted.is_set():
                 break
-            await record.mounted.wait()
+            mounted = asyncio.ensure_future(record.mounted.wait())
+            closing = asyncio.ensure_future(self.closing.wait())
+            try:
+                await asyncio.wait([mounted, closing], return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                mounted.cancel()
+                closing.cancel()
         record.in_flight += 1
         try:
             yield record

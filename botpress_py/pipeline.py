@@ -24,7 +24,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from .bots import BotRegistry
+from .bots import BotRegistry, ShuttingDown
 from .events import DeliveryError, IOEvent, Middleware, payload_preview, validate_outgoing_payload
 from .loader import ModuleLoader
 from .metrics import Metrics
@@ -200,6 +200,8 @@ class EventPipeline:
             # The bot's folder is gone: keep the event stored (not done) for an operator to see.
             log.warning("event %s for unknown bot %s left in the inbox", event.id, event.botId)
             return
+        except ShuttingDown:
+            return  # stays pending in the inbox; replayed at the next start
         self._queue_outgoing(collector.events, seqs)
         self.metrics.inc(f"bp_events_{status}_total")
 
@@ -232,13 +234,19 @@ class EventPipeline:
         while True:
             wait = row.next_attempt_at / 1000 - time.time()
             if wait > 0:
-                await asyncio.sleep(wait)  # a retry backoff, not a test wait
+                # A retry backoff; a stopping server does not wait for it: the row stays pending.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.registry.closing.wait(), wait)
+                if self.registry.closing.is_set():
+                    return
             try:
                 async with self.registry.using(event.botId) as record:
                     message_id = await self._run_outgoing(event, record.contexts)
             except KeyError:
                 log.warning("outgoing event %s for unknown bot %s left in the outbox", event.id, event.botId)
                 return
+            except ShuttingDown:
+                return  # stays pending in the outbox; sent after the next start
             except DeliveryError as exc:
                 if exc.permanent or row.attempts + 1 >= RETRY_MAX_ATTEMPTS:
                     await self._fail(row, str(exc))
@@ -297,6 +305,7 @@ class EventPipeline:
     async def drain(self, timeout: float) -> bool:
         """Stop accepting, finish queued work up to ``timeout``; the rest is replayed next start."""
         self._accepting = False
+        self.registry.closing.set()  # workers waiting for a bot or a backoff give up their item
         deadline = time.monotonic() + timeout
         ok = await self.incoming.wait_idle(timeout)
         ok = await self.outgoing.wait_idle(max(0.0, deadline - time.monotonic())) and ok

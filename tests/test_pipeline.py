@@ -149,3 +149,46 @@ async def test_replies_sent_after_processing_go_straight_to_the_outbox(data_dir:
         await ctx.send([IOEvent(type="text", channel="test", direction="outgoing", botId="alpha", target="u1",
                                 payload={"type": "text", "text": "proactive"})])
         await wait_for(lambda: texts(echo, "u1")[-1:] == ["proactive"])
+
+
+async def test_shutdown_leaves_waiting_work_stored_and_next_start_finishes_it(
+        data_dir: Path, env: dict, echo: Any, monkeypatch: Any) -> None:
+    """A send waiting for its retry and an event waiting for a disabled bot do not hold up the
+    shutdown; both are done after the next start."""
+    import botpress_py.pipeline as pipeline
+
+    monkeypatch.setattr(pipeline, "RETRY_BASE_SECONDS", 3600.0)  # the retry would be far away
+    make_bot(data_dir, "alpha")
+    make_bot(data_dir, "beta")
+    echo.FAIL_NEXT_SENDS.append(DeliveryError("graph is down"))
+    loop = asyncio.get_running_loop()
+    async with run_server(data_dir, env, modules=["echo"]) as srv, aiohttp.ClientSession() as s:
+        await say(s, srv, "alpha", "u1", "first")
+        await wait_for(lambda: srv.metrics.counters["bp_events_send_retried_total"] == 1)
+        beta = srv.registry.records["beta"].contexts["echo"]
+        await srv.registry.set_disabled("beta", True)
+        await beta.receive([IOEvent(type="text", channel="test", direction="incoming", botId="beta",
+                                    target="u2", threadId="t", payload={"text": "while off"})])
+        stopping = loop.time()
+    assert loop.time() - stopping < 3  # neither the hour-long backoff nor the disabled bot held it
+    assert echo.SENT == []
+    make_bot(data_dir, "beta")  # enabled again
+    monkeypatch.setattr(pipeline, "RETRY_BASE_SECONDS", 0.01)
+    async with run_server(data_dir, env, modules=["echo"]) as srv:
+        # the stored retry keeps its schedule, so bring it forward as an operator's retry would
+        await wait_for(lambda: texts(echo, "u2") == ["echo: while off"])
+        assert [r.event.payload["text"] for r in await srv.storage.outbox_pending()] == ["echo: first"]
+
+
+async def test_retention_purges_processed_rows_in_the_background(data_dir: Path, env: dict, echo: Any) -> None:
+    make_bot(data_dir, "alpha")
+    async with run_server(data_dir, env, modules=["echo"], storage={
+            "retention": {"events": "1ms", "messages": "1ms"}, "purgeInterval": "50ms"}) as srv, \
+            aiohttp.ClientSession() as s:
+        await say(s, srv, "alpha", "u1", "hello")
+        await wait_for(lambda: len(echo.SENT) == 1)
+
+        async def history_gone() -> bool:
+            return await srv.storage.messages_for("alpha", "test", "u1") == []
+
+        await wait_for(history_gone, 5)
