@@ -79,3 +79,9 @@ def split_by_sizes(items: Sequence[T], sizes: Sequence[int]) -> list[list[T]]:
         out.append(list(items[start : start + size]))
         start += size
     return out
+
+
+def message_params(event: IOEvent, channel_message_id: str | None) -> tuple[Any, ...]:
+    """Parameters of a ``messages`` row, in the column order both backends insert them."""
+    return (event.id, event.botId, event.channel, event.threadId, event.target, event.direction, event.type,
+            event_json(event), plain_text(event.preview), channel_message_id, event.createdOn)

@@ -21,8 +21,8 @@ from .common import (
     event_from_json,
     event_json,
     first_occurrences,
+    message_params,
     plain_error,
-    plain_text,
     require_status,
     split_by_sizes,
     to_json,
@@ -312,19 +312,7 @@ class SQLiteStorage(Storage):
                 " preview, channel_message_id, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
                 " ON CONFLICT (event_id) DO UPDATE SET"
                 " channel_message_id = COALESCE(excluded.channel_message_id, messages.channel_message_id)",
-                (
-                    event.id,
-                    event.botId,
-                    event.channel,
-                    event.threadId,
-                    event.target,
-                    event.direction,
-                    event.type,
-                    event_json(event),
-                    plain_text(event.preview),
-                    channel_message_id,
-                    event.createdOn,
-                ),
+                message_params(event, channel_message_id),
             )
             await db.execute(
                 "INSERT INTO conversations (bot_id, channel, user_id, thread_id, created_at, last_event_at)"
