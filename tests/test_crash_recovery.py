@@ -23,7 +23,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from botpress_py.testing import make_bot, write_json
+from botpress_py.testing import make_bot, wait_for, write_json
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "modules" / "channel-messenger"))
@@ -124,9 +124,7 @@ async def test_ack_then_sigkill_then_restart_processes_every_event_exactly_once(
                     return (await metric(http, base, "bp_incoming_queued") == 0
                             and await metric(http, base, "bp_outgoing_queued") == 0)
 
-                async with asyncio.timeout(30):
-                    while not await drained():
-                        await asyncio.sleep(0.05)  # polling a condition, bounded by the timeout
+                await wait_for(drained, 30)
                 # a redelivery by Meta after the restart is acknowledged but not answered again
                 body = GraphEmulator.webhook_body(PAGE, [GraphEmulator.user_message(
                     PAGE, "user-0", "message 0", mid="mid.crash.0")])

@@ -1,0 +1,45 @@
+"""channel-messenger: a Facebook Messenger channel for botpress-py.
+
+Only hook implementations live here; they delegate to the one ``MessengerChannel`` of this
+process (see channel.py). Everything Messenger-specific stays inside this package.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from botpress_py.sdk import BotContext, IOEvent, ServerContext, hookimpl
+
+from .channel import MessengerChannel
+
+CHANNEL = MessengerChannel()
+
+
+def channel() -> MessengerChannel:
+    """The module's channel instance (tests and CLI helpers reach it here)."""
+    return CHANNEL
+
+
+@hookimpl
+async def on_server_started(server: ServerContext) -> None:
+    await CHANNEL.start(server)
+
+
+@hookimpl
+async def on_bot_mount(bot: BotContext) -> None:
+    await CHANNEL.mount(bot)
+
+
+@hookimpl
+def on_bot_unmount(bot: BotContext) -> None:
+    CHANNEL.unmount(bot)
+
+
+@hookimpl
+async def on_module_unmount(server: Any) -> None:
+    await CHANNEL.stop()
+
+
+@hookimpl
+async def on_outgoing(event: IOEvent, bot: BotContext) -> bool | None:
+    return await CHANNEL.send(event, bot)

@@ -1,0 +1,301 @@
+"""Graph API calls: one pooled HTTP session, appsecret_proof, retries for transient errors only.
+
+Meta's errors come as ``{"error": {message, type, code, error_subcode, fbtrace_id}}``. Some
+are worth retrying (server trouble, rate limits), most mean "this request will never work"
+(bad token, bad parameter, user unreachable) and retrying them only burns rate limit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import logging
+import random
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+
+from botpress_py.sdk import DeliveryError
+
+log = logging.getLogger("botpress_py.module.channel-messenger.graph")
+
+# Codes Meta documents as temporary: unknown/service errors, throttling, "try again".
+TRANSIENT_CODES = frozenset({1, 2, 4, 17, 32, 341, 613, 1200, 80006})
+# Codes (or subcodes) that never succeed on a resend of the same request.
+PERMANENT_CODES = frozenset({100, 190, 551, 2018300})
+# With codes 10/200: the user is outside the 24 h window, a message tag is needed.
+OUTSIDE_WINDOW_SUBCODES = frozenset({2018278, 2534022})
+AUTH_ERROR_CODE = 190
+
+
+def appsecret_proof(app_secret: str, access_token: str) -> str:
+    """hex HMAC-SHA256 of the access token keyed with the app secret (Graph's appsecret_proof)."""
+    return hmac.new(app_secret.encode(), access_token.encode(), hashlib.sha256).hexdigest()
+
+
+class GraphApiError(DeliveryError):
+    """A failed Graph call. ``code`` is Meta's error code (None for network errors and timeouts)."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        permanent: bool,
+        status: int | None = None,
+        code: int | None = None,
+        subcode: int | None = None,
+        error_type: str | None = None,
+        fbtrace_id: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message, permanent=permanent, retry_after=retry_after, code=code)
+        self.status = status
+        self.subcode = subcode
+        self.error_type = error_type
+        self.fbtrace_id = fbtrace_id
+
+    @property
+    def is_auth_error(self) -> bool:
+        return self.code == AUTH_ERROR_CODE
+
+
+def is_transient(status: int | None, code: int | None, subcode: int | None, flagged_transient: bool) -> bool:
+    """Whether resending the same request later may succeed."""
+    if code in PERMANENT_CODES or subcode in PERMANENT_CODES:
+        return False
+    if code in (10, 200) and subcode in OUTSIDE_WINDOW_SUBCODES:
+        return False
+    if code in TRANSIENT_CODES or flagged_transient:
+        return True
+    if status is None:
+        return True  # network error or timeout: the request may never have arrived
+    return status >= 500 or status == 429
+
+
+def _redact(text: str, secrets: tuple[str, ...]) -> str:
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
+    return text
+
+
+def _int_or_none(value: Any) -> int | None:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def error_from_response(
+    what: str, status: int, body: Any, retry_after_header: str | None, secrets: tuple[str, ...]
+) -> GraphApiError:
+    """Turn a non-2xx (or error-carrying) Graph answer into a GraphApiError."""
+    error = body.get("error") if isinstance(body, dict) else None
+    if not isinstance(error, dict):
+        error = {}
+    code = _int_or_none(error.get("code"))
+    subcode = _int_or_none(error.get("error_subcode"))
+    message = _redact(str(error.get("message") or f"HTTP {status}"), secrets)
+    fbtrace_id = error.get("fbtrace_id")
+    transient = is_transient(status, code, subcode, error.get("is_transient") is True)
+    retry_after = None
+    if retry_after_header and retry_after_header.strip().isdigit():
+        retry_after = float(retry_after_header.strip())
+    details = ", ".join(
+        part
+        for part in (
+            f"HTTP {status}",
+            f"code {code}" if code is not None else "",
+            f"subcode {subcode}" if subcode is not None else "",
+            f"fbtrace_id {fbtrace_id}" if fbtrace_id else "",
+        )
+        if part
+    )
+    return GraphApiError(
+        f"{what} failed: {message} ({details})",
+        permanent=not transient,
+        status=status,
+        code=code,
+        subcode=subcode,
+        error_type=error.get("type"),
+        fbtrace_id=str(fbtrace_id) if fbtrace_id else None,
+        retry_after=retry_after,
+    )
+
+
+class GraphClient:
+    """The module's one HTTP connection pool to the Graph API, shared by every Page.
+
+    ``base_delay`` is the first backoff step (doubled each retry, with jitter); tests set
+    it near zero. ``budget`` caps the seconds spent on one call including retries, so a
+    reply never hangs the conversation for long: past it the pipeline's own retry takes over.
+    """
+
+    def __init__(
+        self,
+        *,
+        timeout: float = 10.0,
+        max_attempts: int = 4,
+        base_delay: float = 0.5,
+        max_delay: float = 4.0,
+        budget: float = 15.0,
+    ) -> None:
+        self.timeout = timeout
+        self.max_attempts = max(1, max_attempts)
+        self.base_delay = base_delay
+        self.max_delay = max_delay
+        self.budget = budget
+        self._session: aiohttp.ClientSession | None = None
+
+    @property
+    def closed(self) -> bool:
+        return self._session is None or self._session.closed
+
+    def _get_session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=self.timeout),
+                connector=aiohttp.TCPConnector(limit=100, limit_per_host=50),
+                headers={"User-Agent": "botpress-py channel-messenger"},
+            )
+        return self._session
+
+    async def start(self) -> None:
+        """Open the pool now (it also opens lazily on first use)."""
+        self._get_session()
+
+    async def close(self) -> None:
+        if self._session is not None and not self._session.closed:
+            await self._session.close()
+        self._session = None
+
+    def page(
+        self,
+        *,
+        api_url: str,
+        version: str,
+        access_token: str,
+        app_secret: str,
+        logger: logging.Logger | None = None,
+    ) -> PageGraph:
+        """Calls made with one Page's token."""
+        return PageGraph(self, api_url.rstrip("/") + "/" + version.strip("/"), access_token, app_secret,
+                         logger or log)
+
+    def _backoff(self, attempt: int) -> float:
+        step = min(self.max_delay, self.base_delay * (2 ** (attempt - 1)))
+        # "Equal jitter": never less than half the step, so retries from many pages spread out
+        # without collapsing to zero delay.
+        return step / 2 + random.uniform(0, step / 2)
+
+    async def call(
+        self,
+        method: str,
+        url: str,
+        path: str,
+        *,
+        access_token: str,
+        app_secret: str,
+        params: dict[str, str] | None = None,
+        body: Any = None,
+        logger: logging.Logger = log,
+    ) -> dict[str, Any]:
+        """One Graph call with retries; returns the JSON answer or raises GraphApiError."""
+        query = dict(params or {})
+        query["access_token"] = access_token
+        if app_secret:
+            query["appsecret_proof"] = appsecret_proof(app_secret, access_token)
+        secrets = (access_token, app_secret, query.get("appsecret_proof", ""))
+        what = f"{method} {path}"
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.budget
+        session = self._get_session()
+        attempt = 0
+        while True:
+            attempt += 1
+            error: GraphApiError
+            try:
+                async with session.request(method, url, params=query, json=body) as response:
+                    raw = await response.read()
+                    status = response.status
+                    retry_after_header = response.headers.get("Retry-After")
+            except TimeoutError:
+                error = GraphApiError(f"{what} failed: no answer within {self.timeout:g} s", permanent=False)
+            except aiohttp.ClientError as exc:
+                reason = _redact(str(exc), secrets) or type(exc).__name__
+                error = GraphApiError(f"{what} failed: {type(exc).__name__}: {reason}", permanent=False)
+            else:
+                try:
+                    data = json.loads(raw) if raw else {}
+                except ValueError:
+                    data = None
+                if 200 <= status < 300 and isinstance(data, dict) and "error" not in data:
+                    return data
+                if 200 <= status < 300 and not isinstance(data, dict):
+                    error = GraphApiError(f"{what} failed: the answer is not a JSON object (HTTP {status})",
+                                          permanent=False, status=status)
+                else:
+                    error = error_from_response(what, status, data, retry_after_header, secrets)
+
+            delay = self._backoff(attempt)
+            last_try = error.permanent or attempt >= self.max_attempts or loop.time() + delay > deadline
+            logger.warning(
+                "Graph %s (attempt %d/%d)%s",
+                error,
+                attempt,
+                self.max_attempts,
+                "" if last_try else f", retrying in {delay:.2f} s",
+            )
+            if last_try:
+                raise error
+            await asyncio.sleep(delay)
+
+
+@dataclass(frozen=True, slots=True)
+class PageGraph:
+    """Graph calls on behalf of one Page (its token and its app's secret)."""
+
+    client: GraphClient
+    base_url: str
+    access_token: str
+    app_secret: str
+    logger: logging.Logger
+
+    def __repr__(self) -> str:  # the dataclass default would print the token
+        return f"<PageGraph {self.base_url}>"
+
+    async def _call(self, method: str, path: str, *, params: dict[str, str] | None = None,
+                    body: Any = None) -> dict[str, Any]:
+        return await self.client.call(
+            method,
+            self.base_url + path,
+            path,
+            access_token=self.access_token,
+            app_secret=self.app_secret,
+            params=params,
+            body=body,
+            logger=self.logger,
+        )
+
+    async def me(self) -> dict[str, Any]:
+        """The Page the token belongs to: ``{"id", "name"}``."""
+        return await self._call("GET", "/me", params={"fields": "id,name"})
+
+    async def send(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Send API: a message or a sender action; returns ``{recipient_id, message_id?}``."""
+        return await self._call("POST", "/me/messages", body=body)
+
+    async def user_profile(self, psid: str, fields: str) -> dict[str, Any]:
+        return await self._call("GET", f"/{psid}", params={"fields": fields})
+
+    async def get_profile(self, fields: list[str]) -> dict[str, Any]:
+        return await self._call("GET", "/me/messenger_profile", params={"fields": ",".join(fields)})
+
+    async def set_profile(self, fields: dict[str, Any]) -> dict[str, Any]:
+        return await self._call("POST", "/me/messenger_profile", body=fields)
+
+    async def delete_profile(self, fields: list[str]) -> dict[str, Any]:
+        return await self._call("DELETE", "/me/messenger_profile", body={"fields": fields})

@@ -1,0 +1,100 @@
+"""A typed view of one bot's resolved channel-messenger config, and the checks made before mounting."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+DEFAULT_GRAPH_API_URL = "https://graph.facebook.com"
+DEFAULT_GRAPH_API_VERSION = "v25.0"
+SENDER_ACTIONS = frozenset({"typing_on", "typing_off", "mark_seen"})
+
+# Values people leave in config files before they fill in the real secret.
+_PLACEHOLDER = re.compile(
+    r"^(<.*>|\{\{.*\}\}|\$\{.*\}|x+|\.+|\*+|changeme|change[-_ ]?me|todo|tbd|fixme|secret|token|"
+    r"app[-_ ]?secret|access[-_ ]?token|page[-_ ]?access[-_ ]?token|your[-_ ].*|replace[-_ ].*|insert[-_ ].*)$",
+    re.IGNORECASE,
+)
+_DURATION = re.compile(r"^([1-9][0-9]*)(s|m|h|d)$")
+_DURATION_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def is_placeholder(value: str) -> bool:
+    """True for an empty secret or one still holding an obvious placeholder such as ``<APP_SECRET>``."""
+    text = value.strip()
+    return not text or bool(_PLACEHOLDER.match(text))
+
+
+def parse_duration(text: str, default_seconds: int = 86400) -> int:
+    """``"24h"`` → 86400 seconds; anything unparsable falls back to the default (the schema rejects it)."""
+    match = _DURATION.match(text.strip()) if isinstance(text, str) else None
+    if not match:
+        return default_seconds
+    return int(match.group(1)) * _DURATION_SECONDS[match.group(2)]
+
+
+@dataclass(frozen=True, slots=True)
+class MessengerSettings:
+    """The config keys of config.schema.json, read once per mount."""
+
+    enabled: bool = False
+    access_token: str = ""
+    app_secret: str = ""
+    verify_token: str = ""
+    page_id: str = ""
+    greeting: str = ""
+    get_started: str = ""
+    persistent_menu: tuple[Any, ...] = ()
+    chat_user_auth_seconds: int = 86400
+    disabled_actions: frozenset[str] = field(default_factory=frozenset)
+    graph_api_url: str = DEFAULT_GRAPH_API_URL
+    graph_api_version: str = DEFAULT_GRAPH_API_VERSION
+    typing_indicators: bool = True
+    message_delay_ms: int = 0
+    request_profile: bool = False
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> MessengerSettings:
+        def text(key: str, default: str = "") -> str:
+            value = config.get(key, default)
+            return value.strip() if isinstance(value, str) else default
+
+        delay = config.get("messageDelay", 0)
+        menu = config.get("persistentMenu") or []
+        return cls(
+            enabled=config.get("enabled") is True,
+            access_token=text("accessToken"),
+            app_secret=text("appSecret"),
+            verify_token=text("verifyToken"),
+            page_id=text("pageId"),
+            greeting=text("greeting"),
+            get_started=text("getStarted"),
+            persistent_menu=tuple(menu) if isinstance(menu, list) else (),
+            chat_user_auth_seconds=parse_duration(config.get("chatUserAuthDuration", "24h")),
+            disabled_actions=frozenset(a for a in config.get("disabledActions") or [] if a in SENDER_ACTIONS),
+            graph_api_url=(text("graphApiUrl", DEFAULT_GRAPH_API_URL) or DEFAULT_GRAPH_API_URL).rstrip("/"),
+            graph_api_version=text("graphApiVersion", DEFAULT_GRAPH_API_VERSION) or DEFAULT_GRAPH_API_VERSION,
+            typing_indicators=config.get("typingIndicators", True) is not False,
+            message_delay_ms=max(0, int(delay)) if isinstance(delay, int | float) else 0,
+            request_profile=config.get("requestProfile") is True,
+        )
+
+    def allows(self, action: str) -> bool:
+        """Whether a sender action (typing_on, typing_off, mark_seen) may be sent."""
+        return action not in self.disabled_actions
+
+    def mount_problems(self, bot_file: str, global_file: str) -> list[str]:
+        """Why this config cannot connect a Page, each with how to fix it (never echoing a secret)."""
+        problems: list[str] = []
+        if is_placeholder(self.access_token):
+            problems.append(
+                "accessToken is missing: copy the Page Access Token from Meta App > Messenger > "
+                f"Access Tokens into \"accessToken\" of {bot_file}"
+            )
+        if is_placeholder(self.app_secret):
+            problems.append(
+                "appSecret is empty or still a placeholder: copy the App Secret from Meta App > Settings > "
+                f"Basic into \"appSecret\" of {global_file} (or of {bot_file} for a bot on another app)"
+            )
+        return problems
