@@ -18,6 +18,8 @@ from typing import Any, Literal
 from ..events import IOEvent
 
 OutboxStatus = Literal["pending", "sent", "failed"]
+# (contact id or None, every (bot, channel, user id) linked to it)
+ContactMembers = tuple[str | None, list[tuple[str, str, str]]]
 
 
 @dataclass(slots=True)
@@ -38,6 +40,8 @@ class Completion:
     status: str = "done"  # done | dropped | error
     error: str | None = None
     outgoing: list[IOEvent] = field(default_factory=list)
+    # Stored in place of the event once processed (message text masked for data protection).
+    redacted: IOEvent | None = None
 
 
 class Storage(ABC):
@@ -118,6 +122,10 @@ class Storage(ABC):
     @abstractmethod
     async def outbox_get(self, event_id: str) -> OutboxRow | None: ...
 
+    @abstractmethod
+    async def outbox_redact(self, event: IOEvent) -> None:
+        """Replace the stored outgoing event (once sent) by this version, e.g. with its text masked."""
+
     # -- users, conversations and message history -----------------------------------------
     @abstractmethod
     async def user_upsert(self, bot_id: str, channel: str, user_id: str, profile: dict[str, Any] | None) -> None:
@@ -136,8 +144,24 @@ class Storage(ABC):
         """Message history of one user, oldest first (event dicts plus ``channelMessageId``)."""
 
     @abstractmethod
+    async def conversation_last_event(self, bot_id: str, channel: str, thread_id: str | None,
+                                      user_id: str) -> int | None:
+        """When the conversation last had an event (ms epoch), or None if it never had one."""
+
+    @abstractmethod
+    async def contact_link(self, members: list[tuple[str, str, str]]) -> str:
+        """Link (bot, channel, user) ids as one contact, merging contacts they already belong to.
+
+        Returns the contact id (the oldest of the merged ones, or a new one).
+        """
+
+    @abstractmethod
+    async def contact_of(self, bot_id: str, channel: str, user_id: str) -> ContactMembers:
+        """(contact id, every (bot, channel, user) of that contact), or (None, []) when not linked."""
+
+    @abstractmethod
     async def erase_user(self, bot_id: str, channel: str, user_id: str) -> dict[str, int]:
-        """Delete the user, their conversations, messages, inbox and outbox rows; counts per table."""
+        """Delete the user, their conversations, messages, inbox, outbox and contact rows; counts per table."""
 
     @abstractmethod
     async def purge(self, *, processed_before: int, messages_before: int) -> dict[str, int]:

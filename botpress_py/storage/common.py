@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Iterator, Sequence
 from typing import Any, TypeVar
 
@@ -85,3 +86,7 @@ def message_params(event: IOEvent, channel_message_id: str | None) -> tuple[Any,
     """Parameters of a ``messages`` row, in the column order both backends insert them."""
     return (event.id, event.botId, event.channel, event.threadId, event.target, event.direction, event.type,
             event_json(event), plain_text(event.preview), channel_message_id, event.createdOn)
+
+
+def new_contact_id() -> str:
+    return "c_" + uuid.uuid4().hex

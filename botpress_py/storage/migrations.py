@@ -116,12 +116,29 @@ def _initial_schema(*, serial: str, integer: str) -> tuple[str, ...]:
     )
 
 
+def _contacts(*, integer: str) -> tuple[str, ...]:
+    """Version 2: one contact linking a person's user ids across bots and channels (e.g. the
+    PSIDs one person has on several Facebook Pages)."""
+    return (
+        f"""CREATE TABLE contacts (
+            bot_id TEXT NOT NULL,
+            channel TEXT NOT NULL,
+            user_id TEXT NOT NULL,
+            contact_id TEXT NOT NULL,
+            created_at {integer} NOT NULL,
+            PRIMARY KEY (bot_id, channel, user_id))""",
+        "CREATE INDEX contacts_by_contact ON contacts (contact_id)",
+    )
+
+
 SQLITE_MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial schema", _initial_schema(serial="INTEGER PRIMARY KEY AUTOINCREMENT", integer="INTEGER")),
+    Migration(2, "contacts", _contacts(integer="INTEGER")),
 )
 
 POSTGRES_MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial schema", _initial_schema(serial="BIGSERIAL PRIMARY KEY", integer="BIGINT")),
+    Migration(2, "contacts", _contacts(integer="BIGINT")),
 )
 
 LATEST_VERSION = SQLITE_MIGRATIONS[-1].version

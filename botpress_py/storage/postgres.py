@@ -10,7 +10,7 @@ from typing import Any
 import asyncpg
 
 from ..events import IOEvent, now_ms
-from .base import Completion, OutboxRow, OutboxStatus, Storage
+from .base import Completion, ContactMembers, OutboxRow, OutboxStatus, Storage
 from .common import (
     INBOX_DONE_STATUSES,
     OUTBOX_STATUSES,
@@ -18,6 +18,7 @@ from .common import (
     event_json,
     first_occurrences,
     message_params,
+    new_contact_id,
     plain_error,
     require_status,
     split_by_sizes,
@@ -199,6 +200,9 @@ class PostgresStorage(Storage):
         async with self._transaction() as conn:
             for completion in completions:
                 await _mark_inbox(conn, [completion.event_id], completion.status, completion.error, now)
+                if completion.redacted is not None:
+                    await conn.execute("UPDATE inbox SET event = $2 WHERE event_id = $1",
+                                       completion.event_id, event_json(completion.redacted))
             seqs = await _insert_outbox(conn, [e for c in completions for e in c.outgoing], now)
         return split_by_sizes(seqs, [len(c.outgoing) for c in completions])
 
@@ -243,6 +247,48 @@ class PostgresStorage(Storage):
     async def outbox_get(self, event_id: str) -> OutboxRow | None:
         rows = await self._fetch(f"SELECT {_OUTBOX_COLUMNS} FROM outbox WHERE event_id = $1", event_id)
         return _outbox_row(rows[0]) if rows else None
+
+    async def outbox_redact(self, event: IOEvent) -> None:
+        await self._get_pool().execute("UPDATE outbox SET event = $2 WHERE event_id = $1", event.id, event_json(event))
+
+    async def conversation_last_event(self, bot_id: str, channel: str, thread_id: str | None,
+                                      user_id: str) -> int | None:
+        rows = await self._fetch(
+            "SELECT last_event_at FROM conversations WHERE bot_id = $1 AND channel = $2 AND user_id = $3"
+            " AND thread_id = $4", bot_id, channel, user_id, thread_id or "")
+        return int(rows[0][0]) if rows else None
+
+    async def contact_link(self, members: list[tuple[str, str, str]]) -> str:
+        if not members:
+            raise ValueError("contact_link needs at least one member")
+        now = self._clock()
+        bots, channels, users = ([m[i] for m in members] for i in range(3))
+        async with self._transaction() as conn:
+            rows = await conn.fetch(
+                "SELECT contact_id, MIN(created_at) AS first FROM contacts c"
+                " JOIN unnest($1::text[], $2::text[], $3::text[]) AS m(b, ch, u)"
+                " ON c.bot_id = m.b AND c.channel = m.ch AND c.user_id = m.u"
+                " GROUP BY contact_id ORDER BY first, contact_id", bots, channels, users)
+            existing = [r["contact_id"] for r in rows]
+            contact = existing[0] if existing else new_contact_id()
+            if len(existing) > 1:
+                await conn.execute("UPDATE contacts SET contact_id = $1 WHERE contact_id = ANY($2::text[])",
+                                   contact, existing[1:])
+            await conn.execute(
+                "INSERT INTO contacts (bot_id, channel, user_id, contact_id, created_at)"
+                " SELECT b, ch, u, $4, $5 FROM unnest($1::text[], $2::text[], $3::text[]) AS m(b, ch, u)"
+                " ON CONFLICT (bot_id, channel, user_id) DO UPDATE SET contact_id = excluded.contact_id",
+                bots, channels, users, contact, now)
+        return contact
+
+    async def contact_of(self, bot_id: str, channel: str, user_id: str) -> ContactMembers:
+        rows = await self._fetch(
+            "SELECT c.contact_id, c.bot_id, c.channel, c.user_id FROM contacts c JOIN contacts me"
+            " ON me.contact_id = c.contact_id WHERE me.bot_id = $1 AND me.channel = $2 AND me.user_id = $3"
+            " ORDER BY c.created_at, c.bot_id, c.user_id", bot_id, channel, user_id)
+        if not rows:
+            return None, []
+        return rows[0][0], [(r[1], r[2], r[3]) for r in rows]
 
     # -- users, conversations, messages ---------------------------------------------------------
     async def user_upsert(self, bot_id: str, channel: str, user_id: str, profile: dict[str, Any] | None) -> None:
@@ -312,7 +358,7 @@ class PostgresStorage(Storage):
     async def erase_user(self, bot_id: str, channel: str, user_id: str) -> dict[str, int]:
         counts: dict[str, int] = {}
         async with self._transaction() as conn:
-            for table in ("users", "conversations", "messages", "inbox", "outbox"):
+            for table in ("users", "conversations", "messages", "inbox", "outbox", "contacts"):
                 status = await conn.execute(
                     f"DELETE FROM {table} WHERE bot_id = $1 AND channel = $2 AND user_id = $3",
                     bot_id,

@@ -13,7 +13,7 @@ from typing import Any
 import aiosqlite
 
 from ..events import IOEvent, now_ms
-from .base import Completion, OutboxRow, OutboxStatus, Storage
+from .base import Completion, ContactMembers, OutboxRow, OutboxStatus, Storage
 from .common import (
     INBOX_DONE_STATUSES,
     OUTBOX_STATUSES,
@@ -22,6 +22,7 @@ from .common import (
     event_json,
     first_occurrences,
     message_params,
+    new_contact_id,
     plain_error,
     require_status,
     split_by_sizes,
@@ -213,6 +214,9 @@ class SQLiteStorage(Storage):
         async with self._transaction() as db:
             for completion in completions:
                 await self._mark_inbox(db, [completion.event_id], completion.status, completion.error, now)
+                if completion.redacted is not None:
+                    await db.execute("UPDATE inbox SET event = ? WHERE event_id = ?",
+                                     (event_json(completion.redacted), completion.event_id))
             seqs = await self._insert_outbox(db, [e for c in completions for e in c.outgoing], now)
         return split_by_sizes(seqs, [len(c.outgoing) for c in completions])
 
@@ -276,7 +280,47 @@ class SQLiteStorage(Storage):
         rows = await self._fetchall(f"SELECT {_OUTBOX_COLUMNS} FROM outbox WHERE event_id = ?", (event_id,))
         return _outbox_row(rows[0]) if rows else None
 
+    async def outbox_redact(self, event: IOEvent) -> None:
+        async with self._transaction() as db:
+            await db.execute("UPDATE outbox SET event = ? WHERE event_id = ?", (event_json(event), event.id))
+
     # -- users, conversations, messages ---------------------------------------------------------
+    async def conversation_last_event(self, bot_id: str, channel: str, thread_id: str | None,
+                                      user_id: str) -> int | None:
+        rows = await self._fetchall(
+            "SELECT last_event_at FROM conversations WHERE bot_id = ? AND channel = ? AND user_id = ?"
+            " AND thread_id = ?", (bot_id, channel, user_id, thread_id or ""))
+        return int(rows[0][0]) if rows else None
+
+    async def contact_link(self, members: list[tuple[str, str, str]]) -> str:
+        if not members:
+            raise ValueError("contact_link needs at least one member")
+        now = self._clock()
+        async with self._transaction() as db:
+            where = " OR ".join(["(bot_id = ? AND channel = ? AND user_id = ?)"] * len(members))
+            rows = await db.execute_fetchall(
+                f"SELECT contact_id, MIN(created_at) FROM contacts WHERE {where} GROUP BY contact_id"
+                " ORDER BY MIN(created_at), contact_id", [v for m in members for v in m])
+            existing = [r[0] for r in rows]
+            contact = existing[0] if existing else new_contact_id()
+            if len(existing) > 1:
+                await db.execute("UPDATE contacts SET contact_id = ? WHERE contact_id IN "
+                                 f"({_marks(len(existing) - 1)})", (contact, *existing[1:]))
+            await db.executemany(
+                "INSERT INTO contacts (bot_id, channel, user_id, contact_id, created_at) VALUES (?, ?, ?, ?, ?)"
+                " ON CONFLICT (bot_id, channel, user_id) DO UPDATE SET contact_id = excluded.contact_id",
+                [(*m, contact, now) for m in members])
+        return contact
+
+    async def contact_of(self, bot_id: str, channel: str, user_id: str) -> ContactMembers:
+        rows = await self._fetchall(
+            "SELECT c.contact_id, c.bot_id, c.channel, c.user_id FROM contacts c JOIN contacts me"
+            " ON me.contact_id = c.contact_id WHERE me.bot_id = ? AND me.channel = ? AND me.user_id = ?"
+            " ORDER BY c.created_at, c.bot_id, c.user_id", (bot_id, channel, user_id))
+        if not rows:
+            return None, []
+        return rows[0][0], [(r[1], r[2], r[3]) for r in rows]
+
     async def user_upsert(self, bot_id: str, channel: str, user_id: str, profile: dict[str, Any] | None) -> None:
         profile_text = None if profile is None else to_json(profile)
         now = self._clock()
@@ -333,7 +377,7 @@ class SQLiteStorage(Storage):
     async def erase_user(self, bot_id: str, channel: str, user_id: str) -> dict[str, int]:
         counts: dict[str, int] = {}
         async with self._transaction() as db:
-            for table in ("users", "conversations", "messages", "inbox", "outbox"):
+            for table in ("users", "conversations", "messages", "inbox", "outbox", "contacts"):
                 async with db.execute(
                     f"DELETE FROM {table} WHERE bot_id = ? AND channel = ? AND user_id = ?",
                     (bot_id, channel, user_id),

@@ -435,7 +435,7 @@ async def test_erase_user_removes_that_user_only(backend: Backend, storage: Stor
     await populate("erase-me", bot="bot-b")  # same user id under another bot: not the same person
 
     counts = await storage.erase_user("bot-a", "messenger", "erase-me")
-    assert counts == {"users": 1, "conversations": 1, "messages": 4, "inbox": 3, "outbox": 2}
+    assert counts == {"users": 1, "conversations": 1, "messages": 4, "inbox": 3, "outbox": 2, "contacts": 0}
 
     assert await storage.user_get("bot-a", "messenger", "erase-me") is None
     assert await storage.messages_for("bot-a", "messenger", "erase-me") == []
@@ -688,3 +688,38 @@ def test_open_storage_refuses_other_urls_without_echoing_them(tmp_path: Path, ur
         open_storage(tmp_path, {"DATABASE_URL": url})
     assert "hunter2" not in str(raised.value)
     assert "not supported" in str(raised.value)
+
+
+async def test_contacts_link_merge_lookup_and_erase(storage: Storage) -> None:
+    assert await storage.contact_of("bot-a", "messenger", "psid-1") == (None, [])
+    first = await storage.contact_link([("bot-a", "messenger", "psid-1"), ("bot-b", "messenger", "psid-9")])
+    contact, members = await storage.contact_of("bot-b", "messenger", "psid-9")
+    assert contact == first and set(members) == {("bot-a", "messenger", "psid-1"), ("bot-b", "messenger", "psid-9")}
+    other = await storage.contact_link([("bot-c", "messenger", "psid-5")])
+    assert other != first
+    # linking a member of each merges the two contacts into the older one
+    merged = await storage.contact_link([("bot-c", "messenger", "psid-5"), ("bot-a", "messenger", "psid-1")])
+    assert merged == first
+    assert len((await storage.contact_of("bot-c", "messenger", "psid-5"))[1]) == 3
+    counts = await storage.erase_user("bot-a", "messenger", "psid-1")
+    assert counts["contacts"] == 1
+    assert len((await storage.contact_of("bot-b", "messenger", "psid-9"))[1]) == 2
+    with pytest.raises(ValueError):
+        await storage.contact_link([])
+
+
+async def test_conversation_last_event_and_redaction(backend: Backend, storage: Storage) -> None:
+    event = incoming(dedupe="mid.r", text="my card number is 4111", created=5_000)
+    assert await storage.conversation_last_event("bot-a", "messenger", event.threadId, "user-1") is None
+    await storage.inbox_add([event])
+    await storage.message_record(event)
+    assert await storage.conversation_last_event("bot-a", "messenger", event.threadId, "user-1") == 5_000
+    masked = IOEvent.from_dict({**event.to_dict(), "payload": {"text": "***"}, "preview": "***"})
+    await storage.inbox_complete([Completion(event.id, "done", None, [], redacted=masked)])
+    reply = outgoing(text="your card 4111 is noted")
+    await storage.outbox_add([reply])
+    await storage.outbox_redact(IOEvent.from_dict({**reply.to_dict(), "payload": {"type": "text", "text": "***"},
+                                                   "preview": "***"}))
+    for table in ("inbox", "outbox"):
+        rows = await backend.query(f"SELECT event FROM {table}")
+        assert all("4111" not in r[0] for r in rows), table
