@@ -17,11 +17,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from .config.module_config import ModuleConfigResolver
-from .context import BotContext, ConfigProblem, KeyValueStore, ModuleState
+from .context import BotContext, ConfigProblem, KeyValueStore, ModuleState, UserStore
 from .events import IOEvent
 from .jsonfiles import ConfigFileError, load_json_file, validate_instance, write_json_atomic
 from .loader import ModuleLoader
 from .routing import ModuleRouter
+from .transformers import TRANSFORMERS_FILE, BotTransformers, load_bot_transformers
 
 if TYPE_CHECKING:
     from .pipeline import EventPipeline
@@ -46,6 +47,9 @@ BOT_CONFIG_SCHEMA: dict[str, Any] = {
         "disabled": {"type": "boolean", "default": False, "description": "A disabled bot is not mounted."},
         "defaultLanguage": {"type": "string", "default": "en"},
         "languages": {"type": "array", "items": {"type": "string"}},
+        "sessionTimeout": {"type": "string", "pattern": r"^[0-9]+(ms|s|m|h|d)$", "default": "30m",
+                           "description": "Inactivity after which a conversation's session expires; bot logic "
+                                          "sees event.flags['session']['expired'] (a channel may override it)."},
     },
 }
 
@@ -75,12 +79,15 @@ class BotRecord:
     mounted: asyncio.Event = field(default_factory=asyncio.Event)
     in_flight: int = 0
     idle: asyncio.Event = field(default_factory=asyncio.Event)
+    transformers: BotTransformers | None = None
 
     def status(self) -> dict[str, Any]:
         out: dict[str, Any] = {"state": self.state if self.state != "unmounted" else "disabled"}
         if self.error:
             out["error"] = self.error
         out["modules"] = {name: dict(s) for name, s in self.modules.items()}
+        if self.transformers is not None:
+            out["transformers"] = self.transformers.status()
         return out
 
 
@@ -93,6 +100,7 @@ class BotRegistry:
         resolver: ModuleConfigResolver,
         external_url: Callable[[], str],
         kv: Callable[[str], KeyValueStore],
+        users: Callable[[str], UserStore],
     ) -> None:
         self.data_dir = data_dir
         self.bots_dir = data_dir / "bots"
@@ -100,6 +108,7 @@ class BotRegistry:
         self.resolver = resolver
         self._external_url = external_url
         self._kv = kv
+        self._users = users
         self.records: dict[str, BotRecord] = {}
         # module -> {bot_id: context}: a live view handed to each module's ServerContext
         self.module_views: dict[str, dict[str, BotContext]] = {m: {} for m in loader.modules}
@@ -130,6 +139,9 @@ class BotRegistry:
 
     def kv(self, namespace: str) -> KeyValueStore:
         return self._kv(namespace)
+
+    def users(self, bot_id: str) -> UserStore:
+        return self._users(bot_id)
 
     # -- discovery -------------------------------------------------------------------------------
     def discover(self) -> list[str]:
@@ -276,6 +288,8 @@ class BotRegistry:
                 continue
             record.contexts[name] = ctx
             self.module_views.setdefault(name, {})[record.id] = ctx
+        record.transformers = load_bot_transformers(
+            record.folder / TRANSFORMERS_FILE, self._context(record.id, "transformers", bot_config, {}))
         record.state = "mounted"
         record.mounted.set()
         log.info("bot %s mounted (%s)", record.id,
@@ -298,6 +312,7 @@ class BotRegistry:
             except Exception:
                 log.exception("bot %s: module %s on_bot_unmount failed", record.id, name)
         record.contexts = {}
+        record.transformers = None
         record.state = "unmounted"
         log.info("bot %s unmounted", record.id)
 

@@ -90,7 +90,8 @@ def collect_problems(data_dir: Path, env: dict[str, str]) -> tuple[list[ConfigPr
     for module in loader.modules.values():
         problems += resolver.resolve(module, None).problems
     registry = BotRegistry(data_dir=data_dir, loader=loader, resolver=resolver,
-                           external_url=lambda: "http://localhost", kv=lambda ns: _NoState())
+                           external_url=lambda: "http://localhost", kv=lambda ns: _NoState(),
+                           users=lambda bot_id: _NoState())  # type: ignore[arg-type,return-value]
     bots = registry.discover()
     seen = {str(p) for p in problems}
     for bot_id in bots:
@@ -200,6 +201,39 @@ def _bots_offline(args: argparse.Namespace, data_dir: Path, url: str) -> int:
     return 0
 
 
+# -- users ------------------------------------------------------------------------------------------
+def cmd_users(args: argparse.Namespace) -> int:
+    """Erase what is stored about one user (data protection requests)."""
+    from .storage import open_storage
+
+    if not valid_bot_id(args.bot):
+        print(f"error: invalid bot id {args.bot!r}", file=sys.stderr)
+        return 2
+    data_dir = data_dir_from(args)
+
+    async def erase() -> dict[str, int]:
+        # Storage is shared safely with a running server: SQLite in WAL mode takes its turn
+        # for the write lock, PostgreSQL is a database.
+        storage = open_storage(data_dir, dict(os.environ))
+        await storage.open()
+        try:
+            return await storage.erase_user(args.bot, args.channel, args.user)
+        finally:
+            await storage.close()
+
+    try:
+        counts = asyncio.run(erase())
+    except Exception as exc:
+        print(f"error: cannot erase: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    total = sum(counts.values())
+    details = ", ".join(f"{table} {n}" for table, n in counts.items())
+    print(f"erased user {args.user} of bot {args.bot} on {args.channel}: {total} rows ({details})")
+    if total == 0:
+        print("(nothing was stored for this user: check --bot, --user and --channel)", file=sys.stderr)
+    return 0
+
+
 # -- parser -----------------------------------------------------------------------------------------
 def build_parser(module_loader: ModuleLoader | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="botpress-py", description="A chatbot server with drop-in modules.")
@@ -233,6 +267,16 @@ def build_parser(module_loader: ModuleLoader | None = None) -> argparse.Argument
     bots.add_argument("--token", help="admin token (default $BP_ADMIN_TOKEN or admin.token)")
     bots.set_defaults(func=cmd_bots)
 
+    users = sub.add_parser("users", help="manage stored users (erase for data protection)",
+                           description="Erase everything stored about a user of a bot: profile, contact link, "
+                                       "conversations, message history and queued events.")
+    users.add_argument("action", choices=["erase"])
+    users.add_argument("--bot", required=True, help="bot id")
+    users.add_argument("--user", required=True, help="the user's id on the channel (Messenger: the PSID)")
+    users.add_argument("--channel", default="messenger", help="channel name (default: messenger)")
+    users.add_argument("--data", help="data folder (default ./data or $BP_DATA_PATH)")
+    users.set_defaults(func=cmd_users)
+
     if module_loader is not None:
         for name in module_loader.modules:
             try:
@@ -244,7 +288,7 @@ def build_parser(module_loader: ModuleLoader | None = None) -> argparse.Argument
 
 def _modules_for_cli(argv: list[str]) -> ModuleLoader | None:
     """Load modules so they can add verbs (e.g. ``messenger``); core verbs never need it."""
-    if argv and argv[0] in ("start", "check", "bots"):
+    if argv and argv[0] in ("start", "check", "bots", "users"):
         return None
     data_arg = argv[argv.index("--data") + 1] if "--data" in argv[:-1] else None
     data_dir = Path(data_arg or os.environ.get("BP_DATA_PATH") or "data").resolve()

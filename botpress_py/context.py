@@ -45,6 +45,26 @@ class KeyValueStore(Protocol):
     async def delete(self, key: str) -> None: ...
 
 
+class UserStore(Protocol):
+    """Users of one bot: stored profiles and contacts linking one person's ids across bots."""
+
+    async def get(self, user_id: str, channel: str) -> dict[str, Any] | None:
+        """``{"id", "channel", "botId", "profile", "createdOn", "updatedOn", "contactId", "linked"}`` or None."""
+        ...
+
+    async def save(self, user_id: str, channel: str, profile: dict[str, Any] | None) -> None:
+        """Create the user, or replace its profile (None keeps the stored one)."""
+        ...
+
+    async def link(self, user_id: str, channel: str, others: list[tuple[str, str, str]]) -> str:
+        """Link this user with (bot id, channel, user id) of other bots as one contact; returns its id."""
+        ...
+
+    async def erase(self, user_id: str, channel: str) -> dict[str, int]:
+        """Delete everything stored about the user in this bot (profile, history, queues, contact link)."""
+        ...
+
+
 class BotHost(Protocol):
     """What the core provides behind a BotContext (implemented by the bot registry)."""
 
@@ -55,6 +75,8 @@ class BotHost(Protocol):
     def set_module_status(self, bot_id: str, module: str, state: ModuleState, reason: str | None) -> None: ...
 
     def kv(self, namespace: str) -> KeyValueStore: ...
+
+    def users(self, bot_id: str) -> UserStore: ...
 
 
 class BotContext:
@@ -86,6 +108,7 @@ class BotContext:
         self.router = router
         self.logger = logging.getLogger(f"botpress_py.bot.{bot_id}.{module}")
         self.state: KeyValueStore = host.kv(f"{module}:bot:{bot_id}")
+        self.users: UserStore = host.users(bot_id)
 
     def __repr__(self) -> str:
         return f"<BotContext bot={self.id!r} module={self.module!r}>"

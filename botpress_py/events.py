@@ -12,7 +12,7 @@ Direction = Literal["incoming", "outgoing"]
 
 # Botpress's standard outgoing payload types; every channel renders each of them.
 STANDARD_PAYLOAD_TYPES = frozenset(
-    {"text", "image", "file", "video", "audio", "card", "carousel", "single-choice", "typing", "custom"}
+    {"text", "image", "file", "video", "audio", "card", "carousel", "single-choice", "typing", "custom", "handover"}
 )
 CARD_ACTIONS = frozenset({"Open URL", "Postback", "Say something"})
 
@@ -69,7 +69,11 @@ class IOEvent:
         return cls(**known)
 
     def reply_event(self, payload: dict[str, Any]) -> IOEvent:
-        """An outgoing event answering this one on the same channel and thread."""
+        """An outgoing event answering this one on the same channel and thread.
+
+        A channel that masks replies (data protection) flags the incoming event with
+        ``maskReplies``; the replies then carry ``mask`` and are stored masked once sent.
+        """
         return IOEvent(
             type=str(payload.get("type", "text")),
             channel=self.channel,
@@ -80,6 +84,7 @@ class IOEvent:
             payload=dict(payload),
             preview=payload_preview(payload),
             incomingEventId=self.id,
+            flags={"mask": True} if self.flags.get("maskReplies") else {},
         )
 
 
@@ -97,6 +102,31 @@ def payload_preview(payload: dict[str, Any]) -> str:
     if kind in ("file", "video", "audio"):
         return str(payload.get("title") or payload.get("url", ""))
     return f"[{kind}]"
+
+
+MASK = "***"
+
+
+def _mask(value: Any, key: str = "") -> Any:
+    if isinstance(value, dict):
+        return {k: _mask(v, k) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_mask(v) for v in value]
+    if isinstance(value, str) and key not in ("type", "action"):
+        return MASK
+    return value
+
+
+def masked_copy(event: IOEvent) -> IOEvent:
+    """The event with every text of its payload and its preview masked (data protection).
+
+    Structure, types and ids stay, so history still shows what kind of message was exchanged.
+    """
+    data = event.to_dict()
+    data["payload"] = _mask(data["payload"])
+    data["preview"] = MASK if data["preview"] else ""
+    data["user"] = {k: v for k, v in data["user"].items() if k in ("id", "contactId")}
+    return IOEvent.from_dict(data)
 
 
 def validate_outgoing_payload(payload: Any) -> list[str]:
@@ -117,6 +147,7 @@ def validate_outgoing_payload(payload: Any) -> list[str]:
         "single-choice": ("text", "choices"),
         "typing": (),
         "custom": (),
+        "handover": (),  # {target?: "inbox" | an app id, metadata?}: pass the conversation to a human
     }
     return [f"{kind} payload needs '{key}'" for key in required[kind] if key not in payload]
 

@@ -55,7 +55,21 @@ def on_incoming(event: Any, bot: Any) -> None:
 
 @hookspec
 def on_outgoing(event: Any, bot: Any) -> bool | None:
-    """Deliver an outgoing event; return True when this module is the channel that sent it."""
+    """Deliver an outgoing event; return True when this module is the channel that sent it.
+
+    Put the platform's message id in ``event.flags["channelMessageId"]`` to have it recorded;
+    raise ``DeliveryError`` on failure (``permanent=True`` for errors a retry cannot fix).
+    """
+
+
+@hookspec
+def transform_input(event: Any, bot: Any) -> bool | None:
+    """Change an incoming event just before bot logic sees it; return False to drop it."""
+
+
+@hookspec
+def transform_output(event: Any, bot: Any) -> bool | None:
+    """Change a reply before it is stored for sending; return False to drop it."""
 
 
 @hookspec(firstresult=True)

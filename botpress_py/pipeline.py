@@ -24,8 +24,9 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from .bots import BotRegistry, ShuttingDown
-from .events import DeliveryError, IOEvent, Middleware, payload_preview, validate_outgoing_payload
+from .bots import BotRecord, BotRegistry, ShuttingDown
+from .config.server_config import parse_duration
+from .events import DeliveryError, IOEvent, Middleware, masked_copy, payload_preview, validate_outgoing_payload
 from .loader import ModuleLoader
 from .metrics import Metrics
 from .storage import Completion, GroupCommitCompletions, GroupCommitInbox, OutboxRow, Storage
@@ -154,6 +155,12 @@ class EventPipeline:
             event.direction = "outgoing"
             if not event.preview:
                 event.preview = payload_preview(event.payload)
+        record = self.registry.records.get(events[0].botId)
+        if record is not None and record.state == "mounted":
+            # Transform before storing: a retry after a restart sends what was transformed.
+            events = [e for e in events if await self._transform("transform_output", e, record)]
+            if not events:
+                return
         collector = _current_replies.get()
         if collector is not None and collector.open:
             collector.events.extend(events)
@@ -191,11 +198,12 @@ class EventPipeline:
                 collector = _ReplyCollector()
                 token = _current_replies.set(collector)
                 try:
-                    status, error = await self._run_incoming(event, record.contexts)
+                    status, error = await self._run_incoming(event, record)
                 finally:
                     _current_replies.reset(token)
                     collector.open = False
-                [seqs] = await self.completions.add([Completion(event.id, status, error, collector.events)])
+                redacted = masked_copy(event) if event.flags.get("mask") else None
+                [seqs] = await self.completions.add([Completion(event.id, status, error, collector.events, redacted)])
         except KeyError:
             # The bot's folder is gone: keep the event stored (not done) for an operator to see.
             log.warning("event %s for unknown bot %s left in the inbox", event.id, event.botId)
@@ -205,8 +213,11 @@ class EventPipeline:
         self._queue_outgoing(collector.events, seqs)
         self.metrics.inc(f"bp_events_{status}_total")
 
-    async def _run_incoming(self, event: IOEvent, contexts: dict[str, Any]) -> tuple[str, str | None]:
-        await self.storage.message_record(event)
+    async def _run_incoming(self, event: IOEvent, record: BotRecord) -> tuple[str, str | None]:
+        contexts = record.contexts
+        await self._attach_session(event, record)
+        await self._attach_user(event)
+        await self.storage.message_record(masked_copy(event) if event.flags.get("mask") else event)
         if event.silent:
             return "done", None
         for module, mw in self.middleware_in:
@@ -219,6 +230,8 @@ class EventPipeline:
             except Exception as exc:
                 log.exception("bot %s: middleware %s failed on event %s", event.botId, mw.name, event.id)
                 return "error", f"middleware {mw.name}: {type(exc).__name__}: {exc}"
+        if not await self._transform("transform_input", event, record):
+            return "dropped", "dropped by transform_input"
         errors = []
         for name, ctx in list(contexts.items()):
             try:
@@ -227,6 +240,41 @@ class EventPipeline:
                 log.exception("bot %s: module %s on_incoming failed on event %s", event.botId, name, event.id)
                 errors.append(f"{name}: {type(exc).__name__}: {exc}")
         return ("error", "; ".join(errors)) if errors else ("done", None)
+
+    async def _attach_session(self, event: IOEvent, record: BotRecord) -> None:
+        """``event.flags["session"]``: is this conversation new, or back after ``sessionTimeout``?"""
+        last = await self.storage.conversation_last_event(event.botId, event.channel, event.threadId, event.target)
+        timeout = event.flags.get("sessionTimeout")  # a channel's own setting wins, in seconds
+        if not isinstance(timeout, int | float) or timeout <= 0:
+            timeout = parse_duration(record.config.get("sessionTimeout") or "30m")
+        expired = last is not None and event.createdOn - last > timeout * 1000
+        event.flags["session"] = {"new": last is None, "expired": expired, "lastEventAt": last}
+
+    async def _attach_user(self, event: IOEvent) -> None:
+        """``event.user``: the stored profile (unless the channel brought a fresh one) and contact."""
+        event.user.setdefault("id", event.target)
+        stored = await self.registry.users(event.botId).get(event.target, event.channel)
+        if stored is None:
+            return
+        if stored.get("profile") is not None:
+            event.user.setdefault("profile", stored["profile"])
+        event.user["contactId"] = stored["contactId"]
+        event.user["linked"] = stored["linked"]
+
+    async def _transform(self, hook: str, event: IOEvent, record: BotRecord) -> bool:
+        """Modules' ``hook`` then the bot's transformers.py; False drops the event. Errors are contained."""
+        for name, ctx in list(record.contexts.items()):
+            try:
+                results = await self.loader.call(name, hook, event=event, bot=ctx)
+            except Exception:
+                log.exception("bot %s: module %s %s failed on event %s; it goes on unchanged",
+                              event.botId, name, hook, event.id)
+                continue
+            if any(r is False for r in results):
+                return False
+        if record.transformers is not None:
+            return await record.transformers.run(hook, event)
+        return True
 
     # -- outgoing ----------------------------------------------------------------------------------
     async def _deliver(self, row: OutboxRow) -> None:
@@ -267,6 +315,9 @@ class EventPipeline:
                 continue
             await self.storage.outbox_update(event.id, status="sent", attempts=row.attempts + 1,
                                              channel_message_id=message_id)
+            if event.flags.get("mask"):
+                event = masked_copy(event)
+                await self.storage.outbox_redact(event)
             await self.storage.message_record(event, message_id)
             self.metrics.inc("bp_events_sent_total")
             return

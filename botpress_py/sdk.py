@@ -8,13 +8,14 @@ may change without notice.
 
 from __future__ import annotations
 
-from .context import BotContext, ConfigProblem, KeyValueStore, ModuleState, ServerContext
+from .context import BotContext, ConfigProblem, KeyValueStore, ModuleState, ServerContext, UserStore
 from .events import (
     CARD_ACTIONS,
     STANDARD_PAYLOAD_TYPES,
     DeliveryError,
     IOEvent,
     Middleware,
+    masked_copy,
     new_event_id,
     now_ms,
     payload_preview,
@@ -36,8 +37,10 @@ __all__ = [
     "ModuleRouter",
     "ModuleState",
     "ServerContext",
+    "UserStore",
     "hookimpl",
     "load_json_file",
+    "masked_copy",
     "new_event_id",
     "now_ms",
     "payload_preview",

@@ -24,7 +24,7 @@ from .loader import ModuleLoader, discover_module_folders
 from .metrics import Metrics
 from .pipeline import EventPipeline
 from .routing import ModuleRouter
-from .state import StorageKeyValue
+from .state import StorageKeyValue, StorageUserStore
 from .storage import Storage, open_storage
 from .watcher import DataWatcher
 
@@ -106,7 +106,8 @@ class BotpressServer:
         storage = self.storage
         self.registry = BotRegistry(data_dir=self.data_dir, loader=self.loader, resolver=self.resolver,
                                     external_url=self.external_url,
-                                    kv=lambda ns: StorageKeyValue(storage, ns))
+                                    kv=lambda ns: StorageKeyValue(storage, ns),
+                                    users=lambda bot_id: StorageUserStore(storage, bot_id))
         self.pipeline = EventPipeline(storage, self.registry, self.loader, self.metrics)
         self.registry.pipeline = self.pipeline
         self._register_gauges()

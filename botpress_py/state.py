@@ -1,4 +1,4 @@
-"""Module key-value state on top of the storage backend (``bot.state`` / ``server.state``)."""
+"""Module state on top of the storage backend: ``bot.state`` / ``server.state`` and ``bot.users``."""
 
 from __future__ import annotations
 
@@ -21,3 +21,28 @@ class StorageKeyValue:
 
     async def delete(self, key: str) -> None:
         await self._storage.kv_delete(self._namespace, key)
+
+
+class StorageUserStore:
+    def __init__(self, storage: Storage, bot_id: str) -> None:
+        self._storage = storage
+        self._bot_id = bot_id
+
+    async def get(self, user_id: str, channel: str) -> dict[str, Any] | None:
+        user = await self._storage.user_get(self._bot_id, channel, user_id)
+        if user is None:
+            return None
+        contact, members = await self._storage.contact_of(self._bot_id, channel, user_id)
+        user["contactId"] = contact
+        user["linked"] = [{"botId": b, "channel": c, "id": u} for b, c, u in members
+                          if (b, c, u) != (self._bot_id, channel, user_id)]
+        return user
+
+    async def save(self, user_id: str, channel: str, profile: dict[str, Any] | None) -> None:
+        await self._storage.user_upsert(self._bot_id, channel, user_id, profile)
+
+    async def link(self, user_id: str, channel: str, others: list[tuple[str, str, str]]) -> str:
+        return await self._storage.contact_link([(self._bot_id, channel, user_id), *others])
+
+    async def erase(self, user_id: str, channel: str) -> dict[str, int]:
+        return await self._storage.erase_user(self._bot_id, channel, user_id)

@@ -82,6 +82,9 @@ async def on_incoming(event: IOEvent, bot: BotContext) -> None:
     index = _indexes.get(_key(bot))
     if index is None or event.silent or event.direction != "incoming" or event.type not in ANSWERED_TYPES:
         return
+    session = event.flags.get("session") or {}
+    if session.get("expired") and index.welcome_back:
+        await bot.reply(event, copy.deepcopy(index.welcome_back))
     entry = find_entry(index, event, answer_payloads=bool(bot.config.get("answerPayloads", True)))
     if entry is not None:
         bot.logger.debug("qna: event %s answered by entry %r", event.id, entry["id"])

@@ -30,11 +30,13 @@ class QnaIndex:
     by_question: dict[str, dict[str, Any]] = field(default_factory=dict)
     by_payload: dict[str, dict[str, Any]] = field(default_factory=dict)
     fallback: list[dict[str, Any]] = field(default_factory=list)
+    # Said first when a user comes back after the session expired (sessionTimeout of inactivity).
+    welcome_back: list[dict[str, Any]] = field(default_factory=list)
 
     @classmethod
     def build(cls, data: dict[str, Any]) -> QnaIndex:
         """Index a qna document that passed ``check_document`` (first entry wins on conflicts)."""
-        index = cls(fallback=list(data.get("fallback") or []))
+        index = cls(fallback=list(data.get("fallback") or []), welcome_back=list(data.get("welcomeBack") or []))
         for entry in data["entries"]:
             for question in entry.get("questions") or []:
                 index.by_question.setdefault(normalise(question), entry)

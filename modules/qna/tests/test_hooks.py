@@ -86,6 +86,9 @@ class RecordingHost:
     def kv(self, namespace: str) -> MemoryKV:
         return self._kv.setdefault(namespace, MemoryKV())
 
+    def users(self, bot_id: str) -> Any:
+        return None  # qna never looks users up
+
     def texts(self) -> list[str]:
         return [e.preview for e in self.sent]
 
@@ -436,3 +439,27 @@ def test_check_bot_accepts_a_valid_file_a_missing_one_and_a_disabled_module(
     assert len(problems) == 1 and "invalid JSON at line 1" in problems[0].message
     (tmp_path / "qna.json").write_text(json.dumps(QNA), encoding="utf-8")
     assert botpress_qna.check_bot(_context(host, tmp_path)) == []
+
+
+async def test_welcome_back_is_said_first_when_the_session_expired(mount: MountBot, host: RecordingHost) -> None:
+    qna = {**QNA, "welcomeBack": [{"type": "text", "text": "Welcome back!"}]}
+    bot = await mount(qna=qna)
+    fresh = incoming(text="hello")
+    fresh.flags["session"] = {"new": False, "expired": False}
+    await botpress_qna.on_incoming(fresh, bot)
+    returning = incoming(text="hello")
+    returning.flags["session"] = {"new": False, "expired": True}
+    await botpress_qna.on_incoming(returning, bot)
+    answer = [e.preview for e in host.sent if e.incomingEventId == fresh.id]
+    assert "Welcome back!" not in answer
+    assert next(e.preview for e in host.sent if e.incomingEventId == returning.id) == "Welcome back!"
+    assert len([e for e in host.sent if e.incomingEventId == returning.id]) == len(answer) + 1
+
+
+async def test_handover_answer_is_valid_and_sent(mount: MountBot, host: RecordingHost) -> None:
+    qna = {"entries": [{"id": "human", "questions": ["talk to a human"],
+                        "answers": [{"type": "text", "text": "Passing you to our team."},
+                                    {"type": "handover", "target": "inbox"}]}]}
+    bot = await mount(qna=qna)
+    await botpress_qna.on_incoming(incoming(text="Talk to a human!"), bot)
+    assert [e.payload["type"] for e in host.sent] == ["text", "handover"]
