@@ -118,7 +118,8 @@ async def test_masked_events_are_stored_without_text(data_dir: Path, env: dict, 
         assert [m["payload"] for m in stored] == [{"text": "***"}, {"type": "text", "text": "***"}]
 
 
-async def test_users_erase_cli(data_dir: Path, env: dict, echo: Any, capsys: Any) -> None:
+async def test_users_erase_cli(data_dir: Path, env: dict, echo: Any, capsys: Any, monkeypatch: Any) -> None:
+    monkeypatch.delenv("DATABASE_URL", raising=False)  # the CLI must open the test server's SQLite storage
     make_bot(data_dir, "alpha")
     async with run_server(data_dir, env, modules=["echo"]) as srv, aiohttp.ClientSession() as s:
         await say(s, srv, "alpha", "u1", "hello")
