@@ -57,6 +57,10 @@ class SQLiteStorage(Storage):
         self._clock = clock
         self._db: aiosqlite.Connection | None = None
         self._lock = asyncio.Lock()
+        # Reads run on a second connection (and thread): in WAL mode they see the last commit
+        # without waiting for the writer, so a slow read never holds up a webhook's commit.
+        self._reader: aiosqlite.Connection | None = None
+        self._read_lock = asyncio.Lock()
 
     def __repr__(self) -> str:
         return f"<SQLiteStorage {self.path}>"
@@ -79,12 +83,20 @@ class SQLiteStorage(Storage):
             await db.execute("PRAGMA foreign_keys = ON")
             self._db = db
             await self._migrate()
+            reader = await aiosqlite.connect(self.path, isolation_level=None)
+            await reader.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
+            await reader.execute("PRAGMA query_only = ON")
+            self._reader = reader
         except BaseException:
             self._db = None
             await db.close()
             raise
 
     async def close(self) -> None:
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            async with self._read_lock:
+                await reader.close()
         db, self._db = self._db, None
         if db is not None:
             async with self._lock:
@@ -116,8 +128,10 @@ class SQLiteStorage(Storage):
                 raise
 
     async def _fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
-        async with self._lock:
-            return list(await self._conn().execute_fetchall(sql, params))
+        async with self._read_lock:
+            if self._reader is None:
+                raise RuntimeError(f"{self!r} is not open: call await storage.open() first")
+            return list(await self._reader.execute_fetchall(sql, params))
 
     async def _migrate(self) -> None:
         db = self._conn()
@@ -386,20 +400,29 @@ class SQLiteStorage(Storage):
         return counts
 
     async def purge(self, *, processed_before: int, messages_before: int) -> dict[str, int]:
-        statements = {
-            "inbox": ("DELETE FROM inbox WHERE status <> 'pending' AND processed_at < ?", processed_before),
-            "outbox": ("DELETE FROM outbox WHERE status <> 'pending' AND updated_at < ?", processed_before),
-            "messages": ("DELETE FROM messages WHERE created_at < ?", messages_before),
+        conditions = {
+            "inbox": ("status <> 'pending' AND processed_at < ?", processed_before),
+            "outbox": ("status <> 'pending' AND updated_at < ?", processed_before),
+            "messages": ("created_at < ?", messages_before),
         }
         counts: dict[str, int] = {}
-        async with self._transaction() as db:
-            for table, (sql, before) in statements.items():
-                async with db.execute(sql, (before,)) as cursor:
-                    counts[table] = cursor.rowcount
+        for table, (condition, before) in conditions.items():
+            counts[table] = 0
+            while True:
+                # Small transactions: a purge of a million rows must not hold the write lock
+                # (and every webhook commit behind it) for seconds.
+                async with self._transaction() as db, db.execute(
+                        f"DELETE FROM {table} WHERE rowid IN "
+                        f"(SELECT rowid FROM {table} WHERE {condition} LIMIT {_PURGE_CHUNK})", (before,)) as cursor:
+                    deleted = cursor.rowcount
+                counts[table] += deleted
+                if deleted < _PURGE_CHUNK:
+                    break
         return counts
 
 
 _OUTBOX_COLUMNS = "seq, event, attempts, next_attempt_at, status, error"
+_PURGE_CHUNK = 2000
 
 
 def _outbox_row(row: Sequence[Any]) -> OutboxRow:
