@@ -182,12 +182,21 @@ class BotpressServer:
         if watch.get("enabled", True):
             registry = self.registry
             self.watcher = DataWatcher(self.data_dir, parse_duration(watch.get("interval", "500ms")),
-                                       on_bot_changed=registry.reload,
-                                       on_global_changed=lambda: asyncio.gather(
-                                           *(registry.reload(b) for b in list(registry.records))))
+                                       on_bot_changed=registry.reload, on_global_changed=self._global_config_changed)
             registry.on_change = self.watcher.mark_seen
             self.watcher.start()
         self._background.append(asyncio.create_task(self._purge_loop(), name="storage-purge"))
+
+    async def _global_config_changed(self) -> None:
+        """A data/global/config/<module>.json changed: refresh server contexts, remount every bot."""
+        assert self.registry
+        for name, module in self.loader.modules.items():
+            resolved = self.resolver.resolve(module, None)
+            if resolved.ok:
+                self.module_contexts[name].config = resolved.config
+            else:
+                log.error("module %s: global config not applied: %s", name, "; ".join(map(str, resolved.problems)))
+        await asyncio.gather(*(self.registry.reload(b) for b in list(self.registry.records)))
 
     async def _purge_loop(self) -> None:
         assert self.config and self.storage

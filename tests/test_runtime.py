@@ -329,3 +329,14 @@ async def test_existing_module_error_does_not_block_fixes_elsewhere(data_dir: Pa
         assert body["modules"]["echo"] == {"state": "on"}
         _, hello = await get_json(s, f"{srv.url}/api/v1/bots/alpha/mod/echo/hello")
         assert hello["level"] == 3
+
+
+async def test_global_module_config_edit_reaches_bots_and_server_context(data_dir: Path, env: dict, echo: Any) -> None:
+    three_bots(data_dir)
+    async with run_server(data_dir, env, modules=["echo"]) as srv, aiohttp.ClientSession() as s:
+        write_json(data_dir / "global" / "config" / "echo.json", {"greeting": "from global", "level": 7})
+        await wait_for(lambda: srv.module_contexts["echo"].config.get("level") == 7, 3)
+        await wait_for(lambda: srv.registry.records["beta"].contexts.get("echo") is not None
+                       and srv.registry.records["beta"].contexts["echo"].config["greeting"] == "from global", 3)
+        _, body = await get_json(s, f"{srv.url}/api/v1/bots/alpha/mod/echo/hello")
+        assert body["greeting"] == "alpha hi" and body["level"] == 7  # the bot's own file still wins
