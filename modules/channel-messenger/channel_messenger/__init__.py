@@ -43,3 +43,11 @@ async def on_module_unmount(server: Any) -> None:
 @hookimpl
 async def on_outgoing(event: IOEvent, bot: BotContext) -> bool | None:
     return await CHANNEL.send(event, bot)
+
+
+@hookimpl
+def register_commands(subparsers: Any) -> None:
+    """``botpress-py messenger emulator | simulate | chat`` (see commands.py)."""
+    from .commands import register
+
+    register(subparsers)

@@ -11,17 +11,32 @@ how a channel copes with outages, rate limits and bad tokens.
     ...
     await emulator.stop()
 
-Every request is recorded in ``emulator.calls`` as ``{method, path, query, json, accepted, time}``
-(``time`` from ``time.monotonic()``, ``accepted`` false for answers with an error).
+Every request is recorded in ``emulator.calls`` as ``{seq, method, path, query, json, accepted,
+time, page, error, fault}`` (``seq`` counts from 1, ``time`` from ``time.monotonic()``,
+``accepted`` false for answers with an error, ``page`` the Page id of the token once known,
+``error`` Meta's error answered, ``fault`` true when a planned fault answered).
+
+Besides the Graph routes it serves a small control API (used by ``botpress-py messenger``
+simulate/chat, tests and benchmarks), see ``docs/channels/messenger.md``:
+
+- ``GET /_emulator``: pages, whether it signs webhooks, the server it posts to, the last ``seq``;
+- ``GET /_emulator/calls?since=SEQ&psid=&page=&wait=SECONDS`` (tokens hidden; ``wait`` holds
+  the answer until a matching call arrives), ``DELETE /_emulator/calls``;
+- ``GET|POST|DELETE /_emulator/faults``: planned errors, stalls and rates of errors;
+- ``POST /_emulator/send``: a user writes to the Page; the emulator signs the webhook with the
+  app secret and posts it to the server, like Facebook does.
 """
 
 from __future__ import annotations
 
 import asyncio
+import bisect
+import functools
 import hashlib
 import hmac
 import itertools
 import json
+import random
 import re
 import time
 from collections import deque
@@ -29,14 +44,18 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import aiohttp
 from aiohttp import web
 
+from .replies import ReplyCollector, recipient_of
 from .webhook import signature_headers
 
 _VERSION = r"v[0-9]+\.[0-9]+"
 PROFILE_FIELDS = ("greeting", "get_started", "persistent_menu", "ice_breakers", "whitelisted_domains")
 SENDER_ACTIONS = ("typing_on", "typing_off", "mark_seen")
 MESSAGING_TYPES = ("RESPONSE", "UPDATE", "MESSAGE_TAG", "UTILITY")
+WEBHOOK_PATH = "/api/v1/bots/{bot}/mod/channel-messenger/webhook"
+_HIDDEN_QUERY = ("access_token", "appsecret_proof")
 
 
 def _units(text: str) -> int:
@@ -60,13 +79,25 @@ class Fault:
     method: str | None = None
     when: Callable[[Any], bool] | None = None  # predicate on the request's JSON body
     remaining: int | None = None  # answers left for a rule; None: until removed
+    rate: float = 1.0  # share of the matching requests that get it (a rule with 0.1: about one in ten)
+    passthrough: bool = False  # only stall ``delay`` seconds, then answer normally (added latency)
+    has: str | None = None  # only bodies with this top-level key ("message", "sender_action")
 
     def matches(self, method: str, path: str, body: Any) -> bool:
         if self.method and self.method.upper() != method:
             return False
         if self.path is not None and re.search(self.path, path) is None:
             return False
+        if self.has is not None and not (isinstance(body, dict) and self.has in body):
+            return False
         return self.when is None or bool(self.when(body))
+
+    def describe(self) -> dict[str, Any]:
+        """The rule as the control API shows it (no predicate functions)."""
+        return {"status": None if self.passthrough else self.status, "code": None if self.passthrough else self.code,
+                "message": self.message, "subcode": self.subcode, "delay": self.delay,
+                "disconnect": self.disconnect, "path": self.path, "method": self.method, "has": self.has,
+                "rate": self.rate, "times": self.remaining}
 
 
 class GraphError(Exception):
@@ -93,7 +124,11 @@ class GraphEmulator:
 
     ``app_secret`` (for all pages, or per page) makes the emulator check ``appsecret_proof``
     like a Meta App with "Require App Secret" on. ``users``: ``{psid: profile dict}`` for
-    ``GET /{psid}``. ``profile_rate_limit`` is ``(calls, seconds)`` per Page for the profile API.
+    ``GET /{psid}``; ``any_user`` answers a made-up profile for every other PSID (the command-line
+    emulator does: any PSID typed in a terminal is a user). ``profile_rate_limit`` is ``(calls,
+    seconds)`` per Page for the profile API. ``server_url`` is the botpress-py server that
+    ``POST /_emulator/send`` posts webhooks to (a request may name another); ``seed`` makes fault
+    rates repeatable.
     """
 
     def __init__(
@@ -103,8 +138,18 @@ class GraphEmulator:
         app_secret: str | None = None,
         users: dict[str, dict[str, Any]] | None = None,
         profile_rate_limit: tuple[int, float] | None = (10, 600.0),
+        any_user: bool = False,
+        server_url: str | None = None,
+        seed: int | None = None,
     ) -> None:
         self.app_secret = app_secret
+        self.any_user = any_user
+        self.server_url = server_url
+        self._random = random.Random(seed)
+        self._seq = itertools.count(1)
+        self.last_seq = 0
+        self._http: aiohttp.ClientSession | None = None
+        self.listeners: list[Callable[[dict[str, Any]], None]] = []  # called with each record once answered
         self.pages: dict[str, _Page] = {}
         for page_id, spec in (pages or {}).items():
             self.add_page(page_id, spec["token"], spec.get("name", f"Page {page_id}"), spec.get("app_secret"))
@@ -132,15 +177,163 @@ class GraphEmulator:
 
     def make_app(self) -> web.Application:
         app = web.Application(client_max_size=30 * 1024 * 1024)
+        app.router.add_get("/_emulator", self._info)
         app.router.add_get("/_emulator/calls", self._list_calls)
+        app.router.add_delete("/_emulator/calls", self._clear_calls)
+        app.router.add_get("/_emulator/faults", self._list_faults)
+        app.router.add_post("/_emulator/faults", self._add_fault)
+        app.router.add_delete("/_emulator/faults", self._clear_faults)
+        app.router.add_post("/_emulator/send", self._send_from_user)
         app.router.add_route("*", r"/{version:" + _VERSION + r"}/{tail:.*}", self._dispatch)
+        app.on_cleanup.append(self._close_http)
         return app
 
+    # -- control API (/_emulator/...) ---------------------------------------------------------
+    async def _info(self, request: web.Request) -> web.Response:
+        return web.json_response({
+            "emulator": "botpress-py Graph API emulator",
+            "pages": [{"id": p.id, "name": p.name, "signsWebhooks": bool(p.app_secret or self.app_secret),
+                       "profile": p.profile} for p in self.pages.values()],
+            "server": self.server_url,
+            "seq": self.last_seq,
+            "faults": [f.describe() for f in self._rules],
+        })
+
+    def calls_since(self, seq: int = 0, *, psid: str | None = None, page: str | None = None) -> list[dict[str, Any]]:
+        """Records after ``seq``, optionally only Send API calls to one user (and one Page)."""
+        start = bisect.bisect_right(self.calls, seq, key=lambda c: c["seq"])
+        found = self.calls[start:]
+        if psid is not None:
+            found = [c for c in found if recipient_of(c) == psid and (page is None or c.get("page") in (None, page))]
+        elif page is not None:
+            found = [c for c in found if c.get("page") == page]
+        return found
+
     async def _list_calls(self, request: web.Request) -> web.Response:
-        """What the emulator received, for a look from outside the process (tokens hidden)."""
-        shown = [{**c, "query": {k: ("***" if k in ("access_token", "appsecret_proof") else v)
-                                 for k, v in c["query"].items()}} for c in self.calls]
-        return web.json_response({"calls": shown, "profiles": {p.id: p.profile for p in self.pages.values()}})
+        """What the emulator received, for a look from outside the process (tokens hidden).
+
+        ``since`` (a ``seq``), ``psid`` and ``page`` filter; ``wait`` (seconds, at most 30) holds
+        the answer until at least one record matches, so a client can follow without busy polling.
+        """
+        try:
+            since = int(request.query.get("since", "0"))
+            wait = min(max(float(request.query.get("wait", "0")), 0.0), 30.0)
+        except ValueError:
+            return web.json_response({"error": "since must be an integer and wait a number of seconds"}, status=400)
+        psid, page = request.query.get("psid") or None, request.query.get("page") or None
+
+        def found(_: GraphEmulator) -> list[dict[str, Any]]:
+            return self.calls_since(since, psid=psid, page=page)
+
+        if wait and not found(self):
+            try:
+                await self.wait_for(found, wait)
+            except TimeoutError:
+                pass
+        shown = [_shown(c) for c in found(self)]
+        return web.json_response({"calls": shown, "seq": self.last_seq,
+                                  "profiles": {p.id: p.profile for p in self.pages.values()}})
+
+    async def _clear_calls(self, request: web.Request) -> web.Response:
+        self.calls.clear()
+        return web.json_response({"cleared": True, "seq": self.last_seq})
+
+    async def _list_faults(self, request: web.Request) -> web.Response:
+        return web.json_response({"faults": [f.describe() for f in self._rules],
+                                  "next": [f.describe() for f in self._faults]})
+
+    async def _add_fault(self, request: web.Request) -> web.Response:
+        """Plan errors over HTTP: ``{status, code, message, subcode, times, path, method, has, delay, rate,
+        disconnect}``. ``times`` defaults to 1 (``null``: until ``DELETE /_emulator/faults``); a body with
+        only ``delay`` (no status or code) adds latency to otherwise normal answers."""
+        try:
+            spec = await request.json()
+            rule = self.add_rule(**fault_options(spec))
+        except (ValueError, TypeError, re.error) as exc:
+            return web.json_response({"error": f"bad fault: {exc}"}, status=400)
+        return web.json_response({"fault": rule.describe()}, status=201)
+
+    async def _clear_faults(self, request: web.Request) -> web.Response:
+        self.clear_faults()
+        return web.json_response({"faults": []})
+
+    async def _send_from_user(self, request: web.Request) -> web.Response:
+        """``{page?, psid, text | postback | quick_reply, title?, server?, bot?, wait?, timeout?, settle?}``.
+
+        Posts the user's event to the server's webhook, signed like Facebook does, and answers
+        ``{status, body, event, since}`` (``status``: the server's answer); with ``wait`` true it
+        also waits for the bot's turn and adds ``replies`` (Send API calls to that user).
+        """
+        try:
+            spec = await request.json()
+            if not isinstance(spec, dict):
+                raise ValueError("the body must be a JSON object")
+            page_id = str(spec.get("page") or (next(iter(self.pages)) if len(self.pages) == 1 else ""))
+            psid = str(spec.get("psid") or "")
+            if not page_id or page_id not in self.pages:
+                raise ValueError(f"page must be one of {sorted(self.pages)}")
+            if not psid:
+                raise ValueError("psid (the user's id) is required")
+            event = user_event(page_id, psid, text=spec.get("text"), postback=spec.get("postback"),
+                               quick_reply=spec.get("quick_reply"), title=spec.get("title"))
+            timeout = float(spec.get("timeout", 10.0))
+            settle = float(spec.get("settle", 1.0))
+        except (ValueError, TypeError) as exc:
+            return web.json_response({"error": str(exc)}, status=400)
+        server = str(spec.get("server") or self.server_url or "").rstrip("/")
+        if not server:
+            return web.json_response({"error": "no server to post to: start the emulator with --server URL "
+                                               "or give \"server\" in the request"}, status=400)
+        since = self.last_seq
+        try:
+            status, text = await self.post_webhook(server, page_id, [event], bot=str(spec.get("bot") or "___"))
+        except LookupError as exc:
+            return web.json_response({"error": str(exc)}, status=409)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            return web.json_response({"error": f"no server answers at {server}: {exc or type(exc).__name__}"},
+                                     status=502)
+        answer: dict[str, Any] = {"status": status, "body": text, "event": event, "since": since}
+        if spec.get("wait") and status == 200:
+            collector = ReplyCollector(psid, page_id, timeout=timeout, settle=settle)
+            await self.collect(collector, since)
+            answer["replies"] = [_shown(c) for c in collector.records]
+            answer["timedOut"] = not collector.got_reply
+        return web.json_response(answer)
+
+    async def post_webhook(self, server: str, page_id: str, events: list[dict[str, Any]], *,
+                           bot: str = "___") -> tuple[int, str]:
+        """Sign ``events`` of ``page_id`` with the app secret and post them to ``server``; (status, body)."""
+        page = self.pages.get(str(page_id))
+        secret = (page.app_secret if page else None) or self.app_secret
+        if not secret:
+            raise LookupError("the emulator has no app secret to sign webhooks with: start it with --app-secret "
+                              "(the appSecret the bot uses)")
+        raw, headers = self.signed(self.webhook_body(str(page_id), events), secret)
+        if self._http is None or self._http.closed:
+            self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
+        async with self._http.post(server.rstrip("/") + WEBHOOK_PATH.format(bot=bot), data=raw,
+                                   headers=headers) as response:
+            return response.status, await response.text()
+
+    async def collect(self, collector: ReplyCollector, since: int) -> ReplyCollector:
+        """Feed ``collector`` with the calls after ``since`` until it says the bot's turn is over."""
+        seen = since
+        while True:
+            new = self.calls_since(seen)
+            if new:
+                seen = new[-1]["seq"]
+                collector.feed(new)
+            if collector.done():
+                return collector
+            try:
+                await self.wait_for(functools.partial(_newer_than, seen), max(collector.wait_hint(), 0.01))
+            except TimeoutError:
+                pass
+
+    async def _close_http(self, app: web.Application | None = None) -> None:
+        if self._http is not None:
+            await self._http.close()
+            self._http = None
 
     async def start(self, port: int = 0, host: str = "127.0.0.1") -> str:
         self.host = host
@@ -156,6 +349,7 @@ class GraphEmulator:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+        await self._close_http()
 
     async def __aenter__(self) -> GraphEmulator:
         await self.start()
@@ -194,7 +388,7 @@ class GraphEmulator:
                 self._faults.remove(fault)
                 return fault
         for rule in self._rules:
-            if rule.matches(method, path, body):
+            if rule.matches(method, path, body) and (rule.rate >= 1.0 or self._random.random() < rule.rate):
                 if rule.remaining is not None:
                     rule.remaining -= 1
                     if rule.remaining <= 0:
@@ -245,6 +439,16 @@ class GraphEmulator:
                             "text": text}}
 
     @staticmethod
+    def postback(page_id: str, psid: str, payload: str, title: str | None = None) -> dict[str, Any]:
+        """A messaging event as Meta sends it when ``psid`` taps a postback button (or Get Started)."""
+        return user_event(page_id, psid, postback=payload, title=title)
+
+    @staticmethod
+    def quick_reply(page_id: str, psid: str, payload: str, title: str | None = None) -> dict[str, Any]:
+        """A messaging event as Meta sends it when ``psid`` taps a quick reply titled ``title``."""
+        return user_event(page_id, psid, quick_reply=payload, title=title)
+
+    @staticmethod
     def signed(body: dict[str, Any] | bytes, app_secret: str) -> tuple[bytes, dict[str, str]]:
         """(raw body, headers) of a webhook delivery signed like Meta does."""
         raw = body if isinstance(body, bytes) else json.dumps(body).encode()
@@ -268,20 +472,31 @@ class GraphEmulator:
         if request.content_type == "application/x-www-form-urlencoded":
             form = await request.post()
             query.update({k: str(v) for k, v in form.items()})
-        record: dict[str, Any] = {"method": request.method, "path": f"/{request.match_info['version']}{path}",
-                                  "query": query, "json": body, "accepted": False, "time": time.monotonic()}
+        self.last_seq = next(self._seq)
+        record: dict[str, Any] = {"seq": self.last_seq, "method": request.method,
+                                  "path": f"/{request.match_info['version']}{path}", "query": query, "json": body,
+                                  "accepted": False, "time": time.monotonic(), "page": None}
         self.calls.append(record)
         try:
             fault = self._take_fault(request.method, record["path"], body)
+            if fault is not None and fault.passthrough:
+                await asyncio.sleep(fault.delay)  # added latency, then a normal answer
+                fault = None
             if fault is not None:
+                record["fault"] = True
+                record["error"] = {"status": fault.status, "code": fault.code, "message": fault.message}
                 return await self._fault_response(request, fault)
             page = self._authenticate(query)
+            record["page"] = page.id
             answer = self._route(request.method, path, page, body, query)
             record["accepted"] = True
             return web.json_response(answer)
         except GraphError as exc:
+            record["error"] = {"status": exc.status, "code": exc.code, "message": exc.message}
             return _error_response(exc.status, exc.code, exc.message, exc.subcode, exc.error_type)
         finally:
+            for listener in self.listeners:
+                listener(record)
             await self._notify()
 
     async def _fault_response(self, request: web.Request, fault: Fault) -> web.StreamResponse:
@@ -323,6 +538,8 @@ class GraphEmulator:
         match = re.fullmatch(r"/([0-9]+)", path)
         if match and method == "GET":
             user = self.users.get(match.group(1))
+            if user is None and self.any_user and match.group(1) != page.id:
+                user = made_up_profile(match.group(1))
             if user is None:
                 raise GraphError(400, 100, f"Unsupported get request. Object with ID '{match.group(1)}' does not "
                                  "exist, cannot be loaded due to missing permissions, or does not support this "
@@ -551,38 +768,91 @@ def _check_profile(body: dict[str, Any], *, has_get_started: bool) -> None:
                     raise _param("persistent_menu item title is required and at most 30 characters")
 
 
+def _newer_than(seq: int, emulator: GraphEmulator) -> bool:
+    return emulator.last_seq > seq
+
+
+def _shown(call: dict[str, Any]) -> dict[str, Any]:
+    """A record as the control API shows it: tokens and proofs hidden."""
+    return {**call, "query": {k: ("***" if k in _HIDDEN_QUERY else v) for k, v in call["query"].items()}}
+
+
+def made_up_profile(psid: str) -> dict[str, Any]:
+    """The profile the command-line emulator gives any user it does not know."""
+    return {"first_name": "Test", "last_name": f"User {psid[-4:]}", "locale": "en_US", "timezone": 0,
+            "profile_pic": f"https://example.com/emulator/{psid}.png"}
+
+
+def user_event(page_id: str, psid: str, *, text: Any = None, postback: Any = None, quick_reply: Any = None,
+               title: Any = None) -> dict[str, Any]:
+    """One messaging event from a user: a typed ``text``, a ``postback`` tap or a ``quick_reply`` tap.
+
+    A quick reply arrives as a message whose text is the reply's ``title`` (Messenger shows it
+    as typed) plus ``quick_reply.payload``; a postback carries the button's ``title``.
+    """
+    given = [k for k, v in (("text", text), ("postback", postback), ("quick_reply", quick_reply)) if v is not None]
+    if len(given) != 1:
+        raise ValueError("give exactly one of text, postback and quick_reply")
+    now = int(time.time() * 1000)
+    content = str(text if text is not None else postback if postback is not None else quick_reply)
+    if not content:
+        raise ValueError(f"{given[0]} must not be empty")
+    mid = f"m_{psid}_{now}_{hashlib.sha1(f'{given[0]}:{content}:{time.time_ns()}'.encode()).hexdigest()[:10]}"
+    event: dict[str, Any] = {"sender": {"id": str(psid)}, "recipient": {"id": str(page_id)}, "timestamp": now}
+    if text is not None:
+        event["message"] = {"mid": mid, "text": content}
+    elif postback is not None:
+        event["postback"] = {"mid": mid, "title": str(title or content), "payload": content}
+    else:
+        event["message"] = {"mid": mid, "text": str(title or content), "quick_reply": {"payload": content}}
+    return event
+
+
+def fault_options(spec: Any) -> dict[str, Any]:
+    """Keyword arguments of ``add_rule`` from a control-API fault spec (raises ValueError when bad)."""
+    if not isinstance(spec, dict):
+        raise ValueError("the body must be a JSON object")
+    known = {"status", "code", "message", "subcode", "times", "path", "method", "has", "delay", "rate",
+             "disconnect", "is_transient"}
+    unknown = sorted(set(spec) - known)
+    if unknown:
+        raise ValueError(f"unknown keys {unknown}; known: {sorted(known)}")
+    options: dict[str, Any] = {"times": spec.get("times", 1)}
+    if options["times"] is not None and (not isinstance(options["times"], int) or options["times"] < 1):
+        raise ValueError("times must be a positive integer or null (until cleared)")
+    latency_only = "delay" in spec and "status" not in spec and "code" not in spec and not spec.get("disconnect")
+    if latency_only:
+        options["passthrough"] = True
+    else:
+        options["status"] = int(spec.get("status", 500))
+        options["code"] = None if spec.get("code", 1200) is None else int(spec.get("code", 1200))
+    for key, kind in (("message", str), ("path", str), ("method", str), ("has", str)):
+        if spec.get(key) is not None:
+            options[key] = kind(spec[key])
+    if spec.get("path") is not None:
+        re.compile(options["path"])
+    if spec.get("subcode") is not None:
+        options["subcode"] = int(spec["subcode"])
+    if spec.get("is_transient") is not None:
+        options["is_transient"] = bool(spec["is_transient"])
+    options["delay"] = float(spec.get("delay", 0.0))
+    options["disconnect"] = bool(spec.get("disconnect", False))
+    rate = float(spec.get("rate", 1.0))
+    if not 0.0 < rate <= 1.0:
+        raise ValueError("rate must be in (0, 1]")
+    options["rate"] = rate
+    if options["delay"] < 0:
+        raise ValueError("delay must be >= 0 seconds")
+    return options
+
+
 def main(argv: list[str] | None = None) -> None:
-    """``python -m channel_messenger.graph_emulator --page 1001:TOKEN:"My Page" --port 5005``."""
-    import argparse
+    """``python -m channel_messenger.graph_emulator``: the same as ``botpress-py messenger emulator``."""
+    import sys
 
-    parser = argparse.ArgumentParser(description="A local fake of the Graph API for the Messenger channel.")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=5005)
-    parser.add_argument("--page", action="append", default=[], metavar="ID:TOKEN[:NAME]",
-                        help="a Page the emulator knows (repeatable)")
-    parser.add_argument("--app-secret", default=None, help="require appsecret_proof made with this secret")
-    args = parser.parse_args(argv)
-    pages: dict[str, dict[str, Any]] = {}
-    for spec in args.page:
-        page_id, _, rest = spec.partition(":")
-        token, _, name = rest.partition(":")
-        if not page_id.isdigit() or not token:
-            parser.error(f"--page {spec!r}: expected ID:TOKEN[:NAME] with a numeric id")
-        pages[page_id] = {"token": token, "name": name or f"Page {page_id}"}
+    from .commands import emulator_main
 
-    async def run() -> None:
-        emulator = GraphEmulator(pages, app_secret=args.app_secret)
-        url = await emulator.start(args.port, args.host)
-        print(f"Graph API emulator on {url} (set graphApiUrl to it); pages: {', '.join(pages) or 'none'}")
-        try:
-            await asyncio.Event().wait()
-        finally:
-            await emulator.stop()
-
-    try:
-        asyncio.run(run())
-    except KeyboardInterrupt:
-        pass
+    sys.exit(emulator_main(argv))
 
 
 if __name__ == "__main__":

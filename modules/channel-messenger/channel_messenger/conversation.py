@@ -1,0 +1,252 @@
+"""A user talking to a bot through the emulator, for ``botpress-py messenger simulate`` and ``chat``.
+
+``Conversation.open`` checks everything a first try can get wrong, in the order a person would
+look (server, bot, channel, emulator, Page) and says what to do about each. ``turn`` posts one
+user event to the server's webhook, signed with the bot's appSecret exactly as Facebook signs
+it, then follows the bot's replies at the emulator (``GET /_emulator/calls?wait=``: the
+emulator answers as soon as something arrives) until ``ReplyCollector`` says the turn is over.
+
+Synchronous on purpose (``requests``): a command line has no event loop to share.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from .graph_client import appsecret_proof
+from .graph_emulator import GraphEmulator, user_event
+from .local_config import (
+    DEFAULT_GRAPH_API_URL,
+    ChannelConfig,
+    CommandError,
+    bot_name,
+    channel_config,
+    server_url,
+)
+from .replies import ReplyCollector
+
+MODULE = "channel-messenger"
+WEBHOOK = "/api/v1/bots/{bot}/mod/channel-messenger/webhook"
+POLL_STEP = 5.0  # longest single long-poll at the emulator, seconds
+
+
+@dataclass
+class Target:
+    server: str
+    bot_id: str
+    name: str
+    emulator: str
+    version: str
+    page_id: str
+    psid: str
+    app_secret: str
+    app_secret_source: str
+    settle: float
+    get_started: str
+    greeting: str
+    menu: list[dict[str, Any]]
+
+
+def _configure_hint(bot_id: str) -> str:
+    return f"to try it with the emulator: botpress-py messenger emulator --configure {bot_id}"
+
+
+class Conversation:
+    def __init__(self, target: Target, http: requests.Session, *, timeout: float = 10.0) -> None:
+        self.target = target
+        self.http = http
+        self.timeout = timeout
+        self.seq = 0
+
+    # -- preflight ----------------------------------------------------------------------------
+    @classmethod
+    def open(cls, data_dir: Path, bot_id: str, *, env: Mapping[str, str], url: str | None = None,
+             psid: str, app_secret: str | None = None, timeout: float = 10.0,
+             settle: float | None = None) -> Conversation:
+        http = requests.Session()
+        try:
+            server = server_url(data_dir, env, url)
+            check_bot_on_server(http, server, bot_id)
+            config = channel_config(data_dir, bot_id, env)
+            target = _target(http, data_dir, server, bot_id, config, psid, app_secret)
+            if settle is not None:
+                target.settle = max(0.05, settle)
+        except BaseException:
+            http.close()
+            raise
+        conversation = cls(target, http, timeout=timeout)
+        conversation.seq = target_seq(http, target.emulator)
+        return conversation
+
+    def close(self) -> None:
+        self.http.close()
+
+    def __enter__(self) -> Conversation:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- one turn -------------------------------------------------------------------------------
+    def turn(self, *, text: str | None = None, postback: str | None = None, quick_reply: str | None = None,
+             title: str | None = None, on_call: Callable[[dict[str, Any]], None] | None = None) -> ReplyCollector:
+        """Send one user event; follow the replies (``on_call`` sees each call as it arrives)."""
+        t = self.target
+        event = user_event(t.page_id, t.psid, text=text, postback=postback, quick_reply=quick_reply, title=title)
+        raw, headers = GraphEmulator.signed(GraphEmulator.webhook_body(t.page_id, [event]), t.app_secret)
+        url = t.server + WEBHOOK.format(bot=t.bot_id)
+        try:
+            response = self.http.post(url, data=raw, headers=headers, timeout=30)
+        except requests.ConnectionError:
+            raise CommandError(f"no botpress-py server answers at {t.server} any more; start it with "
+                               "'botpress-py start'") from None
+        if response.status_code == 403:
+            raise CommandError(
+                f"the server refused the webhook signature (403): the appSecret used to sign it (from "
+                f"{t.app_secret_source}) differs from the appSecret the server uses for bot '{t.bot_id}'. Did the "
+                "server start with another BP_MODULE_CHANNEL_MESSENGER_APPSECRET or --data? Or pass --app-secret")
+        if response.status_code == 404:
+            raise CommandError(f"the server has no Messenger webhook for bot '{t.bot_id}' "
+                               f"(404: {_error_text(response)}); it was disabled or its channel turned off "
+                               f"meanwhile: see {t.server}/status")
+        if response.status_code != 200:
+            raise CommandError(f"the server answered the webhook with {response.status_code}: "
+                               f"{_error_text(response)}")
+        collector = ReplyCollector(t.psid, t.page_id, timeout=self.timeout, settle=t.settle)
+        while not collector.done():
+            wait = min(max(collector.wait_hint(), 0.05), POLL_STEP)
+            try:
+                answer = self.http.get(f"{t.emulator}/_emulator/calls",
+                                       params={"since": self.seq, "psid": t.psid, "page": t.page_id,
+                                               "wait": f"{wait:.2f}"},
+                                       timeout=wait + 10).json()
+            except (requests.ConnectionError, ValueError):
+                raise CommandError(f"the emulator at {t.emulator} stopped answering; start it again with "
+                                   "'botpress-py messenger emulator'") from None
+            self.seq = max(self.seq, int(answer.get("seq", self.seq)))
+            for call in collector.feed(answer.get("calls", [])):
+                if on_call is not None:
+                    on_call(call)
+        return collector
+
+    def no_reply_message(self, what: str) -> str:
+        t = self.target
+        return (f"no reply from bot '{t.bot_id}' within {self.timeout:g} s to {what}. The server accepted the "
+                "message (200): its log says what happened (the bot may have nothing to answer to it; a slow "
+                "bot needs a longer --timeout)")
+
+
+def _error_text(response: requests.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text.strip()[:300]
+    if isinstance(body, dict) and body.get("error"):
+        return str(body["error"])
+    return str(body)[:300]
+
+
+def check_bot_on_server(http: requests.Session, server: str, bot_id: str) -> dict[str, Any]:
+    """The bot's entry of GET /status, or a CommandError saying why it cannot chat."""
+    try:
+        status = http.get(f"{server}/status", timeout=10).json()
+    except requests.ConnectionError:
+        raise CommandError(f"no botpress-py server answers at {server}: start it with 'botpress-py start' "
+                           "(or give its address with --url)") from None
+    except (requests.RequestException, ValueError) as exc:
+        raise CommandError(f"{server}/status did not answer like a botpress-py server: {exc}") from None
+    bots = status.get("bots") if isinstance(status, dict) else None
+    if not isinstance(bots, dict):
+        raise CommandError(f"{server}/status did not answer like a botpress-py server")
+    bot = bots.get(bot_id)
+    if bot is None:
+        raise CommandError(f"the server at {server} has no bot '{bot_id}' (bots: {', '.join(bots) or 'none'})")
+    state = bot.get("state")
+    if state == "disabled":
+        raise CommandError(f"bot '{bot_id}' is disabled: enable it with 'botpress-py bots enable {bot_id}' "
+                           f"(or set \"disabled\": false in data/bots/{bot_id}/bot.config.json)")
+    if state != "mounted":
+        raise CommandError(f"bot '{bot_id}' is not mounted ({state}): {bot.get('error', 'see the server log')}")
+    channel = (bot.get("modules") or {}).get(MODULE)
+    if channel is None:
+        raise CommandError(f"channel-messenger is not active for bot '{bot_id}': is the module enabled in "
+                           "data/global/botpress.config.json?")
+    reason = channel.get("reason") or ""
+    if channel.get("state") == "off":
+        raise CommandError(f"the Messenger channel of bot '{bot_id}' is off ({reason}); {_configure_hint(bot_id)}")
+    if channel.get("state") != "on":
+        hint = ""
+        if "reached" in reason or "did not answer" in reason:
+            hint = "; is the emulator running? start it with 'botpress-py messenger emulator'"
+        raise CommandError(f"the Messenger channel of bot '{bot_id}' is in error: {reason}{hint}")
+    return bot
+
+
+def target_seq(http: requests.Session, emulator: str) -> int:
+    try:
+        return int(http.get(f"{emulator}/_emulator", timeout=10).json().get("seq", 0))
+    except (requests.RequestException, ValueError):
+        raise CommandError(f"the emulator at {emulator} stopped answering") from None
+
+
+def _target(http: requests.Session, data_dir: Path, server: str, bot_id: str, config: ChannelConfig, psid: str,
+            app_secret: str | None) -> Target:
+    emulator = (config.text("graphApiUrl") or DEFAULT_GRAPH_API_URL).rstrip("/")
+    if emulator == DEFAULT_GRAPH_API_URL or "facebook.com" in emulator:
+        raise CommandError(
+            f"bot '{bot_id}' sends its replies to the real Graph API ({emulator}, graphApiUrl from "
+            f"{config.source('graphApiUrl')}), where this command cannot read them; {_configure_hint(bot_id)}")
+    try:
+        info = http.get(f"{emulator}/_emulator", timeout=10)
+        info_body = info.json() if info.status_code == 200 else None
+    except requests.ConnectionError:
+        raise CommandError(f"no emulator answers at {emulator} (the graphApiUrl of bot '{bot_id}', from "
+                           f"{config.source('graphApiUrl')}): start it with 'botpress-py messenger emulator'") from None
+    except (requests.RequestException, ValueError):
+        info_body = None
+    if not isinstance(info_body, dict) or "pages" not in info_body:
+        raise CommandError(f"{emulator} (the graphApiUrl of bot '{bot_id}') is not a botpress-py Graph API emulator")
+
+    secret = app_secret or config.text("appSecret")
+    secret_source = "--app-secret" if app_secret else config.source("appSecret")
+    if not secret:
+        raise CommandError(f"bot '{bot_id}' has no appSecret to sign the webhook with: set it in "
+                           f"data/bots/{bot_id}/config/channel-messenger.json or data/global/config/"
+                           "channel-messenger.json")
+    token, version = config.text("accessToken"), config.text("graphApiVersion") or "v25.0"
+    page_id = config.text("pageId")
+    if not page_id:
+        page_id = _page_of_token(http, emulator, version, token, secret, bot_id, config)
+    page = next((p for p in info_body["pages"] if str(p.get("id")) == page_id), {})
+    profile = page.get("profile") or {}
+    delay = config.values.get("messageDelay") or 0
+    settle = max(1.0, float(delay) / 1000 + 0.5) if isinstance(delay, int | float) else 1.0
+    greeting = next((g.get("text", "") for g in profile.get("greeting") or [] if g.get("locale") == "default"), "")
+    menu = next((m.get("call_to_actions", []) for m in profile.get("persistent_menu") or []
+                 if m.get("locale") == "default"), [])
+    return Target(server=server, bot_id=bot_id, name=bot_name(data_dir, bot_id), emulator=emulator,
+                  version=version, page_id=page_id, psid=psid, app_secret=secret, app_secret_source=secret_source,
+                  settle=settle, get_started=str((profile.get("get_started") or {}).get("payload") or ""),
+                  greeting=greeting, menu=menu)
+
+
+def _page_of_token(http: requests.Session, emulator: str, version: str, token: str, secret: str, bot_id: str,
+                   config: ChannelConfig) -> str:
+    """The Page id behind the bot's accessToken, asked of the emulator like the channel does (GET /me)."""
+    params = {"access_token": token, "appsecret_proof": appsecret_proof(secret, token)}
+    try:
+        answer = http.get(f"{emulator}/{version}/me", params=params, timeout=10).json()
+    except (requests.RequestException, ValueError):
+        raise CommandError(f"the emulator at {emulator} did not answer GET /me") from None
+    if isinstance(answer, dict) and str(answer.get("id", "")).isdigit():
+        return str(answer["id"])
+    message = (answer.get("error") or {}).get("message", answer) if isinstance(answer, dict) else answer
+    raise CommandError(
+        f"the emulator does not accept the accessToken of bot '{bot_id}' (from {config.source('accessToken')}): "
+        f"{message}. Start the emulator with the bot's Page (--page ID --token T) or run "
+        f"'botpress-py messenger emulator --configure {bot_id}'")
