@@ -80,8 +80,13 @@ class BotRecord:
     in_flight: int = 0
     idle: asyncio.Event = field(default_factory=asyncio.Event)
     transformers: BotTransformers | None = None
+    # What /status shows while a remount is under way: the state before it, not a
+    # passing "disabled" that a client polling at that instant would misread.
+    shown_during_remount: dict[str, Any] | None = None
 
     def status(self) -> dict[str, Any]:
+        if self.shown_during_remount is not None:
+            return self.shown_during_remount
         out: dict[str, Any] = {"state": self.state if self.state != "unmounted" else "disabled"}
         if self.error:
             out["error"] = self.error
@@ -248,8 +253,12 @@ class BotRegistry:
                             for p in found]
                 if breaking:
                     return await self._refuse_or_fail(record, breaking, force)
-            await self._unmount_locked(record)
-            await self._mount_locked(record, bot_config)
+            record.shown_during_remount = record.status() if record.state == "mounted" else None
+            try:
+                await self._unmount_locked(record)
+                await self._mount_locked(record, bot_config)
+            finally:
+                record.shown_during_remount = None
             return record
 
     @staticmethod
