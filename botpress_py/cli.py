@@ -31,6 +31,8 @@ def _setup_logging(level: str) -> None:
     logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO),
                         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    # aiosqlite logs SQL parameters (event JSON, so message text) at DEBUG: never let it.
+    logging.getLogger("aiosqlite").setLevel(logging.INFO)
 
 
 # -- start ------------------------------------------------------------------------------------------

@@ -304,6 +304,7 @@ class EventPipeline:
             except _Dropped as dropped:
                 await self.storage.outbox_update(event.id, status="failed", attempts=row.attempts,
                                                  error=str(dropped))
+                await self._redact_if_masked(event)
                 return
             except Exception as exc:
                 # A bug in a channel is retried like a transient failure, within the cap.
@@ -315,9 +316,7 @@ class EventPipeline:
                 continue
             await self.storage.outbox_update(event.id, status="sent", attempts=row.attempts + 1,
                                              channel_message_id=message_id)
-            if event.flags.get("mask"):
-                event = masked_copy(event)
-                await self.storage.outbox_redact(event)
+            event = await self._redact_if_masked(event)
             await self.storage.message_record(event, message_id)
             self.metrics.inc("bp_events_sent_total")
             return
@@ -351,6 +350,15 @@ class EventPipeline:
         self.metrics.inc("bp_events_send_failed_total")
         log.error("bot %s: send of %s failed permanently: %s", row.event.botId, row.event.id, error)
         await self.storage.outbox_update(row.event.id, status="failed", attempts=row.attempts + 1, error=error)
+        await self._redact_if_masked(row.event)
+
+    async def _redact_if_masked(self, event: IOEvent) -> IOEvent:
+        """Once an outgoing event is finished (sent or failed), keep only its masked form if asked to."""
+        if not event.flags.get("mask"):
+            return event
+        masked = masked_copy(event)
+        await self.storage.outbox_redact(masked)
+        return masked
 
     # -- shutdown ----------------------------------------------------------------------------------
     async def drain(self, timeout: float) -> bool:

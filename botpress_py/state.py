@@ -42,7 +42,11 @@ class StorageUserStore:
         await self._storage.user_upsert(self._bot_id, channel, user_id, profile)
 
     async def link(self, user_id: str, channel: str, others: list[tuple[str, str, str]]) -> str:
-        return await self._storage.contact_link([(self._bot_id, channel, user_id), *others])
+        members = [(self._bot_id, channel, user_id), *others]
+        for bot_id, member_channel, member_id in members:
+            # A contact is read through its users: make sure each member has one (profile kept).
+            await self._storage.user_upsert(bot_id, member_channel, member_id, None)
+        return await self._storage.contact_link(members)
 
     async def erase(self, user_id: str, channel: str) -> dict[str, int]:
         return await self._storage.erase_user(self._bot_id, channel, user_id)

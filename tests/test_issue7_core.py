@@ -97,7 +97,8 @@ async def test_users_profiles_and_contacts_reach_bot_logic(data_dir: Path, env: 
         reply = texts(echo, "u1")[0]
         assert "'first_name': 'Ada'" in reply and contact in reply and "'b-7'" in reply
         beta = srv.registry.records["beta"].contexts["echo"]
-        assert (await beta.users.get("b-7", "test")) is None  # linked, but beta stored no profile
+        linked = await beta.users.get("b-7", "test")  # linked: visible from the other bot too
+        assert linked is not None and linked["contactId"] == contact and linked["profile"] is None
         counts = await alpha.users.erase("u1", "test")
         assert counts["users"] == 1 and counts["contacts"] == 1
 

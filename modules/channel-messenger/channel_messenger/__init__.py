@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from botpress_py.sdk import BotContext, IOEvent, ServerContext, hookimpl
+from botpress_py.sdk import BotContext, IOEvent, Middleware, ServerContext, hookimpl
 
 from .channel import MessengerChannel
 
@@ -43,6 +43,18 @@ async def on_module_unmount(server: Any) -> None:
 @hookimpl
 async def on_outgoing(event: IOEvent, bot: BotContext) -> bool | None:
     return await CHANNEL.send(event, bot)
+
+
+async def _user_of_event(event: IOEvent, bot: BotContext) -> None:
+    await CHANNEL.enrich(event, bot)
+
+
+@hookimpl
+def register_middleware() -> list[Middleware]:
+    """Before bot logic: the Messenger user's profile and cross-Page contact (contacts.py)."""
+    return [Middleware("messenger-user", "incoming", _user_of_event, order=10,
+                       description="Messenger profile (requestProfile) and contact across Pages "
+                                   "(mergeContactProfiles) on event.user")]
 
 
 @hookimpl

@@ -13,18 +13,20 @@ from aiohttp import web
 
 from botpress_py.sdk import BotContext, DeliveryError, IOEvent, ServerContext
 
+from .api import MessengerApi, metadata_text
+from .contacts import Contacts
 from .graph_client import GraphApiError, GraphClient, PageGraph
 from .incoming import CHANNEL
 from .pages import PageAlreadyClaimed, PageBinding, PageRegistry
 from .profile import ProfileConfigError, desired_profile, sync_profile
 from .rendering import Pause, RenderError, RenderOptions, render_payload
 from .settings import MessengerSettings
+from .threads import ANOTHER_APP, RELEASED, Owner, ThreadOwners, describe
 from .webhook import WebhookEndpoint
+from .window import MessagingWindow
 
 MODULE = "channel-messenger"
-PROFILE_FIELDS = "first_name,last_name,profile_pic,locale,timezone"
-PROFILE_FETCH_TIMEOUT = 2.0  # seconds: the webhook's 200 waits for it, and Meta wants an answer in 5 s
-PROFILE_RETRY_AFTER_FAILURE = 300.0
+THREAD_CONTROL_TIMEOUT = 10.0
 # The core gives on_bot_mount 30 s in all; these keep the Graph calls of a mount well inside it.
 MOUNT_ME_TIMEOUT = 10.0
 MOUNT_PROFILE_TIMEOUT = 15.0
@@ -77,7 +79,9 @@ class MessengerChannel:
         self._last_message_at: dict[tuple[str, str], float] = {}
         self._marked_seen: OrderedDict[str, None] = OrderedDict()
         self._progress: dict[str, int] = {}
-        self._user_profiles: dict[tuple[str, str], tuple[float, dict[str, Any]]] = {}
+        self.contacts = Contacts(self.registry)
+        self.threads = ThreadOwners()
+        self.window = MessagingWindow()
 
     def _global_config(self) -> dict[str, Any]:
         return self.server.config if self.server is not None else {}
@@ -89,14 +93,18 @@ class MessengerChannel:
         self._last_message_at.clear()
         self._marked_seen.clear()
         self._progress.clear()
-        self._user_profiles.clear()
+        self.contacts.clear()
+        self.threads.clear()
+        self.window.clear()
         self.server = server
+        self.contacts.server = server
         await self.graph.start()
         server.router.add_get("/webhook", self.webhook.handle_get)
         server.router.add_post("/webhook", self.webhook.handle_post)
 
     async def stop(self) -> None:
         self.registry.clear()
+        await self.window.close()
         await self.graph.close()
 
     def status(self) -> dict[str, Any]:
@@ -177,6 +185,7 @@ class MessengerChannel:
 
         bot.router.add_get("/webhook", route_handler(self, "GET", bot.id))
         bot.router.add_post("/webhook", route_handler(self, "POST", bot.id))
+        MessengerApi(self, bot.id).add_routes(bot)
         bot.set_status("on", reason)
         bot.logger.info("channel-messenger connected bot '%s' to page %s%s", bot.id, page_id,
                         f" ({page_name})" if page_name else "")
@@ -218,40 +227,26 @@ class MessengerChannel:
         # A parked binding's context still stores: the core holds the events until the bot is back.
         live = self.server.get_bot(binding.bot_id) if self.server is not None else None
         bot = live or binding.bot
-        if binding.settings.request_profile and self.registry.by_bot(binding.bot_id) is binding:
-            await self._attach_profiles(binding, events)
+        self.apply_incoming_flags(binding, events)
+        await self.threads.observe(bot, binding.page_id, events, bot.logger)
+        self.window.note(bot, binding.page_id, events)
         await bot.receive(events)
 
-    async def _attach_profiles(self, binding: PageBinding, events: list[IOEvent]) -> None:
-        users = sorted({e.target for e in events if not e.silent and e.target.isdigit()})
-        if not users:
-            return
-        results = await asyncio.gather(*(self._user_profile(binding, psid) for psid in users))
-        profiles = dict(zip(users, results, strict=True))
+    def apply_incoming_flags(self, binding: PageBinding, events: list[IOEvent]) -> None:
+        """The bot's data-protection and session settings, as flags the core acts on."""
+        settings = binding.settings
         for event in events:
-            profile = profiles.get(event.target)
-            if profile:
-                event.user = dict(profile)
+            # An echo is the Page's own message (the bot's, or a person's in the Page Inbox).
+            if settings.mask_outgoing if event.flags.get("echo") else settings.mask_incoming:
+                event.flags["mask"] = True
+            if settings.mask_outgoing and not event.silent:
+                event.flags["maskReplies"] = True
+            if settings.session_timeout_seconds:
+                event.flags["sessionTimeout"] = settings.session_timeout_seconds
 
-    async def _user_profile(self, binding: PageBinding, psid: str) -> dict[str, Any]:
-        loop = asyncio.get_running_loop()
-        key = (binding.page_id, psid)
-        cached = self._user_profiles.get(key)
-        if cached is not None and cached[0] > loop.time():
-            return cached[1]
-        try:
-            profile = await asyncio.wait_for(binding.graph.user_profile(psid, PROFILE_FIELDS),
-                                             PROFILE_FETCH_TIMEOUT)
-            profile = {k: v for k, v in profile.items() if k != "id"}
-            ttl = float(binding.settings.chat_user_auth_seconds)
-        except (GraphApiError, TimeoutError) as exc:
-            binding.bot.logger.info("Profile of a user of page %s not fetched: %s", binding.page_id,
-                                    exc or "timeout")
-            profile, ttl = {}, PROFILE_RETRY_AFTER_FAILURE
-        if len(self._user_profiles) >= _MEMORY_LIMIT:
-            self._user_profiles.clear()
-        self._user_profiles[key] = (loop.time() + ttl, profile)
-        return profile
+    async def enrich(self, event: IOEvent, bot: BotContext) -> None:
+        """Incoming middleware: the user's profile and cross-Page contact, for bot logic."""
+        await self.contacts.enrich(event, bot)
 
     # -- outgoing ---------------------------------------------------------------------------
     async def send(self, event: IOEvent, bot: BotContext) -> bool | None:
@@ -267,6 +262,16 @@ class MessengerChannel:
         if not event.target:
             raise DeliveryError("outgoing Messenger event has no target (user PSID)", permanent=True)
         settings = binding.settings
+        if settings.mask_outgoing:
+            event.flags["mask"] = True  # stored masked once sent, whoever queued it
+        owner = await self.threads.get(bot, binding.page_id, event.target)
+        if owner is not None:
+            # Not retried: the bot stays silent while another app answers the user.
+            raise DeliveryError(f"not sent: {describe(owner)}; the bot stays silent until thread control comes "
+                                "back to it", permanent=True, code="thread_owned_elsewhere")
+        if event.payload.get("type") == "handover":
+            await self._handover_payload(bot, binding, event)
+            return True
         tag = event.flags.get("tag")
         try:
             rendering = render_payload(
@@ -282,8 +287,13 @@ class MessengerChannel:
             )
         except RenderError as exc:
             raise DeliveryError(f"cannot send this {event.type} payload on Messenger: {exc}", permanent=True) from None
-        for note in rendering.notes:
-            bot.logger.info("Messenger rendering of event %s: %s", event.id, note)
+        if event.flags.get("mask") and rendering.notes:
+            # Notes quote bits of the text: with masking on, only say that something was reshaped.
+            bot.logger.info("Messenger rendering of event %s: %d limit(s) reshaped the message", event.id,
+                            len(rendering.notes))
+        else:
+            for note in rendering.notes:
+                bot.logger.info("Messenger rendering of event %s: %s", event.id, note)
 
         if rendering.steps and event.incomingEventId and settings.allows("mark_seen"):
             await self._mark_seen(binding, event)
@@ -301,7 +311,7 @@ class MessengerChannel:
                 try:
                     answer = await binding.graph.send(step)
                 except GraphApiError as exc:
-                    self._on_send_failure(binding, event, index, exc)
+                    await self._on_send_failure(binding, event, index, exc)
                     raise
                 self._last_message_at[(binding.page_id, event.target)] = asyncio.get_running_loop().time()
                 if answer.get("message_id"):
@@ -313,16 +323,81 @@ class MessengerChannel:
             event.flags["channelMessageId"] = ",".join(message_ids)
         return True
 
+    # -- conversation routing (handover) ---------------------------------------------------------
+    async def _handover_payload(self, bot: BotContext, binding: PageBinding, event: IOEvent) -> None:
+        """A ``handover`` payload from bot logic: pass thread control (to the Page Inbox by default)."""
+        target = event.payload.get("target")
+        if target is not None and not (str(target) == "inbox" or str(target).isdigit()):
+            raise DeliveryError(f"handover target {target!r} is neither \"inbox\" nor an app id", permanent=True)
+        try:
+            metadata = metadata_text(event.payload.get("metadata"))
+        except ValueError as exc:
+            raise DeliveryError(f"handover metadata: {exc}", permanent=True) from None
+        try:
+            await self.thread_control(bot, binding, event.target, "pass", target=target, metadata=metadata,
+                                      reason="handover payload", record=False)
+        except TimeoutError:
+            raise DeliveryError("pass_thread_control: the Graph API did not answer in time") from None
+
+    async def thread_control(self, bot: BotContext, binding: PageBinding, psid: str, action: str, *,
+                             target: Any = None, metadata: str | None = None, reason: str,
+                             record: bool = True) -> Owner | None:
+        """Pass, take, request or release thread control; returns the owner as the channel now knows it.
+
+        Raises GraphApiError (after marking the thread when Meta says another app owns it) or TimeoutError.
+        """
+        app_id = binding.settings.handover_app_id(target) if action == "pass" else None
+        try:
+            await asyncio.wait_for(binding.graph.thread_control(action, psid, target_app_id=app_id,
+                                                                metadata=metadata), THREAD_CONTROL_TIMEOUT)
+        except GraphApiError as exc:
+            if exc.thread_owned_elsewhere and action in ("pass", "release") \
+                    and await self.threads.get(bot, binding.page_id, psid) is None:
+                await self.threads.set_elsewhere(bot, binding.page_id, psid, ANOTHER_APP,
+                                                 f"{action} thread control refused: another app owns the thread")
+            raise
+        owner: Owner | None
+        if action == "pass":
+            owner = await self.threads.set_elsewhere(bot, binding.page_id, psid, str(app_id),
+                                                     f"passed by the bot ({reason})")
+        elif action == "release":
+            owner = await self.threads.set_elsewhere(bot, binding.page_id, psid, RELEASED,
+                                                     f"released by the bot ({reason})")
+        elif action == "take":
+            await self.threads.set_ours(bot, binding.page_id, psid)
+            owner = None
+        else:  # request: the owner decides, and passes control back with a webhook event
+            owner = await self.threads.get(bot, binding.page_id, psid)
+        bot.logger.info("Page %s: %s thread control of a conversation (%s)", binding.page_id, action, reason)
+        if record:
+            detail: dict[str, Any] = {"by": reason}
+            if app_id:
+                detail["new_owner_app_id"] = app_id
+            if metadata is not None:
+                detail["metadata"] = metadata
+            note = IOEvent(type="handover", channel=CHANNEL, direction="incoming", botId=bot.id, target=psid,
+                           threadId=binding.page_id, payload={"type": "handover", "action": f"{action}_thread_control",
+                                                              "detail": detail},
+                           preview=f"[{action}_thread_control]", flags={"silent": True, "handoverApi": True})
+            note.dedupeKey = f"handover:{note.id}"
+            await bot.receive([note])
+        return owner
+
     def _remember_progress(self, event_id: str, done: int) -> None:
         if event_id not in self._progress and len(self._progress) >= _MEMORY_LIMIT:
             self._progress.pop(next(iter(self._progress)))
         self._progress[event_id] = done
 
-    def _on_send_failure(self, binding: PageBinding, event: IOEvent, index: int, exc: GraphApiError) -> None:
+    async def _on_send_failure(self, binding: PageBinding, event: IOEvent, index: int, exc: GraphApiError) -> None:
         if exc.permanent:
             self._progress.pop(event.id, None)
         else:
             self._remember_progress(event.id, index)
+        if exc.thread_owned_elsewhere:
+            await self.threads.set_elsewhere(binding.bot, binding.page_id, event.target, ANOTHER_APP,
+                                             "Messenger refused a send: another app owns the thread")
+            binding.bot.logger.info("Page %s: another app owns a conversation (send refused with 2018300); the "
+                                    "bot stays silent in it until control comes back", binding.page_id)
         if exc.is_auth_error:
             binding.bot.set_status(
                 "error", f"Graph API refused the access token while sending: {exc}; {_graph_failure_hint(exc)}"

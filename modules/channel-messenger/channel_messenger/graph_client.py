@@ -29,6 +29,9 @@ PERMANENT_CODES = frozenset({100, 190, 551, 2018300})
 # With codes 10/200: the user is outside the 24 h window, a message tag is needed.
 OUTSIDE_WINDOW_SUBCODES = frozenset({2018278, 2534022})
 AUTH_ERROR_CODE = 190
+# Another app (a human agent's inbox, usually) owns the conversation: only it may send.
+THREAD_OWNED_ELSEWHERE = 2018300
+MAX_ID_PAGES = 20  # pages of ids_for_pages followed at most (25 ids each)
 
 
 def appsecret_proof(app_secret: str, access_token: str) -> str:
@@ -60,6 +63,17 @@ class GraphApiError(DeliveryError):
     @property
     def is_auth_error(self) -> bool:
         return self.code == AUTH_ERROR_CODE
+
+    @property
+    def is_permission_error(self) -> bool:
+        """The app lacks a permission (codes 10 and 200-299), e.g. pages_user_gender for a profile field."""
+        return self.code is not None and (self.code == 10 or 200 <= self.code <= 299) \
+            and self.subcode != THREAD_OWNED_ELSEWHERE
+
+    @property
+    def thread_owned_elsewhere(self) -> bool:
+        """Meta refused because another app has thread control of the conversation."""
+        return THREAD_OWNED_ELSEWHERE in (self.code, self.subcode)
 
 
 def is_transient(status: int | None, code: int | None, subcode: int | None, flagged_transient: bool) -> bool:
@@ -290,6 +304,35 @@ class PageGraph:
 
     async def user_profile(self, psid: str, fields: str) -> dict[str, Any]:
         return await self._call("GET", f"/{psid}", params={"fields": fields})
+
+    async def ids_for_pages(self, psid: str) -> list[tuple[str, str]]:
+        """The same person's (Page id, PSID) on the Pages of the business, following the paging cursors."""
+        found: list[tuple[str, str]] = []
+        params: dict[str, str] = {}
+        for _ in range(MAX_ID_PAGES):
+            answer = await self._call("GET", f"/{psid}/ids_for_pages", params=params)
+            for item in answer.get("data") or []:
+                page = item.get("page") if isinstance(item, dict) else None
+                if isinstance(page, dict) and page.get("id") and item.get("id"):
+                    found.append((str(page["id"]), str(item["id"])))
+            paging = answer.get("paging") if isinstance(answer.get("paging"), dict) else {}
+            after = (paging.get("cursors") or {}).get("after") if isinstance(paging.get("cursors"), dict) else None
+            if not paging.get("next") or not after:
+                break
+            # Follow the cursor rather than the "next" URL, which carries the token in its query.
+            params = {"after": str(after)}
+        return found
+
+    async def thread_control(self, action: str, psid: str, *, target_app_id: str | None = None,
+                             metadata: str | None = None) -> dict[str, Any]:
+        """Conversation routing: ``pass``, ``take``, ``request`` or ``release`` thread control."""
+        body: dict[str, Any] = {"recipient": {"id": psid}}
+        if action == "pass":
+            body["target_app_id"] = int(target_app_id) if target_app_id and target_app_id.isdigit() \
+                else target_app_id
+        if metadata is not None and action != "release":
+            body["metadata"] = metadata
+        return await self._call("POST", f"/me/{action}_thread_control", body=body)
 
     async def get_profile(self, fields: list[str]) -> dict[str, Any]:
         return await self._call("GET", "/me/messenger_profile", params={"fields": ",".join(fields)})

@@ -2,8 +2,9 @@
 
 Runs as a small aiohttp server: point a bot's ``graphApiUrl`` at ``emulator.url`` and it
 behaves like Meta's Graph API for Page identity (``GET /me``), the Send API, the Messenger
-Profile API and user profiles, with Meta's error shapes and limits, so a bot can be tried
-(and tested) without Facebook. Faults can be planned (``fail_next``, ``add_rule``) to see
+Profile API, user profiles, conversation routing (``pass_thread_control`` and co.) and
+``ids_for_pages`` (see emulator_routing.py), with Meta's error shapes and limits, so a bot can
+be tried (and tested) without Facebook. Faults can be planned (``fail_next``, ``add_rule``) to see
 how a channel copes with outages, rate limits and bad tokens.
 
     emulator = GraphEmulator(pages={"1001": {"token": "EAA-page-token", "name": "My Page"}})
@@ -47,6 +48,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from .emulator_routing import ConversationRouting
 from .replies import ReplyCollector, recipient_of
 from .webhook import signature_headers
 
@@ -128,7 +130,9 @@ class GraphEmulator:
     emulator does: any PSID typed in a terminal is a user). ``profile_rate_limit`` is ``(calls,
     seconds)`` per Page for the profile API. ``server_url`` is the botpress-py server that
     ``POST /_emulator/send`` posts webhooks to (a request may name another); ``seed`` makes fault
-    rates repeatable.
+    rates repeatable. ``routing`` (a ``ConversationRouting``) holds thread owners, one person's
+    PSIDs on several Pages (``routing.add_person``) and per-Page profile permissions
+    (``routing.grant_fields``).
     """
 
     def __init__(
@@ -155,6 +159,8 @@ class GraphEmulator:
             self.add_page(page_id, spec["token"], spec.get("name", f"Page {page_id}"), spec.get("app_secret"))
         self.users: dict[str, dict[str, Any]] = dict(users or {})
         self.profile_rate_limit = profile_rate_limit
+        # Thread owners (handover), people with ids on several Pages, profile field permissions.
+        self.routing = ConversationRouting(GraphError)
         self.calls: list[dict[str, Any]] = []
         self._faults: deque[Fault] = deque()
         self._rules: list[Fault] = []
@@ -535,8 +541,12 @@ class GraphEmulator:
             return self._send(page, body)
         if path in ("/me/messenger_profile", f"/{page.id}/messenger_profile"):
             return self._profile(method, page, body, query)
+        routed = self.routing.route(method, path, page.id, {p.id: p.name for p in self.pages.values()}, body, query)
+        if routed is not None:
+            return routed
         match = re.fullmatch(r"/([0-9]+)", path)
         if match and method == "GET":
+            self.routing.check_profile_fields(page.id, [f for f in query.get("fields", "").split(",") if f])
             user = self.users.get(match.group(1))
             if user is None and self.any_user and match.group(1) != page.id:
                 user = made_up_profile(match.group(1))
@@ -561,6 +571,7 @@ class GraphEmulator:
         has_message, has_action = "message" in body, "sender_action" in body
         if has_message == has_action:
             raise GraphError(400, 100, "(#100) Exactly one of message and sender_action must be set")
+        self.routing.check_send(page.id, psid)  # only the thread owner may send
         if has_action:
             if body["sender_action"] not in SENDER_ACTIONS:
                 raise GraphError(400, 100, "(#100) Param sender_action must be one of {TYPING_ON, TYPING_OFF, "

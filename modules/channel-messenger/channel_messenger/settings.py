@@ -9,6 +9,7 @@ from typing import Any
 DEFAULT_GRAPH_API_URL = "https://graph.facebook.com"
 DEFAULT_GRAPH_API_VERSION = "v25.0"
 SENDER_ACTIONS = frozenset({"typing_on", "typing_off", "mark_seen"})
+PAGE_INBOX_APP_ID = "263902037430900"  # Meta's Page Inbox: where a handover to a human goes by default
 
 # Values people leave in config files before they fill in the real secret.
 _PLACEHOLDER = re.compile(
@@ -53,6 +54,13 @@ class MessengerSettings:
     typing_indicators: bool = True
     message_delay_ms: int = 0
     request_profile: bool = False
+    update_contact_profiles: bool = False
+    merge_contact_profiles: bool = False
+    store_profiles: bool = True
+    mask_incoming: bool = False
+    mask_outgoing: bool = False
+    session_timeout_seconds: int = 0  # 0: the bot's own sessionTimeout (bot.config.json)
+    handover_target: str = "inbox"
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> MessengerSettings:
@@ -78,7 +86,24 @@ class MessengerSettings:
             typing_indicators=config.get("typingIndicators", True) is not False,
             message_delay_ms=max(0, int(delay)) if isinstance(delay, int | float) else 0,
             request_profile=config.get("requestProfile") is True,
+            update_contact_profiles=config.get("updateContactProfiles") is True,
+            merge_contact_profiles=config.get("mergeContactProfiles") is True,
+            store_profiles=config.get("storeProfiles", True) is not False,
+            mask_incoming=config.get("maskIncomingMessages") is True,
+            mask_outgoing=config.get("maskOutgoingMessages") is True,
+            session_timeout_seconds=parse_duration(config.get("sessionTimeout") or "", 0),
+            handover_target=text("handoverTarget", "inbox") or "inbox",
         )
+
+    @property
+    def wants_profiles(self) -> bool:
+        """Whether user profiles are fetched at all (updateContactProfiles needs them too)."""
+        return self.request_profile or self.update_contact_profiles
+
+    def handover_app_id(self, target: Any = None) -> str:
+        """The app id a handover goes to: ``"inbox"`` (or nothing: ``handoverTarget``) or an app id."""
+        value = str(target).strip() if target not in (None, "") else self.handover_target
+        return PAGE_INBOX_APP_ID if value == "inbox" else value
 
     def allows(self, action: str) -> bool:
         """Whether a sender action (typing_on, typing_off, mark_seen) may be sent."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -10,9 +11,11 @@ import aiohttp
 import pytest
 from channel_messenger import channel
 from channel_messenger.graph_emulator import GraphEmulator
+from issue7_kit import seen, spy_on_bot_logic
 from messenger_testkit import PAGE_A, TOKEN_A, FakeMeta, add_bot, messages_with, serve, texts, write_global
 
 from botpress_py.sdk import IOEvent
+from botpress_py.testing import wait_for
 
 LONG = ("This is a fairly long sentence that keeps going. " * 50).strip()  # ~2500 characters
 
@@ -68,7 +71,8 @@ async def test_transient_graph_errors_are_retried_then_delivered(
     assert texts(messages_with(emulator, TOKEN_A)) == ["hi"]
 
 
-@pytest.mark.parametrize("code", [551, 100, 2018300])
+# 2018300 (another app owns the thread) also silences the next replies: see test_handover.py.
+@pytest.mark.parametrize("code", [551, 100])
 async def test_permanent_graph_errors_are_not_retried(
         data: Path, emulator: GraphEmulator, http: aiohttp.ClientSession, code: int) -> None:
     add_bot(data, "shop", TOKEN_A, qna=ANSWERS)
@@ -178,18 +182,42 @@ async def test_a_retried_reply_resumes_after_the_parts_already_sent(
 
 
 async def test_request_profile_attaches_the_user_profile(
-        data: Path, emulator: GraphEmulator, http: aiohttp.ClientSession) -> None:
+        data: Path, emulator: GraphEmulator, http: aiohttp.ClientSession, tmp_path: Path) -> None:
     add_bot(data, "shop", TOKEN_A, qna=ANSWERS, requestProfile=True)
+    spy = spy_on_bot_logic(data, "shop", tmp_path / "seen.jsonl")
     async with serve(data) as server:
         meta = FakeMeta(http, server)
         assert await meta.say(PAGE_A, "42", "hello") == 200
         assert await meta.say(PAGE_A, "42", "hello", mid="m_again") == 200
         await emulator.wait_for(lambda e: len(messages_with(e, TOKEN_A)) == 2)
-        history = await server.storage.messages_for("shop", "messenger", "42")
-    incoming = [m for m in history if m["direction"] == "incoming"]
-    user = {k: v for k, v in incoming[0]["user"].items() if k != "id"}  # the core adds the user id
-    assert user == {"first_name": "Ada", "last_name": "Lovelace", "locale": "en_GB", "timezone": 0}
+        await wait_for(lambda: len(seen(spy)) == 2)
+    for event in seen(spy):
+        # The profile is one part of event.user, beside the user's id (and contact, when linked).
+        assert event["user"]["id"] == "42"
+        assert event["user"]["profile"] == {"first_name": "Ada", "last_name": "Lovelace", "locale": "en_GB",
+                                            "timezone": 0}
     assert len(emulator.calls_to(r"/42$")) == 1, "the profile is cached for chatUserAuthDuration"
+
+
+async def test_typing_and_message_delay_between_consecutive_replies(
+        data: Path, emulator: GraphEmulator, http: aiohttp.ClientSession) -> None:
+    add_bot(data, "shop", TOKEN_A, qna=qna(("story", [{"type": "typing", "value": 150},
+                                                      {"type": "text", "text": "once"},
+                                                      {"type": "text", "text": "upon"}]),
+                                           ("more", [{"type": "text", "text": "a time"}])),
+            messageDelay=200)
+    async with serve(data) as server:
+        meta = FakeMeta(http, server)
+        assert await meta.say(PAGE_A, "18", "story") == 200
+        assert await meta.say(PAGE_A, "18", "more") == 200  # a second reply, to a second message
+        await emulator.wait_for(lambda e: len(messages_with(e, TOKEN_A)) == 3)
+    calls = [c for c in calls_for(emulator, "18") if c["json"].get("sender_action") != "mark_seen"]
+    assert [c["json"].get("sender_action") or c["json"]["message"]["text"] for c in calls] == [
+        "typing_on", "typing_off", "once", "upon", "a time"]
+    assert calls[1]["time"] - calls[0]["time"] >= 0.15, "the typing indicator shows for the typing value"
+    messages = calls[2:]
+    for earlier, later in itertools.pairwise(messages):
+        assert later["time"] - earlier["time"] >= 0.2, "messageDelay holds between replies too"
 
 
 async def test_events_of_other_channels_are_not_ours() -> None:

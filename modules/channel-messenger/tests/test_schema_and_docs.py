@@ -19,7 +19,9 @@ SCHEMA = json.loads((MODULE_DIR / "config.schema.json").read_text())
 PROPERTIES: dict[str, Any] = SCHEMA["properties"]
 MESSENGER_MD_FIELDS = {"enabled", "accessToken", "appSecret", "verifyToken", "greeting", "getStarted",
                        "persistentMenu", "chatUserAuthDuration", "disabledActions", "pageId", "graphApiUrl",
-                       "graphApiVersion", "typingIndicators", "messageDelay", "requestProfile"}
+                       "graphApiVersion", "typingIndicators", "messageDelay", "requestProfile",
+                       "updateContactProfiles", "mergeContactProfiles", "storeProfiles", "maskIncomingMessages",
+                       "maskOutgoingMessages", "sessionTimeout", "handoverTarget"}
 
 
 def defaults() -> dict[str, Any]:
@@ -54,6 +56,16 @@ def test_defaults_match_messenger_md_and_settings() -> None:
     assert d["graphApiUrl"] == DEFAULT_GRAPH_API_URL and d["graphApiVersion"] == DEFAULT_GRAPH_API_VERSION
     assert d["messageDelay"] == 0 and d["disabledActions"] == [] and d["persistentMenu"] == []
     assert MessengerSettings.from_config(d) == MessengerSettings()
+    assert d["storeProfiles"] is True and d["sessionTimeout"] == "" and d["handoverTarget"] == "inbox"
+
+
+def test_new_settings_are_read() -> None:
+    settings = MessengerSettings.from_config({"sessionTimeout": "45m", "storeProfiles": False,
+                                              "updateContactProfiles": True, "handoverTarget": "555"})
+    assert settings.session_timeout_seconds == 2700 and settings.store_profiles is False
+    assert settings.wants_profiles, "updateContactProfiles needs the profiles fetched"
+    assert settings.handover_app_id() == "555" and settings.handover_app_id("inbox") == "263902037430900"
+    assert MessengerSettings().handover_app_id() == "263902037430900"
 
 
 @pytest.mark.parametrize(
@@ -73,6 +85,11 @@ def test_defaults_match_messenger_md_and_settings() -> None:
         ({"persistentMenu": [{"type": "nested", "title": "x"}]}, "/persistentMenu/0"),
         ({"enabled": "yes"}, "/enabled"),
         ({"accesToken": "typo"}, "/accesToken"),
+        ({"sessionTimeout": "30 minutes"}, "/sessionTimeout"),
+        ({"sessionTimeout": "0m"}, "/sessionTimeout"),
+        ({"handoverTarget": "Page Inbox"}, "/handoverTarget"),
+        ({"storeProfiles": "no"}, "/storeProfiles"),
+        ({"maskIncomingMessages": 1}, "/maskIncomingMessages"),
     ],
 )
 def test_schema_rejects(config: dict[str, Any], pointer: str) -> None:
@@ -86,6 +103,9 @@ def test_schema_accepts_real_configs() -> None:
                     persistentMenu=[{"type": "postback", "title": "Help", "payload": "HELP"},
                                     {"type": "web_url", "title": "Site", "url": "https://example.com",
                                      "webview_height_ratio": "tall"}]) == []
+    assert problems(requestProfile=True, updateContactProfiles=True, mergeContactProfiles=True, storeProfiles=False,
+                    maskIncomingMessages=True, maskOutgoingMessages=True, sessionTimeout="45m",
+                    handoverTarget="263902037430900") == []
     assert problems(persistentMenu=[{"locale": "default", "composer_input_disabled": True,
                                      "call_to_actions": [{"type": "postback", "title": "A", "payload": "A"}]}]) == []
 

@@ -1,0 +1,219 @@
+"""Who the user is: Messenger profiles (requestProfile, updateContactProfiles, storeProfiles) and one
+contact across the operator's Pages (mergeContactProfiles).
+
+Runs as incoming middleware, after the event is stored and before bot logic: a Graph call
+never delays the webhook's answer, and with ``storeProfiles: false`` the fetched profile
+reaches bot logic without being written anywhere (not even in the stored event).
+
+Everything here is best effort: a hidden profile (``{}``), a missing permission, a timeout
+or an outage leaves the event as it is, is logged once per Page (at info), and never changes
+the module's status.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from botpress_py.sdk import BotContext, IOEvent, ServerContext, now_ms
+
+from .graph_client import GraphApiError
+from .incoming import CHANNEL
+from .pages import PageBinding, PageRegistry
+
+PROFILE_FIELDS = ("first_name", "last_name", "profile_pic", "locale", "timezone", "gender")
+BASIC_FIELDS = ("first_name", "last_name", "profile_pic")  # what a Page reads without extra permissions
+GRAPH_TIMEOUT = 2.0  # seconds per lookup: bot logic waits for it
+RETRY_AFTER_FAILURE_MS = 300_000
+_MEMORY_LIMIT = 10_000
+
+Key = tuple[str, str, str]  # (bot id, page id, psid)
+
+
+class Contacts:
+    """Profile and contact lookups with their caches (memory; storage through ``bot.users``)."""
+
+    def __init__(self, registry: PageRegistry) -> None:
+        self.registry = registry
+        self.server: ServerContext | None = None
+        self._profiles: dict[Key, tuple[int, dict[str, Any] | None]] = {}  # key -> (valid until ms, profile)
+        self._merged: dict[Key, int] = {}  # key -> checked again after (ms)
+        self._basic_only: set[str] = set()  # Pages refused the extra profile fields
+        self._told: set[tuple[str, str]] = set()  # (page, what) already logged
+
+    def clear(self) -> None:
+        self._profiles.clear()
+        self._merged.clear()
+        self._basic_only.clear()
+        self._told.clear()
+
+    def _log_once(self, logger: logging.Logger, page_id: str, what: str, message: str, *args: Any) -> None:
+        level = logging.INFO if (page_id, what) not in self._told else logging.DEBUG
+        self._told.add((page_id, what))
+        logger.log(level, message, *args)
+
+    @staticmethod
+    def _bounded(cache: dict[Key, Any], key: Key) -> None:
+        if key not in cache and len(cache) >= _MEMORY_LIMIT:
+            cache.clear()
+
+    # -- the middleware ----------------------------------------------------------------------
+    async def enrich(self, event: IOEvent, bot: BotContext) -> None:
+        """Fill ``event.user`` for bot logic: ``profile`` (requestProfile) and the contact (merge)."""
+        binding = self.registry.by_bot(bot.id)
+        if event.channel != CHANNEL or binding is None or not event.target.isdigit():
+            return
+        settings = binding.settings
+        if not (settings.wants_profiles or settings.merge_contact_profiles):
+            return
+        try:
+            async def merge() -> bool:
+                return settings.merge_contact_profiles and await self.merge(binding, bot, event.target)
+
+            async def fetch() -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+                if not settings.wants_profiles:
+                    return None, None
+                return await self.profile(binding, bot, event.target)
+
+            linked, (profile, fresh) = await asyncio.gather(merge(), fetch())
+            if settings.request_profile and profile is not None:
+                event.user["profile"] = profile
+            if linked:
+                stored = await bot.users.get(event.target, CHANNEL)
+                if stored is not None:
+                    event.user["contactId"] = stored["contactId"]
+                    event.user["linked"] = stored["linked"]
+            if fresh and settings.update_contact_profiles and settings.store_profiles:
+                await self._update_linked(bot, event.target, fresh)
+        except Exception:  # never stop the event for a lookup
+            bot.logger.warning("Messenger profile or contact of a user of page %s not handled", binding.page_id,
+                               exc_info=True)
+
+    # -- profiles ----------------------------------------------------------------------------
+    async def profile(self, binding: PageBinding, bot: BotContext,
+                      psid: str) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+        """(profile to show, fields fetched just now or None): from memory, storage, or Graph."""
+        key = (bot.id, binding.page_id, psid)
+        now = now_ms()
+        cached = self._profiles.get(key)
+        if cached is not None and cached[0] > now:
+            return cached[1], None
+        settings = binding.settings
+        refresh_ms = settings.chat_user_auth_seconds * 1000
+        stored_profile: dict[str, Any] | None = None
+        if settings.store_profiles:
+            stored = await bot.users.get(psid, CHANNEL)
+            if stored is not None and isinstance(stored.get("profile"), dict):
+                stored_profile = stored["profile"]
+                if now - int(stored["updatedOn"]) < refresh_ms:
+                    self._bounded(self._profiles, key)
+                    self._profiles[key] = (int(stored["updatedOn"]) + refresh_ms, stored_profile)
+                    return stored_profile, None
+        fetched = await self._fetch(binding, bot, psid)
+        if fetched is None:  # not reachable now: what we had, and another try in a few minutes
+            self._bounded(self._profiles, key)
+            self._profiles[key] = (now + RETRY_AFTER_FAILURE_MS, stored_profile)
+            return stored_profile, None
+        # Messenger's fields are replaced as a whole (one the user hid since is dropped); other keys stay.
+        kept = {k: v for k, v in (stored_profile or {}).items() if k not in PROFILE_FIELDS}
+        profile = {**kept, **fetched}
+        if settings.store_profiles:
+            await bot.users.save(psid, CHANNEL, profile)
+        self._bounded(self._profiles, key)
+        self._profiles[key] = (now + refresh_ms, profile)
+        return profile, fetched
+
+    async def _fetch(self, binding: PageBinding, bot: BotContext, psid: str) -> dict[str, Any] | None:
+        """The user's profile fields ({} when hidden or unreadable); None after a transient failure."""
+        page = binding.page_id
+        fields = BASIC_FIELDS if page in self._basic_only else PROFILE_FIELDS
+        try:
+            async with asyncio.timeout(GRAPH_TIMEOUT):
+                try:
+                    answer = await binding.graph.user_profile(psid, ",".join(fields))
+                except GraphApiError as exc:
+                    if not exc.is_permission_error or fields == BASIC_FIELDS:
+                        raise
+                    self._basic_only.add(page)
+                    self._log_once(bot.logger, page, "fields",
+                                   "Page %s may not read every profile field (%s): only %s are fetched from now "
+                                   "on; grant the pages_user_* permissions for the others", page, exc,
+                                   ", ".join(BASIC_FIELDS))
+                    answer = await binding.graph.user_profile(psid, ",".join(BASIC_FIELDS))
+        except TimeoutError:
+            self._log_once(bot.logger, page, "timeout", "Profile of a user of page %s not fetched: no answer "
+                           "within %g s", page, GRAPH_TIMEOUT)
+            return None
+        except GraphApiError as exc:
+            if exc.permanent:
+                # Hidden, deleted or not readable by this Page: nothing to show, and nothing to retry soon.
+                self._log_once(bot.logger, page, "refused", "Profile of a user of page %s not readable: %s",
+                               page, exc)
+                return {}
+            self._log_once(bot.logger, page, "failed", "Profile of a user of page %s not fetched: %s", page, exc)
+            return None
+        profile = {k: v for k, v in answer.items() if k in PROFILE_FIELDS}
+        if not profile:
+            self._log_once(bot.logger, page, "hidden", "A user of page %s shows no profile (hidden by the user "
+                           "or by missing permissions)", page)
+        return profile
+
+    async def _update_linked(self, bot: BotContext, psid: str, fetched: dict[str, Any]) -> None:
+        """updateContactProfiles: the same person's users on the other bots get the fresh fields."""
+        stored = await bot.users.get(psid, CHANNEL)
+        for other in (stored or {}).get("linked") or []:
+            if other.get("channel") != CHANNEL:
+                continue
+            other_binding = self.registry.by_bot(str(other.get("botId")))
+            other_bot = self.server.get_bot(other_binding.bot_id) if self.server and other_binding else None
+            if other_bot is None or other_binding is None or not other_binding.settings.store_profiles:
+                continue  # that bot is not mounted, or keeps no profiles
+            theirs = await other_bot.users.get(str(other["id"]), CHANNEL)
+            base = theirs.get("profile") if theirs and isinstance(theirs.get("profile"), dict) else {}
+            kept = {k: v for k, v in base.items() if k not in PROFILE_FIELDS}
+            await other_bot.users.save(str(other["id"]), CHANNEL, {**kept, **fetched})
+
+    # -- one contact across Pages -----------------------------------------------------------------
+    async def merge(self, binding: PageBinding, bot: BotContext, psid: str) -> bool:
+        """Link the user with the same person's users on the other connected Pages; True when linked."""
+        key = (bot.id, binding.page_id, psid)
+        now = now_ms()
+        if self._merged.get(key, 0) > now:
+            return False
+        page = binding.page_id
+        self._bounded(self._merged, key)
+        self._merged[key] = now + RETRY_AFTER_FAILURE_MS  # until it worked: no retry storm
+        try:
+            ids = await asyncio.wait_for(binding.graph.ids_for_pages(psid), GRAPH_TIMEOUT * 2)
+        except (GraphApiError, TimeoutError) as exc:
+            hint = " (are the Pages in one business, and does the token have pages_messaging?)" \
+                if isinstance(exc, GraphApiError) and exc.permanent else ""
+            self._log_once(bot.logger, page, "ids", "Ids on other Pages of a user of page %s not found: %s%s",
+                           page, exc or "timeout", hint)
+            return False
+        self._merged[key] = now + binding.settings.chat_user_auth_seconds * 1000
+        others: list[tuple[str, str, str]] = []
+        for other_page, other_psid in ids:
+            if other_page == page:
+                continue
+            other = self.registry.by_page(other_page) or self.registry.parked(other_page)
+            if other is not None and other.bot_id != bot.id:
+                others.append((other.bot_id, CHANNEL, other_psid))
+        if not others:
+            return False
+        await self._ensure_user(bot, psid)
+        for other_bot_id, _, other_psid in others:
+            other_bot = self.server.get_bot(other_bot_id) if self.server else None
+            if other_bot is not None:
+                await self._ensure_user(other_bot, other_psid)
+        contact = await bot.users.link(psid, CHANNEL, others)
+        bot.logger.info("Messenger user of page %s linked with %d user(s) of other pages as contact %s",
+                        page, len(others), contact)
+        return True
+
+    @staticmethod
+    async def _ensure_user(bot: BotContext, psid: str) -> None:
+        # The core shows a contact on users that exist; a row without profile holds no personal data.
+        if await bot.users.get(psid, CHANNEL) is None:
+            await bot.users.save(psid, CHANNEL, None)

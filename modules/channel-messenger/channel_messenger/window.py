@@ -1,0 +1,101 @@
+"""Meta's messaging window: when each user last wrote to the Page.
+
+A Page may message a user freely (``messaging_type`` RESPONSE or UPDATE) for 24 hours after
+the user's last message; later only with a message tag (``MESSAGE_TAG``), and the
+``HUMAN_AGENT`` tag only within 7 days. The time of each user's last message is kept in
+``bot.state`` (``lastIncoming/<page>/<psid>``): in memory at once, written to storage in the
+background at most once a minute per user, so the webhook's answer never waits for it. A
+lost write only makes the window look shorter (the safe side).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+from botpress_py.sdk import BotContext, IOEvent, now_ms
+
+from .threads import USER_EVENT_TYPES
+
+STANDARD_WINDOW_MS = 24 * 3600 * 1000
+HUMAN_AGENT_WINDOW_MS = 7 * 24 * 3600 * 1000
+WRITE_EVERY_MS = 60_000
+_MEMORY_LIMIT = 10_000
+
+log = logging.getLogger("botpress_py.module.channel-messenger.window")
+
+# Message tags a notify may use outside the 24 h window (Meta's current list).
+MESSAGE_TAGS = ("HUMAN_AGENT", "ACCOUNT_UPDATE", "CONFIRMED_EVENT_UPDATE", "POST_PURCHASE_UPDATE")
+
+
+def _key(page_id: str, psid: str) -> str:
+    return f"lastIncoming/{page_id}/{psid}"
+
+
+class MessagingWindow:
+    def __init__(self) -> None:
+        self._seen: dict[tuple[str, str, str], int] = {}  # newest user event time known
+        self._written: dict[tuple[str, str, str], int] = {}  # what storage holds (as far as we know)
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def clear(self) -> None:
+        self._seen.clear()
+        self._written.clear()
+
+    async def close(self) -> None:
+        """Let pending writes finish (the server stops after the module unmounts)."""
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def note(self, bot: BotContext, page_id: str, events: list[IOEvent]) -> None:
+        """Remember the user events of a webhook (standby included: the user wrote to the Page)."""
+        for event in events:
+            if event.type not in USER_EVENT_TYPES or event.flags.get("echo") or not event.target:
+                continue
+            key = (bot.id, page_id, event.target)
+            at = min(int(event.createdOn), now_ms())  # a clock ahead of ours must not stretch the window
+            if at <= self._seen.get(key, 0):
+                continue
+            if key not in self._seen and len(self._seen) >= _MEMORY_LIMIT:
+                self._seen.clear()
+                self._written.clear()
+            self._seen[key] = at
+            if at - self._written.get(key, 0) >= WRITE_EVERY_MS:
+                self._written[key] = at
+                task = asyncio.create_task(self._write(bot, page_id, event.target, at))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+
+    async def _write(self, bot: BotContext, page_id: str, psid: str, at: int) -> None:
+        with contextlib.suppress(Exception):
+            stored = await bot.state.get(_key(page_id, psid))
+            if not isinstance(stored, int) or stored < at:
+                await bot.state.set(_key(page_id, psid), at)
+            return
+        log.debug("last message time of a user of page %s not stored", page_id)
+
+    async def last_incoming(self, bot: BotContext, page_id: str, psid: str) -> int | None:
+        """When the user last wrote to the Page (ms), or None when never seen."""
+        stored: Any = None
+        with contextlib.suppress(Exception):
+            stored = await bot.state.get(_key(page_id, psid))
+        known = [v for v in (self._seen.get((bot.id, page_id, psid)), stored) if isinstance(v, int)]
+        return max(known) if known else None
+
+
+def messaging_type_for(last_incoming: int | None, tag: str | None, now: int | None = None) -> tuple[str, str | None]:
+    """("UPDATE" | "MESSAGE_TAG", None) for a proactive message, or ("", why it cannot be sent)."""
+    now = now if now is not None else now_ms()
+    age = None if last_incoming is None else now - last_incoming
+    if age is not None and age <= STANDARD_WINDOW_MS:
+        return "UPDATE", None
+    since = "the user never wrote to the Page" if age is None else \
+        f"the user's last message is {age // 3_600_000} h old"
+    if not tag:
+        return "", (f"outside Meta's 24-hour messaging window ({since}): give a \"tag\" "
+                    f"(one of {', '.join(MESSAGE_TAGS)}) that fits the message")
+    if tag == "HUMAN_AGENT" and (age is None or age > HUMAN_AGENT_WINDOW_MS):
+        return "", f"the HUMAN_AGENT tag is allowed only within 7 days of the user's last message ({since})"
+    return "MESSAGE_TAG", None
