@@ -50,6 +50,7 @@ class AdminApi:
         app.router.add_get("/api/v1/admin/bots", self.list_bots)
         app.router.add_post("/api/v1/admin/bots/{botId}/{action}", self.bot_action)
         app.router.add_get("/api/v1/admin/modules", self.list_modules)
+        app.router.add_delete("/api/v1/admin/bots/{botId}/users/{channel}/{userId}", self.erase_user)
 
     async def list_bots(self, request: web.Request) -> web.Response:
         self.check(request)
@@ -85,3 +86,12 @@ class AdminApi:
         except ConfigFileError as exc:
             raise json_error(web.HTTPConflict, str(exc)) from None
         return web.json_response({"botId": bot_id, **record.status()})
+
+    async def erase_user(self, request: web.Request) -> web.Response:
+        """Data protection: delete everything stored about one user of a bot."""
+        self.check(request)
+        bot_id = request.match_info["botId"]
+        if not valid_bot_id(bot_id):
+            raise json_error(web.HTTPBadRequest, "invalid bot id", hint="bot ids match ^[a-z0-9][a-z0-9_-]{0,49}$")
+        counts = await self.registry.erase_user(bot_id, request.match_info["channel"], request.match_info["userId"])
+        return web.json_response({"botId": bot_id, "erased": counts})

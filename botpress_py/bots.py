@@ -350,6 +350,26 @@ class BotRegistry:
             self.on_change(bot_id)
         return await self.reload(bot_id, force=True)
 
+    async def erase_user(self, bot_id: str, channel: str, user_id: str) -> dict[str, int]:
+        """Erase a user's stored data, then let every module drop what it keeps about them."""
+        counts = await self._users(bot_id).erase(user_id, channel)
+        bot_config, problems = self.read_bot_config(bot_id)
+        record = self.records.get(bot_id)
+        for name, module in self.loader.modules.items():
+            # The mounted context when there is one: the module's in-memory state is keyed by it.
+            ctx = record.contexts.get(name) if record is not None else None
+            if ctx is None:
+                resolved = self.resolver.resolve(module, bot_id)
+                if problems or not resolved.ok:
+                    continue
+                ctx = self._context(bot_id, name, bot_config, resolved.config)
+            try:
+                await self.loader.call(name, "on_user_erase", bot=ctx, user_id=user_id, channel=channel)
+            except Exception:
+                log.exception("bot %s: module %s on_user_erase failed", bot_id, name)
+                counts[f"{name} (failed)"] = 1
+        return counts
+
     # -- used by the event pipeline and the HTTP dispatcher ----------------------------------------
     @contextlib.asynccontextmanager
     async def using(self, bot_id: str) -> AsyncIterator[BotRecord]:

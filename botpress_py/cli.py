@@ -206,34 +206,62 @@ def _bots_offline(args: argparse.Namespace, data_dir: Path, url: str) -> int:
 # -- users ------------------------------------------------------------------------------------------
 def cmd_users(args: argparse.Namespace) -> int:
     """Erase what is stored about one user (data protection requests)."""
-    from .storage import open_storage
+    import requests
 
     if not valid_bot_id(args.bot):
         print(f"error: invalid bot id {args.bot!r}", file=sys.stderr)
         return 2
     data_dir = data_dir_from(args)
-
-    async def erase() -> dict[str, int]:
-        # Storage is shared safely with a running server: SQLite in WAL mode takes its turn
-        # for the write lock, PostgreSQL is a database.
-        storage = open_storage(data_dir, dict(os.environ))
-        await storage.open()
-        try:
-            return await storage.erase_user(args.bot, args.channel, args.user)
-        finally:
-            await storage.close()
-
+    url, token = _admin_target(args, data_dir)
+    where = "running server"
     try:
-        counts = asyncio.run(erase())
-    except Exception as exc:
-        print(f"error: cannot erase: {type(exc).__name__}: {exc}", file=sys.stderr)
+        # A running server erases too what modules hold in memory (e.g. Messenger's thread owners).
+        response = requests.delete(f"{url}/api/v1/admin/bots/{args.bot}/users/{args.channel}/{args.user}",
+                                   headers={"Authorization": f"Bearer {token}"} if token else {}, timeout=60)
+    except requests.ConnectionError:
+        response = None
+    if response is not None and response.status_code != 200:
+        body = response.json() if response.headers.get("Content-Type", "").startswith("application/json") else {}
+        print(f"error: {url} answered {response.status_code}: {body.get('error', response.text)}", file=sys.stderr)
         return 1
+    if response is not None:
+        counts = response.json()["erased"]
+    else:
+        where = f"storage of {data_dir} (no server at {url})"
+        try:
+            counts = asyncio.run(_erase_offline(data_dir, args.bot, args.channel, args.user))
+        except Exception as exc:
+            print(f"error: cannot erase: {type(exc).__name__}: {exc}", file=sys.stderr)
+            return 1
     total = sum(counts.values())
     details = ", ".join(f"{table} {n}" for table, n in counts.items())
-    print(f"erased user {args.user} of bot {args.bot} on {args.channel}: {total} rows ({details})")
+    print(f"erased user {args.user} of bot {args.bot} on {args.channel} via the {where}: {total} rows ({details})")
     if total == 0:
         print("(nothing was stored for this user: check --bot, --user and --channel)", file=sys.stderr)
     return 0
+
+
+async def _erase_offline(data_dir: Path, bot_id: str, channel: str, user_id: str) -> dict[str, int]:
+    """No server: open the storage and the modules here, and erase like the server would."""
+    from .state import StorageKeyValue, StorageUserStore
+    from .storage import open_storage
+
+    env = dict(os.environ)
+    storage = open_storage(data_dir, env)
+    await storage.open()
+    try:
+        loader = ModuleLoader(data_dir, env)
+        config = load_server_config(data_dir, env, discover_module_folders(loader.roots), create=False)
+        loader.load_all(config.data.get("modules", []))
+        resolver = ModuleConfigResolver(data_dir, env)
+        resolver.module_names = set(loader.modules)
+        registry = BotRegistry(data_dir=data_dir, loader=loader, resolver=resolver,
+                               external_url=lambda: config.external_url(),
+                               kv=lambda ns: StorageKeyValue(storage, ns),
+                               users=lambda bot: StorageUserStore(storage, bot))
+        return await registry.erase_user(bot_id, channel, user_id)
+    finally:
+        await storage.close()
 
 
 # -- parser -----------------------------------------------------------------------------------------
@@ -277,6 +305,8 @@ def build_parser(module_loader: ModuleLoader | None = None) -> argparse.Argument
     users.add_argument("--user", required=True, help="the user's id on the channel (Messenger: the PSID)")
     users.add_argument("--channel", default="messenger", help="channel name (default: messenger)")
     users.add_argument("--data", help="data folder (default ./data or $BP_DATA_PATH)")
+    users.add_argument("--url", help="server URL (default from botpress.config.json or $BP_URL)")
+    users.add_argument("--token", help="admin token (default $BP_ADMIN_TOKEN or admin.token)")
     users.set_defaults(func=cmd_users)
 
     if module_loader is not None:

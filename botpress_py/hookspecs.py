@@ -72,6 +72,11 @@ def transform_output(event: Any, bot: Any) -> bool | None:
     """Change a reply before it is stored for sending; return False to drop it."""
 
 
+@hookspec
+def on_user_erase(bot: Any, user_id: str, channel: str) -> None:
+    """A user's data is being erased: delete what the module keeps about them (state, caches)."""
+
+
 @hookspec(firstresult=True)
 def config_schema() -> dict[str, Any] | None:
     """Return the module's config JSON Schema when it is not shipped as ``config.schema.json``."""

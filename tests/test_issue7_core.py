@@ -133,3 +133,28 @@ async def test_users_erase_cli(data_dir: Path, env: dict, echo: Any, capsys: Any
         assert await srv.storage.messages_for("alpha", "test", "u1") == []
         assert await srv.storage.user_get("alpha", "test", "u1") is None
     assert main(["users", "erase", "--bot", "../x", "--user", "u1", "--data", str(data_dir)]) == 2
+
+
+async def test_hook_on_user_erase_via_admin_api_and_offline_cli(data_dir: Path, env: dict, echo: Any,
+                                                                capsys: Any, monkeypatch: Any) -> None:
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    monkeypatch.setenv("BP_MODULES_PATH", env["BP_MODULES_PATH"])
+    make_bot(data_dir, "alpha")
+    async with run_server(data_dir, env, modules=["echo"], admin={"token": "t"}) as srv, aiohttp.ClientSession() as s:
+        ctx = srv.registry.records["alpha"].contexts["echo"]
+        await ctx.state.set("seen/u1", True)
+        await ctx.users.save("u1", "test", {"first_name": "Cy"})
+        async with s.delete(f"{srv.url}/api/v1/admin/bots/alpha/users/test/u1") as r:
+            assert r.status == 401
+        code = await asyncio.to_thread(main, ["users", "erase", "--bot", "alpha", "--user", "u1", "--channel", "test",
+                                              "--data", str(data_dir), "--url", srv.url, "--token", "t"])
+        assert code == 0 and "via the running server" in capsys.readouterr().out
+        assert ("on_user_erase", "alpha/test/u1") in echo.CALLS
+        assert await ctx.state.get("seen/u1") is None and await ctx.users.get("u1", "test") is None
+        await ctx.state.set("seen/u2", True)
+    echo.CALLS.clear()
+    # no server: the CLI opens the storage and the modules itself
+    assert await asyncio.to_thread(main, ["users", "erase", "--bot", "alpha", "--user", "u2", "--channel", "test",
+                                          "--data", str(data_dir), "--url", "http://127.0.0.1:9"]) == 0
+    assert "no server at" in capsys.readouterr().out
+    assert ("on_user_erase", "alpha/test/u2") in echo.CALLS

@@ -63,3 +63,8 @@ def register_commands(subparsers: Any) -> None:
     from .commands import register
 
     register(subparsers)
+
+
+@hookimpl
+async def on_user_erase(bot: BotContext, user_id: str, channel: str) -> None:
+    await CHANNEL.erase_user(bot, user_id, channel)

@@ -68,6 +68,9 @@ def _graph_failure_hint(error: GraphApiError) -> str:
     return "reload the bot to retry once the cause is fixed"
 
 
+PAGE_STATE_KEY = "pageId"  # bot.state: the Page this bot was last connected to
+
+
 class MessengerChannel:
     """The module's single state: the Graph pool, the Page registry and the webhook endpoint."""
 
@@ -174,6 +177,8 @@ class MessengerChannel:
             self.registry.release(bot.id)
             self._fail(bot, str(exc))
             return
+        # Remembered so a user erase run without a server (no GET /me) still finds this bot's Page.
+        await bot.state.set(PAGE_STATE_KEY, page_id)
         try:
             reason = await self._push_profile(binding)
         except BaseException:
@@ -214,6 +219,17 @@ class MessengerChannel:
         # Messages still flow without an up-to-date greeting or menu: stay on, but say so.
         bot.logger.warning("%s", reason)
         return reason
+
+    async def erase_user(self, bot: BotContext, user_id: str, channel: str) -> None:
+        """Forget a user's thread owner and last-message time (the core erased the rest)."""
+        if channel != CHANNEL:
+            return
+        binding = self.registry.by_bot(bot.id)
+        pages = {binding.page_id} if binding else set()
+        pages |= {p for p in (str(bot.config.get("pageId") or ""), await bot.state.get(PAGE_STATE_KEY)) if p}
+        for page_id in pages:
+            await self.threads.set_ours(bot, page_id, user_id)
+            await self.window.forget(bot, page_id, user_id)
 
     def unmount(self, bot: BotContext) -> None:
         """Stop sending for the bot's Page; no Graph call (the profile stays as pushed)."""

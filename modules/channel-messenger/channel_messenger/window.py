@@ -76,6 +76,12 @@ class MessagingWindow:
             return
         log.debug("last message time of a user of page %s not stored", page_id)
 
+    async def forget(self, bot: BotContext, page_id: str, psid: str) -> None:
+        """Drop what is known of the user (data erase)."""
+        self._seen.pop((bot.id, page_id, psid), None)
+        self._written.pop((bot.id, page_id, psid), None)
+        await bot.state.delete(_key(page_id, psid))
+
     async def last_incoming(self, bot: BotContext, page_id: str, psid: str) -> int | None:
         """When the user last wrote to the Page (ms), or None when never seen."""
         stored: Any = None

@@ -119,3 +119,23 @@ async def test_inject_feeds_the_bot_as_if_the_user_wrote(
         # An injected message is not the user writing: Meta's window does not open for it.
         status, answer = await api(http, server, "shop", "notify", {"userId": "65", "payload": TEXT})
         assert status == 422
+
+
+async def test_erasing_a_user_forgets_the_messaging_window_and_thread_owner(
+        data: Path, emulator: GraphEmulator, http: aiohttp.ClientSession) -> None:
+    async with serve(data) as server:
+        meta = FakeMeta(http, server)
+        assert await meta.say(PAGE_A, "62", "hello") == 200
+        await emulator.wait_for(lambda e: to_user(e, "62"))
+        status, _ = await api(http, server, "shop", "handover", {"userId": "62", "action": "pass"})
+        assert status == 200
+        _, handed = await api(http, server, "shop", "handover", method="GET", params={"userId": "62"})
+        assert handed["owner"]["app"] == "263902037430900"
+        async with http.delete(f"{server.url}/api/v1/admin/bots/shop/users/messenger/62",
+                               headers={"Authorization": "Bearer admin-token-for-tests"}) as r:
+            assert r.status == 200 and (await r.json())["erased"]["users"] >= 0
+        # no trace of the user: the window is closed again and the bot owns the (new) thread
+        status, answer = await api(http, server, "shop", "notify", {"userId": "62", "payload": TEXT})
+        assert status == 422 and "never wrote" in answer["error"]
+        status, after = await api(http, server, "shop", "handover", method="GET", params={"userId": "62"})
+        assert status == 200 and after["owner"] == {"app": "bot"}
