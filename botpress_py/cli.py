@@ -31,8 +31,6 @@ def _setup_logging(level: str) -> None:
     logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO),
                         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
-    # aiosqlite logs SQL parameters (event JSON, so message text) at DEBUG: never let it.
-    logging.getLogger("aiosqlite").setLevel(logging.INFO)
 
 
 # -- start ------------------------------------------------------------------------------------------
@@ -60,6 +58,11 @@ def cmd_start(args: argparse.Namespace) -> int:
             print(f"error: cannot listen: {exc}", file=sys.stderr)
             await server.stop()
             return 1
+        except BaseException:
+            # Anything else (a bug, Ctrl+C during start): release threads and the port, then
+            # let the traceback show. A half-started server must never linger.
+            await server.stop()
+            raise
         print(f"botpress-py {__version__} ready on {server.url}  (status: {server.url}/status; Ctrl+C stops)",
               flush=True)
         await stop.wait()

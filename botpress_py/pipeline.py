@@ -195,6 +195,12 @@ class EventPipeline:
     async def _process_incoming(self, event: IOEvent) -> None:
         try:
             async with self.registry.using(event.botId) as record:
+                await self._attach_session(event, record)
+                await self._attach_user(event)
+                # History keeps the event as it arrived: what middleware adds later (a profile the
+                # operator chose not to store, say) must not reach storage.
+                masked = masked_copy(event) if event.flags.get("mask") else None
+                history = masked or IOEvent.from_dict(event.to_dict())
                 collector = _ReplyCollector()
                 token = _current_replies.set(collector)
                 try:
@@ -202,8 +208,9 @@ class EventPipeline:
                 finally:
                     _current_replies.reset(token)
                     collector.open = False
-                redacted = masked_copy(event) if event.flags.get("mask") else None
-                [seqs] = await self.completions.add([Completion(event.id, status, error, collector.events, redacted)])
+                # History, processed mark and replies: one transaction.
+                [seqs] = await self.completions.add([Completion(event.id, status, error, collector.events,
+                                                                redacted=masked, message=history)])
         except KeyError:
             # The bot's folder is gone: keep the event stored (not done) for an operator to see.
             log.warning("event %s for unknown bot %s left in the inbox", event.id, event.botId)
@@ -215,9 +222,6 @@ class EventPipeline:
 
     async def _run_incoming(self, event: IOEvent, record: BotRecord) -> tuple[str, str | None]:
         contexts = record.contexts
-        await self._attach_session(event, record)
-        await self._attach_user(event)
-        await self.storage.message_record(masked_copy(event) if event.flags.get("mask") else event)
         if event.silent:
             return "done", None
         for module, mw in self.middleware_in:
@@ -314,10 +318,8 @@ class EventPipeline:
                     return
                 await self._schedule_retry(row, f"{type(exc).__name__}: {exc}", None)
                 continue
-            await self.storage.outbox_update(event.id, status="sent", attempts=row.attempts + 1,
-                                             channel_message_id=message_id)
-            event = await self._redact_if_masked(event)
-            await self.storage.message_record(event, message_id)
+            await self.storage.outbox_sent(event, attempts=row.attempts + 1, channel_message_id=message_id,
+                                           stored=masked_copy(event) if event.flags.get("mask") else event)
             self.metrics.inc("bp_events_sent_total")
             return
 

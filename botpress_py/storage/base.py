@@ -2,7 +2,7 @@
 
 Rules every backend follows:
 - ``open()`` connects and applies versioned migrations (idempotent, from an empty database).
-- No call blocks the event loop: SQLite runs on its own thread (aiosqlite), PostgreSQL on asyncpg.
+- No call blocks the event loop: SQLite runs on dedicated writer/reader threads, PostgreSQL on asyncpg.
 - Each method that takes a list writes it in ONE transaction (group commit happens above,
   in ``GroupCommitInbox``, which merges concurrent ``inbox_add`` calls into one call here).
 - Events are stored as their ``IOEvent.to_dict()`` JSON, so new IOEvent fields need no migration.
@@ -42,6 +42,8 @@ class Completion:
     outgoing: list[IOEvent] = field(default_factory=list)
     # Stored in place of the event once processed (message text masked for data protection).
     redacted: IOEvent | None = None
+    # Appended to message history in the same transaction (the event, masked when asked).
+    message: IOEvent | None = None
 
 
 class Storage(ABC):
@@ -121,6 +123,12 @@ class Storage(ABC):
 
     @abstractmethod
     async def outbox_get(self, event_id: str) -> OutboxRow | None: ...
+
+    @abstractmethod
+    async def outbox_sent(self, event: IOEvent, *, attempts: int, channel_message_id: str | None,
+                          stored: IOEvent) -> None:
+        """One transaction: mark the event sent, keep ``stored`` as its stored form (``event`` itself or
+        a masked copy) and append ``stored`` to message history with the channel's message id."""
 
     @abstractmethod
     async def outbox_redact(self, event: IOEvent) -> None:

@@ -203,6 +203,8 @@ class PostgresStorage(Storage):
                 if completion.redacted is not None:
                     await conn.execute("UPDATE inbox SET event = $2 WHERE event_id = $1",
                                        completion.event_id, event_json(completion.redacted))
+                if completion.message is not None:
+                    await _record_message(conn, completion.message, None)
             seqs = await _insert_outbox(conn, [e for c in completions for e in c.outgoing], now)
         return split_by_sizes(seqs, [len(c.outgoing) for c in completions])
 
@@ -247,6 +249,16 @@ class PostgresStorage(Storage):
     async def outbox_get(self, event_id: str) -> OutboxRow | None:
         rows = await self._fetch(f"SELECT {_OUTBOX_COLUMNS} FROM outbox WHERE event_id = $1", event_id)
         return _outbox_row(rows[0]) if rows else None
+
+    async def outbox_sent(self, event: IOEvent, *, attempts: int, channel_message_id: str | None,
+                          stored: IOEvent) -> None:
+        async with self._transaction() as conn:
+            await conn.execute(
+                "UPDATE outbox SET status = 'sent', attempts = $2, next_attempt_at = 0, error = NULL,"
+                " channel_message_id = COALESCE($3, channel_message_id), updated_at = $4,"
+                " event = CASE WHEN $5 THEN $6 ELSE event END WHERE event_id = $1",
+                event.id, attempts, channel_message_id, self._clock(), stored is not event, event_json(stored))
+            await _record_message(conn, stored, channel_message_id)
 
     async def outbox_redact(self, event: IOEvent) -> None:
         await self._get_pool().execute("UPDATE outbox SET event = $2 WHERE event_id = $1", event.id, event_json(event))
@@ -325,23 +337,7 @@ class PostgresStorage(Storage):
 
     async def message_record(self, event: IOEvent, channel_message_id: str | None = None) -> None:
         async with self._transaction() as conn:
-            await conn.execute(
-                "INSERT INTO messages (event_id, bot_id, channel, thread_id, user_id, direction, type, event,"
-                " preview, channel_message_id, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
-                " ON CONFLICT (event_id) DO UPDATE SET"
-                " channel_message_id = COALESCE(excluded.channel_message_id, messages.channel_message_id)",
-                *message_params(event, channel_message_id),
-            )
-            await conn.execute(
-                "INSERT INTO conversations (bot_id, channel, user_id, thread_id, created_at, last_event_at)"
-                " VALUES ($1, $2, $3, $4, $5, $5) ON CONFLICT (bot_id, channel, user_id, thread_id) DO UPDATE SET"
-                " last_event_at = GREATEST(conversations.last_event_at, excluded.last_event_at)",
-                event.botId,
-                event.channel,
-                event.target,
-                event.threadId or "",
-                event.createdOn,
-            )
+            await _record_message(conn, event, channel_message_id)
 
     async def messages_for(self, bot_id: str, channel: str, user_id: str, limit: int = 100) -> list[dict[str, Any]]:
         # The newest `limit` messages, handed back oldest first.
@@ -450,3 +446,23 @@ async def _insert_outbox(conn: asyncpg.Connection, events: list[IOEvent], now: i
         now,
     )
     return seqs
+
+
+async def _record_message(conn: asyncpg.Connection, event: IOEvent, channel_message_id: str | None) -> None:
+    await conn.execute(
+        "INSERT INTO messages (event_id, bot_id, channel, thread_id, user_id, direction, type, event,"
+        " preview, channel_message_id, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+        " ON CONFLICT (event_id) DO UPDATE SET"
+        " channel_message_id = COALESCE(excluded.channel_message_id, messages.channel_message_id)",
+        *message_params(event, channel_message_id),
+    )
+    await conn.execute(
+        "INSERT INTO conversations (bot_id, channel, user_id, thread_id, created_at, last_event_at)"
+        " VALUES ($1, $2, $3, $4, $5, $5) ON CONFLICT (bot_id, channel, user_id, thread_id) DO UPDATE SET"
+        " last_event_at = GREATEST(conversations.last_event_at, excluded.last_event_at)",
+        event.botId,
+        event.channel,
+        event.target,
+        event.threadId or "",
+        event.createdOn,
+    )

@@ -1,16 +1,15 @@
-"""The embedded default backend: one SQLite file, driven through aiosqlite's worker thread."""
+"""The embedded default backend: one SQLite file, driven from two dedicated threads."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import sqlite3
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
-from contextlib import asynccontextmanager, suppress
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import suppress
 from pathlib import Path
-from typing import Any
-
-import aiosqlite
+from typing import Any, TypeVar
 
 from ..events import IOEvent, now_ms
 from .base import Completion, ContactMembers, OutboxRow, OutboxStatus, Storage
@@ -36,13 +35,19 @@ _ROWS_PER_INSERT = 100
 _IDS_PER_STATEMENT = 500
 _BUSY_TIMEOUT_MS = 5000
 
+T = TypeVar("T")
+Db = sqlite3.Connection
+
 
 class SQLiteStorage(Storage):
-    """Storage in one SQLite file (WAL mode) through a single aiosqlite connection.
+    """Storage in one SQLite file (WAL mode), off the event loop.
 
-    The connection's thread runs the SQL, so the event loop never waits on disk. One
-    connection means one transaction at a time: ``_lock`` keeps a coroutine's statements
-    from landing inside another coroutine's open transaction.
+    Writes run on ONE writer thread, each transaction as a single function: one thread
+    hand-off per transaction, not one per statement (a hand-off costs more than a whole
+    small SQLite transaction). The thread serializes transactions, so no lock is needed and a
+    cancelled caller can never leave a transaction open: the function runs to COMMIT or
+    ROLLBACK regardless. Reads run on a second connection and thread; in WAL mode they see the
+    last commit without waiting for the writer, so a slow read never holds up a webhook.
 
     ``synchronous=NORMAL`` in WAL mode survives a crash of the process (every acknowledged
     event stays), but a power cut or OS crash may lose the last transactions; FULL would close
@@ -55,12 +60,10 @@ class SQLiteStorage(Storage):
     def __init__(self, path: Path, *, clock: Callable[[], int] = now_ms) -> None:
         self.path = Path(path)
         self._clock = clock
-        self._db: aiosqlite.Connection | None = None
-        self._lock = asyncio.Lock()
-        # Reads run on a second connection (and thread): in WAL mode they see the last commit
-        # without waiting for the writer, so a slow read never holds up a webhook's commit.
-        self._reader: aiosqlite.Connection | None = None
-        self._read_lock = asyncio.Lock()
+        self._db: Db | None = None
+        self._reader: Db | None = None
+        self._writer_thread: ThreadPoolExecutor | None = None
+        self._reader_thread: ThreadPoolExecutor | None = None
 
     def __repr__(self) -> str:
         return f"<SQLiteStorage {self.path}>"
@@ -74,92 +77,100 @@ class SQLiteStorage(Storage):
                 f"SQLite {sqlite3.sqlite_version} is too old: botpress-py needs 3.35 or newer (RETURNING)"
             )
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        # isolation_level=None: no implicit transactions; every write below says BEGIN itself.
-        db = await aiosqlite.connect(self.path, isolation_level=None)
+        writer = ThreadPoolExecutor(1, thread_name_prefix="sqlite-writer")
+        reader = ThreadPoolExecutor(1, thread_name_prefix="sqlite-reader")
+        loop = asyncio.get_running_loop()
         try:
-            await db.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
-            await db.execute("PRAGMA journal_mode = WAL")
-            await db.execute("PRAGMA synchronous = NORMAL")
-            await db.execute("PRAGMA foreign_keys = ON")
-            self._db = db
+            self._db = await loop.run_in_executor(writer, self._connect, False)
+            self._writer_thread = writer
             await self._migrate()
-            reader = await aiosqlite.connect(self.path, isolation_level=None)
-            await reader.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
-            await reader.execute("PRAGMA query_only = ON")
-            self._reader = reader
+            self._reader = await loop.run_in_executor(reader, self._connect, True)
+            self._reader_thread = reader
         except BaseException:
-            self._db = None
-            await db.close()
+            await self.close()
+            writer.shutdown(wait=False)
+            reader.shutdown(wait=False)
             raise
 
+    def _connect(self, read_only: bool) -> Db:
+        # isolation_level=None: no implicit transactions; every write says BEGIN itself.
+        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        db.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
+        if read_only:
+            db.execute("PRAGMA query_only = ON")
+        else:
+            db.execute("PRAGMA journal_mode = WAL")
+            db.execute("PRAGMA synchronous = NORMAL")
+            db.execute("PRAGMA foreign_keys = ON")
+        return db
+
     async def close(self) -> None:
-        reader, self._reader = self._reader, None
-        if reader is not None:
-            async with self._read_lock:
-                await reader.close()
-        db, self._db = self._db, None
-        if db is not None:
-            async with self._lock:
-                await db.close()
+        loop = asyncio.get_running_loop()
+        for attr, thread_attr in (("_reader", "_reader_thread"), ("_db", "_writer_thread")):
+            db, thread = getattr(self, attr), getattr(self, thread_attr)
+            setattr(self, attr, None)
+            setattr(self, thread_attr, None)
+            if db is not None and thread is not None:
+                await loop.run_in_executor(thread, db.close)
+            elif db is not None:
+                db.close()
+            if thread is not None:
+                thread.shutdown(wait=True)
 
-    def _conn(self) -> aiosqlite.Connection:
-        if self._db is None:
+    async def _write(self, body: Callable[[Db], T]) -> T:
+        """Run ``body(db)`` in one transaction on the writer thread."""
+        if self._db is None or self._writer_thread is None:
             raise RuntimeError(f"{self!r} is not open: call await storage.open() first")
-        return self._db
+        db = self._db
 
-    @asynccontextmanager
-    async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
-        async with self._lock:
-            db = self._conn()
+        def transaction() -> T:
             # IMMEDIATE takes the write lock up front, so another process holding the file
             # makes us wait (busy_timeout) instead of failing halfway through.
+            db.execute("BEGIN IMMEDIATE")
             try:
-                # BEGIN inside the try: a task cancelled while BEGIN runs on the worker thread
-                # must still roll back, or the connection stays inside a transaction for good.
-                await db.execute("BEGIN IMMEDIATE")
-                yield db
-                await db.execute("COMMIT")
+                result = body(db)
+                db.execute("COMMIT")
+                return result
             except BaseException:
-                # The worker thread runs statements in order, so this rollback comes after any
-                # statement still in flight, even when we were cancelled. It fails harmlessly
-                # when SQLite already rolled back by itself (disk full) or the COMMIT went through.
+                # Fails harmlessly when SQLite already rolled back by itself (disk full).
                 with suppress(sqlite3.Error):
-                    await db.execute("ROLLBACK")
+                    db.execute("ROLLBACK")
                 raise
 
-    async def _fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
-        async with self._read_lock:
-            if self._reader is None:
-                raise RuntimeError(f"{self!r} is not open: call await storage.open() first")
-            return list(await self._reader.execute_fetchall(sql, params))
+        return await asyncio.get_running_loop().run_in_executor(self._writer_thread, transaction)
+
+    async def _fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        if self._reader is None or self._reader_thread is None:
+            raise RuntimeError(f"{self!r} is not open: call await storage.open() first")
+        reader = self._reader
+        return await asyncio.get_running_loop().run_in_executor(
+            self._reader_thread, lambda: reader.execute(sql, params).fetchall())
 
     async def _migrate(self) -> None:
-        db = self._conn()
-        await db.execute(SCHEMA_MIGRATIONS_TABLE["sqlite"])
-        while True:
-            async with self._transaction():
-                # Read the version inside the write transaction: another process opening the
-                # same file at the same time then waits and sees our migration as applied.
-                current = await self._current_version(db)
-                todo = missing_migrations(self.migrations, current)
-                if not todo:
-                    return
-                migration = todo[0]
-                for statement in migration.statements:
-                    await db.execute(statement)
-                await db.execute(
-                    "INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)",
-                    (migration.version, self._clock()),
-                )
+        def create_table(db: Db) -> None:
+            db.execute(SCHEMA_MIGRATIONS_TABLE["sqlite"])
 
-    @staticmethod
-    async def _current_version(db: aiosqlite.Connection) -> int:
-        rows = list(await db.execute_fetchall("SELECT COALESCE(MAX(version), 0) FROM schema_migrations"))
-        return int(rows[0][0])
+        await self._write(create_table)
+
+        def apply_next(db: Db) -> bool:
+            # The version is read inside the write transaction: another process opening the
+            # same file at the same time waits and then sees our migration as applied.
+            todo = missing_migrations(self.migrations, _current_version(db))
+            if not todo:
+                return False
+            migration = todo[0]
+            for statement in migration.statements:
+                db.execute(statement)
+            db.execute("INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)",
+                       (migration.version, self._clock()))
+            return True
+
+        while await self._write(apply_next):
+            pass
 
     async def schema_version(self) -> int:
-        async with self._lock:
-            return await self._current_version(self._conn())
+        rows = await self._fetchall("SELECT COALESCE(MAX(version), 0) FROM schema_migrations")
+        return int(rows[0][0])
 
     # -- key-value ----------------------------------------------------------------------------
     async def kv_get(self, namespace: str, key: str) -> Any | None:
@@ -167,17 +178,14 @@ class SQLiteStorage(Storage):
         return json.loads(rows[0][0]) if rows else None
 
     async def kv_set(self, namespace: str, key: str, value: Any) -> None:
-        text = to_json(value)
-        async with self._transaction() as db:
-            await db.execute(
-                "INSERT INTO kv (namespace, key, value, updated_at) VALUES (?, ?, ?, ?) "
-                "ON CONFLICT (namespace, key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
-                (namespace, key, text, self._clock()),
-            )
+        params = (namespace, key, to_json(value), self._clock())
+        await self._write(lambda db: db.execute(
+            "INSERT INTO kv (namespace, key, value, updated_at) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (namespace, key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+            params))
 
     async def kv_delete(self, namespace: str, key: str) -> None:
-        async with self._transaction() as db:
-            await db.execute("DELETE FROM kv WHERE namespace = ? AND key = ?", (namespace, key))
+        await self._write(lambda db: db.execute("DELETE FROM kv WHERE namespace = ? AND key = ?", (namespace, key)))
 
     # -- inbox ----------------------------------------------------------------------------------
     async def inbox_add(self, events: list[IOEvent]) -> list[bool]:
@@ -190,19 +198,23 @@ class SQLiteStorage(Storage):
             for e, first in zip(events, firsts, strict=True)
             if first
         ]
-        inserted: set[str] = set()
-        async with self._transaction() as db:
+
+        def insert(db: Db) -> set[str]:
+            inserted: set[str] = set()
             for chunk in chunks(rows, _ROWS_PER_INSERT):
                 # DO NOTHING without a target covers both unique keys: the event id and the
                 # (bot, channel, dedupe_key) partial index. RETURNING names the rows that went in.
-                returned = await db.execute_fetchall(
+                returned = db.execute(
                     "INSERT INTO inbox (event_id, bot_id, channel, thread_id, user_id, dedupe_key, event,"
                     " created_at) VALUES "
                     + _placeholders(len(chunk), 8)
                     + " ON CONFLICT DO NOTHING RETURNING event_id",
                     _flatten(chunk),
-                )
+                ).fetchall()
                 inserted.update(row[0] for row in returned)
+            return inserted
+
+        inserted = await self._write(insert)
         return [first and e.id in inserted for e, first in zip(events, firsts, strict=True)]
 
     async def inbox_pending(self, limit: int = 1000, after_seq: int = 0) -> list[tuple[int, IOEvent]]:
@@ -216,8 +228,8 @@ class SQLiteStorage(Storage):
         require_status(status, INBOX_DONE_STATUSES, "inbox")
         if not event_ids:
             return
-        async with self._transaction() as db:
-            await self._mark_inbox(db, event_ids, status, error, self._clock())
+        now = self._clock()
+        await self._write(lambda db: _mark_inbox(db, event_ids, status, error, now))
 
     async def inbox_complete(self, completions: list[Completion]) -> list[list[int]]:
         for completion in completions:
@@ -225,45 +237,26 @@ class SQLiteStorage(Storage):
         if not completions:
             return []
         now = self._clock()
-        async with self._transaction() as db:
-            for completion in completions:
-                await self._mark_inbox(db, [completion.event_id], completion.status, completion.error, now)
-                if completion.redacted is not None:
-                    await db.execute("UPDATE inbox SET event = ? WHERE event_id = ?",
-                                     (event_json(completion.redacted), completion.event_id))
-            seqs = await self._insert_outbox(db, [e for c in completions for e in c.outgoing], now)
-        return split_by_sizes(seqs, [len(c.outgoing) for c in completions])
 
-    @staticmethod
-    async def _mark_inbox(db: aiosqlite.Connection, event_ids: list[str], status: str, error: str | None,
-                          now: int) -> None:
-        for chunk in chunks(event_ids, _IDS_PER_STATEMENT):
-            await db.execute(
-                "UPDATE inbox SET status = ?, error = ?, processed_at = ? "
-                f"WHERE event_id IN ({_marks(len(chunk))})",
-                (status, plain_error(error), now, *chunk),
-            )
+        def complete(db: Db) -> list[int]:
+            for completion in completions:
+                _mark_inbox(db, [completion.event_id], completion.status, completion.error, now)
+                if completion.redacted is not None:
+                    db.execute("UPDATE inbox SET event = ? WHERE event_id = ?",
+                               (event_json(completion.redacted), completion.event_id))
+                if completion.message is not None:
+                    _record_message(db, completion.message, None)
+            return _insert_outbox(db, [e for c in completions for e in c.outgoing], now)
+
+        seqs = await self._write(complete)
+        return split_by_sizes(seqs, [len(c.outgoing) for c in completions])
 
     # -- outbox ---------------------------------------------------------------------------------
     async def outbox_add(self, events: list[IOEvent]) -> list[int]:
         if not events:
             return []
-        async with self._transaction() as db:
-            return await self._insert_outbox(db, events, self._clock())
-
-    @staticmethod
-    async def _insert_outbox(db: aiosqlite.Connection, events: list[IOEvent], now: int) -> list[int]:
-        rows = [(e.id, e.botId, e.channel, e.threadId, e.target, event_json(e), now, now) for e in events]
-        seqs: dict[str, int] = {}
-        for chunk in chunks(rows, _ROWS_PER_INSERT):
-            # A multi-row VALUES inserts in list order, so seq follows the order of `events`.
-            returned = await db.execute_fetchall(
-                "INSERT INTO outbox (event_id, bot_id, channel, thread_id, user_id, event, created_at,"
-                " updated_at) VALUES " + _placeholders(len(chunk), 8) + " RETURNING event_id, seq",
-                _flatten(chunk),
-            )
-            seqs.update((event_id, int(seq)) for event_id, seq in returned)
-        return [seqs[e.id] for e in events]
+        now = self._clock()
+        return await self._write(lambda db: _insert_outbox(db, events, now))
 
     async def outbox_pending(self, limit: int = 1000, after_seq: int = 0) -> list[OutboxRow]:
         rows = await self._fetchall(
@@ -283,20 +276,31 @@ class SQLiteStorage(Storage):
         channel_message_id: str | None = None,
     ) -> None:
         require_status(status, OUTBOX_STATUSES, "outbox")
-        async with self._transaction() as db:
-            await db.execute(
-                "UPDATE outbox SET status = ?, attempts = ?, next_attempt_at = ?, error = ?,"
-                " channel_message_id = COALESCE(?, channel_message_id), updated_at = ? WHERE event_id = ?",
-                (status, attempts, next_attempt_at, plain_error(error), channel_message_id, self._clock(), event_id),
-            )
+        params = (status, attempts, next_attempt_at, plain_error(error), channel_message_id, self._clock(), event_id)
+        await self._write(lambda db: db.execute(
+            "UPDATE outbox SET status = ?, attempts = ?, next_attempt_at = ?, error = ?,"
+            " channel_message_id = COALESCE(?, channel_message_id), updated_at = ? WHERE event_id = ?", params))
 
     async def outbox_get(self, event_id: str) -> OutboxRow | None:
         rows = await self._fetchall(f"SELECT {_OUTBOX_COLUMNS} FROM outbox WHERE event_id = ?", (event_id,))
         return _outbox_row(rows[0]) if rows else None
 
     async def outbox_redact(self, event: IOEvent) -> None:
-        async with self._transaction() as db:
-            await db.execute("UPDATE outbox SET event = ? WHERE event_id = ?", (event_json(event), event.id))
+        params = (event_json(event), event.id)
+        await self._write(lambda db: db.execute("UPDATE outbox SET event = ? WHERE event_id = ?", params))
+
+    async def outbox_sent(self, event: IOEvent, *, attempts: int, channel_message_id: str | None,
+                          stored: IOEvent) -> None:
+        now = self._clock()
+
+        def sent(db: Db) -> None:
+            db.execute("UPDATE outbox SET status = 'sent', attempts = ?, next_attempt_at = 0, error = NULL,"
+                       " channel_message_id = COALESCE(?, channel_message_id), updated_at = ?,"
+                       " event = CASE WHEN ? THEN ? ELSE event END WHERE event_id = ?",
+                       (attempts, channel_message_id, now, stored is not event, event_json(stored), event.id))
+            _record_message(db, stored, channel_message_id)
+
+        await self._write(sent)
 
     # -- users, conversations, messages ---------------------------------------------------------
     async def conversation_last_event(self, bot_id: str, channel: str, thread_id: str | None,
@@ -310,21 +314,24 @@ class SQLiteStorage(Storage):
         if not members:
             raise ValueError("contact_link needs at least one member")
         now = self._clock()
-        async with self._transaction() as db:
+
+        def link(db: Db) -> str:
             where = " OR ".join(["(bot_id = ? AND channel = ? AND user_id = ?)"] * len(members))
-            rows = await db.execute_fetchall(
+            rows = db.execute(
                 f"SELECT contact_id, MIN(created_at) FROM contacts WHERE {where} GROUP BY contact_id"
-                " ORDER BY MIN(created_at), contact_id", [v for m in members for v in m])
+                " ORDER BY MIN(created_at), contact_id", [v for m in members for v in m]).fetchall()
             existing = [r[0] for r in rows]
             contact = existing[0] if existing else new_contact_id()
             if len(existing) > 1:
-                await db.execute("UPDATE contacts SET contact_id = ? WHERE contact_id IN "
-                                 f"({_marks(len(existing) - 1)})", (contact, *existing[1:]))
-            await db.executemany(
+                db.execute("UPDATE contacts SET contact_id = ? WHERE contact_id IN "
+                           f"({_marks(len(existing) - 1)})", (contact, *existing[1:]))
+            db.executemany(
                 "INSERT INTO contacts (bot_id, channel, user_id, contact_id, created_at) VALUES (?, ?, ?, ?, ?)"
                 " ON CONFLICT (bot_id, channel, user_id) DO UPDATE SET contact_id = excluded.contact_id",
                 [(*m, contact, now) for m in members])
-        return contact
+            return contact
+
+        return await self._write(link)
 
     async def contact_of(self, bot_id: str, channel: str, user_id: str) -> ContactMembers:
         rows = await self._fetchall(
@@ -337,14 +344,11 @@ class SQLiteStorage(Storage):
 
     async def user_upsert(self, bot_id: str, channel: str, user_id: str, profile: dict[str, Any] | None) -> None:
         profile_text = None if profile is None else to_json(profile)
-        now = self._clock()
-        async with self._transaction() as db:
-            await db.execute(
-                "INSERT INTO users (bot_id, channel, user_id, profile, created_at, updated_at)"
-                " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (bot_id, channel, user_id) DO UPDATE SET"
-                " profile = COALESCE(excluded.profile, users.profile), updated_at = excluded.updated_at",
-                (bot_id, channel, user_id, profile_text, now, now),
-            )
+        params = (bot_id, channel, user_id, profile_text, self._clock(), self._clock())
+        await self._write(lambda db: db.execute(
+            "INSERT INTO users (bot_id, channel, user_id, profile, created_at, updated_at)"
+            " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (bot_id, channel, user_id) DO UPDATE SET"
+            " profile = COALESCE(excluded.profile, users.profile), updated_at = excluded.updated_at", params))
 
     async def user_get(self, bot_id: str, channel: str, user_id: str) -> dict[str, Any] | None:
         rows = await self._fetchall(
@@ -364,20 +368,7 @@ class SQLiteStorage(Storage):
         }
 
     async def message_record(self, event: IOEvent, channel_message_id: str | None = None) -> None:
-        async with self._transaction() as db:
-            await db.execute(
-                "INSERT INTO messages (event_id, bot_id, channel, thread_id, user_id, direction, type, event,"
-                " preview, channel_message_id, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-                " ON CONFLICT (event_id) DO UPDATE SET"
-                " channel_message_id = COALESCE(excluded.channel_message_id, messages.channel_message_id)",
-                message_params(event, channel_message_id),
-            )
-            await db.execute(
-                "INSERT INTO conversations (bot_id, channel, user_id, thread_id, created_at, last_event_at)"
-                " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (bot_id, channel, user_id, thread_id) DO UPDATE SET"
-                " last_event_at = MAX(conversations.last_event_at, excluded.last_event_at)",
-                (event.botId, event.channel, event.target, event.threadId or "", event.createdOn, event.createdOn),
-            )
+        await self._write(lambda db: _record_message(db, event, channel_message_id))
 
     async def messages_for(self, bot_id: str, channel: str, user_id: str, limit: int = 100) -> list[dict[str, Any]]:
         # The newest `limit` messages, handed back oldest first.
@@ -389,15 +380,12 @@ class SQLiteStorage(Storage):
         return [{**json.loads(text), "channelMessageId": mid} for text, mid in reversed(rows)]
 
     async def erase_user(self, bot_id: str, channel: str, user_id: str) -> dict[str, int]:
-        counts: dict[str, int] = {}
-        async with self._transaction() as db:
-            for table in ("users", "conversations", "messages", "inbox", "outbox", "contacts"):
-                async with db.execute(
-                    f"DELETE FROM {table} WHERE bot_id = ? AND channel = ? AND user_id = ?",
-                    (bot_id, channel, user_id),
-                ) as cursor:
-                    counts[table] = cursor.rowcount
-        return counts
+        def erase(db: Db) -> dict[str, int]:
+            return {table: db.execute(f"DELETE FROM {table} WHERE bot_id = ? AND channel = ? AND user_id = ?",
+                                      (bot_id, channel, user_id)).rowcount
+                    for table in ("users", "conversations", "messages", "inbox", "outbox", "contacts")}
+
+        return await self._write(erase)
 
     async def purge(self, *, processed_before: int, messages_before: int) -> dict[str, int]:
         conditions = {
@@ -411,10 +399,9 @@ class SQLiteStorage(Storage):
             while True:
                 # Small transactions: a purge of a million rows must not hold the write lock
                 # (and every webhook commit behind it) for seconds.
-                async with self._transaction() as db, db.execute(
-                        f"DELETE FROM {table} WHERE rowid IN "
-                        f"(SELECT rowid FROM {table} WHERE {condition} LIMIT {_PURGE_CHUNK})", (before,)) as cursor:
-                    deleted = cursor.rowcount
+                sql = (f"DELETE FROM {table} WHERE rowid IN "
+                       f"(SELECT rowid FROM {table} WHERE {condition} LIMIT {_PURGE_CHUNK})")
+                deleted = await self._write(lambda db, sql=sql, before=before: db.execute(sql, (before,)).rowcount)
                 counts[table] += deleted
                 if deleted < _PURGE_CHUNK:
                     break
@@ -448,3 +435,43 @@ def _placeholders(rows: int, columns: int) -> str:
 
 def _flatten(rows: Iterable[Sequence[Any]]) -> list[Any]:
     return [value for row in rows for value in row]
+
+
+def _current_version(db: Db) -> int:
+    return int(db.execute("SELECT COALESCE(MAX(version), 0) FROM schema_migrations").fetchone()[0])
+
+
+def _mark_inbox(db: Db, event_ids: list[str], status: str, error: str | None, now: int) -> None:
+    for chunk in chunks(event_ids, _IDS_PER_STATEMENT):
+        db.execute(f"UPDATE inbox SET status = ?, error = ?, processed_at = ? WHERE event_id IN ({_marks(len(chunk))})",
+                   (status, plain_error(error), now, *chunk))
+
+
+def _insert_outbox(db: Db, events: list[IOEvent], now: int) -> list[int]:
+    rows = [(e.id, e.botId, e.channel, e.threadId, e.target, event_json(e), now, now) for e in events]
+    seqs: dict[str, int] = {}
+    for chunk in chunks(rows, _ROWS_PER_INSERT):
+        # A multi-row VALUES inserts in list order, so seq follows the order of `events`.
+        returned = db.execute(
+            "INSERT INTO outbox (event_id, bot_id, channel, thread_id, user_id, event, created_at,"
+            " updated_at) VALUES " + _placeholders(len(chunk), 8) + " RETURNING event_id, seq",
+            _flatten(chunk),
+        ).fetchall()
+        seqs.update((event_id, int(seq)) for event_id, seq in returned)
+    return [seqs[e.id] for e in events]
+
+
+def _record_message(db: Db, event: IOEvent, channel_message_id: str | None) -> None:
+    db.execute(
+        "INSERT INTO messages (event_id, bot_id, channel, thread_id, user_id, direction, type, event,"
+        " preview, channel_message_id, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        " ON CONFLICT (event_id) DO UPDATE SET"
+        " channel_message_id = COALESCE(excluded.channel_message_id, messages.channel_message_id)",
+        message_params(event, channel_message_id),
+    )
+    db.execute(
+        "INSERT INTO conversations (bot_id, channel, user_id, thread_id, created_at, last_event_at)"
+        " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (bot_id, channel, user_id, thread_id) DO UPDATE SET"
+        " last_event_at = MAX(conversations.last_event_at, excluded.last_event_at)",
+        (event.botId, event.channel, event.target, event.threadId or "", event.createdOn, event.createdOn),
+    )
