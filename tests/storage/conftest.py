@@ -6,14 +6,15 @@ test (dropped afterwards), so parallel or repeated runs never see each other's r
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sqlite3
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import aiosqlite
 import asyncpg
 import pytest
 
@@ -66,8 +67,9 @@ async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
         async def sqlite_query(sql: str) -> list[tuple[Any, ...]]:
             if not path.exists():
                 return []  # no database file yet: nothing stored (and no file created by looking)
-            async with aiosqlite.connect(f"file:{path}?mode=ro", uri=True) as db:
-                return [tuple(row) for row in await db.execute_fetchall(sql)]
+            # A separate read-only connection, as an operator's sqlite3 shell would open it.
+            with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+                return [tuple(row) for row in db.execute(sql).fetchall()]
 
         backend = Backend(
             "sqlite", SQLiteStorage, path, sqlite_query, "SELECT name FROM sqlite_master WHERE type = 'table'"
