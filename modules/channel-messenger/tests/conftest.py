@@ -6,6 +6,7 @@ import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 MODULE_DIR = Path(__file__).resolve().parents[1]
@@ -42,3 +43,10 @@ def fast_retries() -> Iterator[None]:
     graph.base_delay, graph.max_delay = 0.005, 0.02
     yield
     graph.base_delay, graph.max_delay = saved
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    """A client session for talking to the server under test, closed after the test."""
+    async with aiohttp.ClientSession() as session:
+        yield session

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
@@ -28,12 +27,6 @@ from messenger_testkit import (
 from botpress_py.testing import wait_for
 
 ADA = {"first_name": "Ada", "last_name": "Lovelace", "locale": "en_GB", "timezone": 0}
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
@@ -37,12 +36,6 @@ QNA = {
     "welcomeBack": [{"type": "text", "text": "Welcome back!"}],
     "fallback": [{"type": "text", "text": "fallback"}],
 }
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
 
 
 @pytest.fixture

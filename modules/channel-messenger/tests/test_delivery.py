@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -31,12 +30,6 @@ ANSWERS = qna(
     ("typing", [{"type": "typing", "value": 200}, {"type": "text", "text": "typed"}]),
     ("long", [{"type": "text", "text": LONG}]),
 )
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
 
 
 @pytest.fixture

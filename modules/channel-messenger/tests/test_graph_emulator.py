@@ -22,12 +22,6 @@ async def emu() -> AsyncIterator[GraphEmulator]:
         yield emulator
 
 
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
-
-
 async def call(http: aiohttp.ClientSession, emu: GraphEmulator, method: str, path: str,
                body: Any = None, token: str = TOKEN, **params: str) -> tuple[int, dict[str, Any]]:
     async with http.request(method, f"{emu.url}/v25.0{path}", params={"access_token": token, **params},

@@ -7,7 +7,6 @@ answered; its replies are not sent and say why), and answers again once control 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -39,12 +38,6 @@ QNA = {
     ],
     "fallback": [{"type": "text", "text": "fallback"}],
 }
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
@@ -29,12 +28,6 @@ from botpress_py.testing import make_bot
 
 MENU = [{"type": "postback", "title": "Help", "payload": "HELP"},
         {"type": "web_url", "title": "Website", "url": "https://example.com"}]
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
 
 
 @pytest.fixture

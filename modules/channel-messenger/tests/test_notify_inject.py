@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
@@ -14,12 +13,6 @@ from messenger_testkit import PAGE_A, TOKEN_A, FakeMeta, add_bot, messages_with,
 from botpress_py.testing import wait_for
 
 TEXT = {"type": "text", "text": "Your parcel ships today."}
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
 
 
 @pytest.fixture

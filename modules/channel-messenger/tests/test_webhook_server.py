@@ -31,12 +31,6 @@ from messenger_testkit import (
 
 
 @pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
-
-
-@pytest.fixture
 async def three_bots(tmp_path: Path, emulator: GraphEmulator, http: aiohttp.ClientSession) -> AsyncIterator[FakeMeta]:
     """bot-a and bot-c on app A (global secret); bot-b on app B (its own appSecret)."""
     data = tmp_path / "data"
