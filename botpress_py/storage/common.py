@@ -21,8 +21,13 @@ def to_json(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"))
 
 
+_EVENT_FIELDS = tuple(IOEvent.__dataclass_fields__)
+
+
 def event_json(event: IOEvent) -> str:
-    return to_json(event.to_dict())
+    # A shallow dict: json.dumps only reads it, and dataclasses.asdict's deep copy cost
+    # ~5x more on the hot path (bench profile), four times per answered event.
+    return to_json({name: getattr(event, name) for name in _EVENT_FIELDS})
 
 
 def event_from_json(text: str) -> IOEvent:
