@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
+import queue
 import sqlite3
+import threading
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import suppress
 from pathlib import Path
 from typing import Any, TypeVar
@@ -38,6 +41,43 @@ _BUSY_TIMEOUT_MS = 5000
 T = TypeVar("T")
 Db = sqlite3.Connection
 
+# Writer priorities: an inbox commit gates webhook acknowledgements, so it goes before the
+# processing writes queued behind it (those only delay replies, which are async anyway).
+URGENT, NORMAL = 0, 1
+
+
+class _PriorityWriter:
+    """One thread running submitted functions, most urgent first, then in submission order."""
+
+    def __init__(self, name: str) -> None:
+        self._queue: queue.PriorityQueue[tuple[int, int, Callable[[], Any] | None, Future[Any] | None]] = (
+            queue.PriorityQueue())
+        self._order = itertools.count()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def submit(self, priority: int, fn: Callable[[], T]) -> Future[T]:
+        future: Future[T] = Future()
+        self._queue.put((priority, next(self._order), fn, future))
+        return future
+
+    def _run(self) -> None:
+        while True:
+            _, _, fn, future = self._queue.get()
+            if fn is None or future is None:
+                return
+            if not future.set_running_or_notify_cancel():
+                continue  # the caller gave up before it started: nothing was written
+            try:
+                future.set_result(fn())
+            except BaseException as exc:
+                future.set_exception(exc)
+
+    def shutdown(self) -> None:
+        """Finish what was submitted, then stop."""
+        self._queue.put((2**31, next(self._order), None, None))
+        self._thread.join()
+
 
 class SQLiteStorage(Storage):
     """Storage in one SQLite file (WAL mode), off the event loop.
@@ -62,7 +102,7 @@ class SQLiteStorage(Storage):
         self._clock = clock
         self._db: Db | None = None
         self._reader: Db | None = None
-        self._writer_thread: ThreadPoolExecutor | None = None
+        self._writer_thread: _PriorityWriter | None = None
         self._reader_thread: ThreadPoolExecutor | None = None
 
     def __repr__(self) -> str:
@@ -77,18 +117,18 @@ class SQLiteStorage(Storage):
                 f"SQLite {sqlite3.sqlite_version} is too old: botpress-py needs 3.35 or newer (RETURNING)"
             )
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        writer = ThreadPoolExecutor(1, thread_name_prefix="sqlite-writer")
+        writer = _PriorityWriter("sqlite-writer")
         reader = ThreadPoolExecutor(1, thread_name_prefix="sqlite-reader")
         loop = asyncio.get_running_loop()
         try:
-            self._db = await loop.run_in_executor(writer, self._connect, False)
+            self._db = await asyncio.wrap_future(writer.submit(NORMAL, lambda: self._connect(False)))
             self._writer_thread = writer
             await self._migrate()
             self._reader = await loop.run_in_executor(reader, self._connect, True)
             self._reader_thread = reader
         except BaseException:
             await self.close()
-            writer.shutdown(wait=False)
+            writer.shutdown()
             reader.shutdown(wait=False)
             raise
 
@@ -106,18 +146,22 @@ class SQLiteStorage(Storage):
 
     async def close(self) -> None:
         loop = asyncio.get_running_loop()
-        for attr, thread_attr in (("_reader", "_reader_thread"), ("_db", "_writer_thread")):
-            db, thread = getattr(self, attr), getattr(self, thread_attr)
-            setattr(self, attr, None)
-            setattr(self, thread_attr, None)
-            if db is not None and thread is not None:
-                await loop.run_in_executor(thread, db.close)
-            elif db is not None:
-                db.close()
-            if thread is not None:
-                thread.shutdown(wait=True)
+        reader, reader_thread = self._reader, self._reader_thread
+        self._reader = self._reader_thread = None
+        if reader is not None and reader_thread is not None:
+            await loop.run_in_executor(reader_thread, reader.close)
+        if reader_thread is not None:
+            reader_thread.shutdown(wait=True)
+        db, writer = self._db, self._writer_thread
+        self._db = self._writer_thread = None
+        if db is not None and writer is not None:
+            await asyncio.wrap_future(writer.submit(NORMAL, db.close))
+        elif db is not None:
+            db.close()
+        if writer is not None:
+            await loop.run_in_executor(None, writer.shutdown)
 
-    async def _write(self, body: Callable[[Db], T]) -> T:
+    async def _write(self, body: Callable[[Db], T], priority: int = NORMAL) -> T:
         """Run ``body(db)`` in one transaction on the writer thread."""
         if self._db is None or self._writer_thread is None:
             raise RuntimeError(f"{self!r} is not open: call await storage.open() first")
@@ -137,7 +181,7 @@ class SQLiteStorage(Storage):
                     db.execute("ROLLBACK")
                 raise
 
-        return await asyncio.get_running_loop().run_in_executor(self._writer_thread, transaction)
+        return await asyncio.wrap_future(self._writer_thread.submit(priority, transaction))
 
     async def _fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         if self._reader is None or self._reader_thread is None:
@@ -214,7 +258,7 @@ class SQLiteStorage(Storage):
                 inserted.update(row[0] for row in returned)
             return inserted
 
-        inserted = await self._write(insert)
+        inserted = await self._write(insert, URGENT)
         return [first and e.id in inserted for e, first in zip(events, firsts, strict=True)]
 
     async def inbox_pending(self, limit: int = 1000, after_seq: int = 0) -> list[tuple[int, IOEvent]]:

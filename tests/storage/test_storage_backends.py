@@ -723,3 +723,26 @@ async def test_conversation_last_event_and_redaction(backend: Backend, storage: 
     for table in ("inbox", "outbox"):
         rows = await backend.query(f"SELECT event FROM {table}")
         assert all("4111" not in r[0] for r in rows), table
+
+
+def test_sqlite_writer_runs_urgent_work_before_queued_work() -> None:
+    """Inbox commits (acks) overtake queued processing writes on the SQLite writer thread."""
+    import threading
+
+    from botpress_py.storage.sqlite import NORMAL, URGENT, _PriorityWriter
+
+    writer = _PriorityWriter("test-writer")
+    gate = threading.Event()
+    order: list[str] = []
+    try:
+        first = writer.submit(NORMAL, lambda: gate.wait(5))  # occupies the thread
+        queued = [writer.submit(NORMAL, lambda i=i: order.append(f"normal {i}")) for i in range(3)]
+        urgent = writer.submit(URGENT, lambda: order.append("urgent"))
+        gate.set()
+        for future in [first, *queued, urgent]:
+            future.result(timeout=5)
+        assert order == ["urgent", "normal 0", "normal 1", "normal 2"]
+        cancelled = writer.submit(NORMAL, lambda: order.append("never"))
+        assert cancelled.cancel() or cancelled.done()
+    finally:
+        writer.shutdown()
