@@ -87,6 +87,7 @@ class WebhookEndpoint:
         self.registry = registry
         self.deliver = deliver
         self.global_config = global_config
+        self._reported_pages: set[str] = set()
 
     def _where(self, bot_id: str | None) -> str:
         return f"bot '{bot_id}'" if bot_id else "any-bot webhook"
@@ -166,7 +167,11 @@ class WebhookEndpoint:
             page_id = str(entry.get("id") or "")
             binding = self.registry.by_page(page_id) or self.registry.parked(page_id)
             if binding is None or (bot_id is not None and binding.bot_id != bot_id):
-                log.info("Webhook entry for page %s skipped (%s): no connected bot has this page", page_id, where)
+                # Once per page at INFO: a busy Page nobody serves must not flood the log.
+                level = logging.DEBUG if page_id in self._reported_pages else logging.INFO
+                self._reported_pages.add(page_id)
+                log.log(level, "Webhook entry for page %s skipped (%s): no connected bot has this page "
+                        "(further entries for it are logged at DEBUG)", page_id, where)
                 continue
             if binding.settings.app_secret not in valid:
                 log.warning(
