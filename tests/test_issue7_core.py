@@ -122,12 +122,13 @@ async def test_masked_events_are_stored_without_text(data_dir: Path, env: dict, 
 async def test_users_erase_cli(data_dir: Path, env: dict, echo: Any, capsys: Any, monkeypatch: Any) -> None:
     monkeypatch.delenv("DATABASE_URL", raising=False)  # the CLI must open the test server's SQLite storage
     make_bot(data_dir, "alpha")
-    async with run_server(data_dir, env, modules=["echo"]) as srv, aiohttp.ClientSession() as s:
+    async with run_server(data_dir, env, modules=["echo"], admin={"token": "t"}) as srv, \
+            aiohttp.ClientSession() as s:
         await say(s, srv, "alpha", "u1", "hello")
         await wait_for(lambda: len(echo.SENT) == 1)
         await srv.registry.records["alpha"].contexts["echo"].users.save("u1", "test", {"first_name": "Bo"})
         code = await asyncio.to_thread(main, ["users", "erase", "--bot", "alpha", "--user", "u1", "--channel",
-                                              "test", "--data", str(data_dir)])
+                                              "test", "--data", str(data_dir), "--url", srv.url, "--token", "t"])
         assert code == 0
         assert "erased user u1 of bot alpha" in capsys.readouterr().out
         assert await srv.storage.messages_for("alpha", "test", "u1") == []
