@@ -93,6 +93,22 @@ def _safe_message(error: ValidationError) -> str:
     return f"the value (hidden: it is a secret) fails '{error.validator}' {expected}".rstrip()
 
 
+_VALIDATORS: dict[int, tuple[dict[str, Any], Draft202012Validator]] = {}
+
+
+def _validator_for(schema: dict[str, Any]) -> Draft202012Validator:
+    """One validator per schema object: building one costs more than validating a small config,
+    and every bot mount validates each module's config (1,000 bots: thousands of times)."""
+    cached = _VALIDATORS.get(id(schema))
+    if cached is not None and cached[0] is schema:
+        return cached[1]
+    validator = Draft202012Validator(schema)
+    if len(_VALIDATORS) >= 256:  # a caller that builds a new schema dict per call must not grow this
+        _VALIDATORS.clear()
+    _VALIDATORS[id(schema)] = (schema, validator)  # holding the schema keeps its id from being reused
+    return validator
+
+
 def validate_instance(
     instance: Any,
     schema: dict[str, Any],
@@ -105,7 +121,7 @@ def validate_instance(
     ``file_for_key`` names, per top-level key, the file (or env var) that supplied it, so a
     problem in a merged config points at the place the operator must edit.
     """
-    validator = Draft202012Validator(schema)
+    validator = _validator_for(schema)
     problems: list[ConfigProblem] = []
     for error in validator.iter_errors(instance):
         path = list(error.absolute_path)

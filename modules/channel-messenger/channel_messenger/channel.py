@@ -178,7 +178,8 @@ class MessengerChannel:
             self._fail(bot, str(exc))
             return
         # Remembered so a user erase run without a server (no GET /me) still finds this bot's Page.
-        await bot.state.set(PAGE_STATE_KEY, page_id)
+        if await bot.state.get(PAGE_STATE_KEY) != page_id:  # a read is cheaper than a write transaction
+            await bot.state.set(PAGE_STATE_KEY, page_id)
         try:
             reason = await self._push_profile(binding)
         except BaseException:
