@@ -301,6 +301,8 @@ class BotRegistry:
             record.folder / TRANSFORMERS_FILE, self._context(record.id, "transformers", bot_config, {}))
         record.state = "mounted"
         record.mounted.set()
+        if self.pipeline is not None:
+            self.pipeline.bot_mounted(record.id)
         log.info("bot %s mounted (%s)", record.id,
                  ", ".join(f"{m}={s['state']}" for m, s in record.modules.items()) or "no modules")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import logging
 import os
@@ -63,6 +64,10 @@ def cmd_start(args: argparse.Namespace) -> int:
             # let the traceback show. A half-started server must never linger.
             await server.stop()
             raise
+        # What start-up built (modules, schemas, configs) lives as long as the process: moved out
+        # of the garbage collector's sight, it is never scanned again by full collections.
+        gc.collect()
+        gc.freeze()
         print(f"botpress-py {__version__} ready on {server.url}  (status: {server.url}/status; Ctrl+C stops)",
               flush=True)
         await stop.wait()

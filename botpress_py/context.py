@@ -42,6 +42,10 @@ class KeyValueStore(Protocol):
 
     async def set(self, key: str, value: Any) -> None: ...
 
+    async def set_many(self, items: dict[str, Any]) -> None:
+        """Set several keys in one transaction: cheaper than one ``set`` each, and all or none."""
+        ...
+
     async def delete(self, key: str) -> None: ...
 
 

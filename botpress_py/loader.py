@@ -134,6 +134,9 @@ class ModuleLoader:
         self.pm.add_hookspecs(hookspecs)
         self.modules: dict[str, LoadedModule] = {}
         self.errors: list[ModuleLoadError] = []
+        # (module, hook) -> its implementations: looked up several times per event, and only
+        # registering or unregistering a module changes them.
+        self._impls: dict[tuple[str, str], list[pluggy.HookImpl]] = {}
 
     def load_all(self, module_entries: list[dict[str, Any]]) -> None:
         for entry in module_entries:
@@ -207,6 +210,7 @@ class ModuleLoader:
 
     def _register(self, name: str, folder: Path | None, manifest: dict[str, Any],
                   schema: dict[str, Any] | None, plugin: Any) -> None:
+        self._impls.clear()
         try:
             self.pm.register(plugin, name=name)
         except (pluggy.PluginValidationError, ValueError) as exc:
@@ -221,9 +225,11 @@ class ModuleLoader:
             middleware = self._collect_middleware(name)
         except _LoadFailure:
             self.pm.unregister(name=name)
+            self._impls.clear()
             raise
         except Exception as exc:
             self.pm.unregister(name=name)
+            self._impls.clear()
             raise _LoadFailure(f"{folder or name}: {type(exc).__name__}: {exc}") from None
         self.modules[name] = LoadedModule(name, folder, manifest, schema, plugin, middleware)
         log.info("module %s %s loaded from %s", name, manifest.get("version", ""), folder or "entry point")
@@ -266,9 +272,12 @@ class ModuleLoader:
 
     # -- calling one module's implementation of a hook --------------------------------------
     def impls(self, module: str, hook: str) -> list[pluggy.HookImpl]:
-        plugin = self.pm.get_plugin(module)
-        caller = getattr(self.pm.hook, hook)
-        return [impl for impl in caller.get_hookimpls() if impl.plugin is plugin]
+        found = self._impls.get((module, hook))
+        if found is None:
+            plugin = self.pm.get_plugin(module)
+            caller = getattr(self.pm.hook, hook)
+            found = self._impls[(module, hook)] = [impl for impl in caller.get_hookimpls() if impl.plugin is plugin]
+        return found
 
     def _call_sync_all(self, module: str, hook: str, **kwargs: Any) -> list[Any]:
         return [impl.function(*[kwargs[a] for a in impl.argnames]) for impl in self.impls(module, hook)]

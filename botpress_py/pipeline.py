@@ -9,6 +9,12 @@ is never redone. Outgoing: one worker per conversation runs the outgoing middlew
 hands each stored event to the channels' ``on_outgoing`` in order, retrying transient
 failures with backoff and recording permanent ones. Whatever is stored and not done when
 the process dies is replayed at the next start.
+
+Memory stays bounded: events of a bot that is not mounted, and events arriving while
+``MAX_QUEUED_INCOMING`` are already waiting in memory, are not queued. They stay pending in
+the inbox (the bot is *parked*), and a resumer reads them back in arrival order, a batch at a
+time, once the bot is mounted and memory has room. A parked bot's new events are parked too,
+so a conversation's order never depends on which path an event took.
 """
 
 from __future__ import annotations
@@ -29,7 +35,8 @@ from .config.server_config import parse_duration
 from .events import DeliveryError, IOEvent, Middleware, masked_copy, payload_preview, validate_outgoing_payload
 from .loader import ModuleLoader
 from .metrics import Metrics
-from .storage import Completion, GroupCommitCompletions, GroupCommitInbox, OutboxRow, Storage
+from .state import linked_users
+from .storage import Completion, GroupCommitCompletions, GroupCommitInbox, GroupCommitSent, OutboxRow, SentMark, Storage
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +45,12 @@ RETRY_MAX_SECONDS = 300.0
 # 20 attempts: 1+2+...+256 s, then 300 s each, about an hour of trying; past that the
 # failure is recorded instead of retried forever.
 RETRY_MAX_ATTEMPTS = 20
+# Incoming events held in memory (queued or being processed) before new ones stay in storage.
+MAX_QUEUED_INCOMING = 10_000
+# A resumer reads this many stored events at a time, and reads more once memory holds fewer
+# than RESUME_BELOW (so a backlog of a million events never sits in memory at once).
+RESUME_BATCH = 500
+RESUME_BELOW = MAX_QUEUED_INCOMING // 2
 
 ConvKey = tuple[str, str, str, str]
 
@@ -119,11 +132,22 @@ class EventPipeline:
         self.metrics = metrics
         self.inbox = GroupCommitInbox(storage)
         self.completions = GroupCommitCompletions(storage)
+        self.sent = GroupCommitSent(storage)
         self.incoming = _ConversationQueues("incoming", self._process_incoming)
         self.outgoing = _ConversationQueues("outgoing", self._deliver)
         self.middleware_in = self._middleware("incoming")
         self.middleware_out = self._middleware("outgoing")
         self._accepting = True
+        # Incoming events in memory (queued or being processed), in all and per bot.
+        self._held = 0
+        self._held_by_bot: dict[str, int] = {}
+        self._room = asyncio.Event()  # set whenever memory holds fewer than RESUME_BELOW events
+        self._room.set()
+        self._bot_drained: dict[str, asyncio.Event] = {}
+        # Bots whose new events stay in storage; a resumer per parked bot that can take events.
+        self._parked: set[str] = set()
+        self._parked_since_read: set[str] = set()  # parked events arrived while a resumer reads
+        self._resumers: dict[str, asyncio.Task[None]] = {}
 
     def _middleware(self, direction: str) -> list[tuple[str, Middleware]]:
         found = [(name, mw) for name, module in self.loader.modules.items()
@@ -141,8 +165,94 @@ class EventPipeline:
         self.metrics.inc("bp_events_received_total", len(accepted))
         self.metrics.inc("bp_events_duplicate_total", len(events) - len(accepted))
         for event in accepted:
-            self.incoming.put(event.conversation_key, event)
+            bot_id = event.botId
+            if bot_id in self._parked:
+                self._parked_since_read.add(bot_id)
+                self._resume(bot_id)  # usually running already; restarts one that failed to read
+            elif self._held >= MAX_QUEUED_INCOMING or not self._takes_events(bot_id):
+                self._park(bot_id)
+            else:
+                self._queue_incoming(event)
         return accepted
+
+    # -- parking: events that stay in storage until their bot can take them -----------------------
+    def _takes_events(self, bot_id: str) -> bool:
+        record = self.registry.records.get(bot_id)
+        return record is not None and record.state == "mounted" and record.mounted.is_set()
+
+    def _queue_incoming(self, event: IOEvent) -> None:
+        self._held += 1
+        self._held_by_bot[event.botId] = self._held_by_bot.get(event.botId, 0) + 1
+        if self._held >= RESUME_BELOW:
+            self._room.clear()
+        self.incoming.put(event.conversation_key, event)
+
+    def _release_incoming(self, bot_id: str) -> None:
+        self._held -= 1
+        left = self._held_by_bot[bot_id] - 1
+        if left:
+            self._held_by_bot[bot_id] = left
+        else:
+            del self._held_by_bot[bot_id]
+            drained = self._bot_drained.pop(bot_id, None)
+            if drained is not None:
+                drained.set()
+        if self._held < RESUME_BELOW and not self._room.is_set():
+            self._room.set()
+            for parked in list(self._parked):
+                self._resume(parked)  # parked for want of memory: there is room again
+
+    def _park(self, bot_id: str) -> None:
+        self._parked.add(bot_id)
+        self._parked_since_read.add(bot_id)
+        self._resume(bot_id)
+
+    def parked_bots(self) -> set[str]:
+        return set(self._parked)
+
+    def bot_mounted(self, bot_id: str) -> None:
+        """Called by the registry once a bot is mounted: its stored events can flow again."""
+        if bot_id in self._parked:
+            self._resume(bot_id)
+
+    def _resume(self, bot_id: str) -> None:
+        if bot_id in self._resumers or not self._accepting or not self._takes_events(bot_id):
+            return  # already resuming; or it resumes when mounted
+        if self._held >= RESUME_BELOW:
+            return  # it resumes when memory has room
+        task = asyncio.create_task(self._resume_from_storage(bot_id), name=f"incoming-resume:{bot_id}")
+        self._resumers[bot_id] = task
+        task.add_done_callback(lambda _: self._resumers.pop(bot_id, None))
+
+    async def _resume_from_storage(self, bot_id: str) -> None:
+        """Queue a parked bot's stored events in arrival order, then let its new events in directly.
+
+        Events of the bot still in memory (queued before it was parked, perhaps waiting for a
+        remount) finish first: everything pending in storage is then parked, so reading from
+        the start queues nothing twice, and every parked event is younger than those.
+        """
+        try:
+            if self._held_by_bot.get(bot_id):
+                drained = self._bot_drained.setdefault(bot_id, asyncio.Event())
+                await drained.wait()
+            after = 0
+            while self._takes_events(bot_id):
+                self._parked_since_read.discard(bot_id)
+                batch = await self.storage.inbox_pending(limit=RESUME_BATCH, after_seq=after, bot_id=bot_id)
+                if not self._takes_events(bot_id) or not self._accepting:
+                    return  # unmounted meanwhile: the batch stays stored, the next mount resumes
+                for seq, event in batch:
+                    self._queue_incoming(event)
+                    after = seq
+                if not batch and bot_id not in self._parked_since_read:
+                    # Nothing stored is left unqueued, and every later event was committed after
+                    # this read: from here on the bot's events are queued as they arrive.
+                    self._parked.discard(bot_id)
+                    return
+                await self._room.wait()
+        except Exception:
+            # A failed read: the events stay stored; the next mount, or room in memory, tries again.
+            log.exception("bot %s: could not read its stored events; they stay pending", bot_id)
 
     async def send(self, events: list[IOEvent]) -> None:
         if not events:
@@ -173,14 +283,16 @@ class EventPipeline:
             self.outgoing.put(event.conversation_key, OutboxRow(seq, event, 0, 0, "pending"))
 
     async def replay(self) -> tuple[int, int]:
-        """Queue what was stored and not finished before the last stop."""
-        n_in = n_out = 0
-        after = 0
-        while batch := await self.storage.inbox_pending(limit=1000, after_seq=after):
-            for seq, event in batch:
-                self.incoming.put(event.conversation_key, event)
-                after = seq
-            n_in += len(batch)
+        """Take up what was stored and not finished before the last stop.
+
+        Incoming events stay in storage: their bots are parked, and each bot's events are read
+        back once it is mounted. Outgoing events are queued now.
+        """
+        pending = await self.storage.inbox_pending_counts()
+        self._parked.update(pending)
+        self._parked_since_read.update(pending)
+        n_in = sum(pending.values())
+        n_out = 0
         after = 0
         while rows := await self.storage.outbox_pending(limit=1000, after_seq=after):
             for row in rows:
@@ -194,13 +306,18 @@ class EventPipeline:
     # -- incoming ----------------------------------------------------------------------------------
     async def _process_incoming(self, event: IOEvent) -> None:
         try:
+            await self._process_held(event)
+        finally:
+            self._release_incoming(event.botId)
+
+    async def _process_held(self, event: IOEvent) -> None:
+        try:
             async with self.registry.using(event.botId) as record:
-                await self._attach_session(event, record)
-                await self._attach_user(event)
+                await self._attach_context(event, record)
                 # History keeps the event as it arrived: what middleware adds later (a profile the
                 # operator chose not to store, say) must not reach storage.
                 masked = masked_copy(event) if event.flags.get("mask") else None
-                history = masked or IOEvent.from_dict(event.to_dict())
+                history = masked or event.copy()
                 collector = _ReplyCollector()
                 token = _current_replies.set(collector)
                 try:
@@ -245,25 +362,29 @@ class EventPipeline:
                 errors.append(f"{name}: {type(exc).__name__}: {exc}")
         return ("error", "; ".join(errors)) if errors else ("done", None)
 
-    async def _attach_session(self, event: IOEvent, record: BotRecord) -> None:
-        """``event.flags["session"]``: is this conversation new, or back after ``sessionTimeout``?"""
-        last = await self.storage.conversation_last_event(event.botId, event.channel, event.threadId, event.target)
+    async def _attach_context(self, event: IOEvent, record: BotRecord) -> None:
+        """``event.flags["session"]`` and ``event.user``, from one storage read.
+
+        The session says whether the conversation is new, or back after ``sessionTimeout``;
+        the user is the stored profile (unless the channel brought a fresh one) and contact.
+        """
+        context = await self.storage.incoming_context(event.botId, event.channel, event.threadId, event.target)
+        last = context.last_event_at
         timeout = event.flags.get("sessionTimeout")  # a channel's own setting wins, in seconds
         if not isinstance(timeout, int | float) or timeout <= 0:
             timeout = parse_duration(record.config.get("sessionTimeout") or "30m")
         expired = last is not None and event.createdOn - last > timeout * 1000
         event.flags["session"] = {"new": last is None, "expired": expired, "lastEventAt": last}
 
-    async def _attach_user(self, event: IOEvent) -> None:
-        """``event.user``: the stored profile (unless the channel brought a fresh one) and contact."""
         event.user.setdefault("id", event.target)
-        stored = await self.registry.users(event.botId).get(event.target, event.channel)
+        stored = context.user
         if stored is None:
             return
         if stored.get("profile") is not None:
             event.user.setdefault("profile", stored["profile"])
-        event.user["contactId"] = stored["contactId"]
-        event.user["linked"] = stored["linked"]
+        contact_id, members = context.contact
+        event.user["contactId"] = contact_id
+        event.user["linked"] = linked_users(members, event.botId, event.channel, event.target)
 
     async def _transform(self, hook: str, event: IOEvent, record: BotRecord) -> bool:
         """Modules' ``hook`` then the bot's transformers.py; False drops the event. Errors are contained."""
@@ -318,8 +439,8 @@ class EventPipeline:
                     return
                 await self._schedule_retry(row, f"{type(exc).__name__}: {exc}", None)
                 continue
-            await self.storage.outbox_sent(event, attempts=row.attempts + 1, channel_message_id=message_id,
-                                           stored=masked_copy(event) if event.flags.get("mask") else event)
+            stored = masked_copy(event) if event.flags.get("mask") else event
+            await self.sent.add([SentMark(event, row.attempts + 1, message_id, stored)])
             self.metrics.inc("bp_events_sent_total")
             return
 
@@ -368,11 +489,14 @@ class EventPipeline:
         self._accepting = False
         self.registry.closing.set()  # workers waiting for a bot or a backoff give up their item
         deadline = time.monotonic() + timeout
+        for task in list(self._resumers.values()):
+            task.cancel()  # what they have not queued yet stays stored
         ok = await self.incoming.wait_idle(timeout)
         ok = await self.outgoing.wait_idle(max(0.0, deadline - time.monotonic())) and ok
         await self.incoming.cancel()
         await self.outgoing.cancel()
         await self.completions.close()
+        await self.sent.close()
         await self.inbox.close()
         return ok
 

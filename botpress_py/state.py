@@ -7,6 +7,11 @@ from typing import Any
 from .storage import Storage
 
 
+def linked_users(members: list[tuple[str, str, str]], bot_id: str, channel: str, user_id: str) -> list[dict[str, str]]:
+    """The other ids of a contact, as ``event.user["linked"]`` and ``UserStore.get`` show them."""
+    return [{"botId": b, "channel": c, "id": u} for b, c, u in members if (b, c, u) != (bot_id, channel, user_id)]
+
+
 class StorageKeyValue:
     def __init__(self, storage: Storage, namespace: str) -> None:
         self._storage = storage
@@ -18,6 +23,9 @@ class StorageKeyValue:
 
     async def set(self, key: str, value: Any) -> None:
         await self._storage.kv_set(self._namespace, key, value)
+
+    async def set_many(self, items: dict[str, Any]) -> None:
+        await self._storage.kv_set_many(self._namespace, items)
 
     async def delete(self, key: str) -> None:
         await self._storage.kv_delete(self._namespace, key)
@@ -34,8 +42,7 @@ class StorageUserStore:
             return None
         contact, members = await self._storage.contact_of(self._bot_id, channel, user_id)
         user["contactId"] = contact
-        user["linked"] = [{"botId": b, "channel": c, "id": u} for b, c, u in members
-                          if (b, c, u) != (self._bot_id, channel, user_id)]
+        user["linked"] = linked_users(members, self._bot_id, channel, user_id)
         return user
 
     async def save(self, user_id: str, channel: str, profile: dict[str, Any] | None) -> None:

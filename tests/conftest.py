@@ -32,8 +32,10 @@ def echo() -> Iterator[Any]:
     sys.path.insert(0, str(FIXTURE_MODULES / "echo"))
     import echo_module
 
-    for recorder in (echo_module.CALLS, echo_module.SENT, echo_module.FAIL_NEXT_SENDS, echo_module.FAILED_IDS):
+    for recorder in (echo_module.CALLS, echo_module.SENT, echo_module.FAIL_NEXT_SENDS, echo_module.FAILED_IDS,
+                     echo_module.HOLD):
         recorder.clear()
     yield echo_module
-    for recorder in (echo_module.CALLS, echo_module.SENT, echo_module.FAIL_NEXT_SENDS, echo_module.FAILED_IDS):
+    for recorder in (echo_module.CALLS, echo_module.SENT, echo_module.FAIL_NEXT_SENDS, echo_module.FAILED_IDS,
+                     echo_module.HOLD):
         recorder.clear()

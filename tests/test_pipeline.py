@@ -192,3 +192,75 @@ async def test_retention_purges_processed_rows_in_the_background(data_dir: Path,
             return await srv.storage.messages_for("alpha", "test", "u1") == []
 
         await wait_for(history_gone, 5)
+
+
+async def gauges(s: aiohttp.ClientSession, srv: Any) -> dict[str, float]:
+    async with s.get(f"{srv.url}/metrics") as r:
+        text = await r.text()
+    return {line.split()[0]: float(line.split()[1]) for line in text.splitlines()
+            if line and not line.startswith("#")}
+
+
+async def test_memory_holds_a_bounded_number_of_events_the_rest_waits_in_storage_in_order(
+        data_dir: Path, env: dict, echo: Any, monkeypatch: Any) -> None:
+    import botpress_py.pipeline as pipeline
+
+    monkeypatch.setattr(pipeline, "MAX_QUEUED_INCOMING", 6)
+    monkeypatch.setattr(pipeline, "RESUME_BELOW", 3)
+    monkeypatch.setattr(pipeline, "RESUME_BATCH", 4)
+    make_bot(data_dir, "alpha")
+    echo.HOLD.append(asyncio.Event())  # bot logic waits: events pile up
+    async with run_server(data_dir, env, modules=["echo"]) as srv, aiohttp.ClientSession() as s:
+        for i in range(10):
+            for user in ("u1", "u2", "u3", "u4"):
+                assert await say(s, srv, "alpha", user, f"msg {i}") == 1
+        held = await gauges(s, srv)
+        assert held["bp_incoming_queued"] == 6  # the cap, not 40
+        assert held["bp_incoming_parked_bots"] == 1
+        assert len(await srv.storage.inbox_pending(bot_id="alpha")) == 40  # every one stored
+        echo.HOLD[0].set()
+        await wait_for(lambda: len(echo.SENT) == 40, 10)
+        for user in ("u1", "u2", "u3", "u4"):
+            assert texts(echo, user) == [f"echo: msg {i}" for i in range(10)]
+        after = await gauges(s, srv)
+        assert after["bp_incoming_queued"] == 0 and after["bp_incoming_parked_bots"] == 0
+        assert await srv.storage.inbox_pending() == []
+        # once caught up, events go straight to memory again
+        await say(s, srv, "alpha", "u1", "later")
+        await wait_for(lambda: texts(echo, "u1")[-1:] == ["echo: later"])
+
+
+async def test_a_disabled_bots_events_wait_in_storage_not_in_memory(data_dir: Path, env: dict, echo: Any) -> None:
+    make_bot(data_dir, "alpha")
+    make_bot(data_dir, "beta")
+    async with run_server(data_dir, env, modules=["echo"]) as srv, aiohttp.ClientSession() as s:
+        ctx = srv.registry.records["alpha"].contexts["echo"]
+        await srv.registry.set_disabled("alpha", True)
+        for i in range(30):
+            await ctx.receive([IOEvent(type="text", channel="test", direction="incoming", botId="alpha",
+                                       target=f"u{i % 3}", threadId="t", payload={"text": f"off {i}"})])
+        await say(s, srv, "beta", "b1", "still here")  # other bots are not held up
+        await wait_for(lambda: texts(echo, "b1") == ["echo: still here"])
+        held = await gauges(s, srv)
+        assert held["bp_incoming_queued"] == 0 and held["bp_incoming_parked_bots"] == 1
+        assert texts(echo, "u0") == []
+        await srv.registry.set_disabled("alpha", False)
+        await wait_for(lambda: sum(len(texts(echo, f"u{u}")) for u in range(3)) == 30)
+        for u in range(3):
+            assert texts(echo, f"u{u}") == [f"echo: off {i}" for i in range(30) if i % 3 == u]
+        assert (await gauges(s, srv))["bp_incoming_parked_bots"] == 0
+
+
+async def test_stored_events_of_a_disabled_bot_stay_stored_at_start_until_it_is_enabled(
+        data_dir: Path, env: dict, echo: Any) -> None:
+    make_bot(data_dir, "alpha", disabled=True)
+    storage = open_storage(data_dir, {})
+    await storage.open()
+    await storage.inbox_add([IOEvent(type="text", channel="test", direction="incoming", botId="alpha",
+                                     target="u7", threadId="t", payload={"text": f"kept {i}"}) for i in range(3)])
+    await storage.close()
+    async with run_server(data_dir, env, modules=["echo"]) as srv, aiohttp.ClientSession() as s:
+        held = await gauges(s, srv)
+        assert held["bp_incoming_queued"] == 0 and held["bp_incoming_parked_bots"] == 1
+        await srv.registry.set_disabled("alpha", False)
+        await wait_for(lambda: texts(echo, "u7") == ["echo: kept 0", "echo: kept 1", "echo: kept 2"])

@@ -176,7 +176,8 @@ async def _flip_scenario(srv: Any, s: aiohttp.ClientSession, disable: Any, enabl
             await wait_for(lambda: srv.registry.records["alpha"].state == "mounted", 2)
             assert loop.time() - started < 2
             async with s.get(hello) as r:
-                assert r.status == 200 and (await r.json())["greeting"] == f"fresh {round_}"  # fresh config
+                body = await r.text()
+                assert r.status == 200 and json.loads(body)["greeting"] == f"fresh {round_}", body  # fresh config
     finally:
         stop.set()
         statuses = [x for t in load for x in await t]

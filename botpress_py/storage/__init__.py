@@ -6,8 +6,8 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 
-from .base import Completion, OutboxRow, Storage
-from .group_commit import GroupCommit, GroupCommitCompletions, GroupCommitInbox
+from .base import Completion, IncomingContext, OutboxRow, SentMark, Storage
+from .group_commit import GroupCommit, GroupCommitCompletions, GroupCommitInbox, GroupCommitSent
 from .postgres import PostgresStorage
 from .sqlite import SQLiteStorage
 
@@ -16,9 +16,12 @@ __all__ = [
     "GroupCommit",
     "GroupCommitCompletions",
     "GroupCommitInbox",
+    "GroupCommitSent",
+    "IncomingContext",
     "OutboxRow",
     "PostgresStorage",
     "SQLiteStorage",
+    "SentMark",
     "Storage",
     "open_storage",
 ]

@@ -46,6 +46,26 @@ class Completion:
     message: IOEvent | None = None
 
 
+@dataclass(slots=True)
+class SentMark:
+    """One outgoing event a channel delivered: what ``outbox_sent_many`` records."""
+
+    event: IOEvent
+    attempts: int
+    channel_message_id: str | None
+    # Kept as the stored form and appended to history: the event itself or a masked copy.
+    stored: IOEvent
+
+
+@dataclass(slots=True)
+class IncomingContext:
+    """What the pipeline reads about an incoming event's conversation and user before bot logic."""
+
+    last_event_at: int | None  # the conversation's last event (ms epoch), None if it is new
+    user: dict[str, Any] | None  # as ``user_get``
+    contact: ContactMembers  # as ``contact_of``
+
+
 class Storage(ABC):
     """Durable state of the server: inbox, outbox, users, conversations, messages, key-value."""
 
@@ -71,6 +91,10 @@ class Storage(ABC):
     async def kv_set(self, namespace: str, key: str, value: Any) -> None: ...
 
     @abstractmethod
+    async def kv_set_many(self, namespace: str, items: dict[str, Any]) -> None:
+        """Set several keys of one namespace in one transaction (all or none)."""
+
+    @abstractmethod
     async def kv_delete(self, namespace: str, key: str) -> None: ...
 
     # -- inbox: incoming events, stored before the webhook is acknowledged ----------------
@@ -83,8 +107,13 @@ class Storage(ABC):
         """
 
     @abstractmethod
-    async def inbox_pending(self, limit: int = 1000, after_seq: int = 0) -> list[tuple[int, IOEvent]]:
-        """Unprocessed events with seq > after_seq, ascending seq (arrival order)."""
+    async def inbox_pending(self, limit: int = 1000, after_seq: int = 0,
+                            bot_id: str | None = None) -> list[tuple[int, IOEvent]]:
+        """Unprocessed events with seq > after_seq (of one bot, or of all), ascending seq (arrival order)."""
+
+    @abstractmethod
+    async def inbox_pending_counts(self) -> dict[str, int]:
+        """How many unprocessed events each bot has (bots with none are left out)."""
 
     @abstractmethod
     async def inbox_done(self, event_ids: list[str], status: str = "done", error: str | None = None) -> None:
@@ -124,11 +153,15 @@ class Storage(ABC):
     @abstractmethod
     async def outbox_get(self, event_id: str) -> OutboxRow | None: ...
 
-    @abstractmethod
     async def outbox_sent(self, event: IOEvent, *, attempts: int, channel_message_id: str | None,
                           stored: IOEvent) -> None:
         """One transaction: mark the event sent, keep ``stored`` as its stored form (``event`` itself or
         a masked copy) and append ``stored`` to message history with the channel's message id."""
+        await self.outbox_sent_many([SentMark(event, attempts, channel_message_id, stored)])
+
+    @abstractmethod
+    async def outbox_sent_many(self, marks: list[SentMark]) -> list[None]:
+        """``outbox_sent`` for several events in ONE transaction (group commit of sent marks)."""
 
     @abstractmethod
     async def outbox_redact(self, event: IOEvent) -> None:
@@ -166,6 +199,14 @@ class Storage(ABC):
     @abstractmethod
     async def contact_of(self, bot_id: str, channel: str, user_id: str) -> ContactMembers:
         """(contact id, every (bot, channel, user) of that contact), or (None, []) when not linked."""
+
+    async def incoming_context(self, bot_id: str, channel: str, thread_id: str | None,
+                               user_id: str) -> IncomingContext:
+        """``conversation_last_event``, ``user_get`` and ``contact_of`` at once (backends answer it in one
+        round trip: it runs before every incoming event's bot logic)."""
+        return IncomingContext(await self.conversation_last_event(bot_id, channel, thread_id, user_id),
+                               await self.user_get(bot_id, channel, user_id),
+                               await self.contact_of(bot_id, channel, user_id))
 
     @abstractmethod
     async def erase_user(self, bot_id: str, channel: str, user_id: str) -> dict[str, int]:

@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Generic, TypeVar
 
 from ..events import IOEvent
-from .base import Completion, Storage
+from .base import Completion, SentMark, Storage
 
 log = logging.getLogger("botpress_py.storage")
 
@@ -45,7 +45,7 @@ class GroupCommit(Generic[T, R]):
     """
 
     def __init__(self, commit: Callable[[list[T]], Awaitable[list[R]]], *, name: str,
-                 window_ms: float = 1.0, max_batch: int = 500) -> None:
+                 window_ms: float = 0.0, max_batch: int = 500) -> None:
         if max_batch < 1:
             raise ValueError("max_batch must be at least 1")
         self._commit_fn = commit
@@ -88,7 +88,11 @@ class GroupCommit(Generic[T, R]):
 
     async def _commit_loop(self) -> None:
         try:
-            if not self._full.is_set():
+            if self._window <= 0:
+                # No timer: the callers that arrive in this turn of the event loop (under load,
+                # the many requests one poll returns) form the batch.
+                await asyncio.sleep(0)
+            elif not self._full.is_set():
                 try:
                     async with asyncio.timeout(self._window):
                         await self._full.wait()
@@ -141,12 +145,19 @@ class GroupCommit(Generic[T, R]):
 class GroupCommitInbox(GroupCommit[IOEvent, bool]):
     """Concurrent webhooks' events stored with one ``storage.inbox_add`` (True = new, False = duplicate)."""
 
-    def __init__(self, storage: Storage, window_ms: float = 1.0, max_batch: int = 500) -> None:
+    def __init__(self, storage: Storage, window_ms: float = 0.0, max_batch: int = 500) -> None:
         super().__init__(storage.inbox_add, name="inbox", window_ms=window_ms, max_batch=max_batch)
 
 
 class GroupCommitCompletions(GroupCommit[Completion, list[int]]):
     """Processed events and their replies recorded with one ``storage.inbox_complete``."""
 
-    def __init__(self, storage: Storage, window_ms: float = 1.0, max_batch: int = 500) -> None:
+    def __init__(self, storage: Storage, window_ms: float = 0.0, max_batch: int = 500) -> None:
         super().__init__(storage.inbox_complete, name="inbox-complete", window_ms=window_ms, max_batch=max_batch)
+
+
+class GroupCommitSent(GroupCommit[SentMark, None]):
+    """Delivered outgoing events marked sent (and added to history) with one ``storage.outbox_sent_many``."""
+
+    def __init__(self, storage: Storage, window_ms: float = 0.0, max_batch: int = 500) -> None:
+        super().__init__(storage.outbox_sent_many, name="outbox-sent", window_ms=window_ms, max_batch=max_batch)

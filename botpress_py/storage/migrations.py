@@ -131,14 +131,24 @@ def _contacts(*, integer: str) -> tuple[str, ...]:
     )
 
 
+# Version 3: pending events are read per bot (the pipeline leaves a bot's events in storage
+# while it is unmounted or while memory is full, and reads them back in order when it can take
+# them). Same cost per write as the index it replaces, which only ordered pending rows overall.
+_PENDING_BY_BOT = (
+    "DROP INDEX inbox_pending",
+    "CREATE INDEX inbox_pending_by_bot ON inbox (bot_id, seq) WHERE status = 'pending'",
+)
+
 SQLITE_MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial schema", _initial_schema(serial="INTEGER PRIMARY KEY AUTOINCREMENT", integer="INTEGER")),
     Migration(2, "contacts", _contacts(integer="INTEGER")),
+    Migration(3, "pending events by bot", _PENDING_BY_BOT),
 )
 
 POSTGRES_MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial schema", _initial_schema(serial="BIGSERIAL PRIMARY KEY", integer="BIGINT")),
     Migration(2, "contacts", _contacts(integer="BIGINT")),
+    Migration(3, "pending events by bot", _PENDING_BY_BOT),
 )
 
 LATEST_VERSION = SQLITE_MIGRATIONS[-1].version

@@ -10,7 +10,7 @@ from typing import Any
 import asyncpg
 
 from ..events import IOEvent, now_ms
-from .base import Completion, ContactMembers, OutboxRow, OutboxStatus, Storage
+from .base import Completion, ContactMembers, OutboxRow, OutboxStatus, SentMark, Storage
 from .common import (
     INBOX_DONE_STATUSES,
     OUTBOX_STATUSES,
@@ -136,13 +136,18 @@ class PostgresStorage(Storage):
         return None if text is None else json.loads(text)
 
     async def kv_set(self, namespace: str, key: str, value: Any) -> None:
-        await self._get_pool().execute(
+        await self.kv_set_many(namespace, {key: value})
+
+    async def kv_set_many(self, namespace: str, items: dict[str, Any]) -> None:
+        if not items:
+            return
+        now = self._clock()
+        rows = [(namespace, key, to_json(value), now) for key, value in items.items()]
+        # executemany runs in one transaction: all keys or none.
+        await self._get_pool().executemany(
             "INSERT INTO kv (namespace, key, value, updated_at) VALUES ($1, $2, $3, $4) "
             "ON CONFLICT (namespace, key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
-            namespace,
-            key,
-            to_json(value),
-            self._clock(),
+            rows,
         )
 
     async def kv_delete(self, namespace: str, key: str) -> None:
@@ -176,13 +181,23 @@ class PostgresStorage(Storage):
         inserted = {row["event_id"] for row in rows}
         return [first and e.id in inserted for e, first in zip(events, firsts, strict=True)]
 
-    async def inbox_pending(self, limit: int = 1000, after_seq: int = 0) -> list[tuple[int, IOEvent]]:
-        rows = await self._fetch(
-            "SELECT seq, event FROM inbox WHERE status = 'pending' AND seq > $1 ORDER BY seq LIMIT $2",
-            after_seq,
-            limit,
-        )
+    async def inbox_pending(self, limit: int = 1000, after_seq: int = 0,
+                            bot_id: str | None = None) -> list[tuple[int, IOEvent]]:
+        if bot_id is None:
+            rows = await self._fetch(
+                "SELECT seq, event FROM inbox WHERE status = 'pending' AND seq > $1 ORDER BY seq LIMIT $2",
+                after_seq,
+                limit,
+            )
+        else:
+            rows = await self._fetch(
+                "SELECT seq, event FROM inbox WHERE status = 'pending' AND bot_id = $1 AND seq > $2"
+                " ORDER BY seq LIMIT $3", bot_id, after_seq, limit)
         return [(int(row["seq"]), event_from_json(row["event"])) for row in rows]
+
+    async def inbox_pending_counts(self) -> dict[str, int]:
+        rows = await self._fetch("SELECT bot_id, COUNT(*) AS n FROM inbox WHERE status = 'pending' GROUP BY bot_id")
+        return {row["bot_id"]: int(row["n"]) for row in rows}
 
     async def inbox_done(self, event_ids: list[str], status: str = "done", error: str | None = None) -> None:
         require_status(status, INBOX_DONE_STATUSES, "inbox")
@@ -250,15 +265,21 @@ class PostgresStorage(Storage):
         rows = await self._fetch(f"SELECT {_OUTBOX_COLUMNS} FROM outbox WHERE event_id = $1", event_id)
         return _outbox_row(rows[0]) if rows else None
 
-    async def outbox_sent(self, event: IOEvent, *, attempts: int, channel_message_id: str | None,
-                          stored: IOEvent) -> None:
+    async def outbox_sent_many(self, marks: list[SentMark]) -> list[None]:
+        if not marks:
+            return []
+        now = self._clock()
         async with self._transaction() as conn:
-            await conn.execute(
-                "UPDATE outbox SET status = 'sent', attempts = $2, next_attempt_at = 0, error = NULL,"
-                " channel_message_id = COALESCE($3, channel_message_id), updated_at = $4,"
-                " event = CASE WHEN $5 THEN $6 ELSE event END WHERE event_id = $1",
-                event.id, attempts, channel_message_id, self._clock(), stored is not event, event_json(stored))
-            await _record_message(conn, stored, channel_message_id)
+            for mark in marks:
+                stored = mark.stored
+                await conn.execute(
+                    "UPDATE outbox SET status = 'sent', attempts = $2, next_attempt_at = 0, error = NULL,"
+                    " channel_message_id = COALESCE($3, channel_message_id), updated_at = $4,"
+                    " event = CASE WHEN $5 THEN $6 ELSE event END WHERE event_id = $1",
+                    mark.event.id, mark.attempts, mark.channel_message_id, now, stored is not mark.event,
+                    event_json(stored) if stored is not mark.event else None)
+                await _record_message(conn, stored, mark.channel_message_id)
+        return [None] * len(marks)
 
     async def outbox_redact(self, event: IOEvent) -> None:
         await self._get_pool().execute("UPDATE outbox SET event = $2 WHERE event_id = $1", event.id, event_json(event))

@@ -16,11 +16,13 @@ from botpress_py.storage import (
     GroupCommitCompletions,
     GroupCommitInbox,
     PostgresStorage,
+    SentMark,
     SQLiteStorage,
     Storage,
     open_storage,
 )
 from botpress_py.storage.migrations import LATEST_VERSION, POSTGRES_MIGRATIONS, SQLITE_MIGRATIONS, Migration
+from botpress_py.testing import wait_for
 
 if TYPE_CHECKING:
     from conftest import Backend  # the fixture's type; conftest is not importable at run time
@@ -225,6 +227,20 @@ async def test_kv_refuses_values_that_are_not_json(storage: Storage) -> None:
     assert await storage.kv_get("ns", "k") is None
 
 
+async def test_kv_set_many_writes_every_key_or_none(storage: Storage) -> None:
+    await storage.kv_set("ns", "a", "old")
+    await storage.kv_set_many("ns", {"a": 1, "b": [2], "c": {"d": 3}})
+    assert [await storage.kv_get("ns", k) for k in "abc"] == [1, [2], {"d": 3}]
+    assert await storage.kv_get("other", "a") is None  # only its own namespace
+
+    # One value that is not JSON: nothing of the call is written, the old values stay.
+    with pytest.raises(TypeError):
+        await storage.kv_set_many("ns", {"a": "new", "e": object()})
+    assert await storage.kv_get("ns", "a") == 1
+    assert await storage.kv_get("ns", "e") is None
+    await storage.kv_set_many("ns", {})  # nothing to do is not an error
+
+
 # -- inbox --------------------------------------------------------------------------------------
 
 
@@ -261,6 +277,22 @@ async def test_inbox_pending_is_in_arrival_order_and_pages(storage: Storage) -> 
     page1 = await storage.inbox_pending(limit=100)
     page2 = await storage.inbox_pending(limit=100, after_seq=page1[-1][0])
     assert [e.id for _, e in page1 + page2] == [e.id for e in events[:200]]
+
+
+async def test_inbox_pending_of_one_bot_pages_in_order_and_counts_per_bot(storage: Storage) -> None:
+    events = [incoming(f"user-{i % 2}", f"mid.b{i}", bot=("bot-a", "bot-b", "bot-c")[i % 3]) for i in range(30)]
+    await storage.inbox_add(events)
+    await storage.inbox_done([events[2].id])  # one of bot-c's is processed
+    assert await storage.inbox_pending_counts() == {"bot-a": 10, "bot-b": 10, "bot-c": 9}
+
+    first = await storage.inbox_pending(limit=4, bot_id="bot-b")
+    rest = await storage.inbox_pending(limit=100, after_seq=first[-1][0], bot_id="bot-b")
+    assert [e.id for _, e in first + rest] == [e.id for e in events if e.botId == "bot-b"]
+    assert [e.id for _, e in await storage.inbox_pending(bot_id="bot-c")] == [
+        e.id for e in events if e.botId == "bot-c" and e.id != events[2].id]
+    assert await storage.inbox_pending(bot_id="nobody") == []
+    await storage.inbox_done([e.id for e in events])
+    assert await storage.inbox_pending_counts() == {}
 
 
 async def test_inbox_done_removes_from_pending_and_keeps_status_and_dedupe(backend: Backend, storage: Storage) -> None:
@@ -346,6 +378,46 @@ async def test_outbox_add_pending_update_and_get(backend: Backend, storage: Stor
         await storage.outbox_update(events[2].id, status="delivered", attempts=1)  # type: ignore[arg-type]
     # Updating an erased event is quietly nothing (the dispatcher may race an erase).
     await storage.outbox_update("no-such-event", status="sent", attempts=1)
+
+
+async def test_outbox_sent_many_marks_sent_keeps_masked_forms_and_records_history(
+        backend: Backend, storage: Storage) -> None:
+    events = [outgoing(text=f"reply {i}", created=1_000 + i) for i in range(3)]
+    await storage.outbox_add(events)
+    masked = IOEvent.from_dict({**events[1].to_dict(), "payload": {"type": "text", "text": "***"}, "preview": "***"})
+    await storage.outbox_sent_many([SentMark(events[0], 1, "m.0", events[0]), SentMark(events[1], 2, None, masked)])
+    assert [r.event.id for r in await storage.outbox_pending()] == [events[2].id]
+    first, second = await storage.outbox_get(events[0].id), await storage.outbox_get(events[1].id)
+    assert first is not None and (first.status, first.attempts, first.event) == ("sent", 1, events[0])
+    assert second is not None and second.status == "sent" and second.event.payload["text"] == "***"
+    history = await storage.messages_for("bot-a", "messenger", "user-1")
+    assert [(m["id"], m["channelMessageId"], m["payload"]["text"]) for m in history] == [
+        (events[0].id, "m.0", "reply 0"), (events[1].id, None, "***")]
+    assert await storage.conversation_last_event("bot-a", "messenger", "page-1", "user-1") == 1_001
+    assert await storage.outbox_sent_many([]) == []
+
+    # One mark that cannot be stored: none of the call is (the event stays pending, to be sent again).
+    broken = IOEvent.from_dict({**events[2].to_dict(), "payload": {"type": "text", "text": object()}})
+    with pytest.raises(TypeError):
+        await storage.outbox_sent_many([SentMark(events[2], 1, "m.2", events[2]), SentMark(events[2], 1, None, broken)])
+    assert [r.event.id for r in await storage.outbox_pending()] == [events[2].id]
+    assert len(await storage.messages_for("bot-a", "messenger", "user-1")) == 2
+
+
+async def test_incoming_context_reads_conversation_user_and_contact_at_once(storage: Storage) -> None:
+    empty = await storage.incoming_context("bot-a", "messenger", "page-1", "u1")
+    assert (empty.last_event_at, empty.user, empty.contact) == (None, None, (None, []))
+    await storage.message_record(incoming("u1", created=7_000))
+    await storage.user_upsert("bot-a", "messenger", "u1", {"first_name": "Ada"})
+    contact = await storage.contact_link([("bot-a", "messenger", "u1"), ("bot-b", "messenger", "u9")])
+    known = await storage.incoming_context("bot-a", "messenger", "page-1", "u1")
+    assert known.last_event_at == 7_000
+    assert known.user == await storage.user_get("bot-a", "messenger", "u1")
+    assert known.user is not None and known.user["profile"] == {"first_name": "Ada"}
+    assert known.contact == await storage.contact_of("bot-a", "messenger", "u1")
+    assert known.contact[0] == contact
+    # another thread of the same user is another conversation
+    assert (await storage.incoming_context("bot-a", "messenger", "page-2", "u1")).last_event_at is None
 
 
 async def test_outbox_seq_follows_the_order_given(storage: Storage) -> None:
@@ -690,11 +762,15 @@ def test_open_storage_refuses_other_urls_without_echoing_them(tmp_path: Path, ur
     assert "not supported" in str(raised.value)
 
 
-async def test_contacts_link_merge_lookup_and_erase(storage: Storage) -> None:
+async def test_contacts_link_merge_lookup_and_erase(backend: Backend) -> None:
+    # A hand-moved clock: "older" is by created_at, and two links in the same millisecond tie.
+    clock = Clock()
+    storage = await backend.open(clock=clock)
     assert await storage.contact_of("bot-a", "messenger", "psid-1") == (None, [])
     first = await storage.contact_link([("bot-a", "messenger", "psid-1"), ("bot-b", "messenger", "psid-9")])
     contact, members = await storage.contact_of("bot-b", "messenger", "psid-9")
     assert contact == first and set(members) == {("bot-a", "messenger", "psid-1"), ("bot-b", "messenger", "psid-9")}
+    clock.now += 1
     other = await storage.contact_link([("bot-c", "messenger", "psid-5")])
     assert other != first
     # linking a member of each merges the two contacts into the older one
@@ -746,3 +822,73 @@ def test_sqlite_writer_runs_urgent_work_before_queued_work() -> None:
         assert cancelled.cancel() or cancelled.done()
     finally:
         writer.shutdown()
+
+
+async def test_sqlite_write_never_hands_a_cursor_to_the_event_loop(tmp_path: Path) -> None:
+    """A cursor dropped on the loop's thread resets its cached statement while the writer thread may be
+    running that same statement: SQLite then fails the write with "bad parameter or other API misuse"
+    (seen under load as a failed on_bot_mount). Write bodies that return a cursor get None, closed."""
+    storage = SQLiteStorage(tmp_path / "core.sqlite")
+    await storage.open()
+    try:
+        handed = await storage._write(lambda db: db.execute("INSERT INTO kv VALUES ('ns', 'k', '1', 0)"))
+        assert handed is None
+        # the same cached statement, many times over, with the loop collecting garbage meanwhile
+        await asyncio.gather(*(storage.kv_set("ns", f"k{i}", i) for i in range(200)))
+        assert [await storage.kv_get("ns", f"k{i}") for i in (0, 199)] == [0, 199]
+    finally:
+        await storage.close()
+
+
+async def test_sqlite_runs_small_hot_path_transactions_inline_and_big_ones_on_the_writer_thread(
+        tmp_path: Path) -> None:
+    storage = SQLiteStorage(tmp_path / "core.sqlite")
+    await storage.open()
+    try:
+        inline, thread = storage.inline_transactions, storage.thread_transactions
+        await storage.inbox_add([incoming(dedupe=f"small.{i}") for i in range(3)])
+        assert (storage.inline_transactions, storage.thread_transactions) == (inline + 1, thread)
+        await storage.inbox_add([incoming(dedupe=f"big.{i}") for i in range(250)])  # over the inline bound
+        assert (storage.inline_transactions, storage.thread_transactions) == (inline + 1, thread + 1)
+        assert len(await storage.inbox_pending(limit=1000)) == 253
+    finally:
+        await storage.close()
+
+
+async def test_sqlite_inline_write_never_waits_on_the_loop_for_another_process(tmp_path: Path) -> None:
+    """Another process holding the write lock: the inline attempt gives up at once and the write
+    waits on the writer thread, while the event loop keeps running."""
+    import sqlite3
+
+    storage = SQLiteStorage(tmp_path / "core.sqlite")
+    await storage.open()
+    other = sqlite3.connect(tmp_path / "core.sqlite", isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")  # e.g. an operator's sqlite3 shell in a write transaction
+        started = asyncio.get_running_loop().time()
+        write = asyncio.create_task(storage.inbox_add([incoming(dedupe="while.locked")]))
+        for _ in range(3):
+            await asyncio.sleep(0)  # the loop turns: the write did not block it
+        assert not write.done()
+        assert asyncio.get_running_loop().time() - started < 0.5
+        other.execute("COMMIT")
+        assert await asyncio.wait_for(write, 10) == [True]
+        assert storage.thread_transactions >= 1
+        assert [e.dedupeKey for _, e in await storage.inbox_pending()] == ["while.locked"]
+    finally:
+        other.close()
+        await storage.close()
+
+
+async def test_sqlite_checkpoints_copy_the_wal_into_the_database_off_the_loop(tmp_path: Path) -> None:
+    path = tmp_path / "core.sqlite"
+    storage = SQLiteStorage(path)
+    await storage.open()
+    try:
+        size_before = path.stat().st_size
+        for batch in range(20):  # ~2 MB of events, in small (inline) transactions
+            await storage.inbox_add([incoming(dedupe=f"c.{batch}.{i}", text="x" * 1000) for i in range(90)])
+        # automatic checkpoints are off: the data sits in the WAL until the checkpoint thread runs
+        await wait_for(lambda: path.stat().st_size > size_before + 1_000_000, 10)
+    finally:
+        await storage.close()

@@ -245,7 +245,8 @@ class MessengerChannel:
         live = self.server.get_bot(binding.bot_id) if self.server is not None else None
         bot = live or binding.bot
         self.apply_incoming_flags(binding, events)
-        await self.threads.observe(bot, binding.page_id, events, bot.logger)
+        if not self.threads.unchanged_by(bot, binding.page_id, events):
+            await self.threads.observe(bot, binding.page_id, events, bot.logger)
         self.window.note(bot, binding.page_id, events)
         await bot.receive(events)
 

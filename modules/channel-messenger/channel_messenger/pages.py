@@ -49,6 +49,8 @@ class PageRegistry:
         self._by_page: dict[str, PageBinding] = {}
         self._by_bot: dict[str, PageBinding] = {}
         self._parked: dict[str, PageBinding] = {}
+        # Bumped on every change, so callers can cache what they derive (the webhook's secrets).
+        self.version = 0
 
     def claim(self, binding: PageBinding) -> None:
         """Connect the binding's bot to its Page; a bot's previous Page (if another) is released."""
@@ -59,6 +61,7 @@ class PageRegistry:
         self._drop_parked(binding.page_id)
         self._by_page[binding.page_id] = binding
         self._by_bot[binding.bot_id] = binding
+        self.version += 1
 
     def release(self, bot_id: str) -> PageBinding | None:
         """Disconnect the bot from its Page (and forget any parked binding of it)."""
@@ -68,6 +71,7 @@ class PageRegistry:
         binding = self._by_bot.pop(bot_id, None)
         if binding is not None and self._by_page.get(binding.page_id) is binding:
             del self._by_page[binding.page_id]
+        self.version += 1
         return binding
 
     def park(self, bot_id: str) -> PageBinding | None:
@@ -75,10 +79,12 @@ class PageRegistry:
         binding = self.release(bot_id)
         if binding is not None:
             self._parked[binding.page_id] = binding
+            self.version += 1
         return binding
 
     def _drop_parked(self, page_id: str) -> None:
-        self._parked.pop(page_id, None)
+        if self._parked.pop(page_id, None) is not None:
+            self.version += 1
 
     def parked(self, page_id: str) -> PageBinding | None:
         return self._parked.get(page_id)
@@ -100,6 +106,7 @@ class PageRegistry:
         self._by_page.clear()
         self._by_bot.clear()
         self._parked.clear()
+        self.version += 1
 
     def __len__(self) -> int:
         return len(self._by_page)

@@ -89,6 +89,22 @@ class ThreadOwners:
         if threads.pop(_key(page_id, psid), None) is not None:
             await bot.state.set(STATE_KEY, dict(threads))
 
+    def unchanged_by(self, bot: BotContext, page_id: str, events: list[IOEvent]) -> bool:
+        """True when ``observe`` would change nothing (checked without awaiting: the webhook's hot path).
+
+        That is: the bot's owners are loaded, no event is a handover or arrives as standby, and no
+        event's user has a thread owned elsewhere.
+        """
+        threads = self._bots.get(bot.id)
+        if threads is None:
+            return False
+        for event in events:
+            if event.type == "handover" or event.flags.get("standby"):
+                return False
+            if threads and _key(page_id, event.target) in threads:
+                return False
+        return True
+
     async def observe(self, bot: BotContext, page_id: str, events: list[IOEvent], logger: logging.Logger) -> None:
         """Learn ownership changes from a webhook's events, in their order."""
         for event in events:

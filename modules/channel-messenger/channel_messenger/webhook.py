@@ -88,6 +88,9 @@ class WebhookEndpoint:
         self.deliver = deliver
         self.global_config = global_config
         self._reported_pages: set[str] = set()
+        # (bot id, registry version, global secret) -> secrets: rebuilt only when a Page binding
+        # or the global config changed, not per request (it costs O(bots) to build).
+        self._secrets: dict[tuple[str | None, int, str], list[str]] = {}
 
     def _where(self, bot_id: str | None) -> str:
         return f"bot '{bot_id}'" if bot_id else "any-bot webhook"
@@ -103,10 +106,17 @@ class WebhookEndpoint:
         return sorted({t for t in tokens if t})
 
     def app_secrets(self, bot_id: str | None) -> list[str]:
-        secrets = [b.settings.app_secret for b in self.registry.bindings(bot_id, parked=True)]
-        if bot_id is None:
-            secrets.append(self._global_value("appSecret"))
-        return sorted({s for s in secrets if s})
+        global_secret = self._global_value("appSecret") if bot_id is None else ""
+        key = (bot_id, self.registry.version, global_secret)
+        cached = self._secrets.get(key)
+        if cached is None:
+            secrets = [b.settings.app_secret for b in self.registry.bindings(bot_id, parked=True)]
+            secrets.append(global_secret)
+            cached = sorted({s for s in secrets if s})
+            if len(self._secrets) > 64:  # old versions are never asked for again
+                self._secrets.clear()
+            self._secrets[key] = cached
+        return cached
 
     async def handle_get(self, request: web.Request, bot_id: str | None = None) -> web.Response:
         """Meta's subscription check: echo ``hub.challenge`` when the verify token matches."""
@@ -184,9 +194,17 @@ class WebhookEndpoint:
             if events:
                 batches.setdefault(binding.bot_id, (binding, []))[1].extend(events)
 
-        results = await asyncio.gather(
-            *(self.deliver(binding, events) for binding, events in batches.values()), return_exceptions=True
-        )
+        if len(batches) == 1:  # the usual case: no task for a gather
+            [(binding, events)] = batches.values()
+            try:
+                await self.deliver(binding, events)
+                results: list[BaseException | None] = [None]
+            except Exception as exc:
+                results = [exc]
+        else:
+            results = await asyncio.gather(
+                *(self.deliver(binding, events) for binding, events in batches.values()), return_exceptions=True
+            )
         failed = [(bid, r) for bid, r in zip(batches, results, strict=True) if isinstance(r, BaseException)]
         for failed_bot, error in failed:
             log.error("Webhook events for bot '%s' could not be stored: %s", failed_bot, error,

@@ -4,8 +4,11 @@ A Page may message a user freely (``messaging_type`` RESPONSE or UPDATE) for 24 
 the user's last message; later only with a message tag (``MESSAGE_TAG``), and the
 ``HUMAN_AGENT`` tag only within 7 days. The time of each user's last message is kept in
 ``bot.state`` (``lastIncoming/<page>/<psid>``): in memory at once, written to storage in the
-background at most once a minute per user, so the webhook's answer never waits for it. A
-lost write only makes the window look shorter (the safe side).
+background at most once a minute per user, so the webhook's answer never waits for it. The
+writes are batched: one flusher task writes what changed in the last second as one
+transaction per bot, instead of a task, a read and a transaction per new user (which cost a
+busy Page more than storing the events themselves). A lost write only makes the window look
+shorter (the safe side).
 """
 
 from __future__ import annotations
@@ -34,20 +37,33 @@ def _key(page_id: str, psid: str) -> str:
     return f"lastIncoming/{page_id}/{psid}"
 
 
+FLUSH_EVERY_SECONDS = 1.0
+
+
 class MessagingWindow:
     def __init__(self) -> None:
         self._seen: dict[tuple[str, str, str], int] = {}  # newest user event time known
         self._written: dict[tuple[str, str, str], int] = {}  # what storage holds (as far as we know)
-        self._tasks: set[asyncio.Task[None]] = set()
+        # Waiting for the flusher: per bot, its context and {state key: time}.
+        self._dirty: dict[str, tuple[BotContext, dict[str, int]]] = {}
+        self._flusher: asyncio.Task[None] | None = None
+        self._flushing = asyncio.Lock()  # an erase waits for a write in flight, then deletes
 
     def clear(self) -> None:
         self._seen.clear()
         self._written.clear()
+        self._dirty.clear()
+        self._flusher = None
+        self._flushing = asyncio.Lock()  # a fresh server may run on another event loop
 
     async def close(self) -> None:
-        """Let pending writes finish (the server stops after the module unmounts)."""
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        """Write what is still waiting (the server stops after the module unmounts)."""
+        flusher, self._flusher = self._flusher, None
+        if flusher is not None:
+            flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await flusher
+        await self.flush()
 
     def note(self, bot: BotContext, page_id: str, events: list[IOEvent]) -> None:
         """Remember the user events of a webhook (standby included: the user wrote to the Page)."""
@@ -64,23 +80,33 @@ class MessagingWindow:
             self._seen[key] = at
             if at - self._written.get(key, 0) >= WRITE_EVERY_MS:
                 self._written[key] = at
-                task = asyncio.create_task(self._write(bot, page_id, event.target, at))
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
+                self._dirty.setdefault(bot.id, (bot, {}))[1][_key(page_id, event.target)] = at
+                if self._flusher is None or self._flusher.done():
+                    self._flusher = asyncio.create_task(self._flush_soon(), name="messenger-window-flush")
 
-    async def _write(self, bot: BotContext, page_id: str, psid: str, at: int) -> None:
-        with contextlib.suppress(Exception):
-            stored = await bot.state.get(_key(page_id, psid))
-            if not isinstance(stored, int) or stored < at:
-                await bot.state.set(_key(page_id, psid), at)
-            return
-        log.debug("last message time of a user of page %s not stored", page_id)
+    async def _flush_soon(self) -> None:
+        # Gather a second's worth of users, then write them: one transaction per bot.
+        await asyncio.sleep(FLUSH_EVERY_SECONDS)
+        await self.flush()
+
+    async def flush(self) -> None:
+        """Write every waiting time now (one ``set_many`` per bot); failures only shorten the window."""
+        async with self._flushing:
+            dirty, self._dirty = self._dirty, {}
+            for bot, items in dirty.values():
+                try:
+                    await bot.state.set_many(items)
+                except Exception:
+                    log.debug("last message times of %d user(s) of bot %s not stored", len(items), bot.id,
+                              exc_info=True)
 
     async def forget(self, bot: BotContext, page_id: str, psid: str) -> None:
         """Drop what is known of the user (data erase)."""
         self._seen.pop((bot.id, page_id, psid), None)
         self._written.pop((bot.id, page_id, psid), None)
-        await bot.state.delete(_key(page_id, psid))
+        self._dirty.get(bot.id, (bot, {}))[1].pop(_key(page_id, psid), None)
+        async with self._flushing:  # a write of this user already under way must not outlive the erase
+            await bot.state.delete(_key(page_id, psid))
 
     async def last_incoming(self, bot: BotContext, page_id: str, psid: str) -> int | None:
         """When the user last wrote to the Page (ms), or None when never seen."""

@@ -5,11 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import aiohttp
+import channel_messenger
 import pytest
 from channel_messenger.graph_emulator import GraphEmulator
-from issue7_kit import api, context, hours_ago
+from issue7_kit import api, context, event_at, hours_ago, post_events, sqlite_rows
 from messenger_testkit import PAGE_A, TOKEN_A, FakeMeta, add_bot, messages_with, serve, write_global
 
+from botpress_py.sdk import IOEvent
 from botpress_py.testing import wait_for
 
 TEXT = {"type": "text", "text": "Your parcel ships today."}
@@ -132,3 +134,32 @@ async def test_erasing_a_user_forgets_the_messaging_window_and_thread_owner(
         assert status == 422 and "never wrote" in answer["error"]
         status, after = await api(http, server, "shop", "handover", method="GET", params={"userId": "62"})
         assert status == 200 and after["owner"] == {"app": "bot"}
+
+
+async def test_last_message_times_are_written_in_one_batch_and_a_stop_writes_what_waits(
+        data: Path, emulator: GraphEmulator, http: aiohttp.ClientSession) -> None:
+    users = [str(7000 + i) for i in range(30)]
+    async with serve(data) as server:
+        meta = FakeMeta(http, server)
+        events = [event_at(PAGE_A, psid, "hello", f"m.batch.{psid}", hours_ago(0)) for psid in users]
+        assert await post_events(meta, PAGE_A, events) == 200
+        # Stopped at once: what the flusher had not written yet is written by the stop.
+    rows = sqlite_rows(data, "SELECT key, updated_at FROM kv WHERE key LIKE 'lastIncoming/%'")
+    assert sorted(key.rsplit("/", 1)[1] for key, _ in rows) == users
+    assert len({updated for _, updated in rows}) == 1  # one set_many: one transaction, one time
+    async with serve(data) as server:
+        status, answer = await api(http, server, "shop", "notify", {"userId": users[-1], "payload": TEXT})
+        assert status == 202 and answer["messagingType"] == "UPDATE"
+
+
+async def test_an_erase_before_the_batch_is_written_leaves_no_last_message_time(
+        data: Path, emulator: GraphEmulator, http: aiohttp.ClientSession) -> None:
+    async with serve(data) as server:
+        bot = context(server, "shop")
+        window = channel_messenger.channel().window
+        window.note(bot, PAGE_A, [IOEvent(type="text", channel="messenger", direction="incoming", botId="shop",
+                                          target="77", threadId=PAGE_A, payload={"type": "text"})])
+        await window.forget(bot, PAGE_A, "77")
+        await window.flush()
+        assert await bot.state.get(f"lastIncoming/{PAGE_A}/77") is None
+        assert await window.last_incoming(bot, PAGE_A, "77") is None
