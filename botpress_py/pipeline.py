@@ -132,6 +132,8 @@ class EventPipeline:
         self.metrics = metrics
         self.inbox = GroupCommitInbox(storage)
         self.completions = GroupCommitCompletions(storage)
+        # Sent marks are not held back for company (a window): the history would then show a reply
+        # after the user's next message.
         self.sent = GroupCommitSent(storage)
         self.incoming = _ConversationQueues("incoming", self._process_incoming)
         self.outgoing = _ConversationQueues("outgoing", self._deliver)

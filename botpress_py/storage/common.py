@@ -15,10 +15,15 @@ OUTBOX_STATUSES = frozenset({"pending", "sent", "failed"})
 T = TypeVar("T")
 
 
+# One encoder for every write: json.dumps with separators builds a new encoder per call, which
+# costs as much as the encoding itself (bench/: 8.1 against 4.6 us for a stored event).
+# ensure_ascii (the default) keeps NUL characters and lone surrogates, both possible in user
+# text from a webhook body, as \u escapes, so the text is valid for SQLite and PostgreSQL alike.
+_ENCODER = json.JSONEncoder(separators=(",", ":"))
+
+
 def to_json(value: Any) -> str:
-    # ensure_ascii keeps NUL characters and lone surrogates (both possible in user text from a
-    # webhook body) as \u escapes, so the text is valid for SQLite and PostgreSQL alike.
-    return json.dumps(value, separators=(",", ":"))
+    return _ENCODER.encode(value)
 
 
 _EVENT_FIELDS = tuple(IOEvent.__dataclass_fields__)

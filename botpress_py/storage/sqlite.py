@@ -8,6 +8,7 @@ import json
 import queue
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import suppress
@@ -105,8 +106,8 @@ class SQLiteStorage(Storage):
     Everything else (big batches, purges, erases, migrations), and any transaction that
     finds the connection busy, runs on the writer thread, one function per transaction. A
     transaction always runs to COMMIT or ROLLBACK, so a cancelled caller never leaves one
-    open. Inline never waits: it starts with ``busy_timeout`` 0 and falls back to the thread
-    when another process holds the file.
+    open. Inline never waits: the writer's ``busy_timeout`` is 0, so a transaction that finds
+    the file locked by another process falls back to the thread, which waits for it.
 
     Checkpoints (copying the WAL into the database file, with an fsync) are what could take
     milliseconds: automatic checkpoints are off, and the checkpoint thread runs them on its
@@ -165,7 +166,9 @@ class SQLiteStorage(Storage):
     def _connect(self, read_only: bool) -> Db:
         # isolation_level=None: no implicit transactions; every write says BEGIN itself.
         db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        db.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
+        # The writer never lets SQLite wait for another process's lock: inline that would hold the
+        # event loop; the writer thread waits by itself instead (_begin_immediate).
+        db.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS if read_only else 0}")
         if read_only:
             db.execute("PRAGMA query_only = ON")
         else:
@@ -216,9 +219,7 @@ class SQLiteStorage(Storage):
 
         def transaction() -> T:
             with writer.lock:
-                # IMMEDIATE takes the write lock up front, so another process holding the file
-                # makes us wait (busy_timeout) instead of failing halfway through.
-                db.execute("BEGIN IMMEDIATE")
+                _begin_immediate(db)
                 return _finish_transaction(db, body)
 
         result = await asyncio.wrap_future(thread.submit(priority, transaction))
@@ -650,19 +651,40 @@ def _finish_transaction(db: Db, body: Callable[[Db], T]) -> T:
         raise
 
 
+def _locked_out(exc: sqlite3.OperationalError) -> bool:
+    text = str(exc)
+    return "locked" in text or "busy" in text
+
+
 def _inline_transaction(db: Db, body: Callable[[Db], T]) -> tuple[bool, T | None]:
     """(True, result) after running the transaction now; (False, None) when another process holds
     the database's write lock (nothing was done: the caller runs it on the writer thread)."""
-    db.execute("PRAGMA busy_timeout = 0")
     try:
-        db.execute("BEGIN IMMEDIATE")
+        db.execute("BEGIN IMMEDIATE")  # busy_timeout is 0 on the writer: fails at once when locked
     except sqlite3.OperationalError as exc:
-        if "locked" in str(exc) or "busy" in str(exc):
+        if _locked_out(exc):
             return False, None
         raise
-    finally:
-        db.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
     return True, _finish_transaction(db, body)
+
+
+def _begin_immediate(db: Db) -> None:
+    """BEGIN IMMEDIATE on the writer thread, waiting up to _BUSY_TIMEOUT_MS for another process.
+
+    IMMEDIATE takes the write lock up front, so another process holding the file makes us wait
+    here instead of failing halfway through a transaction.
+    """
+    deadline = time.monotonic() + _BUSY_TIMEOUT_MS / 1000
+    pause = 0.001
+    while True:
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            return
+        except sqlite3.OperationalError as exc:
+            if not _locked_out(exc) or time.monotonic() >= deadline:
+                raise
+        time.sleep(pause)  # on the writer thread: the event loop is not held
+        pause = min(pause * 2, 0.05)
 
 
 class _Checkpointer:

@@ -60,15 +60,28 @@ def matching_secrets(raw: bytes, headers: Mapping[str, str], secrets: Iterable[s
     if presented is None or not presented[1]:
         return set()
     algorithm, digest = presented
-    digestmod = hashlib.sha256 if algorithm == "sha256" else hashlib.sha1
+    digestmod = "sha256" if algorithm == "sha256" else "sha1"
     valid: set[str] = set()
+    presented_digest = digest.encode("ascii", "replace")
     for secret in secrets:
         if not secret:
             continue
-        expected = hmac.new(secret.encode(), raw, digestmod).hexdigest()
-        if hmac.compare_digest(expected.encode(), digest.encode("ascii", "replace")):
+        expected = hmac.digest(secret.encode(), raw, digestmod).hex().encode()
+        if hmac.compare_digest(expected, presented_digest):
             valid.add(secret)
     return valid
+
+
+class _Where:
+    """Which webhook a log line is about; only turned into text when the line is written."""
+
+    __slots__ = ("bot_id",)
+
+    def __init__(self, bot_id: str | None) -> None:
+        self.bot_id = bot_id
+
+    def __str__(self) -> str:
+        return f"bot '{self.bot_id}'" if self.bot_id else "any-bot webhook"
 
 
 def _text(status: int, text: str) -> web.Response:
@@ -88,9 +101,9 @@ class WebhookEndpoint:
         self.deliver = deliver
         self.global_config = global_config
         self._reported_pages: set[str] = set()
-        # (bot id, registry version, global secret) -> secrets: rebuilt only when a Page binding
+        # bot id -> (registry version, global config, secrets): rebuilt only when a Page binding
         # or the global config changed, not per request (it costs O(bots) to build).
-        self._secrets: dict[tuple[str | None, int, str], list[str]] = {}
+        self._secrets: dict[str | None, tuple[int, Mapping[str, Any], list[str]]] = {}
 
     def _where(self, bot_id: str | None) -> str:
         return f"bot '{bot_id}'" if bot_id else "any-bot webhook"
@@ -106,17 +119,18 @@ class WebhookEndpoint:
         return sorted({t for t in tokens if t})
 
     def app_secrets(self, bot_id: str | None) -> list[str]:
-        global_secret = self._global_value("appSecret") if bot_id is None else ""
-        key = (bot_id, self.registry.version, global_secret)
-        cached = self._secrets.get(key)
-        if cached is None:
-            secrets = [b.settings.app_secret for b in self.registry.bindings(bot_id, parked=True)]
-            secrets.append(global_secret)
-            cached = sorted({s for s in secrets if s})
-            if len(self._secrets) > 64:  # old versions are never asked for again
-                self._secrets.clear()
-            self._secrets[key] = cached
-        return cached
+        config = self.global_config()  # a new object whenever the global config file changes
+        cached = self._secrets.get(bot_id)
+        if cached is not None and cached[0] == self.registry.version and cached[1] is config:
+            return cached[2]
+        secrets = [b.settings.app_secret for b in self.registry.bindings(bot_id, parked=True)]
+        if bot_id is None:
+            secrets.append(self._global_value("appSecret"))
+        found = sorted({s for s in secrets if s})
+        if len(self._secrets) > 10_000:  # bot ids come from URLs: keep the map bounded
+            self._secrets.clear()
+        self._secrets[bot_id] = (self.registry.version, config, found)
+        return found
 
     async def handle_get(self, request: web.Request, bot_id: str | None = None) -> web.Response:
         """Meta's subscription check: echo ``hub.challenge`` when the verify token matches."""
@@ -143,7 +157,7 @@ class WebhookEndpoint:
     async def handle_post(self, request: web.Request, bot_id: str | None = None) -> web.Response:
         """A signed delivery: verify, map every entry of every Page, store, then answer 200."""
         raw = await request.read()
-        where = self._where(bot_id)
+        where = _Where(bot_id)  # formatted only if a log line is written
         if not (request.headers.get(SIGNATURE_SHA256) or request.headers.get(SIGNATURE_SHA1)):
             log.warning("Webhook POST refused (%s): no %s header", where, SIGNATURE_SHA256)
             return _text(403, f"missing {SIGNATURE_SHA256} signature")
@@ -194,6 +208,8 @@ class WebhookEndpoint:
             if events:
                 batches.setdefault(binding.bot_id, (binding, []))[1].extend(events)
 
+        if not batches:
+            return _text(200, "EVENT_RECEIVED")
         if len(batches) == 1:  # the usual case: no task for a gather
             [(binding, events)] = batches.values()
             try:

@@ -38,6 +38,7 @@ def _key(page_id: str, psid: str) -> str:
 
 
 FLUSH_EVERY_SECONDS = 1.0
+FLUSH_CHUNK = 50
 
 
 class MessagingWindow:
@@ -94,11 +95,17 @@ class MessagingWindow:
         async with self._flushing:
             dirty, self._dirty = self._dirty, {}
             for bot, items in dirty.values():
-                try:
-                    await bot.state.set_many(items)
-                except Exception:
-                    log.debug("last message times of %d user(s) of bot %s not stored", len(items), bot.id,
-                              exc_info=True)
+                keys = list(items)
+                # Small transactions, with a turn of the event loop between them: a busy Page's
+                # thousand new users must not hold the storage (and every webhook) for long.
+                for start in range(0, len(keys), FLUSH_CHUNK):
+                    chunk = {key: items[key] for key in keys[start:start + FLUSH_CHUNK]}
+                    try:
+                        await bot.state.set_many(chunk)
+                    except Exception:
+                        log.debug("last message times of %d user(s) of bot %s not stored", len(chunk), bot.id,
+                                  exc_info=True)
+                    await asyncio.sleep(0)
 
     async def forget(self, bot: BotContext, page_id: str, psid: str) -> None:
         """Drop what is known of the user (data erase)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -156,7 +157,8 @@ async def test_batch_of_three_entries_each_routed_to_its_bot(three_bots: FakeMet
 
 async def test_echo_delivery_read_reaction_standby_are_recorded_never_answered(
         three_bots: FakeMeta, emulator: GraphEmulator) -> None:
-    user, page, ts = "801", PAGE_A, 1_700_000_000_000
+    # A recent time: history older than the retention (90 days) may be purged by the start-up purge.
+    user, page, ts = "801", PAGE_A, int(time.time() * 1000) - 60_000
 
     def ev(**body: Any) -> dict[str, Any]:
         return {"sender": {"id": user}, "recipient": {"id": page}, "timestamp": ts, **body}
