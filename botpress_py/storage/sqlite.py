@@ -496,12 +496,26 @@ class SQLiteStorage(Storage):
         return [{**json.loads(text), "channelMessageId": mid} for text, mid in reversed(rows)]
 
     async def erase_user(self, bot_id: str, channel: str, user_id: str) -> dict[str, int]:
+        who = (bot_id, channel, user_id)
+
         def erase(db: Db) -> dict[str, int]:
             return {table: db.execute(f"DELETE FROM {table} WHERE bot_id = ? AND channel = ? AND user_id = ?",
-                                      (bot_id, channel, user_id)).rowcount
-                    for table in ("users", "conversations", "messages", "inbox", "outbox", "contacts")}
+                                      who).rowcount
+                    for table in ("users", "conversations", "messages", "contacts")}
 
-        return await self._write(erase)
+        counts = await self._write(erase)
+        for table in ("inbox", "outbox"):
+            # No per-user index on the queues (migration 4): scan them by seq, one slice per
+            # transaction, so the write lock (and every webhook's commit) never waits long.
+            low, high = (await self._fetchall(f"SELECT COALESCE(MIN(seq), 0), COALESCE(MAX(seq), 0) FROM {table}"))[0]
+            counts[table] = 0
+            for start in range(int(low) - 1, int(high), _ERASE_SLICE):
+                sql = (f"DELETE FROM {table} WHERE seq > ? AND seq <= ? AND bot_id = ? AND channel = ? "
+                       "AND user_id = ?")
+                counts[table] += await self._write(
+                    lambda db, sql=sql, start=start: db.execute(sql, (start, start + _ERASE_SLICE, *who)).rowcount)
+        return {table: counts[table] for table in ("users", "conversations", "messages", "inbox", "outbox",
+                                                   "contacts")}
 
     async def purge(self, *, processed_before: int, messages_before: int) -> dict[str, int]:
         conditions = {
@@ -552,6 +566,7 @@ def _contact_members(rows: Sequence[Sequence[Any]]) -> ContactMembers:
 _KV_UPSERT = ("INSERT INTO kv (namespace, key, value, updated_at) VALUES (?, ?, ?, ?) "
               "ON CONFLICT (namespace, key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at")
 _PURGE_CHUNK = 2000
+_ERASE_SLICE = 20_000  # queue rows scanned per erase transaction (a few ms)
 
 
 def _outbox_row(row: Sequence[Any]) -> OutboxRow:

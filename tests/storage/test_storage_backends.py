@@ -491,7 +491,12 @@ async def test_messages_are_recorded_in_order_with_conversations(backend: Backen
     assert conversations == [("someone-else", "page-1", 14, 14), ("user-1", "page-1", 10, 13)]
 
 
-async def test_erase_user_removes_that_user_only(backend: Backend, storage: Storage) -> None:
+async def test_erase_user_removes_that_user_only(backend: Backend, storage: Storage,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    # SQLite scans its queues in slices of seq (no per-user index there): make them tiny, so the
+    # rows of one user spread over many slices.
+    monkeypatch.setattr("botpress_py.storage.sqlite._ERASE_SLICE", 2)
+
     async def populate(user: str, bot: str = "bot-a") -> None:
         await storage.user_upsert(bot, "messenger", user, {"name": user})
         received = [incoming(user, bot=bot, dedupe=f"{bot}.{user}.{i}") for i in range(3)]
