@@ -35,12 +35,23 @@ class ModuleRouter:
 
     def __init__(self) -> None:
         self._routes: list[_Route] = []
+        # (method, path) -> handler for routes without {params}: one dict lookup for the hot
+        # path (a webhook), before trying the patterns in order.
+        self._exact: dict[tuple[str, str], Handler] = {}
 
     def add_route(self, method: str, path: str, handler: Handler) -> None:
         if not path.startswith("/"):
             path = "/" + path
         regex = "^" + _PARAM.sub(r"(?P<\1>[^/]+)", re.escape(path).replace(r"\{", "{").replace(r"\}", "}")) + "$"
-        self._routes.append(_Route(method.upper(), path, re.compile(regex), handler))
+        method = method.upper()
+        key = (method, path)
+        # A path without {params} goes in the exact map, unless a route added before it already
+        # answers it (the first match wins, as in the ordered search below).
+        if not _PARAM.search(path) and key not in self._exact and not any(
+                r.pattern.match(path) and (r.method == method or (method == "HEAD" and r.method == "GET"))
+                for r in self._routes):
+            self._exact[key] = handler
+        self._routes.append(_Route(method, path, re.compile(regex), handler))
 
     def add_get(self, path: str, handler: Handler) -> None:
         self.add_route("GET", path, handler)
@@ -53,6 +64,9 @@ class ModuleRouter:
 
     def resolve(self, method: str, path: str) -> tuple[Handler | None, dict[str, str], set[str]]:
         """The handler for ``method path`` and its params, or None and the methods the path allows."""
+        exact = self._exact.get((method, path))
+        if exact is not None:
+            return exact, {}, set()
         allowed: set[str] = set()
         for route in self._routes:
             match = route.pattern.match(path)

@@ -247,7 +247,8 @@ class BotpressServer:
             if allowed:
                 raise web.HTTPMethodNotAllowed(request.method, sorted(allowed))
             raise json_error(web.HTTPNotFound, f"no route {request.method} {tail} in module {module}")
-        request.match_info.update(params)
+        if params:
+            request.match_info.update(params)
         return await handler(request)
 
     async def _bot_router(self, bot_id: str, module: str) -> ModuleRouter:

@@ -11,7 +11,7 @@ import hashlib
 import json
 from typing import Any
 
-from botpress_py.sdk import IOEvent, payload_preview
+from botpress_py.sdk import IOEvent, now_ms, payload_preview
 
 from .rendering import SAY_PREFIX
 
@@ -39,24 +39,24 @@ def _event(
     flags: dict[str, Any] | None = None,
     preview: str | None = None,
 ) -> IOEvent:
-    all_flags = dict(flags or {})
+    all_flags = dict(flags) if flags else {}
     if silent:
         all_flags["silent"] = True
-    event = IOEvent(
+    payload = {**payload, "type": kind}
+    return IOEvent(
         type=kind,
         channel=CHANNEL,
         direction="incoming",
         botId="",
         target=user,
         threadId=page,
-        payload={**payload, "type": kind},
+        payload=payload,
+        preview=preview if preview is not None else payload_preview(payload),
+        # Meta does not keep order across POSTs; its timestamp does.
+        createdOn=timestamp if isinstance(timestamp, int) and timestamp > 0 else now_ms(),
         dedupeKey=dedupe,
         flags=all_flags,
     )
-    if isinstance(timestamp, int) and timestamp > 0:
-        event.createdOn = timestamp  # Meta does not keep order across POSTs; its timestamp does.
-    event.preview = preview if preview is not None else payload_preview(event.payload)
-    return event
 
 
 def _attachment_payload(attachment: dict[str, Any]) -> tuple[str, dict[str, Any], str]:
