@@ -11,7 +11,8 @@ failures with backoff and recording permanent ones. Whatever is stored and not d
 the process dies is replayed at the next start.
 
 Memory stays bounded: events of a bot that is not mounted, and events arriving while
-``MAX_QUEUED_INCOMING`` are already waiting in memory, are not queued. They stay pending in
+``MAX_QUEUED_INCOMING`` events are already in memory (incoming ones, and replies waiting to be
+sent: a slow Graph API must not pile replies up in memory either), are not queued. They stay pending in
 the inbox (the bot is *parked*), and a resumer reads them back in arrival order, a batch at a
 time, once the bot is mounted and memory has room. A parked bot's new events are parked too,
 so a conversation's order never depends on which path an event took.
@@ -45,7 +46,8 @@ RETRY_MAX_SECONDS = 300.0
 # 20 attempts: 1+2+...+256 s, then 300 s each, about an hour of trying; past that the
 # failure is recorded instead of retried forever.
 RETRY_MAX_ATTEMPTS = 20
-# Incoming events held in memory (queued or being processed) before new ones stay in storage.
+# Events held in memory (incoming ones queued or being processed, and outgoing ones waiting to
+# be sent) before new incoming ones stay in storage.
 # Each costs a few kB while it waits (bench/: RSS 289 MB with 10,000 at a 10-events-per-POST burst),
 # and more of them in memory does not make processing faster, only later ones wait longer.
 MAX_QUEUED_INCOMING = 2_000
@@ -145,6 +147,7 @@ class EventPipeline:
         # Incoming events in memory (queued or being processed), in all and per bot.
         self._held = 0
         self._held_by_bot: dict[str, int] = {}
+        self._sending = 0  # outgoing events in memory (queued, being sent or waiting for a retry)
         self._room = asyncio.Event()  # set whenever memory holds fewer than RESUME_BELOW events
         self._room.set()
         self._bot_drained: dict[str, asyncio.Event] = {}
@@ -173,7 +176,7 @@ class EventPipeline:
             if bot_id in self._parked:
                 self._parked_since_read.add(bot_id)
                 self._resume(bot_id)  # usually running already; restarts one that failed to read
-            elif self._held >= MAX_QUEUED_INCOMING or not self._takes_events(bot_id):
+            elif self._held + self._sending >= MAX_QUEUED_INCOMING or not self._takes_events(bot_id):
                 self._park(bot_id)
             else:
                 self._queue_incoming(event)
@@ -187,7 +190,7 @@ class EventPipeline:
     def _queue_incoming(self, event: IOEvent) -> None:
         self._held += 1
         self._held_by_bot[event.botId] = self._held_by_bot.get(event.botId, 0) + 1
-        if self._held >= RESUME_BELOW:
+        if self._held + self._sending >= RESUME_BELOW:
             self._room.clear()
         self.incoming.put(event.conversation_key, event)
 
@@ -201,7 +204,10 @@ class EventPipeline:
             drained = self._bot_drained.pop(bot_id, None)
             if drained is not None:
                 drained.set()
-        if self._held < RESUME_BELOW and not self._room.is_set():
+        self._memory_freed()
+
+    def _memory_freed(self) -> None:
+        if self._held + self._sending < RESUME_BELOW and not self._room.is_set():
             self._room.set()
             for parked in list(self._parked):
                 self._resume(parked)  # parked for want of memory: there is room again
@@ -222,7 +228,7 @@ class EventPipeline:
     def _resume(self, bot_id: str) -> None:
         if bot_id in self._resumers or not self._accepting or not self._takes_events(bot_id):
             return  # already resuming; or it resumes when mounted
-        if self._held >= RESUME_BELOW:
+        if self._held + self._sending >= RESUME_BELOW:
             return  # it resumes when memory has room
         task = asyncio.create_task(self._resume_from_storage(bot_id), name=f"incoming-resume:{bot_id}")
         self._resumers[bot_id] = task
@@ -284,7 +290,13 @@ class EventPipeline:
 
     def _queue_outgoing(self, events: list[IOEvent], seqs: list[int]) -> None:
         for event, seq in zip(events, seqs, strict=True):
-            self.outgoing.put(event.conversation_key, OutboxRow(seq, event, 0, 0, "pending"))
+            self._put_outgoing(OutboxRow(seq, event, 0, 0, "pending"))
+
+    def _put_outgoing(self, row: OutboxRow) -> None:
+        self._sending += 1
+        if self._held + self._sending >= RESUME_BELOW:
+            self._room.clear()
+        self.outgoing.put(row.event.conversation_key, row)
 
     async def replay(self) -> tuple[int, int]:
         """Take up what was stored and not finished before the last stop.
@@ -300,7 +312,7 @@ class EventPipeline:
         after = 0
         while rows := await self.storage.outbox_pending(limit=1000, after_seq=after):
             for row in rows:
-                self.outgoing.put(row.event.conversation_key, row)
+                self._put_outgoing(row)
                 after = row.seq
             n_out += len(rows)
         if n_in or n_out:
@@ -407,6 +419,13 @@ class EventPipeline:
 
     # -- outgoing ----------------------------------------------------------------------------------
     async def _deliver(self, row: OutboxRow) -> None:
+        try:
+            await self._deliver_held(row)
+        finally:
+            self._sending -= 1
+            self._memory_freed()
+
+    async def _deliver_held(self, row: OutboxRow) -> None:
         event = row.event
         while True:
             wait = row.next_attempt_at / 1000 - time.time()

@@ -264,3 +264,28 @@ async def test_stored_events_of_a_disabled_bot_stay_stored_at_start_until_it_is_
         assert held["bp_incoming_queued"] == 0 and held["bp_incoming_parked_bots"] == 1
         await srv.registry.set_disabled("alpha", False)
         await wait_for(lambda: texts(echo, "u7") == ["echo: kept 0", "echo: kept 1", "echo: kept 2"])
+
+
+async def test_replies_waiting_for_a_slow_platform_count_against_memory_too(
+        data_dir: Path, env: dict, echo: Any, monkeypatch: Any) -> None:
+    """A platform that answers slowly must not pile replies up in memory: new events wait in storage."""
+    import botpress_py.pipeline as pipeline
+
+    monkeypatch.setattr(pipeline, "MAX_QUEUED_INCOMING", 6)
+    monkeypatch.setattr(pipeline, "RESUME_BELOW", 3)
+    monkeypatch.setattr(pipeline, "RESUME_BATCH", 4)
+    make_bot(data_dir, "alpha")
+    echo.HOLD_SENDS.append(asyncio.Event())
+    async with run_server(data_dir, env, modules=["echo"]) as srv, aiohttp.ClientSession() as s:
+        for i in range(8):
+            for user in ("u1", "u2", "u3"):
+                assert await say(s, srv, "alpha", user, f"msg {i}") == 1
+        held = await gauges(s, srv)
+        assert held["bp_incoming_queued"] + held["bp_outgoing_queued"] <= 6 + 3  # the cap, plus one reply each
+        assert held["bp_incoming_parked_bots"] == 1
+        assert len(await srv.storage.inbox_pending(bot_id="alpha")) >= 24 - 9
+        echo.HOLD_SENDS[0].set()
+        await wait_for(lambda: len(echo.SENT) == 24, 10)
+        for user in ("u1", "u2", "u3"):
+            assert texts(echo, user) == [f"echo: msg {i}" for i in range(8)]
+        assert (await gauges(s, srv))["bp_incoming_parked_bots"] == 0
