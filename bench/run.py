@@ -563,7 +563,8 @@ async def scenario_e2e(args: argparse.Namespace, work: Path, max_rate: float | N
         fmt(r.drain_seconds, 1),
     ] for r in rows]
     notes = [
-        f"Max ingest rate (scenario 1, one event per POST): {max_rate:,.0f} events/s. Open-loop load from "
+        f"Max rate (scenario 1, one event per POST; the rate the bot answered, which can be below the "
+        f"acknowledged rate): {max_rate:,.0f} events/s. Open-loop load from "
         f"bench/loadgen.py (one event per POST, a new user per event, up to {args.max_connections} connections), "
         "latency from the scheduled send time to the reply's arrival at the Graph emulator.",
         f"Bot: qna answers one text; typingIndicators false, messageDelay 0, mark_seen "
