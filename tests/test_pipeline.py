@@ -201,13 +201,18 @@ async def gauges(s: aiohttp.ClientSession, srv: Any) -> dict[str, float]:
             if line and not line.startswith("#")}
 
 
-async def test_memory_holds_a_bounded_number_of_events_the_rest_waits_in_storage_in_order(
-        data_dir: Path, env: dict, echo: Any, monkeypatch: Any) -> None:
+def small_memory_bound(monkeypatch: Any) -> None:
+    """At most 6 events in memory; resume below 3, reading 4 at a time."""
     import botpress_py.pipeline as pipeline
 
     monkeypatch.setattr(pipeline, "MAX_QUEUED_INCOMING", 6)
     monkeypatch.setattr(pipeline, "RESUME_BELOW", 3)
     monkeypatch.setattr(pipeline, "RESUME_BATCH", 4)
+
+
+async def test_memory_holds_a_bounded_number_of_events_the_rest_waits_in_storage_in_order(
+        data_dir: Path, env: dict, echo: Any, monkeypatch: Any) -> None:
+    small_memory_bound(monkeypatch)
     make_bot(data_dir, "alpha")
     echo.HOLD.append(asyncio.Event())  # bot logic waits: events pile up
     async with run_server(data_dir, env, modules=["echo"]) as srv, aiohttp.ClientSession() as s:
@@ -269,11 +274,7 @@ async def test_stored_events_of_a_disabled_bot_stay_stored_at_start_until_it_is_
 async def test_replies_waiting_for_a_slow_platform_count_against_memory_too(
         data_dir: Path, env: dict, echo: Any, monkeypatch: Any) -> None:
     """A platform that answers slowly must not pile replies up in memory: new events wait in storage."""
-    import botpress_py.pipeline as pipeline
-
-    monkeypatch.setattr(pipeline, "MAX_QUEUED_INCOMING", 6)
-    monkeypatch.setattr(pipeline, "RESUME_BELOW", 3)
-    monkeypatch.setattr(pipeline, "RESUME_BATCH", 4)
+    small_memory_bound(monkeypatch)
     make_bot(data_dir, "alpha")
     echo.HOLD_SENDS.append(asyncio.Event())
     async with run_server(data_dir, env, modules=["echo"]) as srv, aiohttp.ClientSession() as s:

@@ -87,8 +87,8 @@ class Storage(ABC):
     @abstractmethod
     async def kv_get(self, namespace: str, key: str) -> Any | None: ...
 
-    @abstractmethod
-    async def kv_set(self, namespace: str, key: str, value: Any) -> None: ...
+    async def kv_set(self, namespace: str, key: str, value: Any) -> None:
+        await self.kv_set_many(namespace, {key: value})
 
     @abstractmethod
     async def kv_set_many(self, namespace: str, items: dict[str, Any]) -> None:

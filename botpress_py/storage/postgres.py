@@ -135,9 +135,6 @@ class PostgresStorage(Storage):
         text = await self._get_pool().fetchval("SELECT value FROM kv WHERE namespace = $1 AND key = $2", namespace, key)
         return None if text is None else json.loads(text)
 
-    async def kv_set(self, namespace: str, key: str, value: Any) -> None:
-        await self.kv_set_many(namespace, {key: value})
-
     async def kv_set_many(self, namespace: str, items: dict[str, Any]) -> None:
         if not items:
             return

@@ -276,9 +276,6 @@ class SQLiteStorage(Storage):
                                     inline=True)
         return json.loads(rows[0][0]) if rows else None
 
-    async def kv_set(self, namespace: str, key: str, value: Any) -> None:
-        await self.kv_set_many(namespace, {key: value})
-
     async def kv_set_many(self, namespace: str, items: dict[str, Any]) -> None:
         if not items:
             return
