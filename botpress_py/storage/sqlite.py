@@ -212,8 +212,7 @@ class SQLiteStorage(Storage):
                 writer.lock.release()
             if done:
                 self.inline_transactions += 1
-                if self._checkpointer is not None:
-                    self._checkpointer.committed()
+                self._committed()
                 return result
             # Another process holds the file: wait for it on the thread, not on the loop.
 
@@ -224,9 +223,12 @@ class SQLiteStorage(Storage):
 
         result = await asyncio.wrap_future(thread.submit(priority, transaction))
         self.thread_transactions += 1
-        if self._checkpointer is not None:
-            self._checkpointer.committed()
+        self._committed()
         return result
+
+    def _committed(self) -> None:
+        if self._checkpointer is not None:
+            self._checkpointer.committed()  # there is WAL to copy into the database file
 
     async def _fetchall(self, sql: str, params: Sequence[Any] = (), *, inline: bool = False) -> list[Any]:
         return await self._read(lambda reader: reader.execute(sql, params).fetchall(), inline=inline)

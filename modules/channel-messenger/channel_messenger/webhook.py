@@ -105,9 +105,6 @@ class WebhookEndpoint:
         # or the global config changed, not per request (it costs O(bots) to build).
         self._secrets: dict[str | None, tuple[int, Mapping[str, Any], list[str]]] = {}
 
-    def _where(self, bot_id: str | None) -> str:
-        return f"bot '{bot_id}'" if bot_id else "any-bot webhook"
-
     def _global_value(self, key: str) -> str:
         value = self.global_config().get(key)
         return value.strip() if isinstance(value, str) else ""
@@ -141,7 +138,7 @@ class WebhookEndpoint:
         # Compare against every token, without stopping at the first match.
         matches = [hmac.compare_digest(token.encode(), t.encode()) for t in tokens]
         if mode == "subscribe" and token and challenge is not None and any(matches):
-            log.info("Webhook verification accepted (%s)", self._where(bot_id))
+            log.info("Webhook verification accepted (%s)", _Where(bot_id))
             return _text(200, challenge)
         if mode != "subscribe":
             reason = f"hub.mode is {mode!r}, not 'subscribe'"
@@ -151,7 +148,7 @@ class WebhookEndpoint:
             reason = "hub.challenge is missing"
         else:
             reason = "hub.verify_token does not match the configured verifyToken"
-        log.warning("Webhook verification refused (%s): %s", self._where(bot_id), reason)
+        log.warning("Webhook verification refused (%s): %s", _Where(bot_id), reason)
         return _text(403, f"verification refused: {reason}")
 
     async def handle_post(self, request: web.Request, bot_id: str | None = None) -> web.Response:

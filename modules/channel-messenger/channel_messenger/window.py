@@ -5,9 +5,9 @@ the user's last message; later only with a message tag (``MESSAGE_TAG``), and th
 ``HUMAN_AGENT`` tag only within 7 days. The time of each user's last message is kept in
 ``bot.state`` (``lastIncoming/<page>/<psid>``): in memory at once, written to storage in the
 background at most once a minute per user, so the webhook's answer never waits for it. The
-writes are batched: one flusher task writes what changed in the last second as one
-transaction per bot, instead of a task, a read and a transaction per new user (which cost a
-busy Page more than storing the events themselves). A lost write only makes the window look
+writes are batched: one flusher task writes what changed in the last second, 50 users per
+transaction, instead of a task, a read and a transaction per new user (which cost a busy Page
+more than storing the events themselves). A lost write only makes the window look
 shorter (the safe side).
 """
 
@@ -86,7 +86,7 @@ class MessagingWindow:
                     self._flusher = asyncio.create_task(self._flush_soon(), name="messenger-window-flush")
 
     async def _flush_soon(self) -> None:
-        # Gather a second's worth of users, then write them: one transaction per bot.
+        # Gather a second's worth of users, then write them in a few transactions.
         await asyncio.sleep(FLUSH_EVERY_SECONDS)
         await self.flush()
 
