@@ -185,8 +185,26 @@ class ModuleLoader:
             bad = check_schema(schema, str(schema_path))
             if bad:
                 raise _LoadFailure(f"{folder}: " + "; ".join(map(str, bad)))
-        plugin = self._import_entry(folder, manifest["entry"])
-        self._register(name, folder, manifest, schema, plugin)
+        package = self._import_entry(folder, manifest["entry"])
+        self._register(name, folder, manifest, schema, self._instantiate(folder, package))
+
+    @staticmethod
+    def _instantiate(folder: Path | None, package: Any) -> Any:
+        """The plugin object for this server: ``create_module()`` of the entry package when it has one.
+
+        A python package is imported once per process, so state kept at its top level would be
+        shared by every server of the process; a factory gives each server (each loader) its own
+        instance, whose methods are the hook implementations.
+        """
+        factory = getattr(package, "create_module", None)
+        if factory is None:
+            return package
+        if not callable(factory):
+            raise _LoadFailure(f"{folder}: create_module is not callable")
+        try:
+            return factory()
+        except Exception as exc:
+            raise _LoadFailure(f"{folder}: create_module() failed: {type(exc).__name__}: {exc}") from None
 
     def _import_entry(self, folder: Path, entry: str) -> ModuleType:
         top = entry.split(".")[0]
@@ -259,12 +277,12 @@ class ModuleLoader:
                 continue
             location = f"entrypoint:{ep.name}"
             try:
-                plugin = ep.load()
-                manifest = dict(getattr(plugin, "MODULE_MANIFEST", {}) or {})
+                package = ep.load()
+                manifest = dict(getattr(package, "MODULE_MANIFEST", {}) or {})
                 manifest.setdefault("name", ep.name)
                 manifest.setdefault("entry", ep.value.split(":")[0])
-                schema = getattr(plugin, "CONFIG_SCHEMA", None)
-                self._register(ep.name, None, manifest, schema, plugin)
+                schema = getattr(package, "CONFIG_SCHEMA", None)
+                self._register(ep.name, None, manifest, schema, self._instantiate(None, package))
             except _LoadFailure as failure:
                 self.errors.append(ModuleLoadError(location, str(failure)))
             except Exception as exc:

@@ -70,3 +70,17 @@ def test_hook_config_schema_used_when_no_schema_file(data_dir: Path, echo: Any) 
     loader = ModuleLoader(data_dir, {"BP_MODULES_PATH": str(FIXTURE_MODULES)})
     loader.load_all([{"location": "MODULES_ROOT/echo", "enabled": True}])
     assert loader.modules["echo"].schema is echo.SCHEMA
+
+
+async def test_create_module_gives_each_server_its_own_instance(tmp_path: Path, env: dict) -> None:
+    """Two servers in one process, different data folders: a factory-made module shares no state."""
+    first, second = tmp_path / "one", tmp_path / "two"
+    for folder, bots in ((first, ["a", "b"]), (second, ["c"])):
+        for bot in bots:
+            make_bot(folder, bot)
+    async with run_server(first, env, modules=["counter"]) as one, run_server(second, env, modules=["counter"]) as two:
+        plugin_one = one.loader.pm.get_plugin("counter")
+        plugin_two = two.loader.pm.get_plugin("counter")
+        assert plugin_one is not plugin_two
+        assert sorted(plugin_one.mounted) == ["a", "b"]
+        assert plugin_two.mounted == ["c"]
