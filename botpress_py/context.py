@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from .events import IOEvent
 from .routing import ModuleRouter
+from .secretfiles import load_or_create_secret
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -177,6 +178,13 @@ class ServerContext:
 
     def get_bot(self, bot_id: str) -> BotContext | None:
         return self._bots.get(bot_id)
+
+    def secret(self, name: str) -> bytes:
+        """A random key of this module's, generated on first use and kept in
+        ``data/secrets/<module>.<name>.key`` (permissions 0600), so it survives restarts."""
+        if not name.replace("-", "").replace("_", "").isalnum():
+            raise ValueError(f"secret name {name!r}: use letters, digits, '-' and '_'")
+        return load_or_create_secret(self.data_dir / "secrets" / f"{self.module}.{name}.key")
 
     def require_admin(self, request: web.Request) -> None:
         """Raise 401/403 unless the request carries the admin bearer token."""

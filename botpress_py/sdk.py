@@ -22,6 +22,7 @@ from .events import (
 )
 from .hookspecs import hookimpl
 from .jsonfiles import ConfigFileError, load_json_file, validate_instance
+from .logthrottle import LogThrottle
 from .routing import ModuleRouter
 
 __all__ = [
@@ -33,6 +34,7 @@ __all__ = [
     "DeliveryError",
     "IOEvent",
     "KeyValueStore",
+    "LogThrottle",
     "Middleware",
     "ModuleRouter",
     "ModuleState",
