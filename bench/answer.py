@@ -21,6 +21,7 @@ import aiohttp
 from bench.answering import (
     AnsweredRun,
     Bodies,
+    graph_lifetime,
     measure_answered,
     median_ratio,
     median_run,
@@ -89,6 +90,10 @@ async def run_target(key: str, work: Path, graph: GraphOk, bodies: Bodies, args:
         await process.stop()
 
 
+def _share(value: float | None) -> str:
+    return fmt(value * 100, 0) + "%" if value is not None else "n/a"
+
+
 def _best_peer(runs: dict[str, AnsweredRun]) -> float | None:
     peers = [run.answered_per_s for key, run in runs.items() if TARGETS[key].peer]
     return max(peers) if peers else None
@@ -105,7 +110,7 @@ async def scenario_answer(args: argparse.Namespace, work: Path) -> str:
     for key, reason in skipped.items():
         print(f"answer: skipping {TARGETS[key].label}: {reason}", flush=True)
     bodies = write_answer_bodies(work, args, "answer")
-    graph = await GraphOk.start(work)
+    graph = await GraphOk.start(work, graph_lifetime(args, len(keys) * args.repeat))
     rounds: list[dict[str, AnsweredRun]] = []
     try:
         for round_no in range(args.repeat):
@@ -122,7 +127,8 @@ async def scenario_answer(args: argparse.Namespace, work: Path) -> str:
 def answer_table(args: argparse.Namespace, rounds: list[dict[str, AnsweredRun]], keys: list[str],
                  skipped: dict[str, str], machine: list[str], load: ForeignLoad) -> str:
     headers = ["server (alone on core 0)", "acked/s", "answered/s", "ack p99 ms", "acked vs ceiling",
-               "answered vs best peer", "unanswered", "duplicates", "server CPU", "wrk CPU", "Graph API CPU", "notes"]
+               "answered vs best peer", "unanswered", "duplicates", "server CPU", "others on core 0", "wrk CPU",
+               "Graph API CPU", "notes"]
     table_rows: list[list[str]] = []
     notes: list[str] = []
     shares: dict[str, float | None] = {}
@@ -130,7 +136,7 @@ def answer_table(args: argparse.Namespace, rounds: list[dict[str, AnsweredRun]],
         target = TARGETS[key]
         runs = [r[key] for r in rounds if key in r]
         if not runs:
-            table_rows.append([target.label, *["n/a"] * 10, skipped.get(key, "not run")])
+            table_rows.append([target.label, *["n/a"] * 11, skipped.get(key, "not run")])
             continue
         run = median_run(runs)
         share = median_ratio(per_round(rounds, key, lambda r: r.acked_per_s, _ceiling))
@@ -142,7 +148,7 @@ def answer_table(args: argparse.Namespace, rounds: list[dict[str, AnsweredRun]],
             fmt(run.wrk.p99_ms, 1), f"{share:.0%}" if share is not None else "n/a",
             f"{vs_peer:.2f}x" if vs_peer is not None else ("-" if not target.answers else "n/a"),
             str(run.unanswered) if target.answers else "-", str(run.duplicates) if target.answers else "-",
-            fmt(run.server_cpu * 100, 0) + "%", fmt(run.wrk.cpu_share * 100, 0) + "%",
+            fmt(run.server_cpu * 100, 0) + "%", _share(run.core_others), fmt(run.wrk.cpu_share * 100, 0) + "%",
             fmt(run.graph_cpu * 100, 0) + "%", target.notes,
         ])
         if len(runs) > 1:
@@ -170,7 +176,8 @@ def answer_table(args: argparse.Namespace, rounds: list[dict[str, AnsweredRun]],
         "Requests in flight when wrk stops are answered without being counted as acknowledged, so answered can "
         "exceed acked by up to the connections of each wrk run.",
         "- CPU: share of one core over the measured window; server = the process and its children on core 0; "
-        "wrk and the Graph API (bench/peers/graph_ok.py) share core 1 with the bench driver.",
+        "others on core 0 = what else kept core 0 busy meanwhile (/proc/stat; steal included): above a few per "
+        "cent the row is noise; wrk and the Graph API (bench/peers/graph_ok.py) share core 1 with the bench driver.",
         "- botpress-py: the bench bot (qna answers one text; typingIndicators false, messageDelay 0, pageId set) on "
         "SQLite, deliveries to the any-bot webhook. Bottender: bench/peers/bottender (what `bottender start` "
         "runs, memory sessions). opsdroid: bench/peers/opsdroid (Facebook connector, one regex skill).",

@@ -19,9 +19,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.common import write_wrk_bodies
+from bench.common import SERVER_CORE, write_wrk_bodies
 from bench.emulator_service import page_id
-from bench.processes import ManagedProcess, cpu_of_command
+from bench.processes import ManagedProcess, core_busy_seconds, cpu_of_command
 from bench.targets import GraphOk
 from bench.wrk import WrkResult, run_wrk
 
@@ -49,6 +49,11 @@ def write_answer_bodies(work: Path, args: argparse.Namespace, tag: str) -> Bodie
     return Bodies(measured, warm)
 
 
+def graph_lifetime(args: argparse.Namespace, runs: int) -> float:
+    """A generous bound on how long a scenario of ``runs`` runs keeps the local Graph API."""
+    return 600.0 + runs * (args.warmup + args.duration + min(args.drain_timeout, 300.0) + 120.0)
+
+
 @dataclass
 class AnsweredRun:
     target: str
@@ -63,6 +68,7 @@ class AnsweredRun:
     duplicates: int = 0  # replies beyond the first to one user
     drain_seconds: float = 0.0
     db_cpu: float | None = None  # the database server's processes (PostgreSQL), share of a core
+    core_others: float | None = None  # share of the server's core used by anything else (noise check)
 
     @property
     def acked_per_s(self) -> float:
@@ -83,20 +89,24 @@ class AnsweredRun:
 
 
 async def measure_answered(name: str, process: ManagedProcess, url: str, graph: GraphOk, bodies: Bodies,
-                           args: argparse.Namespace, *, answers: bool, db_command: str = "") -> AnsweredRun:
+                           args: argparse.Namespace, *, answers: bool, db_command: str = "",
+                           alone_on: int | None = SERVER_CORE) -> AnsweredRun:
     """Warm-up, measured window, bounded drain; ``url`` is the webhook of the running server.
 
     ``db_command``: the process name of a database server the target uses (``postgres``); its
     CPU over the window is reported too, since it runs outside the pinned process tree.
+    ``alone_on``: the core the target should have to itself; what else ran there is reported.
     """
     await graph.reset()
     warm = await run_wrk(url, bodies.warm, args.connections, args.warmup)
     before = await graph.counts()
     cpu0, graph0 = process.tree_cpu_seconds(), graph.process.cpu_seconds()
     db0 = cpu_of_command(db_command) if db_command else 0.0
+    core0 = core_busy_seconds(alone_on) if alone_on is not None else 0.0
     result = await run_wrk(url, bodies.measured, args.connections, args.duration)
     cpu1, graph1 = process.tree_cpu_seconds(), graph.process.cpu_seconds()
     db1 = cpu_of_command(db_command) if db_command else 0.0
+    core1 = core_busy_seconds(alone_on) if alone_on is not None else 0.0
     after = await graph.counts()
     run = AnsweredRun(
         name, result, answers, answered=after["sends"] - before["sends"],
@@ -104,6 +114,7 @@ async def measure_answered(name: str, process: ManagedProcess, url: str, graph: 
         rss_mb=process.tree_memory_kb() / 1024,
         acked_total=(warm.requests - warm.status_errors) + (result.requests - result.status_errors),
         db_cpu=(db1 - db0) / result.seconds if db_command else None,
+        core_others=max(0.0, (core1 - core0 - (cpu1 - cpu0)) / result.seconds) if alone_on is not None else None,
     )
     if answers:
         counts, run.drain_seconds = await _drain(graph, run.acked_total, args)

@@ -26,6 +26,7 @@ import asyncpg
 from bench.answering import (
     AnsweredRun,
     Bodies,
+    graph_lifetime,
     measure_answered,
     median_ratio,
     median_run,
@@ -104,7 +105,8 @@ async def run_config(key: str, work: Path, graph: GraphOk, bodies: Bodies, args:
         print(f"cluster: {config.label}, round {round_no + 1}/{args.repeat}, {args.duration:g} s...", flush=True)
         return await measure_answered(config.label, running.process, running.url + running.webhook_path, graph,
                                       bodies, args, answers=True,
-                                      db_command="postgres" if config.storage == "postgres" else "")
+                                      db_command="postgres" if config.storage == "postgres" else "",
+                                      alone_on=SERVER_CORE if config.workers == 1 else None)
     finally:
         await running.process.stop()
         if schema:
@@ -124,7 +126,7 @@ async def scenario_cluster(args: argparse.Namespace, work: Path) -> str:
     for key, reason in unavailable.items():
         print(f"cluster: {CONFIGS[key].label}: {reason}", flush=True)
     bodies = write_answer_bodies(work, args, "cluster")
-    graph = await GraphOk.start(work)
+    graph = await GraphOk.start(work, graph_lifetime(args, len(CONFIGS) * args.repeat))
     rounds: list[dict[str, AnsweredRun]] = []
     try:
         for round_no in range(args.repeat):
@@ -148,14 +150,15 @@ def _reference(key: str) -> Callable[[dict[str, AnsweredRun]], float | None]:
 def cluster_table(args: argparse.Namespace, rounds: list[dict[str, AnsweredRun]], unavailable: dict[str, str],
                   machine: list[str], load: ForeignLoad) -> str:
     headers = ["server", "cores", "acked/s", "answered/s", "ack p99 ms", "vs 1 worker SQLite",
-               "vs 1 worker PostgreSQL", "unanswered", "server CPU", "PostgreSQL CPU", "wrk CPU", "Graph API CPU"]
+               "vs 1 worker PostgreSQL", "unanswered", "server CPU", "others on core 0", "PostgreSQL CPU", "wrk CPU",
+               "Graph API CPU"]
     table_rows: list[list[str]] = []
     notes: list[str] = []
     ratios: dict[str, tuple[float | None, float | None]] = {}
     for key, config in CONFIGS.items():
         runs = [r[key] for r in rounds if key in r]
         if not runs:
-            table_rows.append([config.label, config.cores, unavailable.get(key, "n/a"), *["n/a"] * 9])
+            table_rows.append([config.label, config.cores, unavailable.get(key, "n/a"), *["n/a"] * 10])
             continue
         run = median_run(runs)
         vs_sqlite = median_ratio(per_round(rounds, key, lambda r: r.answered_per_s, _reference("sqlite-1")))
@@ -165,6 +168,7 @@ def cluster_table(args: argparse.Namespace, rounds: list[dict[str, AnsweredRun]]
             config.label, config.cores, fmt(run.acked_per_s, 0), fmt(run.answered_per_s, 0), fmt(run.wrk.p99_ms, 1),
             f"{vs_sqlite:.2f}x" if vs_sqlite is not None else "n/a", f"{vs_pg:.2f}x" if vs_pg is not None else "n/a",
             str(run.unanswered), fmt(run.server_cpu * 100, 0) + "%",
+            fmt(run.core_others * 100, 0) + "%" if run.core_others is not None else "-",
             fmt(run.db_cpu * 100, 0) + "%" if run.db_cpu is not None else "-", fmt(run.wrk.cpu_share * 100, 0) + "%",
             fmt(run.graph_cpu * 100, 0) + "%",
         ])
@@ -188,7 +192,8 @@ def cluster_table(args: argparse.Namespace, rounds: list[dict[str, AnsweredRun]]
         "- answered/s: replies at the Graph API during the window; server CPU: all worker processes, in shares of "
         "one core (2 workers can reach 200%). PostgreSQL CPU: every `postgres` process of the machine over the "
         "window (not pinned: the database server is not ours to pin; it competes for both cores, and counts as "
-        "\"other processes\" above).",
+        "\"other processes\" above). others on core 0: what else kept core 0 busy meanwhile (1 worker only; "
+        "PostgreSQL included when it ran there).",
         *notes,
     ]
     return print_table(f"Scale-out: answered events/s by storage and workers, {args.duration:g} s per run", headers,

@@ -60,6 +60,15 @@ def _pid_memory_kb(pid: int, key: str) -> int:
     return 0
 
 
+def core_busy_seconds(core: int) -> float:
+    """Seconds core ``core`` was busy (anything but idle and iowait, steal included) since boot."""
+    for line in Path("/proc/stat").read_text().splitlines():
+        if line.startswith(f"cpu{core} "):
+            ticks = [int(v) for v in line.split()[1:]]
+            return (sum(ticks) - ticks[3] - ticks[4]) / CLK_TCK
+    return 0.0
+
+
 def cpu_of_command(comm: str) -> float:
     """CPU seconds so far of every live process named ``comm`` (e.g. PostgreSQL's backends), read only."""
     total = 0.0

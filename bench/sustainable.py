@@ -100,7 +100,8 @@ async def sustainable_table(args: argparse.Namespace, work: Path, start_rate: fl
         if sustainable:
             print(f"e2e: sustainable {sustainable:,.0f} events/s; 50% of it for {args.duration:g} s...", flush=True)
             row = await measure_open_loop(work, graph_url, sustainable / 2, args.duration, PSID_BASE + 99 * 10**9,
-                                          args, name="search-half", fraction=sustainable / 2 / start_rate,
+                                          args, name="search-half",
+                                          fraction=sustainable / 2 / start_rate if start_rate else 0.0,
                                           drain_timeout=args.drain_timeout, stall_timeout=args.stall_timeout)
             half = Probe("50% of sustainable", row, judge(row, args))
     finally:

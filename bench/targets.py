@@ -89,9 +89,10 @@ class GraphOk:
         return int(self.url.rsplit(":", 1)[1])
 
     @classmethod
-    async def start(cls, work: Path) -> GraphOk:
+    async def start(cls, work: Path, lifetime: float = 3600.0) -> GraphOk:
+        """``lifetime``: seconds after which it exits by itself, should the bench die without stopping it."""
         process = spawn("graph-ok", [sys.executable, str(BENCH_DIR / "peers" / "graph_ok.py"), "--port", "0",
-                                     "--page-id", page_id(0)],
+                                     "--page-id", page_id(0), "--lifetime", f"{lifetime:.0f}"],
                         core=LOAD_CORE, log_path=work / "graph-ok.log", stdout_pipe=True)
         return cls(process, await _ready_line(process, rb"ready on (http://\S+)", "the local Graph API"))
 
