@@ -2,8 +2,9 @@
 --
 --   wrk -t1 -c64 -d10s -s bench/wrk_webhook.lua http://127.0.0.1:PORT/api/v1/bots/___/mod/channel-messenger/webhook -- BODIES
 --
--- BODIES holds one delivery per line: "<X-Hub-Signature-256 value>\t<JSON body>", each with
--- unique mids (bench/run.py writes it). Reading the next line costs a few microseconds, so
+-- BODIES holds one delivery per line: "<X-Hub-Signature-256 value>\t<JSON body>", or
+-- "<X-Hub-Signature-256>\t<X-Hub-Signature (SHA-1)>\t<JSON body>" to send both headers, each
+-- with unique mids (bench/common.py writes it). Reading the next line costs a few microseconds, so
 -- the signature work stays out of the load generator. When the file runs out it starts
 -- again (later deliveries are then duplicates); `wrapped` in the summary says if that happened.
 -- Use one thread (-t1): each thread would read the same file.
@@ -23,10 +24,18 @@ function request()
       line = file:read("*l")
    end
    local tab = line:find("\t", 1, true)
-   return wrk.format("POST", nil, {
+   local headers = {
       ["Content-Type"] = "application/json",
       ["X-Hub-Signature-256"] = line:sub(1, tab - 1),
-   }, line:sub(tab + 1))
+   }
+   local body = tab + 1
+   if line:sub(body, body) ~= "{" then
+      -- a second field before the body: the SHA-1 X-Hub-Signature (Bottender checks only that one)
+      local second = line:find("\t", body, true)
+      headers["X-Hub-Signature"] = line:sub(body, second - 1)
+      body = second + 1
+   end
+   return wrk.format("POST", nil, headers, line:sub(body))
 end
 
 local threads = {}
