@@ -279,6 +279,10 @@ class LoopErrorLog:
                                "cannot accept new connections: %s (%s); they wait in the listen backlog "
                                "and accepting is retried every second", exc.strerror or exc, self._resources())
             return
+        if isinstance(exc, (ValueError, OSError)) and "_start_serving" in repr(context.get("handle")):
+            # One of those retries firing after the listener was closed (at shutdown): nothing to do.
+            log.debug("a retry to accept connections ran after the listener closed: %s", exc)
+            return
         details = [f"{key}: {value!r}" for key, value in context.items() if key not in ("message", "exception")]
         key = ("loop", message, type(exc).__name__, _one_line(str(exc)) if exc is not None else "")
         self._throttle.log(logging.getLogger("asyncio"), logging.ERROR, key, "%s", "\n".join([message, *details]),
