@@ -34,9 +34,9 @@ log = logging.getLogger(__name__)
 # per channel pool), module files and the watcher.
 FD_RESERVE = 256
 _OUT_OF_RESOURCES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
-_BUSY = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Length: 52\r\n"
-         b"Retry-After: 1\r\nConnection: close\r\n\r\n"
-         b'{"error": "too many open connections; retry later"}\n')
+_BUSY_BODY = b'{"error": "too many open connections; retry later"}\n'
+_BUSY = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+         b"Content-Length: %d\r\nRetry-After: 1\r\nConnection: close\r\n\r\n%s" % (len(_BUSY_BODY), _BUSY_BODY))
 
 
 @dataclass(frozen=True)

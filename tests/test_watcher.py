@@ -102,6 +102,7 @@ def no_free_file_descriptors() -> Iterator[None]:
 
 
 def test_folders_that_cannot_be_listed_keep_their_last_state(data_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="botpress_py")
     make_bot(data_dir, "alpha", module_configs={"echo": {"greeting": "a"}})
     make_bot(data_dir, "beta")
     write_json(data_dir / "global" / "config" / "echo.json", {"greeting": "g"})
@@ -127,7 +128,7 @@ def test_a_symlink_loop_in_a_bot_folder_keeps_the_bot_unchanged(data_dir: Path) 
 
 async def test_server_does_not_remount_a_bot_whose_folder_cannot_be_read(data_dir: Path, env: dict, echo: Any,
                                                                        caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO)
+    caplog.set_level(logging.INFO, logger="botpress_py")
     make_bot(data_dir, "alpha", module_configs={"echo": {"greeting": "a"}})
     async with run_server(data_dir, env, modules=["echo"], watch={"enabled": True, "interval": "50ms"}) as srv, \
             aiohttp.ClientSession() as s:
