@@ -100,6 +100,9 @@ class BotpressServer:
         self.config = load_server_config(self.data_dir, self.env, found)
         if self.config.problems:
             raise StartupError(self.config.problems)
+        # Before anything opens files or sockets: storage pools, modules' clients, the listener.
+        self.fd_limit = raise_fd_limit()
+        self._loop_errors.install(asyncio.get_running_loop())
         self.loader.load_all(self.config.data.get("modules", []))
         self.resolver.module_names = set(self.loader.modules)
         for module in self.loader.modules.values():
@@ -118,8 +121,6 @@ class BotpressServer:
             raise StartupError([ConfigProblem(f"{storage.kind} storage", "",
                                               f"cannot open: {type(exc).__name__}: {exc}",
                                               "check DATABASE_URL and that the database is running")]) from None
-        self.fd_limit = raise_fd_limit()
-        self._loop_errors.install(asyncio.get_running_loop())
         storage = self.storage
         self.registry = BotRegistry(data_dir=self.data_dir, loader=self.loader, resolver=self.resolver,
                                     external_url=self.external_url,

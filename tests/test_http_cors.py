@@ -88,6 +88,8 @@ async def test_channel_routes_follow_httpserver_cors(data_dir: Path, env: dict, 
             assert r.status == 200 and r.headers["Access-Control-Allow-Origin"] == "*"
         async with s.get(f"{srv.url}/api/v1/bots/nobody/mod/echo/hello", headers={"Origin": FOREIGN}) as r:
             assert r.status == 404 and r.headers["Access-Control-Allow-Origin"] == "*"  # errors too
+        async with s.post(srv.url + url, json={"user": "u1", "text": "no origin"}) as r:
+            assert r.status == 200 and no_cors(r)  # not a browser's cross-origin request (a webhook)
     async with run_server(data_dir, env, modules=["echo"], httpServer={"cors": {"enabled": False}}) as srv, \
             aiohttp.ClientSession() as s:
         r = await preflight(s, srv.url + url, FOREIGN, method="POST", headers="content-type")
