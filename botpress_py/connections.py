@@ -48,25 +48,29 @@ class ConnectionLimits:
 
 
 def raise_fd_limit() -> int | None:
-    """Raise the soft limit of open files to the hard limit; the soft limit in force, None if unknown."""
+    """Raise the soft limit of open files to the hard limit; the soft limit in force (None: unknown or
+    unlimited)."""
     try:
         import resource
     except ImportError:  # not on this platform (Windows)
         return None
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        log.debug("file descriptor limit: unlimited")
+        return None
     # An unlimited hard limit cannot become the soft one (the kernel caps it at fs.nr_open).
     targets = [hard] if hard != resource.RLIM_INFINITY else [1 << 20, 1 << 16]
     for target in targets:
-        if soft != resource.RLIM_INFINITY and soft >= target:
+        if soft >= target:
             break
         try:
             resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
         except (ValueError, OSError):
             continue
-        log.debug("file descriptor limit raised from %s to %s (the hard limit)", soft, target)
+        log.debug("file descriptor limit raised from %s to %s (hard limit %s)", soft, target, hard)
         return target
     log.debug("file descriptor limit: %s (hard limit %s)", soft, hard)
-    return None if soft == resource.RLIM_INFINITY else soft
+    return soft
 
 
 def fd_reserve(fd_limit: int) -> int:
