@@ -19,6 +19,8 @@ HELP = {
     "bp_events_send_retried_total": "Outgoing delivery attempts that failed transiently.",
     "bp_events_send_failed_total": "Outgoing events that failed permanently.",
     "bp_http_requests_total": "HTTP requests answered.",
+    "bp_http_connections_refused_total": "Connections closed at once because httpServer.maxConnections were open.",
+    "bp_http_connections_timed_out_total": "Connections closed because a request's headers or body came too late.",
 }
 
 

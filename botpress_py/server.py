@@ -19,8 +19,19 @@ from .admin import AdminApi, json_error, make_admin_check
 from .bots import ANY_BOT, BotRegistry, valid_bot_id
 from .config.module_config import ModuleConfigResolver
 from .config.server_config import ServerConfig, load_server_config, parse_duration
+from .connections import (
+    ConnectionLimits,
+    GuardedAppRunner,
+    GuardedServer,
+    LoopErrorLog,
+    default_max_connections,
+    fd_reserve,
+    raise_fd_limit,
+)
 from .context import ConfigProblem, ServerContext
+from .http_middleware import CorsPolicy, http_middleware, marking_admin_check
 from .loader import ModuleLoader, discover_module_folders
+from .logthrottle import LogThrottle
 from .metrics import Metrics
 from .pipeline import EventPipeline
 from .routing import ModuleRouter
@@ -67,6 +78,10 @@ class BotpressServer:
         self._background: list[asyncio.Task[Any]] = []
         self.bound_port: int | None = None
         self.started_at = time.time()
+        # Lines anyone can trigger (malformed requests, a connection flood) at most once a minute each.
+        self.log_throttle = LogThrottle()
+        self.fd_limit: int | None = None
+        self._loop_errors = LoopErrorLog(self.log_throttle, self._describe_connections)
 
     @property
     def url(self) -> str:
@@ -85,6 +100,9 @@ class BotpressServer:
         self.config = load_server_config(self.data_dir, self.env, found)
         if self.config.problems:
             raise StartupError(self.config.problems)
+        # Before anything opens files or sockets: storage pools, modules' clients, the listener.
+        self.fd_limit = raise_fd_limit()
+        self._loop_errors.install(asyncio.get_running_loop())
         self.loader.load_all(self.config.data.get("modules", []))
         self.resolver.module_names = set(self.loader.modules)
         for module in self.loader.modules.values():
@@ -119,7 +137,9 @@ class BotpressServer:
         sock = self._sock = _bind(self.config.host, self.config.port, backlog)
         self.bound_port = sock.getsockname()[1]
         self.app = self._build_app()
-        self._runner = web.AppRunner(self.app, handle_signals=False, access_log=None, shutdown_timeout=5.0)
+        self._runner = GuardedAppRunner(self.app, limits=self._connection_limits(), metrics=self.metrics,
+                                        throttle=self.log_throttle, handle_signals=False, access_log=None,
+                                        shutdown_timeout=5.0)
         await self._runner.setup()
         await self._call_modules("on_server_started", lambda name: {"server": self.module_contexts[name]})
 
@@ -133,14 +153,30 @@ class BotpressServer:
         log.info("botpress-py %s listening on %s (external URL %s), %d bots", __version__, self.url,
                  self.external_url(), len(self.registry.records))
 
+    def _connection_limits(self) -> ConnectionLimits:
+        assert self.config
+        automatic = default_max_connections(self.fd_limit)
+        limit = int(self.config.http["maxConnections"]) or automatic
+        if self.fd_limit is not None and limit > automatic:
+            log.warning("httpServer.maxConnections (%d) leaves fewer than %d of the %d file descriptors this "
+                        "process may open for storage, outgoing requests and files: at that many connections, "
+                        "accepting and opening files fail", limit, fd_reserve(self.fd_limit), self.fd_limit)
+        return ConnectionLimits(max_connections=limit, header_timeout=self.config.duration("headerTimeout"),
+                                keepalive_timeout=self.config.duration("keepAliveTimeout"),
+                                body_timeout=self.config.duration("bodyTimeout"))
+
+    def _describe_connections(self) -> str:
+        return f"{self.open_connections()} open connections, file descriptor limit {self.fd_limit or 'unknown'}"
+
     def _build_app(self) -> web.Application:
         assert self.config and self.registry
         limit = self.config.body_limit
         cors = self.config.http["cors"]
-        app = web.Application(client_max_size=limit, middlewares=[_http_middleware(
-            self.metrics, limit, self.config.http["bodyLimit"],
-            cors.get("origin", "*") if cors.get("enabled", True) else None)])
-        admin_check = make_admin_check(lambda: self.config.admin_token() if self.config else "")
+        policy = CorsPolicy(channel_origin=cors.get("origin", "*") if cors.get("enabled", True) else None,
+                            admin_origins=self.config.admin_origins())
+        app = web.Application(client_max_size=limit, middlewares=[http_middleware(
+            self.metrics, limit, self.config.http["bodyLimit"], policy, self.log_throttle)])
+        admin_check = marking_admin_check(make_admin_check(lambda: self.config.admin_token() if self.config else ""))
         for name, module in self.loader.modules.items():
             resolved = self.resolver.resolve(module, None)
             if not resolved.ok:
@@ -166,8 +202,14 @@ class BotpressServer:
                            "Incoming events queued in memory for processing.")
         self.metrics.gauge("bp_outgoing_queued", lambda: pipeline.outgoing.pending(),
                            "Outgoing events queued in memory for delivery.")
+        self.metrics.gauge("bp_http_connections_open", self.open_connections, "HTTP connections open now.")
         self.metrics.gauge("bp_incoming_parked_bots", lambda: len(pipeline.parked_bots()),
                            "Bots whose new events stay in storage until they are mounted or memory has room.")
+
+    def open_connections(self) -> int:
+        """HTTP connections open now."""
+        server = self._runner.server if self._runner else None
+        return server.open_connections if isinstance(server, GuardedServer) else 0
 
     async def _call_modules(self, hook: str, kwargs_for: Any) -> None:
         for name in list(self.loader.modules):
@@ -183,7 +225,8 @@ class BotpressServer:
         if watch.get("enabled", True):
             registry = self.registry
             self.watcher = DataWatcher(self.data_dir, parse_duration(watch.get("interval", "500ms")),
-                                       on_bot_changed=registry.reload, on_global_changed=self._global_config_changed)
+                                       on_bot_changed=registry.reload, on_global_changed=self._global_config_changed,
+                                       throttle=self.log_throttle)
             registry.on_change = self.watcher.mark_seen
             self.watcher.start()
         self._background.append(asyncio.create_task(self._purge_loop(), name="storage-purge"))
@@ -314,6 +357,7 @@ class BotpressServer:
         await self._call_modules("on_module_unmount", lambda name: {"server": self.module_contexts.get(name)})
         if self.storage:
             await self.storage.close()
+        self._loop_errors.uninstall()
         log.info("botpress-py stopped")
 
 
@@ -331,46 +375,3 @@ def _bind(host: str, port: int, backlog: int) -> socket.socket:
         raise
     sock.setblocking(False)
     return sock
-
-
-def _http_middleware(metrics: Metrics, limit: int, limit_text: str, cors_origin: str | None) -> Any:
-    """Count the request, refuse an oversized body, add CORS headers: one middleware for all three.
-
-    One rather than three because every aiohttp middleware is another coroutine per request,
-    and the webhook is the hot path (bench/: a few per cent of the ingest rate).
-    """
-
-    def too_large(request: web.Request) -> web.HTTPRequestEntityTooLarge:
-        return web.HTTPRequestEntityTooLarge(
-            max_size=limit, actual_size=request.content_length or 0, content_type="application/json",
-            text=web.json_response({"error": "request body too large", "limit": limit_text,
-                                    "hint": "raise httpServer.bodyLimit in botpress.config.json"}).text)
-
-    @web.middleware
-    async def http(request: web.Request, handler: Any) -> web.StreamResponse:
-        metrics.inc("bp_http_requests_total")
-        # Refuse on the declared length before any handler runs; chunked bodies are capped
-        # by client_max_size when read.
-        length = request.content_length
-        if cors_origin is None:
-            if length is not None and length > limit:
-                raise too_large(request)
-            return await handler(request)
-        if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
-            response: web.StreamResponse = web.Response(status=204)
-            response.headers["Access-Control-Allow-Methods"] = "GET, POST, PUT, DELETE, OPTIONS"
-            response.headers["Access-Control-Allow-Headers"] = request.headers.get(
-                "Access-Control-Request-Headers", "Authorization, Content-Type")
-            response.headers["Access-Control-Max-Age"] = "600"
-        else:
-            try:
-                if length is not None and length > limit:
-                    raise too_large(request)
-                response = await handler(request)
-            except web.HTTPException as exc:
-                exc.headers["Access-Control-Allow-Origin"] = cors_origin
-                raise
-        response.headers["Access-Control-Allow-Origin"] = cors_origin
-        return response
-
-    return http

@@ -20,6 +20,8 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+from .logthrottle import LogThrottle
+
 log = logging.getLogger(__name__)
 
 Signature = tuple[tuple[str, int, int], ...]
@@ -29,22 +31,42 @@ SCAN_SHARE_LIMIT = 20  # a scan every >= 20x its own CPU time: at most 5% of a c
 _BOT_FILES = (".json", ".py")
 
 
+class Unreadable(Exception):
+    """A folder that cannot be listed or a file that cannot be stat'ed for another reason than
+    being gone (too many open files, no permission, an I/O error, a symlink loop). Unlike a
+    missing file it says nothing about what changed: the scan keeps what it knew of that bot."""
+
+    def __init__(self, path: str, error: OSError) -> None:
+        super().__init__(f"{path}: {error.strerror or error}")
+        self.path = path
+        self.error = error
+
+
+def _gone(error: OSError) -> bool:
+    return isinstance(error, (FileNotFoundError, NotADirectoryError))
+
+
 def _listing(folder: str, patterns: tuple[str, ...]) -> list[str]:
-    """File names in ``folder`` that end with ``patterns``, sorted; [] when it cannot be read."""
+    """File names in ``folder`` that end with ``patterns``, sorted; [] when it does not exist."""
     try:
         with os.scandir(folder) as entries:
             # Skip editor swap files and our own atomic-write temporaries: only finished files count.
             return sorted(e.name for e in entries
                           if not e.name.startswith(".") and e.name.endswith(patterns) and e.is_file())
-    except OSError:
-        return []
+    except OSError as exc:
+        if _gone(exc):
+            return []
+        raise Unreadable(folder, exc) from None
 
 
 def _mtime(path: str) -> int | None:
+    """The modification time of ``path``; None when it does not exist."""
     try:
         return os.stat(path).st_mtime_ns
-    except OSError:
-        return None
+    except OSError as exc:
+        if _gone(exc):
+            return None
+        raise Unreadable(path, exc) from None
 
 
 class _FolderCache:
@@ -70,15 +92,19 @@ class _FolderCache:
 def _signature(folder: str, names: list[str], prefix: str = "") -> list[tuple[str, int, int]]:
     out: list[tuple[str, int, int]] = []
     for name in names:
+        path = os.path.join(folder, name)
         try:
-            st = os.stat(os.path.join(folder, name))
-        except OSError:
-            continue  # removed since the listing: the folder's mtime shows it next scan
+            st = os.stat(path)
+        except OSError as exc:
+            if _gone(exc):
+                continue  # removed since the listing: the folder's mtime shows it next scan
+            raise Unreadable(path, exc) from None
         out.append((prefix + name, st.st_mtime_ns, st.st_size))
     return out
 
 
 def bot_signature(bot_dir: Path, cache: _FolderCache | None = None, full: bool = True) -> Signature:
+    """The bot's watched files with their mtimes and sizes; raises :class:`Unreadable`."""
     cache = cache or _FolderCache()
     folder, config = str(bot_dir), os.path.join(str(bot_dir), "config")
     files = _signature(folder, cache.names(folder, _BOT_FILES, full))
@@ -93,6 +119,7 @@ class DataWatcher:
         interval: float,
         on_bot_changed: Callable[[str], Awaitable[object]],
         on_global_changed: Callable[[], Awaitable[object]],
+        throttle: LogThrottle | None = None,
     ) -> None:
         self.bots_dir = data_dir / "bots"
         self.global_config_dir = data_dir / "global" / "config"
@@ -100,6 +127,7 @@ class DataWatcher:
         self._on_bot_changed = on_bot_changed
         self._on_global_changed = on_global_changed
         self._seen: dict[str, Signature] = {}
+        self._throttle = throttle or LogThrottle()
         self._task: asyncio.Task[None] | None = None
         self._folders = _FolderCache()
         self._bots_mtime: int | None = None
@@ -107,30 +135,66 @@ class DataWatcher:
         self._scans = 0
         self.last_scan_cpu = 0.0  # seconds of CPU the last scan took
 
-    def snapshot(self) -> dict[str, Signature]:
+    def snapshot(self, known: dict[str, Signature] | None = None) -> dict[str, Signature]:
+        """Every bot's signature and the global config's. What cannot be read this time keeps its
+        signature in ``known`` (by default the last one acted on; one throttled warning), so it never
+        looks removed or changed."""
         self._scans += 1
         full = self._scans % FULL_SCAN_EVERY == 0
-        cache = self._folders
+        cache, previous = self._folders, self._seen if known is None else known
+        sigs: dict[str, Signature] = {}
         global_dir = str(self.global_config_dir)
-        sigs = {GLOBAL_KEY: tuple(_signature(global_dir, cache.names(global_dir, (".json",), full)))}
-        bots_dir = str(self.bots_dir)
-        bots_mtime = _mtime(bots_dir)
-        if full or bots_mtime != self._bots_mtime or self._bot_folders is None:
-            try:
-                with os.scandir(bots_dir) as entries:
-                    self._bot_folders = sorted(e.name for e in entries if e.is_dir() and not e.name.startswith("."))
-            except OSError:
-                self._bot_folders = []
-            self._bots_mtime = bots_mtime
+        try:
+            sigs[GLOBAL_KEY] = tuple(_signature(global_dir, cache.names(global_dir, (".json",), full)))
+        except Unreadable as exc:
+            self._keep(sigs, previous, GLOBAL_KEY, exc)
         visited = {global_dir}
-        for name in self._bot_folders:
-            folder = os.path.join(bots_dir, name)
-            signature = bot_signature(Path(folder), cache, full)
+        for name in self._list_bot_folders(full, previous):
+            folder = os.path.join(str(self.bots_dir), name)
             visited.update((folder, os.path.join(folder, "config")))
+            try:
+                signature = bot_signature(Path(folder), cache, full)
+            except Unreadable as exc:
+                self._keep(sigs, previous, name, exc)
+                continue
             if any(entry[0] == "bot.config.json" for entry in signature):
                 sigs[name] = signature
         cache.forget(visited)
         return sigs
+
+    def _list_bot_folders(self, full: bool, previous: dict[str, Signature]) -> list[str]:
+        bots_dir = str(self.bots_dir)
+        try:
+            bots_mtime = _mtime(bots_dir)
+            if full or bots_mtime != self._bots_mtime or self._bot_folders is None:
+                try:
+                    with os.scandir(bots_dir) as entries:
+                        folders = sorted(e.name for e in entries if e.is_dir() and not e.name.startswith("."))
+                except OSError as exc:
+                    if not _gone(exc):
+                        raise Unreadable(bots_dir, exc) from None
+                    folders = []
+                self._bot_folders, self._bots_mtime = folders, bots_mtime
+        except Unreadable as exc:
+            self._warn_unreadable(exc)
+            if self._bot_folders is None:
+                return sorted(k for k in previous if k != GLOBAL_KEY)
+        return self._bot_folders or []
+
+    def _keep(self, sigs: dict[str, Signature], previous: dict[str, Signature], key: str, exc: Unreadable) -> None:
+        self._warn_unreadable(exc)
+        if key in previous:
+            sigs[key] = previous[key]
+
+    def _warn_unreadable(self, exc: Unreadable) -> None:
+        self._throttle.log(log, logging.WARNING, ("unreadable", exc.error.errno),
+                           "cannot read %s (%s): ignored for this scan, its last known state is kept",
+                           exc.path, exc.error.strerror or exc.error)
+
+    @property
+    def scans(self) -> int:
+        """Scans made so far."""
+        return self._scans
 
     def _timed_snapshot(self) -> dict[str, Signature]:
         started = time.thread_time()
@@ -141,7 +205,10 @@ class DataWatcher:
 
     def mark_seen(self, bot_id: str) -> None:
         """Record a bot's files as handled (after the server itself wrote one of them)."""
-        self._seen[bot_id] = bot_signature(self.bots_dir / bot_id, self._folders, full=True)
+        try:
+            self._seen[bot_id] = bot_signature(self.bots_dir / bot_id, self._folders, full=True)
+        except Unreadable as exc:
+            self._warn_unreadable(exc)  # the next scan that can read them compares them
 
     def start(self) -> None:
         self._seen = self.snapshot()

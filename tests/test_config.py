@@ -211,3 +211,17 @@ def test_env_of_a_longer_named_module_is_not_an_unknown_option(data_dir: Path, e
     assert resolver.resolve(loader.modules["echo"], None).problems == []
     resolver.module_names = {"echo"}
     assert len(resolver.resolve(loader.modules["echo"], None).problems) == 1
+
+
+def test_connection_limits_and_admin_origins_have_defaults_and_are_checked(data_dir: Path) -> None:
+    config = load_server_config(data_dir, {"BP_CONFIG_HTTPSERVER_HEADERTIMEOUT": "5s"}, [])
+    assert config.problems == []
+    assert (config.http["maxConnections"], config.duration("headerTimeout"), config.duration("keepAliveTimeout"),
+            config.duration("bodyTimeout")) == (0, 5, 75, 60)
+    assert config.admin_origins() == frozenset()
+    write_json(data_dir / "global" / "botpress.config.json", {
+        "httpServer": {"bodyTimeout": "soon", "maxConnections": -1},
+        "admin": {"cors": {"origins": ["https://admin.example.com", "*", "https://a.example/path"]}}})
+    config = load_server_config(data_dir, {}, [])
+    assert sorted(p.pointer for p in config.problems) == ["/admin/cors/origins/1", "/admin/cors/origins/2",
+                                                          "/httpServer/bodyTimeout", "/httpServer/maxConnections"]

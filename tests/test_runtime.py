@@ -302,19 +302,6 @@ async def test_body_limit_gives_413(data_dir: Path, env: dict, echo: Any) -> Non
             assert r.status == 200
 
 
-async def test_cors(data_dir: Path, env: dict, echo: Any) -> None:
-    three_bots(data_dir)
-    async with run_server(data_dir, env, modules=["echo"]) as srv, aiohttp.ClientSession() as s:
-        async with s.options(f"{srv.url}/status", headers={"Origin": "http://a.example",
-                                                           "Access-Control-Request-Method": "GET"}) as r:
-            assert r.status == 204 and r.headers["Access-Control-Allow-Origin"] == "*"
-        async with s.get(f"{srv.url}/status") as r:
-            assert r.headers["Access-Control-Allow-Origin"] == "*"
-    async with run_server(data_dir, env, modules=["echo"], httpServer={"cors": {"enabled": False}}) as srv, \
-            aiohttp.ClientSession() as s, s.get(f"{srv.url}/status") as r:
-        assert "Access-Control-Allow-Origin" not in r.headers
-
-
 async def test_existing_module_error_does_not_block_fixes_elsewhere(data_dir: Path, env: dict, echo: Any) -> None:
     """A bot started with a module in error still takes edits; fixing the module brings it on."""
     make_bot(data_dir, "alpha", module_configs={"echo": {"level": "high"}})

@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
+import resource
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
-from botpress_py.testing import make_bot, write_json
+import aiohttp
+import pytest
+
+from botpress_py.testing import make_bot, run_server, wait_for, write_json
 from botpress_py.watcher import FULL_SCAN_EVERY, GLOBAL_KEY, SCAN_SHARE_LIMIT, DataWatcher
 
 
@@ -80,3 +88,57 @@ async def test_scanning_a_big_data_folder_stretches_the_period(data_dir: Path) -
     assert w.next_pause() == 0.2 * SCAN_SHARE_LIMIT  # at most 1/SCAN_SHARE_LIMIT of a core
     w.last_scan_cpu = 0.001
     assert w.next_pause() == 0.5  # never faster than watch.interval
+
+
+@contextlib.contextmanager
+def no_free_file_descriptors() -> Iterator[None]:
+    """A real "too many open files": opening anything fails with EMFILE (stat still works)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (3, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_folders_that_cannot_be_listed_keep_their_last_state(data_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="botpress_py")
+    make_bot(data_dir, "alpha", module_configs={"echo": {"greeting": "a"}})
+    make_bot(data_dir, "beta")
+    write_json(data_dir / "global" / "config" / "echo.json", {"greeting": "g"})
+    w = watcher(data_dir)
+    known = w.snapshot()
+    with no_free_file_descriptors():
+        scans = [w.snapshot(known) for _ in range(FULL_SCAN_EVERY)]  # a full scan lists every folder
+    assert all(scan == known for scan in scans)  # neither empty nor changed
+    warnings = [r for r in caplog.records if "cannot read" in r.getMessage()]
+    assert len(warnings) == 1 and warnings[0].levelno == logging.WARNING  # throttled
+    assert "Too many open files" in warnings[0].getMessage()
+    write_json(data_dir / "bots" / "beta" / "config" / "echo.json", {"greeting": "b"})
+    assert w.snapshot(known)["beta"] != known["beta"]  # readable again: changes are seen
+
+
+def test_a_symlink_loop_in_a_bot_folder_keeps_the_bot_unchanged(data_dir: Path) -> None:
+    make_bot(data_dir, "alpha", module_configs={"echo": {"greeting": "a"}})
+    w = watcher(data_dir)
+    known = w.snapshot()
+    os.symlink("loop.json", data_dir / "bots" / "alpha" / "config" / "loop.json")  # ELOOP, even for root
+    assert [w.snapshot(known) for _ in range(FULL_SCAN_EVERY)] == [known] * FULL_SCAN_EVERY
+
+
+async def test_server_does_not_remount_a_bot_whose_folder_cannot_be_read(data_dir: Path, env: dict, echo: Any,
+                                                                       caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="botpress_py")
+    make_bot(data_dir, "alpha", module_configs={"echo": {"greeting": "a"}})
+    async with run_server(data_dir, env, modules=["echo"], watch={"enabled": True, "interval": "50ms"}) as srv, \
+            aiohttp.ClientSession() as s:
+        mounts = echo.CALLS.count(("on_bot_mount", "alpha"))
+        scans = srv.watcher.scans
+        os.symlink("loop.json", data_dir / "bots" / "alpha" / "config" / "loop.json")
+        await wait_for(lambda: srv.watcher.scans > scans + FULL_SCAN_EVERY, timeout=10)  # a full scan too
+        assert not any("remounting" in r.getMessage() for r in caplog.records)
+        assert echo.CALLS.count(("on_bot_mount", "alpha")) == mounts  # not remounted
+        async with s.get(f"{srv.url}/status") as r:
+            alpha = (await r.json())["bots"]["alpha"]
+        assert alpha["state"] == "mounted" and "error" not in alpha  # no false "reload refused"
+        assert len([r for r in caplog.records if "cannot read" in r.getMessage()]) == 1

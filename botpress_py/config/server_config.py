@@ -43,15 +43,30 @@ SERVER_CONFIG_SCHEMA: dict[str, Any] = {
                               "default": "10mb",
                               "description": "Largest request body on any route, e.g. \"10mb\", \"1kb\"; "
                                              "larger requests get 413."},
+                "maxConnections": {"type": "integer", "minimum": 0, "default": 0,
+                                   "description": "Most connections open at once; beyond it a new connection is "
+                                                  "answered 503 and closed. 0: the file descriptor limit minus "
+                                                  "a reserve for storage, outgoing requests and files."},
+                "headerTimeout": {"type": "string", "pattern": _DURATION, "default": "10s",
+                                  "description": "Time a new connection has to send its first request's headers "
+                                                 "before it is closed. 0s: no limit."},
+                "keepAliveTimeout": {"type": "string", "pattern": _DURATION, "default": "75s",
+                                     "description": "Idle time after a response before a kept-alive connection is "
+                                                    "closed; the next request's headers must arrive within it. "
+                                                    "0s: no keep-alive."},
+                "bodyTimeout": {"type": "string", "pattern": _DURATION, "default": "60s",
+                                "description": "Time a request's body has to arrive once its headers have; "
+                                               "then the connection is closed. 0s: no limit."},
                 "cors": {
                     "type": "object",
                     "additionalProperties": False,
-                    "description": "Cross-origin requests.",
+                    "description": "Cross-origin requests to the channel routes (/api/v1/bots/...).",
                     "properties": {
                         "enabled": {"type": "boolean", "default": True,
-                                    "description": "Answer CORS preflights and add Access-Control headers."},
+                                    "description": "Answer CORS preflights and add Access-Control headers on "
+                                                   "channel routes."},
                         "origin": {"type": "string", "default": "*",
-                                   "description": "Value of Access-Control-Allow-Origin."},
+                                   "description": "Value of Access-Control-Allow-Origin on channel routes."},
                     },
                 },
                 "externalUrl": {"type": "string", "default": "",
@@ -82,6 +97,17 @@ SERVER_CONFIG_SCHEMA: dict[str, Any] = {
                 "token": {"type": "string", "default": "",
                           "description": "Bearer token of the admin API (env BP_ADMIN_TOKEN wins). "
                                          "Empty: the admin API answers 403."},
+                "cors": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "description": "Cross-origin requests to admin routes.",
+                    "properties": {
+                        "origins": {"type": "array", "default": [],
+                                    "items": {"type": "string", "pattern": r"^https?://[^/\s*]+$"},
+                                    "description": "Browser origins (scheme://host[:port]) allowed to call admin "
+                                                   "routes; empty: none."},
+                    },
+                },
             },
         },
         "storage": {
@@ -206,6 +232,13 @@ class ServerConfig:
             return url.rstrip("/")
         host = self.host if self.host not in ("0.0.0.0", "::", "") else "localhost"
         return f"http://{host}:{bound_port or self.port}"
+
+    def duration(self, key: str) -> float:
+        """An httpServer duration in seconds (``headerTimeout``, ``keepAliveTimeout``, ``bodyTimeout``)."""
+        return parse_duration(self.http[key])
+
+    def admin_origins(self) -> frozenset[str]:
+        return frozenset(self.data.get("admin", {}).get("cors", {}).get("origins", []))
 
     def admin_token(self) -> str:
         return self.data.get("admin", {}).get("token", "")
