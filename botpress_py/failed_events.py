@@ -12,7 +12,7 @@ queued again) or discards them through the admin API or ``botpress-py events``.
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -60,12 +60,24 @@ class FailedCounts:
 
     def __init__(self) -> None:
         self._by_bot: dict[str, dict[str, int]] = {}
+        self._changes = 0  # how many times add() was called: tells a recount that raced with it
 
     def replace(self, counts: Mapping[str, Mapping[str, int]]) -> None:
         self._by_bot = {bot: {d: int(c.get(d, 0)) for d in DIRECTIONS} for bot, c in counts.items()
                         if any(c.values())}
 
+    async def refresh(self, read: Callable[[], Awaitable[Mapping[str, Mapping[str, int]]]]) -> bool:
+        """Replace the counts by ``read()`` (storage's), unless they changed while it read: the read
+        may or may not include that change, so it is dropped (False) and tried another time."""
+        changes = self._changes
+        counts = await read()
+        if self._changes != changes:
+            return False
+        self.replace(counts)
+        return True
+
     def add(self, bot_id: str, direction: str, count: int = 1) -> None:
+        self._changes += 1
         entry = self._by_bot.setdefault(bot_id, {d: 0 for d in DIRECTIONS})
         entry[direction] = max(0, entry[direction] + count)
         if not any(entry.values()):

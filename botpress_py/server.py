@@ -219,7 +219,7 @@ class BotpressServer:
                     log.info("storage purge removed %s", counts)
                 # Failed events are counted as they come and go; purges and erases take some
                 # away unseen, so the counts are read again here, once a purge period.
-                self.pipeline.failed_counts.replace(await self.storage.failed_counts())
+                await self.pipeline.failed_counts.refresh(self.storage.failed_counts)
             except Exception:
                 log.exception("storage purge failed; will retry in %ss", interval)
             await asyncio.sleep(interval)  # the purge period
