@@ -109,6 +109,13 @@ class Storage(ABC):
     async def schema_version(self) -> int:
         """The migration version applied (0 for an empty database)."""
 
+    def is_transient_failure(self, exc: BaseException) -> bool:
+        """True when a failed write says nothing about what was written: the database is locked,
+        unreachable or out of space. A group commit then fails its callers at once (they retry,
+        or their channel redelivers) rather than splitting the batch to look for a guilty item,
+        which would repeat the same failure once per item."""
+        return isinstance(exc, OSError | TimeoutError)
+
     # -- key-value: small JSON state that must outlive a restart --------------------------
     @abstractmethod
     async def kv_get(self, namespace: str, key: str) -> Any | None: ...

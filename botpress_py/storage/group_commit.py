@@ -9,7 +9,9 @@ Sharing a transaction must not mean sharing a failure: when one fails, its items
 halves and each half committed again (and so on), until every item is either stored or has
 failed on its own. Only then does an item's failure reach its caller, and only its caller. A
 batch with one bad item costs about two transactions per halving (2 log2 n) instead of one;
-the path where nothing fails pays nothing for it.
+the path where nothing fails pays nothing for it. A failure that says nothing about the
+items (the database locked, unreachable or full: ``Storage.is_transient_failure``) is not
+split: every caller gets it at once, as splitting would repeat it once per item.
 """
 
 from __future__ import annotations
@@ -67,10 +69,14 @@ class GroupCommit(Generic[T, R]):
     """
 
     def __init__(self, commit: Callable[[list[T]], Awaitable[list[R]]], *, name: str,
-                 window_ms: float = 0.0, max_batch: int = 500) -> None:
+                 window_ms: float = 0.0, max_batch: int = 500,
+                 transient: Callable[[Exception], bool] | None = None) -> None:
         if max_batch < 1:
             raise ValueError("max_batch must be at least 1")
         self._commit_fn = commit
+        # A failure that says nothing about the items (a locked database): splitting would only
+        # repeat it once per item, so every caller gets it at once.
+        self._transient = transient or (lambda exc: False)
         self._name = name
         self._window = max(window_ms, 0.0) / 1000
         self._max_batch = max_batch
@@ -172,6 +178,8 @@ class GroupCommit(Generic[T, R]):
         try:
             results = await self._commit_fn(items)
         except Exception as exc:
+            if self._transient(exc):
+                return [_ItemFailed(exc)] * len(items)
             if len(items) == 1:
                 return [await self._alone_failed(items[0], exc)]
             if first:  # the halvings below say nothing new
@@ -206,7 +214,8 @@ class GroupCommitInbox(GroupCommit[IOEvent, bool | str]):
     """
 
     def __init__(self, storage: Storage, window_ms: float = 0.0, max_batch: int = 500) -> None:
-        super().__init__(storage.inbox_add, name="inbox", window_ms=window_ms, max_batch=max_batch)
+        super().__init__(storage.inbox_add, name="inbox", window_ms=window_ms, max_batch=max_batch,
+                         transient=storage.is_transient_failure)
         self._storage = storage
 
     async def _alone_failed(self, item: IOEvent, exc: Exception) -> bool | str | _ItemFailed:
@@ -239,7 +248,8 @@ class GroupCommitCompletions(GroupCommit[Completion, list[int]]):
     """
 
     def __init__(self, storage: Storage, window_ms: float = 0.0, max_batch: int = 500) -> None:
-        super().__init__(storage.inbox_complete, name="inbox-complete", window_ms=window_ms, max_batch=max_batch)
+        super().__init__(storage.inbox_complete, name="inbox-complete", window_ms=window_ms, max_batch=max_batch,
+                         transient=storage.is_transient_failure)
 
 
 class GroupCommitSent(GroupCommit[SentMark, None]):
@@ -249,4 +259,5 @@ class GroupCommitSent(GroupCommit[SentMark, None]):
     """
 
     def __init__(self, storage: Storage, window_ms: float = 0.0, max_batch: int = 500) -> None:
-        super().__init__(storage.outbox_sent_many, name="outbox-sent", window_ms=window_ms, max_batch=max_batch)
+        super().__init__(storage.outbox_sent_many, name="outbox-sent", window_ms=window_ms, max_batch=max_batch,
+                         transient=storage.is_transient_failure)

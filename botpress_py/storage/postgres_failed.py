@@ -22,7 +22,26 @@ _TABLES: dict[str, tuple[str, str]] = {  # direction -> (table, column of when i
 }
 
 
+# Failures of the connection or the server, never of the values written (those raise DataError,
+# IntegrityConstraintViolationError, ProgramLimitExceededError, ...).
+_TRANSIENT = (
+    asyncpg.PostgresConnectionError,  # connection lost or refused
+    asyncpg.InsufficientResourcesError,  # disk full, out of memory, too many connections
+    asyncpg.OperatorInterventionError,  # shutdown, statement cancelled
+    asyncpg.TransactionRollbackError,  # deadlock, serialization failure
+    asyncpg.ReadOnlySQLTransactionError,  # a replica, or a server in recovery
+    OSError,
+    TimeoutError,
+)
+
+
 class PostgresFailedEvents:
+    def is_transient_failure(self, exc: BaseException) -> bool:
+        if isinstance(exc, _TRANSIENT):
+            return True
+        # The driver's own errors: a closed connection or pool, but not a value it cannot encode.
+        return isinstance(exc, asyncpg.InterfaceError) and not isinstance(exc, ValueError)
+
     if TYPE_CHECKING:
         _clock: Callable[[], int]
 

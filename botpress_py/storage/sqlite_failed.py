@@ -24,6 +24,11 @@ _TABLES: dict[str, tuple[str, str]] = {  # direction -> (table, column of when i
 
 
 class SQLiteFailedEvents:
+    def is_transient_failure(self, exc: BaseException) -> bool:
+        # OperationalError: locked, busy, disk full, I/O error, read-only file. What a value can
+        # cause (a type it cannot bind, an integer too big, a constraint) raises something else.
+        return isinstance(exc, sqlite3.OperationalError | OSError | TimeoutError)
+
     if TYPE_CHECKING:
         _clock: Callable[[], int]
 

@@ -94,6 +94,28 @@ async def test_a_sent_mark_that_fails_alone_fails_only_its_caller(storage: Stora
     await sent.close()
 
 
+async def test_only_failures_that_say_nothing_about_the_items_are_transient(backend: Backend,
+                                                                            storage: Storage) -> None:
+    import sqlite3
+
+    import asyncpg
+
+    assert storage.is_transient_failure(OSError("disk I/O error"))
+    assert not storage.is_transient_failure(OverflowError("Python int too large to convert to SQLite INTEGER"))
+    assert not storage.is_transient_failure(TypeError("Object of type set is not JSON serializable"))
+    if backend.name == "sqlite":
+        assert storage.is_transient_failure(sqlite3.OperationalError("database or disk is full"))
+        assert not storage.is_transient_failure(sqlite3.IntegrityError("NOT NULL constraint failed"))
+        assert not storage.is_transient_failure(sqlite3.ProgrammingError("Error binding parameter 6"))
+    else:
+        assert storage.is_transient_failure(asyncpg.ConnectionDoesNotExistError("connection was closed"))
+        assert storage.is_transient_failure(asyncpg.DiskFullError("could not extend file"))
+        assert storage.is_transient_failure(asyncpg.InterfaceError("pool is closing"))
+        assert not storage.is_transient_failure(asyncpg.DataError("invalid input for query argument $7"))
+        assert not storage.is_transient_failure(asyncpg.exceptions._base.DataError("expected str, got list"))
+        assert not storage.is_transient_failure(asyncpg.NotNullViolationError("null value in column"))
+
+
 # -- the failed state in storage ----------------------------------------------------------------------
 
 
