@@ -16,7 +16,7 @@ import aiohttp
 import pytest
 
 from botpress_py.cli import main
-from botpress_py.events import DeliveryError
+from botpress_py.events import DeliveryError, IOEvent
 from botpress_py.testing import make_bot, run_server, wait_for
 
 from .failed_events_support import (
@@ -31,7 +31,7 @@ from .failed_events_support import (
     metrics,
     post_in,
 )
-from .test_pipeline import texts
+from .test_pipeline import small_memory_bound, texts
 
 NO_RETRIES = {"failedEvents": {"maxAttempts": 1}}
 
@@ -229,3 +229,61 @@ async def test_failed_events_are_purged_after_their_own_retention(
         await wait_for(failed_rows_purged, 10)
         await wait_for(lambda: srv.pipeline.failed_counts.totals() == {"incoming": 0, "outgoing": 0}, 5)
         assert (await status_counts(s, srv))["total"] == 0
+
+
+async def test_a_retried_event_of_a_disabled_bot_waits_in_storage_until_the_bot_is_enabled(
+        data_dir: Path, env: dict, echo: Any, db: Database) -> None:
+    make_bot(data_dir, "alpha")
+    async with run_server(data_dir, {**env, **db.env}, modules=["echo"], storage=NO_RETRIES,
+                          admin={"token": TOKEN}) as srv, aiohttp.ClientSession() as s:
+        await db.refuse_history_of()
+        await post_in(s, srv, "u1", "refuse me")
+        await wait_for(lambda: srv.pipeline.failed_counts.totals()["incoming"] == 1, 10)
+        await db.stop_refusing()
+        [failed] = await srv.storage.failed_events("incoming")
+        await srv.registry.set_disabled("alpha", True)
+
+        status, body = await post(s, f"{srv.url}/api/v1/admin/events/{failed.event.id}/retry")
+        assert status == 200 and body == {"id": failed.event.id, "direction": "incoming", "botId": "alpha",
+                                          "status": "pending"}
+        assert srv.pipeline.parked_bots() == {"alpha"} and srv.pipeline.incoming.pending() == 0
+        assert [row[0] for row in await db.inbox("u1")] == ["pending"]  # in storage, not in memory
+        await srv.registry.set_disabled("alpha", False)
+        await wait_for(lambda: texts(echo, "u1") == ["echo: refuse me"], 10)
+        assert [row[0] for row in await db.inbox("u1")] == ["done"]
+
+
+async def test_a_retry_while_the_bots_stored_events_are_read_back_queues_every_event_once(
+        data_dir: Path, env: dict, echo: Any, db: Database, monkeypatch: Any) -> None:
+    small_memory_bound(monkeypatch)
+    make_bot(data_dir, "alpha")
+    async with run_server(data_dir, {**env, **db.env}, modules=["echo"], storage=NO_RETRIES,
+                          admin={"token": TOKEN}) as srv, aiohttp.ClientSession() as s:
+        await db.refuse_history_of()
+        await post_in(s, srv, "u0", "refuse me")
+        await wait_for(lambda: srv.pipeline.failed_counts.totals()["incoming"] == 1, 10)
+        await db.stop_refusing()
+        [failed] = await srv.storage.failed_events("incoming")
+
+        # Stored while the bot is off; once on, its resumer reads them a batch at a time, and
+        # bot logic holds the first batch, so the resumer waits for room past the failed event.
+        echo.HOLD.append(asyncio.Event())
+        channel = srv.registry.records["alpha"].contexts["echo"]
+        await srv.registry.set_disabled("alpha", True)
+        for i in range(5):
+            for user in ("u1", "u2", "u3", "u4"):
+                await channel.receive([IOEvent(type="text", channel="test", direction="incoming", botId="alpha",
+                                               target=user, threadId="t", payload={"text": f"msg {i}"})])
+        await srv.registry.set_disabled("alpha", False)
+        await wait_for(lambda: srv.pipeline.incoming.pending() >= 3, 10)
+        assert srv.pipeline.parked_bots() == {"alpha"}
+        # The retried event is older than what the resumer read: it must read again from the
+        # start, once the events in memory are done, and queue nothing twice.
+        assert (await post(s, f"{srv.url}/api/v1/admin/events/{failed.event.id}/retry"))[0] == 200
+        echo.HOLD[0].set()
+        await wait_for(lambda: len(echo.SENT) == 21, 10)
+        assert texts(echo, "u0") == ["echo: refuse me"]
+        for user in ("u1", "u2", "u3", "u4"):
+            assert texts(echo, user) == [f"echo: msg {i}" for i in range(5)]
+        await wait_for(lambda: srv.pipeline.parked_bots() == set(), 10)
+        assert await srv.storage.inbox_pending() == []
