@@ -38,6 +38,7 @@ from .conversation_queues import ConversationQueues
 from .events import DeliveryError, IOEvent, Middleware, masked_copy, payload_preview, validate_outgoing_payload
 from .failed_events import FailedCounts, FailedEvents, RetryPolicy
 from .loader import ModuleLoader
+from .logthrottle import LogThrottle
 from .metrics import Metrics, labelled
 from .processing import IncomingProcessing, current_replies, maybe_await
 from .storage import (
@@ -110,6 +111,7 @@ class EventPipeline(IncomingProcessing):
         self._rewind: set[str] = set()  # parked bots whose resumer must read again from the start
         # Failed processing attempts of events read back from storage (only those with some).
         self._attempts: dict[str, int] = {}
+        self._log_throttle = LogThrottle(10.0)
 
     def _middleware(self, direction: str) -> list[tuple[str, Middleware]]:
         found = [(name, mw) for name, module in self.loader.modules.items()

@@ -19,6 +19,7 @@ from .config.server_config import parse_duration
 from .events import IOEvent, Middleware, masked_copy
 from .failed_events import RetryPolicy
 from .loader import ModuleLoader
+from .logthrottle import LogThrottle
 from .metrics import Metrics
 from .state import linked_users
 from .storage import Completion, GroupCommitCompletions, Storage
@@ -57,6 +58,9 @@ class IncomingProcessing:
         completions: GroupCommitCompletions
         middleware_in: list[tuple[str, Middleware]]
         _attempts: dict[str, int]
+        # A full disk fails every conversation at once: one line per bot and kind of failure, then
+        # every 10 s a line with the count of those held back (each event stays listed as failed).
+        _log_throttle: LogThrottle
 
         def _queue_outgoing(self, events: list[IOEvent], seqs: list[int]) -> None: ...
 
@@ -121,13 +125,15 @@ class IncomingProcessing:
         for the backoff; False when the server stops meanwhile."""
         delay = self.retry.delay(attempts)
         self.metrics.inc("bp_events_retried_total")
-        log.warning("bot %s: processing event %s failed (attempt %d of %d), retrying in %.1fs: %s",
-                    event.botId, event.id, attempts, self.retry.max_attempts, delay, error)
+        self._log_throttle.log(log, logging.WARNING, ("retry", event.botId, tuple(error.split(":", 2)[:2])),
+                      "bot %s: processing event %s failed (attempt %d of %d), retrying in %.1fs: %s",
+                      event.botId, event.id, attempts, self.retry.max_attempts, delay, error)
         try:
             await self.storage.inbox_attempt_failed(event.id, attempts, error)
         except Exception as exc:
-            log.warning("bot %s: could not count the failed attempt of event %s: %s", event.botId, event.id,
-                        describe_error(exc))
+            self._log_throttle.log(log, logging.WARNING, ("count", event.botId, type(exc)),
+                          "bot %s: could not count the failed attempt of event %s: %s", event.botId, event.id,
+                          describe_error(exc))
         closing = self.registry.closing
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(closing.wait(), delay)
@@ -137,12 +143,14 @@ class IncomingProcessing:
         try:
             failed = await self.storage.inbox_fail(event.id, attempts, error)
         except Exception as exc:
-            log.error("bot %s: event %s failed %d times (%s) and could not be marked failed either (%s); it stays "
-                      "pending and replays at the next start", event.botId, event.id, attempts, error,
-                      describe_error(exc))
+            self._log_throttle.log(log, logging.ERROR, ("unmarked", event.botId, type(exc)),
+                          "bot %s: event %s failed %d times (%s) and could not be marked failed either (%s); it "
+                          "stays pending and replays at the next start", event.botId, event.id, attempts, error,
+                          describe_error(exc))
             return
-        log.error("bot %s: event %s failed after %d attempts, its conversation moves on (see botpress-py events "
-                  "failed): %s", event.botId, event.id, attempts, error)
+        self._log_throttle.log(log, logging.ERROR, ("failed", event.botId, tuple(error.split(":", 2)[:2])),
+                      "bot %s: event %s failed after %d attempts, its conversation moves on (see botpress-py events "
+                      "failed): %s", event.botId, event.id, attempts, error)
         if failed:
             self._count_failed(event.botId, "incoming")
 

@@ -23,6 +23,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Final, Generic, TypeVar
 
 from ..events import IOEvent
+from ..logthrottle import LogThrottle
 from .base import Completion, SentMark, Storage
 from .common import describe_error, sanitised_event
 
@@ -77,6 +78,9 @@ class GroupCommit(Generic[T, R]):
         # A failure that says nothing about the items (a locked database): splitting would only
         # repeat it once per item, so every caller gets it at once.
         self._transient = transient or (lambda exc: False)
+        # A flood of bad events must not flood the log: the first line of a kind goes out, the
+        # next one 10 s later says how many were held back.
+        self._throttle = LogThrottle(10.0)
         self._name = name
         self._window = max(window_ms, 0.0) / 1000
         self._max_batch = max_batch
@@ -183,8 +187,9 @@ class GroupCommit(Generic[T, R]):
             if len(items) == 1:
                 return [await self._alone_failed(items[0], exc)]
             if first:  # the halvings below say nothing new
-                log.warning("%s: a transaction of %d items failed (%s); committing them in halves to find the "
-                            "guilty ones", self._name, len(items), type(exc).__name__)
+                self._throttle.log(log, logging.WARNING, (self._name, type(exc)),
+                              "%s: a transaction of %d items failed (%s); committing them in halves to find the "
+                              "guilty ones", self._name, len(items), type(exc).__name__)
             half = len(items) // 2
             return [*await self._commit_split(items[:half], first=False),
                     *await self._commit_split(items[half:], first=False)]
@@ -227,16 +232,19 @@ class GroupCommitInbox(GroupCommit[IOEvent, bool | str]):
         masked = bool(sanitised.flags.get("mask"))
         error = describe_error(exc, masked=masked)
         if not changed:
-            log.error("inbox: event %s of bot %s could not be stored: %s", sanitised.id, sanitised.botId, error)
+            self._throttle.log(log, logging.ERROR, ("refused", sanitised.botId, type(exc)),
+                          "inbox: event %s of bot %s could not be stored: %s", sanitised.id, sanitised.botId, error)
             return _ItemFailed(exc)
         try:
             stored = await self._storage.inbox_add_failed(sanitised, f"could not be stored as received: {error}")
         except Exception as second:
-            log.error("inbox: event %s of bot %s could not be stored (%s), nor its sanitised copy (%s)",
-                      sanitised.id, sanitised.botId, error, describe_error(second, masked=masked))
+            self._throttle.log(log, logging.ERROR, ("refused", sanitised.botId, type(exc)),
+                          "inbox: event %s of bot %s could not be stored (%s), nor its sanitised copy (%s)",
+                          sanitised.id, sanitised.botId, error, describe_error(second, masked=masked))
             return _ItemFailed(exc)
-        log.error("inbox: event %s of bot %s could not be stored as received (%s); stored sanitised as a failed "
-                  "event", sanitised.id, sanitised.botId, error)
+        self._throttle.log(log, logging.ERROR, ("stored-failed", sanitised.botId, type(exc)),
+                      "inbox: event %s of bot %s could not be stored as received (%s); stored sanitised as a failed "
+                      "event (see botpress-py events failed)", sanitised.id, sanitised.botId, error)
         return STORED_AS_FAILED if stored else False
 
 
