@@ -9,7 +9,16 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from .bots import BotRegistry, valid_bot_id
-from .failed_events import BULK_DEFAULT, BULK_MAX, DIRECTIONS, LIST_DEFAULT, LIST_MAX, EventNotFailed, EventNotFound
+from .failed_events import (
+    BULK_DEFAULT,
+    BULK_MAX,
+    DIRECTIONS,
+    LIST_DEFAULT,
+    LIST_MAX,
+    EventNotFailed,
+    EventNotFound,
+    EventNotRetryable,
+)
 from .jsonfiles import ConfigFileError
 
 if TYPE_CHECKING:
@@ -139,6 +148,8 @@ class AdminApi:
                                   "(events are purged after storage.retention)") from None
         except EventNotFailed as exc:
             raise json_error(web.HTTPConflict, str(exc), state=exc.status) from None
+        except EventNotRetryable as exc:
+            raise json_error(web.HTTPConflict, str(exc), state="failed") from None
         return web.json_response(done)
 
     async def bot_failed_events_action(self, request: web.Request) -> web.Response:

@@ -144,7 +144,7 @@ class _Online:
         return code
 
     def _bulk(self, args: argparse.Namespace) -> int:
-        total = 0
+        total = skipped = 0
         params = {"direction": args.direction} if args.direction else {}
         while True:
             status, body = self.call("POST", f"/api/v1/admin/bots/{args.bot}/events/failed/{args.verb}", params)
@@ -152,9 +152,12 @@ class _Online:
                 return _http_error(self.url, status, body)
             done = int(body.get("retried" if args.verb == "retry" else "discarded", 0))
             total += done
+            skipped = int(body.get("skipped", 0))
             if not done or not body.get("remaining"):
                 break
         print(f"{_past(args.verb)} {total} failed events of bot {args.bot}")
+        if skipped:
+            print(f"({skipped} masked outgoing events cannot be sent again: discard them)", file=sys.stderr)
         return 0
 
 
@@ -196,7 +199,7 @@ async def _list_offline(tools: FailedEvents, args: argparse.Namespace) -> int:
 
 
 async def _each_offline(tools: FailedEvents, args: argparse.Namespace) -> int:
-    from .failed_events import EventNotFailed, EventNotFound
+    from .failed_events import EventNotFailed, EventNotFound, EventNotRetryable
 
     action: Callable[[str], Awaitable[dict[str, Any]]] = tools.retry if args.verb == "retry" else tools.discard
     code = 0
@@ -206,7 +209,7 @@ async def _each_offline(tools: FailedEvents, args: argparse.Namespace) -> int:
         except EventNotFound:
             code = 1
             print(f"error: {event_id}: no event with this id is stored", file=sys.stderr)
-        except EventNotFailed as exc:
+        except (EventNotFailed, EventNotRetryable) as exc:
             code = 1
             print(f"error: {event_id}: {exc}", file=sys.stderr)
     return code

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from .config.server_config import parse_duration
-from .events import MASK
+from .events import MASK, IOEvent
 from .storage import FailedEvent, OutboxRow, Storage
 from .storage.base import Direction
 
@@ -118,6 +118,17 @@ class EventNotFailed(Exception):
         self.status = status
 
 
+class EventNotRetryable(Exception):
+    def __init__(self, event_id: str) -> None:
+        super().__init__(f"outgoing event {event_id} is masked: its text was masked in storage when it failed, so "
+                         "it cannot be sent again; discard it")
+
+
+def _retryable(direction: str, event: IOEvent) -> bool:
+    # A masked reply is stored masked once it failed: sending it again would send the mask.
+    return direction == "incoming" or not event.flags.get("mask")
+
+
 class FailedEvents:
     """The operator's tools: list, retry and discard failed events (behind the admin API)."""
 
@@ -150,6 +161,10 @@ class FailedEvents:
 
     async def retry(self, event_id: str) -> dict[str, Any]:
         direction, bot_id = await self._failed(event_id)
+        if direction == "outgoing":
+            row = await self.storage.outbox_get(event_id)
+            if row is not None and not _retryable(direction, row.event):
+                raise EventNotRetryable(event_id)
         rows = await self.storage.events_retry(direction, [event_id])
         if not rows:  # changed state since it was looked up
             await self._failed(event_id)
@@ -167,14 +182,23 @@ class FailedEvents:
 
     async def retry_bot(self, bot_id: str, direction: Direction | None = None,
                         limit: int = BULK_DEFAULT) -> dict[str, Any]:
-        """Retry up to ``limit`` of a bot's failed events, oldest first (incoming ones first)."""
-        done = 0
+        """Retry up to ``limit`` of a bot's failed events, oldest first (incoming ones first);
+        ``skipped`` counts those that cannot be retried (masked outgoing events), left failed."""
+        done = skipped = 0
         for current in [direction] if direction else DIRECTIONS:
-            rows = await self.storage.failed_events(current, bot_id=bot_id, limit=limit - done)
-            changed = await self.storage.events_retry(current, [row.event.id for row in rows])
-            self._retried(bot_id, current, changed)
-            done += len(changed)
-        return {"botId": bot_id, "retried": done, "remaining": self._remaining(bot_id, direction)}
+            after = 0
+            while done < limit:
+                rows = await self.storage.failed_events(current, bot_id=bot_id, after_seq=after, limit=limit - done)
+                if not rows:
+                    break
+                after = rows[-1].seq
+                retryable = [row.event.id for row in rows if _retryable(current, row.event)]
+                skipped += len(rows) - len(retryable)
+                changed = await self.storage.events_retry(current, retryable)
+                self._retried(bot_id, current, changed)
+                done += len(changed)
+        return {"botId": bot_id, "retried": done, "skipped": skipped,
+                "remaining": self._remaining(bot_id, direction)}
 
     async def discard_bot(self, bot_id: str, direction: Direction | None = None,
                           limit: int = BULK_DEFAULT) -> dict[str, Any]:

@@ -141,8 +141,8 @@ async def test_a_bots_failed_events_are_retried_in_bulk_in_their_conversations_o
         await wait_for(lambda: srv.pipeline.failed_counts.totals()["incoming"] == 5, 10)
         await db.stop_refusing()
         bulk = f"{srv.url}/api/v1/admin/bots/alpha/events/failed/retry"
-        assert (await post(s, bulk, limit=2)) == (200, {"botId": "alpha", "retried": 2, "remaining": 3})
-        assert (await post(s, bulk)) == (200, {"botId": "alpha", "retried": 3, "remaining": 0})
+        assert (await post(s, bulk, limit=2)) == (200, {"botId": "alpha", "retried": 2, "skipped": 0, "remaining": 3})
+        assert (await post(s, bulk)) == (200, {"botId": "alpha", "retried": 3, "skipped": 0, "remaining": 0})
         await wait_for(lambda: texts(echo, "u1") == ["echo: refuse me"] * 5, 10)
         assert [row[0] for row in await db.inbox("u1")] == ["done"] * 5
         assert (await post(s, f"{srv.url}/api/v1/admin/bots/alpha/events/failed/discard"))[1]["discarded"] == 0
@@ -287,3 +287,22 @@ async def test_a_retry_while_the_bots_stored_events_are_read_back_queues_every_e
             assert texts(echo, user) == [f"echo: msg {i}" for i in range(5)]
         await wait_for(lambda: srv.pipeline.parked_bots() == set(), 10)
         assert await srv.storage.inbox_pending() == []
+
+
+async def test_a_masked_reply_that_failed_cannot_be_sent_again_only_discarded(
+        data_dir: Path, env: dict, echo: Any, db: Database) -> None:
+    make_bot(data_dir, "alpha")
+    async with run_server(data_dir, {**env, **db.env}, modules=["echo"], storage=NO_RETRIES,
+                          admin={"token": TOKEN}) as srv, aiohttp.ClientSession() as s:
+        echo.FAIL_NEXT_SENDS.append(DeliveryError("user unavailable", permanent=True, code=551))
+        await post_in(s, srv, "u1", "my iban is DE89", flags={"mask": True, "maskReplies": True})
+        await wait_for(lambda: srv.pipeline.failed_counts.totals()["outgoing"] == 1, 10)
+        [failed] = (await get(s, f"{srv.url}/api/v1/admin/events/failed"))[1]["events"]
+        assert failed["preview"] == "***" and "DE89" not in json.dumps(failed)
+
+        status, body = await post(s, f"{srv.url}/api/v1/admin/events/{failed['id']}/retry")
+        assert status == 409 and "masked" in body["error"] and "discard" in body["error"]
+        assert (await post(s, f"{srv.url}/api/v1/admin/bots/alpha/events/failed/retry"))[1] == {
+            "botId": "alpha", "retried": 0, "skipped": 1, "remaining": 1}
+        assert (await post(s, f"{srv.url}/api/v1/admin/events/{failed['id']}/discard"))[0] == 200
+        assert echo.SENT == []
