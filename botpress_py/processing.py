@@ -125,15 +125,17 @@ class IncomingProcessing:
         for the backoff; False when the server stops meanwhile."""
         delay = self.retry.delay(attempts)
         self.metrics.inc("bp_events_retried_total")
-        self._log_throttle.log(log, logging.WARNING, ("retry", event.botId, tuple(error.split(":", 2)[:2])),
-                      "bot %s: processing event %s failed (attempt %d of %d), retrying in %.1fs: %s",
-                      event.botId, event.id, attempts, self.retry.max_attempts, delay, error)
+        self._log_throttle.log(
+            log, logging.WARNING, ("retry", event.botId, _kind(error)),
+            "bot %s: processing event %s failed (attempt %d of %d), retrying in %.1fs: %s",
+            event.botId, event.id, attempts, self.retry.max_attempts, delay, error)
         try:
             await self.storage.inbox_attempt_failed(event.id, attempts, error)
         except Exception as exc:
-            self._log_throttle.log(log, logging.WARNING, ("count", event.botId, type(exc)),
-                          "bot %s: could not count the failed attempt of event %s: %s", event.botId, event.id,
-                          describe_error(exc))
+            self._log_throttle.log(
+                log, logging.WARNING, ("count", event.botId, type(exc)),
+                "bot %s: could not count the failed attempt of event %s: %s", event.botId, event.id,
+                describe_error(exc, masked=bool(event.flags.get("mask"))))
         closing = self.registry.closing
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(closing.wait(), delay)
@@ -143,14 +145,16 @@ class IncomingProcessing:
         try:
             failed = await self.storage.inbox_fail(event.id, attempts, error)
         except Exception as exc:
-            self._log_throttle.log(log, logging.ERROR, ("unmarked", event.botId, type(exc)),
-                          "bot %s: event %s failed %d times (%s) and could not be marked failed either (%s); it "
-                          "stays pending and replays at the next start", event.botId, event.id, attempts, error,
-                          describe_error(exc))
+            self._log_throttle.log(
+                log, logging.ERROR, ("unmarked", event.botId, type(exc)),
+                "bot %s: event %s failed %d times (%s) and could not be marked failed either (%s); it stays "
+                "pending and replays at the next start", event.botId, event.id, attempts, error,
+                describe_error(exc, masked=bool(event.flags.get("mask"))))
             return
-        self._log_throttle.log(log, logging.ERROR, ("failed", event.botId, tuple(error.split(":", 2)[:2])),
-                      "bot %s: event %s failed after %d attempts, its conversation moves on (see botpress-py events "
-                      "failed): %s", event.botId, event.id, attempts, error)
+        self._log_throttle.log(
+            log, logging.ERROR, ("failed", event.botId, _kind(error)),
+            "bot %s: event %s failed after %d attempts, its conversation moves on (see botpress-py events "
+            "failed): %s", event.botId, event.id, attempts, error)
         if failed:
             self._count_failed(event.botId, "incoming")
 
@@ -240,6 +244,12 @@ class IncomingProcessing:
             after = f" (after transform_output of {', '.join(transforms)})" if transforms else ""
             raise ValueError(f"{sender}: cannot send a {event.type!r} reply whose {where} cannot be stored: "
                              f"{reason}{after}") from None
+
+
+def _kind(error: str) -> tuple[str, ...]:
+    """The stage and exception type of an error made in ``_process_with_retries``: what its log
+    lines are throttled by."""
+    return tuple(error.split(":", 2)[:2])
 
 
 async def maybe_await(value: Any) -> Any:
