@@ -294,8 +294,8 @@ class EventPipeline(IncomingProcessing):
         Incoming events stay in storage: their bots are parked, and each bot's events are read
         back once it is mounted. Outgoing events are queued now.
         """
-        # A poison event must not replay forever: one that used up its attempts before the
-        # stop (its processing failed that often, or the process died each time) is failed now.
+        # A poison event must not replay forever: one that has used up its attempts (counted in
+        # storage as they failed; maxAttempts may have been lowered since) is failed now.
         exhausted = await self.storage.inbox_fail_exhausted(
             self.retry.max_attempts, f"processing failed {self.retry.max_attempts} times before a restart")
         if exhausted:

@@ -183,14 +183,14 @@ async def test_attempts_survive_restarts_and_an_event_out_of_attempts_is_failed_
         assert [row[:1] + row[2:] for row in await db.inbox("u1")] == [("failed", 2)]
         calls = on_incoming_calls(echo)
 
-    # An event that used up its attempts before a stop (say, it took the process down each
-    # time) is failed at start, not replayed once more.
+    # An event that has used up its attempts by the next start (failed twice on a full disk,
+    # and maxAttempts is 2) is failed at start, not replayed once more.
     storage = open_storage(data_dir, db.env)
     await storage.open()
     stuck = IOEvent(type="text", channel="test", direction="incoming", botId="alpha", target="u2", threadId="t",
-                    payload={"text": "kills the process"}, preview="kills the process")
+                    payload={"text": "stuck"}, preview="stuck")
     await storage.inbox_add([stuck])
-    await storage.inbox_attempt_failed(stuck.id, 2, "the process died while processing it")
+    await storage.inbox_attempt_failed(stuck.id, 2, "recording its result: OperationalError: disk full")
     await storage.close()
     async with run_server(data_dir, {**env, **db.env}, modules=["echo"], storage=slow_retries) as srv:
         assert [row[0] for row in await db.inbox("u2")] == ["failed"]
