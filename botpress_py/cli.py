@@ -15,6 +15,8 @@ from typing import Any
 
 from . import __version__
 from .bots import BotRegistry, valid_bot_id
+from .cli_common import admin_target, data_dir_from
+from .cli_events import add_events_parser
 from .config.module_config import ModuleConfigResolver
 from .config.server_config import load_server_config
 from .context import ConfigProblem
@@ -22,10 +24,6 @@ from .jsonfiles import ConfigFileError, load_json_file, write_json_atomic
 from .loader import ModuleLoader, discover_module_folders
 
 log = logging.getLogger("botpress_py")
-
-
-def data_dir_from(args: argparse.Namespace) -> Path:
-    return Path(args.data or os.environ.get("BP_DATA_PATH") or "data").resolve()
 
 
 def _setup_logging(level: str) -> None:
@@ -136,23 +134,11 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 # -- bots -------------------------------------------------------------------------------------------
-def _admin_target(args: argparse.Namespace, data_dir: Path) -> tuple[str, str]:
-    env = dict(os.environ)
-    config = load_server_config(data_dir, env, [], create=False)
-    url = args.url or env.get("BP_URL") or f"http://{_connect_host(config.host)}:{config.port}"
-    token = args.token or env.get("BP_ADMIN_TOKEN") or config.admin_token()
-    return url.rstrip("/"), token
-
-
-def _connect_host(host: str) -> str:
-    return "127.0.0.1" if host in ("0.0.0.0", "::", "", "localhost") else host
-
-
 def cmd_bots(args: argparse.Namespace) -> int:
     import requests
 
     data_dir = data_dir_from(args)
-    url, token = _admin_target(args, data_dir)
+    url, token = admin_target(args, data_dir)
     if args.action != "list" and (not args.bot_id or not valid_bot_id(args.bot_id)):
         print(f"error: invalid or missing bot id {args.bot_id!r} (ids match ^[a-z0-9][a-z0-9_-]{{0,49}}$)",
               file=sys.stderr)
@@ -227,7 +213,7 @@ def cmd_users(args: argparse.Namespace) -> int:
         print(f"error: invalid bot id {args.bot!r}", file=sys.stderr)
         return 2
     data_dir = data_dir_from(args)
-    url, token = _admin_target(args, data_dir)
+    url, token = admin_target(args, data_dir)
     where = "running server"
     try:
         # A running server erases too what modules hold in memory (e.g. Messenger's thread owners).
@@ -324,6 +310,8 @@ def build_parser(module_loader: ModuleLoader | None = None) -> argparse.Argument
     users.add_argument("--token", help="admin token (default $BP_ADMIN_TOKEN or admin.token)")
     users.set_defaults(func=cmd_users)
 
+    add_events_parser(sub)
+
     if module_loader is not None:
         for name in module_loader.modules:
             try:
@@ -335,7 +323,7 @@ def build_parser(module_loader: ModuleLoader | None = None) -> argparse.Argument
 
 def _modules_for_cli(argv: list[str]) -> ModuleLoader | None:
     """Load modules so they can add verbs (e.g. ``messenger``); core verbs never need it."""
-    if argv and argv[0] in ("start", "check", "bots", "users"):
+    if argv and argv[0] in ("start", "check", "bots", "users", "events"):
         return None
     data_arg = argv[argv.index("--data") + 1] if "--data" in argv[:-1] else None
     data_dir = Path(data_arg or os.environ.get("BP_DATA_PATH") or "data").resolve()

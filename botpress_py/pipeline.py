@@ -16,28 +16,41 @@ sent: a slow Graph API must not pile replies up in memory either), are not queue
 the inbox (the bot is *parked*), and a resumer reads them back in arrival order, a batch at a
 time, once the bot is mounted and memory has room. A parked bot's new events are parked too,
 so a conversation's order never depends on which path an event took.
+
+One bad event never hurts another: the shared transactions split themselves to find a guilty
+item (storage/group_commit.py), a reply that cannot be stored is refused at ``send()``, and an
+event whose processing keeps failing is retried with backoff, then marked failed, and its
+conversation moves on (failed_events.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import contextvars
-import inspect
 import logging
 import random
 import time
-from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Iterable
 from typing import Any
 
-from .bots import BotRecord, BotRegistry, ShuttingDown
-from .config.server_config import parse_duration
+from .bots import BotRegistry, ShuttingDown
+from .conversation_queues import ConversationQueues
 from .events import DeliveryError, IOEvent, Middleware, masked_copy, payload_preview, validate_outgoing_payload
+from .failed_events import FailedCounts, FailedEvents, RetryPolicy
 from .loader import ModuleLoader
-from .metrics import Metrics
-from .state import linked_users
-from .storage import Completion, GroupCommitCompletions, GroupCommitInbox, GroupCommitSent, OutboxRow, SentMark, Storage
+from .logthrottle import LogThrottle
+from .metrics import Metrics, labelled
+from .processing import IncomingProcessing, current_replies, maybe_await
+from .storage import (
+    STORED_AS_FAILED,
+    GroupCommitCompletions,
+    GroupCommitInbox,
+    GroupCommitSent,
+    OutboxRow,
+    SentMark,
+    Storage,
+)
+from .storage.common import describe_error
 
 log = logging.getLogger(__name__)
 
@@ -56,91 +69,31 @@ MAX_QUEUED_INCOMING = 2_000
 RESUME_BATCH = 500
 RESUME_BELOW = MAX_QUEUED_INCOMING // 2
 
-ConvKey = tuple[str, str, str, str]
+_FAILED_INCOMING = labelled("bp_events_failed_total", direction="incoming")
+_FAILED_OUTGOING = labelled("bp_events_failed_total", direction="outgoing")
 
 
-class _ReplyCollector:
-    """Replies sent while one incoming event is processed; committed with its "processed" mark."""
-
-    def __init__(self) -> None:
-        self.events: list[IOEvent] = []
-        self.open = True
-
-
-# Set in the worker while bot logic handles an event; tasks the bot logic spawns inherit it,
-# and once it is closed their sends go straight to the outbox.
-_current_replies: contextvars.ContextVar[_ReplyCollector | None] = contextvars.ContextVar(
-    "botpress_current_replies", default=None)
-
-
-class _ConversationQueues:
-    """One FIFO and one worker task per conversation; conversations run concurrently."""
-
-    def __init__(self, name: str, handle: Callable[[Any], Awaitable[None]]) -> None:
-        self.name = name
-        self._handle = handle
-        self._queues: dict[ConvKey, deque[Any]] = {}
-        self._workers: dict[ConvKey, asyncio.Task[None]] = {}
-        self._idle = asyncio.Event()
-        self._idle.set()
-
-    def put(self, key: ConvKey, item: Any) -> None:
-        self._queues.setdefault(key, deque()).append(item)
-        if key not in self._workers:
-            self._idle.clear()
-            self._workers[key] = asyncio.create_task(self._run(key), name=f"{self.name}:{key}")
-
-    async def _run(self, key: ConvKey) -> None:
-        queue = self._queues[key]
-        try:
-            while queue:
-                item = queue[0]
-                try:
-                    await self._handle(item)
-                except asyncio.CancelledError:
-                    raise
-                except Exception:
-                    log.exception("%s worker failed on an item; it stays stored for replay", self.name)
-                queue.popleft()
-        finally:
-            if not queue:
-                self._queues.pop(key, None)
-            self._workers.pop(key, None)
-            if not self._workers:
-                self._idle.set()
-
-    def pending(self) -> int:
-        return sum(len(q) for q in self._queues.values())
-
-    async def wait_idle(self, timeout: float) -> bool:
-        try:
-            await asyncio.wait_for(self._idle.wait(), timeout)
-            return True
-        except TimeoutError:
-            return False
-
-    async def cancel(self) -> None:
-        tasks = list(self._workers.values())
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-
-
-class EventPipeline:
-    def __init__(self, storage: Storage, registry: BotRegistry, loader: ModuleLoader, metrics: Metrics) -> None:
+class EventPipeline(IncomingProcessing):
+    def __init__(self, storage: Storage, registry: BotRegistry, loader: ModuleLoader, metrics: Metrics,
+                 retry: RetryPolicy | None = None) -> None:
         self.storage = storage
         self.registry = registry
         self.loader = loader
         self.metrics = metrics
+        self.retry = retry or RetryPolicy()
+        self.failed_counts = FailedCounts()
+        self.failed = FailedEvents(storage, self, self.failed_counts)
+        for counter in (_FAILED_INCOMING, _FAILED_OUTGOING):
+            metrics.inc(counter, 0)  # shown from the start, so an alert can compare with 0
+        metrics.gauge("bp_failed_events", self.failed_counts.gauge,
+                      "Failed events stored now (listed by GET /api/v1/admin/events/failed), by direction.")
         self.inbox = GroupCommitInbox(storage)
         self.completions = GroupCommitCompletions(storage)
         # Sent marks are not held back for company (a window): the history would then show a reply
         # after the user's next message.
         self.sent = GroupCommitSent(storage)
-        self.incoming = _ConversationQueues("incoming", self._process_incoming)
-        self.outgoing = _ConversationQueues("outgoing", self._deliver)
+        self.incoming = ConversationQueues("incoming", self._process_incoming)
+        self.outgoing = ConversationQueues("outgoing", self._deliver)
         self.middleware_in = self._middleware("incoming")
         self.middleware_out = self._middleware("outgoing")
         self._accepting = True
@@ -155,6 +108,10 @@ class EventPipeline:
         self._parked: set[str] = set()
         self._parked_since_read: set[str] = set()  # parked events arrived while a resumer reads
         self._resumers: dict[str, asyncio.Task[None]] = {}
+        self._rewind: set[str] = set()  # parked bots whose resumer must read again from the start
+        # Failed processing attempts of events read back from storage (only those with some).
+        self._attempts: dict[str, int] = {}
+        self._log_throttle = LogThrottle(10.0)
 
     def _middleware(self, direction: str) -> list[tuple[str, Middleware]]:
         found = [(name, mw) for name, module in self.loader.modules.items()
@@ -168,9 +125,12 @@ class EventPipeline:
         if not events:
             return []
         flags = await self.inbox.add(events)
-        accepted = [event for event, new in zip(events, flags, strict=True) if new]
+        accepted = [event for event, new in zip(events, flags, strict=True) if new is True]
+        failed = [event for event, new in zip(events, flags, strict=True) if new == STORED_AS_FAILED]
         self.metrics.inc("bp_events_received_total", len(accepted))
-        self.metrics.inc("bp_events_duplicate_total", len(events) - len(accepted))
+        self.metrics.inc("bp_events_duplicate_total", len(events) - len(accepted) - len(failed))
+        for event in failed:
+            self._count_failed(event.botId, "incoming")
         for event in accepted:
             bot_id = event.botId
             if bot_id in self._parked:
@@ -226,13 +186,31 @@ class EventPipeline:
             self._resume(bot_id)
 
     def _resume(self, bot_id: str) -> None:
-        if bot_id in self._resumers or not self._accepting or not self._takes_events(bot_id):
+        running = self._resumers.get(bot_id)
+        if (running is not None and not running.done()) or not self._accepting or not self._takes_events(bot_id):
             return  # already resuming; or it resumes when mounted
         if self._held + self._sending >= RESUME_BELOW:
             return  # it resumes when memory has room
         task = asyncio.create_task(self._resume_from_storage(bot_id), name=f"incoming-resume:{bot_id}")
         self._resumers[bot_id] = task
-        task.add_done_callback(lambda _: self._resumers.pop(bot_id, None))
+        task.add_done_callback(lambda done: self._resumers.pop(bot_id) if self._resumers.get(bot_id) is done
+                               else None)
+
+    def requeue_incoming(self, bot_ids: Iterable[str]) -> None:
+        """Failed events of these bots were put back to pending: read them back, in arrival order.
+
+        They are older than what the resumer may have read already, so it starts over (once the
+        bot's events in memory are done, so that none is queued twice).
+        """
+        for bot_id in bot_ids:
+            self._rewind.add(bot_id)
+            self._park(bot_id)
+
+    def requeue_outgoing(self, rows: list[OutboxRow]) -> None:
+        """Failed outgoing events put back to pending: queue them for delivery now."""
+        if self._accepting:
+            for row in rows:
+                self._put_outgoing(row)
 
     async def _resume_from_storage(self, bot_id: str) -> None:
         """Queue a parked bot's stored events in arrival order, then let its new events in directly.
@@ -242,18 +220,26 @@ class EventPipeline:
         the start queues nothing twice, and every parked event is younger than those.
         """
         try:
-            if self._held_by_bot.get(bot_id):
-                drained = self._bot_drained.setdefault(bot_id, asyncio.Event())
-                await drained.wait()
-            after = 0
+            after, start_over = 0, True
             while self._takes_events(bot_id):
+                if start_over or bot_id in self._rewind:
+                    self._rewind.discard(bot_id)
+                    if self._held_by_bot.get(bot_id):
+                        drained = self._bot_drained.setdefault(bot_id, asyncio.Event())
+                        await drained.wait()
+                    after, start_over = 0, False
+                    continue  # the bot may have been unmounted meanwhile
                 self._parked_since_read.discard(bot_id)
-                batch = await self.storage.inbox_pending(limit=RESUME_BATCH, after_seq=after, bot_id=bot_id)
+                batch = await self.storage.inbox_pending_rows(limit=RESUME_BATCH, after_seq=after, bot_id=bot_id)
                 if not self._takes_events(bot_id) or not self._accepting:
                     return  # unmounted meanwhile: the batch stays stored, the next mount resumes
-                for seq, event in batch:
-                    self._queue_incoming(event)
-                    after = seq
+                if bot_id in self._rewind:
+                    continue  # read before a retry put older events back: read again from the start
+                for row in batch:
+                    if row.attempts:
+                        self._attempts[row.event.id] = row.attempts
+                    self._queue_incoming(row.event)
+                    after = row.seq
                 if not batch and bot_id not in self._parked_since_read:
                     # Nothing stored is left unqueued, and every later event was committed after
                     # this read: from here on the bot's events are queued as they arrive.
@@ -281,11 +267,15 @@ class EventPipeline:
             events = [e for e in events if await self._transform("transform_output", e, record)]
             if not events:
                 return
-        collector = _current_replies.get()
+        # Encoded here, once: a reply that cannot be stored fails the bot logic that sent it, and
+        # never reaches (and fails) a transaction shared with other conversations' events.
+        encoded = [self._encode_reply(event, record) for event in events]
+        collector = current_replies.get()
         if collector is not None and collector.open:
             collector.events.extend(events)
+            collector.encoded.extend(encoded)
             return
-        seqs = await self.storage.outbox_add(events)
+        seqs = await self.storage.outbox_add(events, encoded)
         self._queue_outgoing(events, seqs)
 
     def _queue_outgoing(self, events: list[IOEvent], seqs: list[int]) -> None:
@@ -304,6 +294,15 @@ class EventPipeline:
         Incoming events stay in storage: their bots are parked, and each bot's events are read
         back once it is mounted. Outgoing events are queued now.
         """
+        # A poison event must not replay forever: one that has used up its attempts (counted in
+        # storage as they failed; maxAttempts may have been lowered since) is failed now.
+        exhausted = await self.storage.inbox_fail_exhausted(
+            self.retry.max_attempts, f"processing failed {self.retry.max_attempts} times before a restart")
+        if exhausted:
+            self.metrics.inc(_FAILED_INCOMING, sum(exhausted.values()))
+            log.error("failed %d stored events that used up their %d attempts before the last stop: %s",
+                      sum(exhausted.values()), self.retry.max_attempts, exhausted)
+        self.failed_counts.replace(await self.storage.failed_counts())
         pending = await self.storage.inbox_pending_counts()
         self._parked.update(pending)
         self._parked_since_read.update(pending)
@@ -322,100 +321,13 @@ class EventPipeline:
     # -- incoming ----------------------------------------------------------------------------------
     async def _process_incoming(self, event: IOEvent) -> None:
         try:
-            await self._process_held(event)
+            await self._process_with_retries(event)
         finally:
             self._release_incoming(event.botId)
 
-    async def _process_held(self, event: IOEvent) -> None:
-        try:
-            async with self.registry.using(event.botId) as record:
-                await self._attach_context(event, record)
-                # History keeps the event as it arrived: what middleware adds later (a profile the
-                # operator chose not to store, say) must not reach storage.
-                masked = masked_copy(event) if event.flags.get("mask") else None
-                history = masked or event.copy()
-                collector = _ReplyCollector()
-                token = _current_replies.set(collector)
-                try:
-                    status, error = await self._run_incoming(event, record)
-                finally:
-                    _current_replies.reset(token)
-                    collector.open = False
-                # History, processed mark and replies: one transaction.
-                [seqs] = await self.completions.add([Completion(event.id, status, error, collector.events,
-                                                                redacted=masked, message=history)])
-        except KeyError:
-            # The bot's folder is gone: keep the event stored (not done) for an operator to see.
-            log.warning("event %s for unknown bot %s left in the inbox", event.id, event.botId)
-            return
-        except ShuttingDown:
-            return  # stays pending in the inbox; replayed at the next start
-        self._queue_outgoing(collector.events, seqs)
-        self.metrics.inc(f"bp_events_{status}_total")
-
-    async def _run_incoming(self, event: IOEvent, record: BotRecord) -> tuple[str, str | None]:
-        contexts = record.contexts
-        if event.silent:
-            return "done", None
-        for module, mw in self.middleware_in:
-            ctx = contexts.get(module)
-            if ctx is None:
-                continue
-            try:
-                if await _maybe_await(mw.handler(event, ctx)) is False:
-                    return "dropped", f"dropped by middleware {mw.name}"
-            except Exception as exc:
-                log.exception("bot %s: middleware %s failed on event %s", event.botId, mw.name, event.id)
-                return "error", f"middleware {mw.name}: {type(exc).__name__}: {exc}"
-        if not await self._transform("transform_input", event, record):
-            return "dropped", "dropped by transform_input"
-        errors = []
-        for name, ctx in list(contexts.items()):
-            try:
-                await self.loader.call(name, "on_incoming", event=event, bot=ctx)
-            except Exception as exc:
-                log.exception("bot %s: module %s on_incoming failed on event %s", event.botId, name, event.id)
-                errors.append(f"{name}: {type(exc).__name__}: {exc}")
-        return ("error", "; ".join(errors)) if errors else ("done", None)
-
-    async def _attach_context(self, event: IOEvent, record: BotRecord) -> None:
-        """``event.flags["session"]`` and ``event.user``, from one storage read.
-
-        The session says whether the conversation is new, or back after ``sessionTimeout``;
-        the user is the stored profile (unless the channel brought a fresh one) and contact.
-        """
-        context = await self.storage.incoming_context(event.botId, event.channel, event.threadId, event.target)
-        last = context.last_event_at
-        timeout = event.flags.get("sessionTimeout")  # a channel's own setting wins, in seconds
-        if not isinstance(timeout, int | float) or timeout <= 0:
-            timeout = parse_duration(record.config.get("sessionTimeout") or "30m")
-        expired = last is not None and event.createdOn - last > timeout * 1000
-        event.flags["session"] = {"new": last is None, "expired": expired, "lastEventAt": last}
-
-        event.user.setdefault("id", event.target)
-        stored = context.user
-        if stored is None:
-            return
-        if stored.get("profile") is not None:
-            event.user.setdefault("profile", stored["profile"])
-        contact_id, members = context.contact
-        event.user["contactId"] = contact_id
-        event.user["linked"] = linked_users(members, event.botId, event.channel, event.target)
-
-    async def _transform(self, hook: str, event: IOEvent, record: BotRecord) -> bool:
-        """Modules' ``hook`` then the bot's transformers.py; False drops the event. Errors are contained."""
-        for name, ctx in list(record.contexts.items()):
-            try:
-                results = await self.loader.call(name, hook, event=event, bot=ctx)
-            except Exception:
-                log.exception("bot %s: module %s %s failed on event %s; it goes on unchanged",
-                              event.botId, name, hook, event.id)
-                continue
-            if any(r is False for r in results):
-                return False
-        if record.transformers is not None:
-            return await record.transformers.run(hook, event)
-        return True
+    def _count_failed(self, bot_id: str, direction: str) -> None:
+        self.metrics.inc(_FAILED_INCOMING if direction == "incoming" else _FAILED_OUTGOING)
+        self.failed_counts.add(bot_id, direction)
 
     # -- outgoing ----------------------------------------------------------------------------------
     async def _deliver(self, row: OutboxRow) -> None:
@@ -450,9 +362,9 @@ class EventPipeline:
                 await self._schedule_retry(row, str(exc), exc.retry_after)
                 continue
             except _Dropped as dropped:
-                await self.storage.outbox_update(event.id, status="failed", attempts=row.attempts,
-                                                 error=str(dropped))
-                await self._redact_if_masked(event)
+                await self._record_outgoing(event, "its drop", self.storage.outbox_update(
+                    event.id, status="dropped", attempts=row.attempts, error=str(dropped)))
+                await self._record_outgoing(event, "its masked form", self._redact_if_masked(event))
                 return
             except Exception as exc:
                 # A bug in a channel is retried like a transient failure, within the cap.
@@ -462,15 +374,42 @@ class EventPipeline:
                     return
                 await self._schedule_retry(row, f"{type(exc).__name__}: {exc}", None)
                 continue
+            self.metrics.inc("bp_events_sent_total")
+            await self._mark_sent(row, message_id)
+            return
+
+    async def _mark_sent(self, row: OutboxRow, message_id: str | None) -> None:
+        event = row.event
+        try:
             stored = masked_copy(event) if event.flags.get("mask") else event
             await self.sent.add([SentMark(event, row.attempts + 1, message_id, stored)])
-            self.metrics.inc("bp_events_sent_total")
             return
+        except Exception as exc:
+            # Failed by itself (the group commit splits a failed batch): the others are recorded.
+            self.metrics.inc("bp_events_sent_mark_failed_total")
+            log.error("bot %s: event %s was delivered but could not be recorded as sent (%s); recording its "
+                      "status without history", event.botId, event.id,
+                      describe_error(exc, masked=bool(event.flags.get("mask"))))
+        # Without this the event stays pending, and the next start would send it again.
+        await self._record_outgoing(event, "its sent status", self.storage.outbox_update(
+            event.id, status="sent", attempts=row.attempts + 1, channel_message_id=message_id))
+        await self._record_outgoing(event, "its masked form", self._redact_if_masked(event))
+
+    async def _record_outgoing(self, event: IOEvent, what: str, write: Awaitable[Any]) -> bool:
+        """Await a storage write about an outgoing event; a failure is logged, not raised (the
+        event then stays as last stored: a pending one is sent after the next start)."""
+        try:
+            await write
+            return True
+        except Exception as exc:
+            log.error("bot %s: could not store %s for outgoing event %s: %s", event.botId, what, event.id,
+                      describe_error(exc, masked=bool(event.flags.get("mask"))))
+            return False
 
     async def _run_outgoing(self, event: IOEvent, contexts: dict[str, Any]) -> str | None:
         for module, mw in self.middleware_out:
             ctx = contexts.get(module)
-            if ctx is not None and await _maybe_await(mw.handler(event, ctx)) is False:
+            if ctx is not None and await maybe_await(mw.handler(event, ctx)) is False:
                 raise _Dropped(f"dropped by middleware {mw.name}")
         for name, ctx in contexts.items():
             for result in await self.loader.call(name, "on_outgoing", event=event, bot=ctx):
@@ -489,14 +428,17 @@ class EventPipeline:
         self.metrics.inc("bp_events_send_retried_total")
         log.warning("bot %s: send of %s failed (attempt %d), retrying in %.1fs: %s",
                     row.event.botId, row.event.id, row.attempts, delay, error)
-        await self.storage.outbox_update(row.event.id, status="pending", attempts=row.attempts,
-                                         next_attempt_at=row.next_attempt_at, error=error)
+        # Not stored: the retry happens all the same, only a restart would not know its schedule.
+        await self._record_outgoing(row.event, "its retry schedule", self.storage.outbox_update(
+            row.event.id, status="pending", attempts=row.attempts, next_attempt_at=row.next_attempt_at, error=error))
 
     async def _fail(self, row: OutboxRow, error: str) -> None:
         self.metrics.inc("bp_events_send_failed_total")
         log.error("bot %s: send of %s failed permanently: %s", row.event.botId, row.event.id, error)
-        await self.storage.outbox_update(row.event.id, status="failed", attempts=row.attempts + 1, error=error)
-        await self._redact_if_masked(row.event)
+        if await self._record_outgoing(row.event, "its failure", self.storage.outbox_update(
+                row.event.id, status="failed", attempts=row.attempts + 1, error=error)):
+            self._count_failed(row.event.botId, "outgoing")
+        await self._record_outgoing(row.event, "its masked form", self._redact_if_masked(row.event))
 
     async def _redact_if_masked(self, event: IOEvent) -> IOEvent:
         """Once an outgoing event is finished (sent or failed), keep only its masked form if asked to."""
@@ -526,7 +468,3 @@ class EventPipeline:
 
 class _Dropped(Exception):
     pass
-
-
-async def _maybe_await(value: Any) -> Any:
-    return await value if inspect.isawaitable(value) else value

@@ -29,6 +29,7 @@ from .connections import (
     raise_fd_limit,
 )
 from .context import ConfigProblem, ServerContext
+from .failed_events import RetryPolicy
 from .http_middleware import CorsPolicy, http_middleware, marking_admin_check
 from .loader import ModuleLoader, discover_module_folders
 from .logthrottle import LogThrottle
@@ -126,7 +127,8 @@ class BotpressServer:
                                     external_url=self.external_url,
                                     kv=lambda ns: StorageKeyValue(storage, ns),
                                     users=lambda bot_id: StorageUserStore(storage, bot_id))
-        self.pipeline = EventPipeline(storage, self.registry, self.loader, self.metrics)
+        self.pipeline = EventPipeline(storage, self.registry, self.loader, self.metrics,
+                                      RetryPolicy.from_config(self.config.data.get("storage", {})))
         self.registry.pipeline = self.pipeline
         self._register_gauges()
 
@@ -243,19 +245,24 @@ class BotpressServer:
         await asyncio.gather(*(self.registry.reload(b) for b in list(self.registry.records)))
 
     async def _purge_loop(self) -> None:
-        assert self.config and self.storage
+        assert self.config and self.storage and self.pipeline
         storage_cfg = self.config.data.get("storage", {})
         retention = storage_cfg.get("retention", {})
         events_age = parse_duration(retention.get("events", "7d"))
         messages_age = parse_duration(retention.get("messages", "90d"))
+        failed_age = parse_duration(retention.get("failed", "30d"))
         interval = parse_duration(storage_cfg.get("purgeInterval", "1h"))
         while True:
             now = time.time()
             try:
                 counts = await self.storage.purge(processed_before=int((now - events_age) * 1000),
-                                                  messages_before=int((now - messages_age) * 1000))
+                                                  messages_before=int((now - messages_age) * 1000),
+                                                  failed_before=int((now - failed_age) * 1000))
                 if any(counts.values()):
                     log.info("storage purge removed %s", counts)
+                # Failed events are counted as they come and go; purges and erases take some
+                # away unseen, so the counts are read again here, once a purge period.
+                await self.pipeline.failed_counts.refresh(self.storage.failed_counts)
             except Exception:
                 log.exception("storage purge failed; will retry in %ss", interval)
             await asyncio.sleep(interval)  # the purge period
@@ -265,6 +272,8 @@ class BotpressServer:
         assert self.registry
         body: dict[str, Any] = {"status": "ok", "version": __version__, "bots": self.registry.status(),
                                 "uptime": round(time.time() - self.started_at, 1)}
+        if self.pipeline is not None:
+            body["failedEvents"] = self.pipeline.failed_counts.status()
         if self.loader.errors or self.module_errors:
             body["moduleErrors"] = [str(e) for e in self.loader.errors] + [
                 f"module {m}: {r}" for m, r in self.module_errors.items()]

@@ -125,10 +125,27 @@ SERVER_CONFIG_SCHEMA: dict[str, Any] = {
                                    "description": "Processed inbox and sent outbox rows."},
                         "messages": {"type": "string", "pattern": _DURATION, "default": "90d",
                                      "description": "Message history."},
+                        "failed": {"type": "string", "pattern": _DURATION, "default": "30d",
+                                   "description": "Failed and discarded events (both directions), counted "
+                                                  "from when they failed or were discarded."},
                     },
                 },
                 "purgeInterval": {"type": "string", "pattern": _DURATION, "default": "1h",
                                   "description": "How often the purge runs."},
+                "failedEvents": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "description": "Retries of incoming events whose processing failed (not bot logic: "
+                                   "storage errors such as a full disk), before they are marked failed.",
+                    "properties": {
+                        "maxAttempts": {"type": "integer", "minimum": 1, "maximum": 100, "default": 5,
+                                        "description": "Processing attempts of an incoming event before it "
+                                                       "is marked failed (1: never retried)."},
+                        "backoff": {"type": "string", "pattern": _DURATION, "default": "1s",
+                                    "description": "Wait before the second attempt, doubled for each later "
+                                                   "one (at most 5 minutes), with +-20% jitter."},
+                    },
+                },
             },
         },
         "watch": {

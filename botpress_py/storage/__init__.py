@@ -6,19 +6,22 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 
-from .base import Completion, IncomingContext, OutboxRow, SentMark, Storage
-from .group_commit import GroupCommit, GroupCommitCompletions, GroupCommitInbox, GroupCommitSent
+from .base import Completion, FailedEvent, IncomingContext, OutboxRow, PendingEvent, SentMark, Storage
+from .group_commit import STORED_AS_FAILED, GroupCommit, GroupCommitCompletions, GroupCommitInbox, GroupCommitSent
 from .postgres import PostgresStorage
 from .sqlite import SQLiteStorage
 
 __all__ = [
+    "STORED_AS_FAILED",
     "Completion",
+    "FailedEvent",
     "GroupCommit",
     "GroupCommitCompletions",
     "GroupCommitInbox",
     "GroupCommitSent",
     "IncomingContext",
     "OutboxRow",
+    "PendingEvent",
     "PostgresStorage",
     "SQLiteStorage",
     "SentMark",

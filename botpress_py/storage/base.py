@@ -17,7 +17,8 @@ from typing import Any, Literal
 
 from ..events import IOEvent
 
-OutboxStatus = Literal["pending", "sent", "failed"]
+OutboxStatus = Literal["pending", "sent", "failed", "dropped", "discarded"]
+Direction = Literal["incoming", "outgoing"]
 # (contact id or None, every (bot, channel, user id) linked to it)
 ContactMembers = tuple[str | None, list[tuple[str, str, str]]]
 
@@ -33,6 +34,28 @@ class OutboxRow:
 
 
 @dataclass(slots=True)
+class PendingEvent:
+    """An incoming event waiting to be processed, and how many processing attempts failed so far."""
+
+    seq: int
+    event: IOEvent
+    attempts: int = 0
+
+
+@dataclass(slots=True)
+class FailedEvent:
+    """An incoming or outgoing event the pipeline gave up on (or, after a retry or discard, was)."""
+
+    direction: Direction
+    seq: int
+    event: IOEvent
+    status: str
+    attempts: int
+    error: str | None
+    updated_at: int | None  # ms epoch: when it failed (or was discarded)
+
+
+@dataclass(slots=True)
 class Completion:
     """One processed incoming event and the outgoing events it produced."""
 
@@ -44,6 +67,9 @@ class Completion:
     redacted: IOEvent | None = None
     # Appended to message history in the same transaction (the event, masked when asked).
     message: IOEvent | None = None
+    # ``event_json`` of each outgoing event when the caller already has it (the pipeline encodes
+    # every reply as it is sent, to refuse one that is not JSON there).
+    outgoing_json: list[str] | None = None
 
 
 @dataclass(slots=True)
@@ -83,6 +109,13 @@ class Storage(ABC):
     async def schema_version(self) -> int:
         """The migration version applied (0 for an empty database)."""
 
+    def is_transient_failure(self, exc: BaseException) -> bool:
+        """True when a failed write says nothing about what was written: the database is locked,
+        unreachable or out of space. A group commit then fails its callers at once (they retry,
+        or their channel redelivers) rather than splitting the batch to look for a guilty item,
+        which would repeat the same failure once per item."""
+        return isinstance(exc, OSError | TimeoutError)
+
     # -- key-value: small JSON state that must outlive a restart --------------------------
     @abstractmethod
     async def kv_get(self, namespace: str, key: str) -> Any | None: ...
@@ -106,10 +139,15 @@ class Storage(ABC):
         already stored (processed or not) for the same ``botId`` and ``channel``.
         """
 
-    @abstractmethod
     async def inbox_pending(self, limit: int = 1000, after_seq: int = 0,
                             bot_id: str | None = None) -> list[tuple[int, IOEvent]]:
         """Unprocessed events with seq > after_seq (of one bot, or of all), ascending seq (arrival order)."""
+        return [(row.seq, row.event) for row in await self.inbox_pending_rows(limit, after_seq, bot_id)]
+
+    @abstractmethod
+    async def inbox_pending_rows(self, limit: int = 1000, after_seq: int = 0,
+                                 bot_id: str | None = None) -> list[PendingEvent]:
+        """``inbox_pending`` with each event's failed attempts so far."""
 
     @abstractmethod
     async def inbox_pending_counts(self) -> dict[str, int]:
@@ -129,10 +167,58 @@ class Storage(ABC):
         (and replays) or its replies are stored (and get sent), never both or neither.
         """
 
+    # -- failed incoming events (the pipeline's retries and dead-letter state) -----------
+    @abstractmethod
+    async def inbox_add_failed(self, event: IOEvent, error: str) -> bool:
+        """Store an event that ``inbox_add`` refused (already sanitised) as ``failed`` with ``error``.
+
+        True if stored, False if its id or dedupe key is already stored (a redelivery).
+        """
+
+    @abstractmethod
+    async def inbox_attempt_failed(self, event_id: str, attempts: int, error: str) -> None:
+        """Record that processing a pending event failed ``attempts`` times so far, last with ``error``."""
+
+    @abstractmethod
+    async def inbox_fail(self, event_id: str, attempts: int, error: str) -> bool:
+        """Mark a pending event ``failed`` (its own small transaction); False if it was not pending."""
+
+    @abstractmethod
+    async def inbox_fail_exhausted(self, max_attempts: int, error: str) -> dict[str, int]:
+        """Mark ``failed`` every pending event with at least ``max_attempts`` failed attempts; counts per bot."""
+
+    # -- failed events of both directions: what an operator lists, retries and discards ------
+    @abstractmethod
+    async def failed_events(self, direction: Direction, *, bot_id: str | None = None, after_seq: int = 0,
+                            limit: int = 100) -> list[FailedEvent]:
+        """Failed events of one direction (of one bot, or of all) with seq > after_seq, ascending seq."""
+
+    @abstractmethod
+    async def failed_counts(self) -> dict[str, dict[str, int]]:
+        """How many failed events each bot has: ``{bot: {"incoming": n, "outgoing": n}}`` (none: left out)."""
+
+    @abstractmethod
+    async def event_status(self, event_id: str) -> tuple[Direction, str, str] | None:
+        """(direction, status, bot id) of a stored event, or None when no such event is stored."""
+
+    @abstractmethod
+    async def events_retry(self, direction: Direction, event_ids: list[str]) -> list[FailedEvent]:
+        """Put the given events back to ``pending`` with no attempts, if they are ``failed``.
+
+        Returns those it changed (now pending), ascending seq; others are left alone.
+        """
+
+    @abstractmethod
+    async def events_discard(self, direction: Direction, event_ids: list[str]) -> list[str]:
+        """Mark the given events ``discarded`` if they are ``failed``; returns the ids it changed."""
+
     # -- outbox: outgoing events, stored before the channel is called ---------------------
     @abstractmethod
-    async def outbox_add(self, events: list[IOEvent]) -> list[int]:
-        """Store outgoing events as ``pending``; returns their seq numbers (ascending)."""
+    async def outbox_add(self, events: list[IOEvent], encoded: list[str] | None = None) -> list[int]:
+        """Store outgoing events as ``pending``; returns their seq numbers (ascending).
+
+        ``encoded``: their ``event_json`` when the caller has it already.
+        """
 
     @abstractmethod
     async def outbox_pending(self, limit: int = 1000, after_seq: int = 0) -> list[OutboxRow]:
@@ -213,6 +299,8 @@ class Storage(ABC):
         """Delete the user, their conversations, messages, inbox, outbox and contact rows; counts per table."""
 
     @abstractmethod
-    async def purge(self, *, processed_before: int, messages_before: int) -> dict[str, int]:
-        """Delete processed inbox rows, sent/failed outbox rows older than ``processed_before`` and
-        messages older than ``messages_before`` (ms epoch); counts per table."""
+    async def purge(self, *, processed_before: int, messages_before: int,
+                    failed_before: int | None = None) -> dict[str, int]:
+        """Delete processed inbox rows and sent/dropped outbox rows older than ``processed_before``,
+        failed and discarded rows of both older than ``failed_before`` (default: ``processed_before``)
+        and messages older than ``messages_before`` (ms epoch); counts per table."""

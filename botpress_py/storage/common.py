@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import json
+import math
 import uuid
 from collections.abc import Iterator, Sequence
 from typing import Any, TypeVar
 
-from ..events import IOEvent
+from ..events import IOEvent, new_event_id, now_ms
 
+# What processing an incoming event can end in (bot logic ran); ``failed`` and ``discarded``
+# are set by their own calls (the pipeline gave up on the event; an operator discarded it).
 INBOX_DONE_STATUSES = frozenset({"done", "dropped", "error"})
-OUTBOX_STATUSES = frozenset({"pending", "sent", "failed"})
+OUTBOX_STATUSES = frozenset({"pending", "sent", "failed", "dropped", "discarded"})
+DIRECTIONS = ("incoming", "outgoing")
 
 T = TypeVar("T")
 
@@ -98,5 +102,170 @@ def message_params(event: IOEvent, channel_message_id: str | None) -> tuple[Any,
             event_json(event), plain_text(event.preview), channel_message_id, event.createdOn)
 
 
+def outgoing_encodings(completions: Sequence[Any]) -> list[str] | None:
+    """The callers' ``event_json`` of every outgoing event of these completions, if each gave them."""
+    if all(c.outgoing_json is not None or not c.outgoing for c in completions):
+        return [text for c in completions for text in c.outgoing_json or ()]
+    return None
+
+
 def new_contact_id() -> str:
     return "c_" + uuid.uuid4().hex
+
+
+# -- events that storage refused, and errors worth keeping ----------------------------------------------
+# Longest stored error reason: a driver error can quote a whole value.
+MAX_ERROR_CHARS = 1000
+# Longest id-like text (user, thread, dedupe key) a sanitised record keeps: with bot and channel
+# it stays well under PostgreSQL's 2,704-byte limit for a B-tree index entry.
+_MAX_ID_CHARS = 500
+_MAX_NAME_CHARS = 100
+# Deeper values are cut from a sanitised record; the JSON encoder itself gives up near 1,000.
+_MAX_SANITISED_DEPTH = 64
+_MAX_SEARCH_DEPTH = 500
+# createdOn values a record keeps: what both databases' 64-bit integers and JSON readers that
+# use doubles can hold.
+_MAX_SAFE_INT = 2**53
+
+
+def describe_error(exc: BaseException, *, masked: bool = False) -> str:
+    """``Type: message`` for storing and logging, bounded; only the type for a masked event.
+
+    Driver errors quote the values they refused, so a masked event's reason must not carry them.
+    """
+    name = type(exc).__name__
+    if masked:
+        return f"{name} (details withheld: the event is masked)"
+    text = str(exc)
+    return plain_text(f"{name}: {text}" if text else name)[:MAX_ERROR_CHARS]
+
+
+def unserialisable_path(value: Any, path: str) -> tuple[str, str] | None:
+    """(key path, reason) of the first part of ``value`` that json.dumps refuses, or None."""
+    return _find_unserialisable(value, path, 0, set())
+
+
+def _find_unserialisable(value: Any, path: str, depth: int, active: set[int]) -> tuple[str, str] | None:
+    if value is None or isinstance(value, str | int | float):  # bool is an int
+        return None
+    if depth > _MAX_SEARCH_DEPTH:
+        return path, f"nested deeper than {_MAX_SEARCH_DEPTH} levels"
+    if isinstance(value, dict | list | tuple):
+        if id(value) in active:
+            return path, "refers to itself (a circular reference)"
+        active.add(id(value))
+        try:
+            if isinstance(value, dict):
+                for key, item in value.items():
+                    if not (key is None or isinstance(key, str | int | float)):
+                        return f"{path}[{type(key).__name__} key]", \
+                            f"a key of type {type(key).__name__} (keys must be strings)"
+                    found = _find_unserialisable(item, f"{path}.{key}" if path else str(key), depth + 1, active)
+                    if found:
+                        return found
+            else:
+                for index, item in enumerate(value):
+                    found = _find_unserialisable(item, f"{path}[{index}]", depth + 1, active)
+                    if found:
+                        return found
+        finally:
+            active.discard(id(value))
+        return None
+    return path, f"a {type(value).__name__} is not JSON (use strings, numbers, booleans, null, lists, objects)"
+
+
+class _Sanitiser:
+    """Turns any value into one storage accepts, remembering whether anything had to change."""
+
+    def __init__(self) -> None:
+        self.changed = False
+
+    def text(self, value: Any, limit: int | None) -> str | None:
+        if value is None:
+            return None
+        if isinstance(value, str):
+            text = value
+        else:
+            self.changed = True
+            text = to_json(self.json(value, 0))
+        cleaned = plain_text(text)[:limit]
+        if cleaned != text:
+            self.changed = True
+        return cleaned
+
+    def json(self, value: Any, depth: int) -> Any:
+        kind = type(value)
+        if value is None or kind is str or kind is bool:
+            return value
+        if kind is int:
+            if -_MAX_SAFE_INT <= value <= _MAX_SAFE_INT:
+                return value
+            self.changed = True
+            return str(value)
+        if kind is float:
+            if math.isfinite(value):
+                return value
+            self.changed = True
+            return str(value)
+        if kind is dict or kind is list:
+            if depth >= _MAX_SANITISED_DEPTH:
+                self.changed = True
+                return f"(cut: nested deeper than {_MAX_SANITISED_DEPTH} levels)"
+            if kind is list:
+                return [self.json(item, depth + 1) for item in value]
+            out: dict[str, Any] = {}
+            for key, item in value.items():
+                if type(key) is not str:
+                    self.changed = True
+                    key = self.text(key, _MAX_NAME_CHARS) or "null"
+                out[key] = self.json(item, depth + 1)
+            return out
+        self.changed = True
+        return f"({kind.__name__})"
+
+
+def sanitised_event(event: IOEvent) -> tuple[IOEvent, bool]:
+    """A copy of an incoming event that any backend can store, and whether it differs at all.
+
+    Ids become bounded strings (a non-string dedupe key becomes its JSON text, so a redelivery
+    still dedupes), an impossible ``createdOn`` becomes the receive time, and every part of
+    payload, flags and user becomes plain JSON of bounded depth.
+    """
+    clean = _Sanitiser()
+    created = event.createdOn
+    if type(created) is not int or not 0 <= created <= _MAX_SAFE_INT:
+        clean.changed = True
+        created = now_ms()
+
+    def as_object(value: Any) -> dict[str, Any]:
+        if isinstance(value, dict):
+            result = clean.json(value, 0)
+            assert isinstance(result, dict)
+            return result
+        clean.changed = True
+        return {} if value is None else {"value": clean.json(value, 1)}
+
+    def required(value: Any, limit: int | None, default: str) -> str:
+        text = clean.text(value, limit)
+        if text is None:  # NOT NULL in storage
+            clean.changed = True
+            return default
+        return text
+
+    sanitised = IOEvent(
+        type=required(event.type, _MAX_NAME_CHARS, "unknown"),
+        channel=required(event.channel, _MAX_NAME_CHARS, "unknown"),
+        direction="incoming",
+        botId=required(event.botId, _MAX_NAME_CHARS, "unknown"),
+        target=required(event.target, _MAX_ID_CHARS, "unknown"),
+        threadId=clean.text(event.threadId, _MAX_ID_CHARS),
+        payload=as_object(event.payload),
+        preview=required(event.preview, None, ""),
+        id=required(event.id, _MAX_ID_CHARS, new_event_id()),
+        createdOn=created,
+        incomingEventId=clean.text(event.incomingEventId, _MAX_ID_CHARS),
+        dedupeKey=clean.text(event.dedupeKey, _MAX_ID_CHARS),
+        flags=as_object(event.flags),
+        user=as_object(event.user),
+    )
+    return sanitised, clean.changed

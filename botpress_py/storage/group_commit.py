@@ -4,6 +4,14 @@ A webhook may answer 200 only once its events are stored. Committing each reques
 own costs one transaction (and on SQLite one WAL write) per request; instead the requests
 that arrive within a millisecond or so share one ``inbox_add`` call, and each caller gets
 its own slice of the result once that single transaction has committed.
+
+Sharing a transaction must not mean sharing a failure: when one fails, its items are split in
+halves and each half committed again (and so on), until every item is either stored or has
+failed on its own. Only then does an item's failure reach its caller, and only its caller. A
+batch with one bad item costs about two transactions per halving (2 log2 n) instead of one;
+the path where nothing fails pays nothing for it. A failure that says nothing about the
+items (the database locked, unreachable or full: ``Storage.is_transient_failure``) is not
+split: every caller gets it at once, as splitting would repeat it once per item.
 """
 
 from __future__ import annotations
@@ -12,10 +20,12 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any, Generic, TypeVar
+from typing import Any, Final, Generic, TypeVar
 
 from ..events import IOEvent
+from ..logthrottle import LogThrottle
 from .base import Completion, SentMark, Storage
+from .common import describe_error, sanitised_event
 
 log = logging.getLogger("botpress_py.storage")
 
@@ -32,11 +42,26 @@ def _fail(callers: Iterable[_Caller], exc: Exception) -> None:
             future.set_exception(exc)
 
 
+class _ItemFailed:
+    """Stands in for the result of an item that failed on its own."""
+
+    __slots__ = ("exc",)
+
+    def __init__(self, exc: Exception) -> None:
+        self.exc = exc
+
+
+class _WrongResultCount(RuntimeError):
+    """A commit function returned the wrong number of results: a bug, not a bad item."""
+
+
 class GroupCommit(Generic[T, R]):
     """Merges concurrent ``add()`` calls into one call of ``commit`` (one transaction).
 
-    ``commit(items)`` must return one result per item, in order; each caller gets the
-    results of its own items.
+    ``commit(items)`` must return one result per item, in order, and store all items or none;
+    each caller gets the results of its own items. When it raises for several items, they are
+    split and committed again in halves, so that only the guilty items fail: ``_alone_failed``
+    then decides what a caller gets for an item that failed by itself (by default, the error).
 
     One commit runs at a time. The first caller after a quiet spell waits ``window_ms`` for
     company; callers that arrive while a commit runs form the next batch, which goes as soon
@@ -45,10 +70,17 @@ class GroupCommit(Generic[T, R]):
     """
 
     def __init__(self, commit: Callable[[list[T]], Awaitable[list[R]]], *, name: str,
-                 window_ms: float = 0.0, max_batch: int = 500) -> None:
+                 window_ms: float = 0.0, max_batch: int = 500,
+                 transient: Callable[[Exception], bool] | None = None) -> None:
         if max_batch < 1:
             raise ValueError("max_batch must be at least 1")
         self._commit_fn = commit
+        # A failure that says nothing about the items (a locked database): splitting would only
+        # repeat it once per item, so every caller gets it at once.
+        self._transient = transient or (lambda exc: False)
+        # A flood of bad events must not flood the log: the first line of a kind goes out, the
+        # next one 10 s later says how many were held back.
+        self._throttle = LogThrottle(10.0)
         self._name = name
         self._window = max(window_ms, 0.0) / 1000
         self._max_batch = max_batch
@@ -61,8 +93,9 @@ class GroupCommit(Generic[T, R]):
     async def add(self, events: list[T]) -> list[R]:
         """Store ``events`` durably; per event True if new, False if a duplicate.
 
-        Returns only after the transaction holding them has committed, and raises the
-        storage's exception if it failed (nothing of that batch is stored then).
+        Returns only after the transaction holding them has committed. Raises the storage's
+        exception when one of the caller's own items failed (by itself: the other items of
+        the batch, and this caller's other items, are stored).
         """
         if self._closed:
             raise RuntimeError(f"{self._name} group commit is closed")
@@ -123,12 +156,8 @@ class GroupCommit(Generic[T, R]):
     async def _commit(self, batch: list[_Caller]) -> None:
         merged = [event for events, _ in batch for event in events]
         try:
-            flags = await self._commit_fn(merged)
-            if len(flags) != len(merged):
-                raise RuntimeError(f"{self._name} commit returned {len(flags)} results for {len(merged)} items")
-        except Exception as exc:
-            # Every caller of the failed transaction fails: its webhook answers 5xx and the
-            # channel redelivers, so nothing acknowledged is lost.
+            results = await self._commit_split(merged)
+        except _WrongResultCount as exc:
             _fail(batch, exc)
             return
         except BaseException:
@@ -137,27 +166,106 @@ class GroupCommit(Generic[T, R]):
             raise
         start = 0
         for events, future in batch:
-            if not future.done():
-                future.set_result(flags[start : start + len(events)])
+            mine = results[start : start + len(events)]
             start += len(events)
+            if future.done():
+                continue
+            failed = next((r for r in mine if isinstance(r, _ItemFailed)), None)
+            if failed is not None:
+                # Its webhook answers 5xx and the channel redelivers: nothing acknowledged is lost.
+                future.set_exception(failed.exc)
+            else:
+                future.set_result(mine)
+
+    async def _commit_split(self, items: list[T], *, first: bool = True) -> list[R | _ItemFailed]:
+        """Commit ``items`` in one transaction; if it fails, commit each half the same way."""
+        try:
+            results = await self._commit_fn(items)
+        except Exception as exc:
+            if self._transient(exc):
+                return [_ItemFailed(exc)] * len(items)
+            if len(items) == 1:
+                return [await self._alone_failed(items[0], exc)]
+            if first:  # the halvings below say nothing new
+                self._throttle.log(log, logging.WARNING, (self._name, type(exc)),
+                              "%s: a transaction of %d items failed (%s); committing them in halves to find the "
+                              "guilty ones", self._name, len(items), type(exc).__name__)
+            half = len(items) // 2
+            return [*await self._commit_split(items[:half], first=False),
+                    *await self._commit_split(items[half:], first=False)]
+        if len(results) != len(items):
+            raise _WrongResultCount(f"{self._name} commit returned {len(results)} results for {len(items)} items")
+        return list(results)
+
+    async def _alone_failed(self, item: T, exc: Exception) -> R | _ItemFailed:
+        """What the caller of ``item`` gets when committing it by itself raised ``exc``."""
+        return _ItemFailed(exc)
 
 
-class GroupCommitInbox(GroupCommit[IOEvent, bool]):
-    """Concurrent webhooks' events stored with one ``storage.inbox_add`` (True = new, False = duplicate)."""
+# What GroupCommitInbox answers for an event the inbox refused and that was stored, sanitised,
+# as a failed event instead (acknowledged, never processed unless an operator retries it).
+STORED_AS_FAILED: Final = "stored-as-failed"
+
+
+class GroupCommitInbox(GroupCommit[IOEvent, bool | str]):
+    """Concurrent webhooks' events stored with one ``storage.inbox_add``.
+
+    Per event: True (new), False (a duplicate) or ``STORED_AS_FAILED``. Channels are meant to
+    hand over only events storage accepts; one that slips through and is refused by itself is
+    stored sanitised as a failed event (so the operator sees it, and the webhook can still be
+    acknowledged). Only when even that fails, or when sanitising changes nothing (then the
+    cause is not the event but the database, and a redelivery may well succeed), does its
+    caller get the error.
+    """
 
     def __init__(self, storage: Storage, window_ms: float = 0.0, max_batch: int = 500) -> None:
-        super().__init__(storage.inbox_add, name="inbox", window_ms=window_ms, max_batch=max_batch)
+        super().__init__(storage.inbox_add, name="inbox", window_ms=window_ms, max_batch=max_batch,
+                         transient=storage.is_transient_failure)
+        self._storage = storage
+
+    async def _alone_failed(self, item: IOEvent, exc: Exception) -> bool | str | _ItemFailed:
+        try:
+            sanitised, changed = sanitised_event(item)
+        except Exception:  # an object whose every accessor raises: nothing can be made of it
+            log.exception("inbox: event of bot %r could not be sanitised", getattr(item, "botId", None))
+            return _ItemFailed(exc)
+        masked = bool(sanitised.flags.get("mask"))
+        error = describe_error(exc, masked=masked)
+        if not changed:
+            self._throttle.log(log, logging.ERROR, ("refused", sanitised.botId, type(exc)),
+                          "inbox: event %s of bot %s could not be stored: %s", sanitised.id, sanitised.botId, error)
+            return _ItemFailed(exc)
+        try:
+            stored = await self._storage.inbox_add_failed(sanitised, f"could not be stored as received: {error}")
+        except Exception as second:
+            self._throttle.log(log, logging.ERROR, ("refused", sanitised.botId, type(exc)),
+                          "inbox: event %s of bot %s could not be stored (%s), nor its sanitised copy (%s)",
+                          sanitised.id, sanitised.botId, error, describe_error(second, masked=masked))
+            return _ItemFailed(exc)
+        self._throttle.log(log, logging.ERROR, ("stored-failed", sanitised.botId, type(exc)),
+                      "inbox: event %s of bot %s could not be stored as received (%s); stored sanitised as a failed "
+                      "event (see botpress-py events failed)", sanitised.id, sanitised.botId, error)
+        return STORED_AS_FAILED if stored else False
 
 
 class GroupCommitCompletions(GroupCommit[Completion, list[int]]):
-    """Processed events and their replies recorded with one ``storage.inbox_complete``."""
+    """Processed events and their replies recorded with one ``storage.inbox_complete``.
+
+    A completion that fails by itself fails its caller only (the pipeline retries it, then
+    marks that event failed); the others of its batch are recorded.
+    """
 
     def __init__(self, storage: Storage, window_ms: float = 0.0, max_batch: int = 500) -> None:
-        super().__init__(storage.inbox_complete, name="inbox-complete", window_ms=window_ms, max_batch=max_batch)
+        super().__init__(storage.inbox_complete, name="inbox-complete", window_ms=window_ms, max_batch=max_batch,
+                         transient=storage.is_transient_failure)
 
 
 class GroupCommitSent(GroupCommit[SentMark, None]):
-    """Delivered outgoing events marked sent (and added to history) with one ``storage.outbox_sent_many``."""
+    """Delivered outgoing events marked sent (and added to history) with one ``storage.outbox_sent_many``.
+
+    A mark that fails by itself fails its caller only; the others of its batch are recorded.
+    """
 
     def __init__(self, storage: Storage, window_ms: float = 0.0, max_batch: int = 500) -> None:
-        super().__init__(storage.outbox_sent_many, name="outbox-sent", window_ms=window_ms, max_batch=max_batch)
+        super().__init__(storage.outbox_sent_many, name="outbox-sent", window_ms=window_ms, max_batch=max_batch,
+                         transient=storage.is_transient_failure)

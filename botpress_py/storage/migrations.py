@@ -148,11 +148,96 @@ _NO_QUEUE_USER_INDEXES = (
     "DROP INDEX outbox_by_user",
 )
 
+# Version 5: failed events (a dead-letter state). Incoming events that could not be processed
+# after their retries end ``failed`` (with how many attempts they had and the last error, also
+# kept while they are still retried), and an operator may ``discard`` a failed event; outgoing
+# ones gain ``dropped`` (stopped by a middleware, no longer mixed up with failed sends) and
+# ``discarded``. Failed rows are listed per bot, hence their small partial indexes.
+_INBOX_STATUSES_V5 = "('pending', 'done', 'dropped', 'error', 'failed', 'discarded')"
+_OUTBOX_STATUSES_V5 = "('pending', 'sent', 'failed', 'dropped', 'discarded')"
+_FAILED_INDEXES = (
+    "CREATE INDEX inbox_failed ON inbox (bot_id, seq) WHERE status = 'failed'",
+    "CREATE INDEX outbox_failed ON outbox (bot_id, seq) WHERE status = 'failed'",
+)
+
+_INBOX_COLUMNS_V4 = ("seq, event_id, bot_id, channel, thread_id, user_id, dedupe_key, event, status, error, "
+                     "created_at, processed_at")
+_OUTBOX_COLUMNS_V4 = ("seq, event_id, bot_id, channel, thread_id, user_id, event, status, attempts, "
+                      "next_attempt_at, error, channel_message_id, created_at, updated_at")
+
+
+def _sqlite_rebuilt(table: str, create: str, columns: str, indexes: tuple[str, ...]) -> tuple[str, ...]:
+    """SQLite cannot change a CHECK constraint: build the new table, copy, swap, re-index.
+
+    The AUTOINCREMENT counter is carried over first, so a seq once handed out (even of a row
+    since purged) is never handed out again.
+    """
+    new = f"{table}_v5"
+    return (
+        create.replace(f"CREATE TABLE {table} (", f"CREATE TABLE {new} (", 1),
+        f"INSERT INTO sqlite_sequence (name, seq) SELECT '{new}', seq FROM sqlite_sequence WHERE name = '{table}'",
+        f"INSERT INTO {new} ({columns}) SELECT {columns} FROM {table}",
+        f"DROP TABLE {table}",
+        f"ALTER TABLE {new} RENAME TO {table}",
+        *indexes,
+    )
+
+
+_SQLITE_FAILED_EVENTS = (
+    *_sqlite_rebuilt("inbox", f"""CREATE TABLE inbox (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            event_id TEXT NOT NULL UNIQUE,
+            bot_id TEXT NOT NULL,
+            channel TEXT NOT NULL,
+            thread_id TEXT,
+            user_id TEXT NOT NULL,
+            dedupe_key TEXT,
+            event TEXT NOT NULL,
+            status TEXT NOT NULL DEFAULT 'pending' CHECK (status IN {_INBOX_STATUSES_V5}),
+            error TEXT,
+            created_at INTEGER NOT NULL,
+            processed_at INTEGER,
+            attempts INTEGER NOT NULL DEFAULT 0)""", _INBOX_COLUMNS_V4, (
+        "CREATE UNIQUE INDEX inbox_dedupe ON inbox (bot_id, channel, dedupe_key) WHERE dedupe_key IS NOT NULL",
+        "CREATE INDEX inbox_pending_by_bot ON inbox (bot_id, seq) WHERE status = 'pending'",
+        "CREATE INDEX inbox_processed ON inbox (processed_at) WHERE status <> 'pending'",
+    )),
+    *_sqlite_rebuilt("outbox", f"""CREATE TABLE outbox (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            event_id TEXT NOT NULL UNIQUE,
+            bot_id TEXT NOT NULL,
+            channel TEXT NOT NULL,
+            thread_id TEXT,
+            user_id TEXT NOT NULL,
+            event TEXT NOT NULL,
+            status TEXT NOT NULL DEFAULT 'pending' CHECK (status IN {_OUTBOX_STATUSES_V5}),
+            attempts INTEGER NOT NULL DEFAULT 0,
+            next_attempt_at INTEGER NOT NULL DEFAULT 0,
+            error TEXT,
+            channel_message_id TEXT,
+            created_at INTEGER NOT NULL,
+            updated_at INTEGER NOT NULL)""", _OUTBOX_COLUMNS_V4, (
+        "CREATE INDEX outbox_pending ON outbox (seq) WHERE status = 'pending'",
+        "CREATE INDEX outbox_finished ON outbox (updated_at) WHERE status <> 'pending'",
+    )),
+    *_FAILED_INDEXES,
+)
+
+_POSTGRES_FAILED_EVENTS = (
+    "ALTER TABLE inbox DROP CONSTRAINT inbox_status_check",
+    f"ALTER TABLE inbox ADD CONSTRAINT inbox_status_check CHECK (status IN {_INBOX_STATUSES_V5})",
+    "ALTER TABLE inbox ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0",
+    "ALTER TABLE outbox DROP CONSTRAINT outbox_status_check",
+    f"ALTER TABLE outbox ADD CONSTRAINT outbox_status_check CHECK (status IN {_OUTBOX_STATUSES_V5})",
+    *_FAILED_INDEXES,
+)
+
 SQLITE_MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial schema", _initial_schema(serial="INTEGER PRIMARY KEY AUTOINCREMENT", integer="INTEGER")),
     Migration(2, "contacts", _contacts(integer="INTEGER")),
     Migration(3, "pending events by bot", _PENDING_BY_BOT),
     Migration(4, "no per-user index on the queues", _NO_QUEUE_USER_INDEXES),
+    Migration(5, "failed events", _SQLITE_FAILED_EVENTS),
 )
 
 POSTGRES_MIGRATIONS: tuple[Migration, ...] = (
@@ -160,6 +245,7 @@ POSTGRES_MIGRATIONS: tuple[Migration, ...] = (
     Migration(2, "contacts", _contacts(integer="BIGINT")),
     Migration(3, "pending events by bot", _PENDING_BY_BOT),
     Migration(4, "no per-user index on the queues", _NO_QUEUE_USER_INDEXES),
+    Migration(5, "failed events", _POSTGRES_FAILED_EVENTS),
 )
 
 LATEST_VERSION = SQLITE_MIGRATIONS[-1].version

@@ -10,7 +10,7 @@ from typing import Any
 import asyncpg
 
 from ..events import IOEvent, now_ms
-from .base import Completion, ContactMembers, OutboxRow, OutboxStatus, SentMark, Storage
+from .base import Completion, ContactMembers, OutboxRow, OutboxStatus, PendingEvent, SentMark, Storage
 from .common import (
     INBOX_DONE_STATUSES,
     OUTBOX_STATUSES,
@@ -19,18 +19,20 @@ from .common import (
     first_occurrences,
     message_params,
     new_contact_id,
+    outgoing_encodings,
     plain_error,
     require_status,
     split_by_sizes,
     to_json,
 )
 from .migrations import POSTGRES_MIGRATIONS, SCHEMA_MIGRATIONS_TABLE, Migration, missing_migrations
+from .postgres_failed import PostgresFailedEvents
 
 # Any constant works: it only has to be the same for every botpress-py migrating this database.
 _MIGRATION_LOCK = 0x62707079  # "bpy"
 
 
-class PostgresStorage(Storage):
+class PostgresStorage(PostgresFailedEvents, Storage):
     """Storage in PostgreSQL, optionally inside its own ``schema`` (created when missing).
 
     Seq numbers come from sequences, which hand them out before commit: under concurrent
@@ -178,19 +180,19 @@ class PostgresStorage(Storage):
         inserted = {row["event_id"] for row in rows}
         return [first and e.id in inserted for e, first in zip(events, firsts, strict=True)]
 
-    async def inbox_pending(self, limit: int = 1000, after_seq: int = 0,
-                            bot_id: str | None = None) -> list[tuple[int, IOEvent]]:
+    async def inbox_pending_rows(self, limit: int = 1000, after_seq: int = 0,
+                                 bot_id: str | None = None) -> list[PendingEvent]:
         if bot_id is None:
             rows = await self._fetch(
-                "SELECT seq, event FROM inbox WHERE status = 'pending' AND seq > $1 ORDER BY seq LIMIT $2",
+                "SELECT seq, event, attempts FROM inbox WHERE status = 'pending' AND seq > $1 ORDER BY seq LIMIT $2",
                 after_seq,
                 limit,
             )
         else:
             rows = await self._fetch(
-                "SELECT seq, event FROM inbox WHERE status = 'pending' AND bot_id = $1 AND seq > $2"
+                "SELECT seq, event, attempts FROM inbox WHERE status = 'pending' AND bot_id = $1 AND seq > $2"
                 " ORDER BY seq LIMIT $3", bot_id, after_seq, limit)
-        return [(int(row["seq"]), event_from_json(row["event"])) for row in rows]
+        return [PendingEvent(int(row["seq"]), event_from_json(row["event"]), int(row["attempts"])) for row in rows]
 
     async def inbox_pending_counts(self) -> dict[str, int]:
         rows = await self._fetch("SELECT bot_id, COUNT(*) AS n FROM inbox WHERE status = 'pending' GROUP BY bot_id")
@@ -217,15 +219,16 @@ class PostgresStorage(Storage):
                                        completion.event_id, event_json(completion.redacted))
                 if completion.message is not None:
                     await _record_message(conn, completion.message, None)
-            seqs = await _insert_outbox(conn, [e for c in completions for e in c.outgoing], now)
+            seqs = await _insert_outbox(conn, [e for c in completions for e in c.outgoing], now,
+                                        outgoing_encodings(completions))
         return split_by_sizes(seqs, [len(c.outgoing) for c in completions])
 
     # -- outbox ---------------------------------------------------------------------------------
-    async def outbox_add(self, events: list[IOEvent]) -> list[int]:
+    async def outbox_add(self, events: list[IOEvent], encoded: list[str] | None = None) -> list[int]:
         if not events:
             return []
         async with self._transaction() as conn:
-            return await _insert_outbox(conn, events, self._clock())
+            return await _insert_outbox(conn, events, self._clock(), encoded)
 
     async def outbox_pending(self, limit: int = 1000, after_seq: int = 0) -> list[OutboxRow]:
         rows = await self._fetch(
@@ -382,16 +385,24 @@ class PostgresStorage(Storage):
                 counts[table] = _row_count(status)
         return counts
 
-    async def purge(self, *, processed_before: int, messages_before: int) -> dict[str, int]:
-        statements = {
-            "inbox": ("DELETE FROM inbox WHERE status <> 'pending' AND processed_at < $1", processed_before),
-            "outbox": ("DELETE FROM outbox WHERE status <> 'pending' AND updated_at < $1", processed_before),
-            "messages": ("DELETE FROM messages WHERE created_at < $1", messages_before),
-        }
-        counts: dict[str, int] = {}
+    async def purge(self, *, processed_before: int, messages_before: int,
+                    failed_before: int | None = None) -> dict[str, int]:
+        failed_before = processed_before if failed_before is None else failed_before
+        # Finished rows are kept for storage.retention.events; failed and discarded ones for .failed.
+        statements = [
+            ("inbox", "DELETE FROM inbox WHERE status IN ('done', 'dropped', 'error') AND processed_at < $1",
+             processed_before),
+            ("inbox", "DELETE FROM inbox WHERE status IN ('failed', 'discarded') AND processed_at < $1",
+             failed_before),
+            ("outbox", "DELETE FROM outbox WHERE status IN ('sent', 'dropped') AND updated_at < $1", processed_before),
+            ("outbox", "DELETE FROM outbox WHERE status IN ('failed', 'discarded') AND updated_at < $1",
+             failed_before),
+            ("messages", "DELETE FROM messages WHERE created_at < $1", messages_before),
+        ]
+        counts: dict[str, int] = {"inbox": 0, "outbox": 0, "messages": 0}
         async with self._transaction() as conn:
-            for table, (sql, before) in statements.items():
-                counts[table] = _row_count(await conn.execute(sql, before))
+            for table, sql, before in statements:
+                counts[table] += _row_count(await conn.execute(sql, before))
         return counts
 
 
@@ -446,9 +457,11 @@ async def _mark_inbox(conn: asyncpg.Connection, event_ids: list[str], status: st
     )
 
 
-async def _insert_outbox(conn: asyncpg.Connection, events: list[IOEvent], now: int) -> list[int]:
+async def _insert_outbox(conn: asyncpg.Connection, events: list[IOEvent], now: int,
+                         encoded: list[str] | None = None) -> list[int]:
     if not events:
         return []
+    texts = encoded if encoded is not None and len(encoded) == len(events) else [event_json(e) for e in events]
     seqs = await _take_seqs(conn, "outbox", len(events))
     await conn.execute(
         "INSERT INTO outbox (seq, event_id, bot_id, channel, thread_id, user_id, event, created_at,"
@@ -460,7 +473,7 @@ async def _insert_outbox(conn: asyncpg.Connection, events: list[IOEvent], now: i
         [e.channel for e in events],
         [e.threadId for e in events],
         [e.target for e in events],
-        [event_json(e) for e in events],
+        texts,
         now,
     )
     return seqs

@@ -16,7 +16,16 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from ..events import IOEvent, now_ms
-from .base import Completion, ContactMembers, IncomingContext, OutboxRow, OutboxStatus, SentMark, Storage
+from .base import (
+    Completion,
+    ContactMembers,
+    IncomingContext,
+    OutboxRow,
+    OutboxStatus,
+    PendingEvent,
+    SentMark,
+    Storage,
+)
 from .common import (
     INBOX_DONE_STATUSES,
     OUTBOX_STATUSES,
@@ -26,12 +35,14 @@ from .common import (
     first_occurrences,
     message_params,
     new_contact_id,
+    outgoing_encodings,
     plain_error,
     require_status,
     split_by_sizes,
     to_json,
 )
 from .migrations import SCHEMA_MIGRATIONS_TABLE, SQLITE_MIGRATIONS, Migration, missing_migrations
+from .sqlite_failed import SQLiteFailedEvents
 
 # Rows per multi-row INSERT: 100 rows of at most 9 parameters stay under the 999 bound
 # variables of older SQLite builds.
@@ -96,7 +107,7 @@ class _Guarded:
         self.lock = threading.Lock()
 
 
-class SQLiteStorage(Storage):
+class SQLiteStorage(SQLiteFailedEvents, Storage):
     """Storage in one SQLite file (WAL mode); the event loop never waits for SQLite.
 
     Small transactions on the hot path (an inbox batch, a completion, sent marks, the reads
@@ -320,18 +331,18 @@ class SQLiteStorage(Storage):
         inserted = await self._write(insert, URGENT, inline=len(rows) <= _INLINE_MAX_ROWS)
         return [first and e.id in inserted for e, first in zip(events, firsts, strict=True)]
 
-    async def inbox_pending(self, limit: int = 1000, after_seq: int = 0,
-                            bot_id: str | None = None) -> list[tuple[int, IOEvent]]:
+    async def inbox_pending_rows(self, limit: int = 1000, after_seq: int = 0,
+                                 bot_id: str | None = None) -> list[PendingEvent]:
         if bot_id is None:
             rows = await self._fetchall(
-                "SELECT seq, event FROM inbox WHERE status = 'pending' AND seq > ? ORDER BY seq LIMIT ?",
+                "SELECT seq, event, attempts FROM inbox WHERE status = 'pending' AND seq > ? ORDER BY seq LIMIT ?",
                 (after_seq, limit),
             )
         else:
             rows = await self._fetchall(
-                "SELECT seq, event FROM inbox WHERE status = 'pending' AND bot_id = ? AND seq > ?"
+                "SELECT seq, event, attempts FROM inbox WHERE status = 'pending' AND bot_id = ? AND seq > ?"
                 " ORDER BY seq LIMIT ?", (bot_id, after_seq, limit))
-        return [(int(seq), event_from_json(text)) for seq, text in rows]
+        return [PendingEvent(int(seq), event_from_json(text), int(attempts)) for seq, text, attempts in rows]
 
     async def inbox_pending_counts(self) -> dict[str, int]:
         rows = await self._fetchall("SELECT bot_id, COUNT(*) FROM inbox WHERE status = 'pending' GROUP BY bot_id")
@@ -359,18 +370,19 @@ class SQLiteStorage(Storage):
                                (event_json(completion.redacted), completion.event_id))
                 if completion.message is not None:
                     _record_message(db, completion.message, None)
-            return _insert_outbox(db, [e for c in completions for e in c.outgoing], now)
+            return _insert_outbox(db, [e for c in completions for e in c.outgoing], now,
+                                  outgoing_encodings(completions))
 
         rows = len(completions) + sum(len(c.outgoing) for c in completions)
         seqs = await self._write(complete, inline=rows <= _INLINE_MAX_ROWS)
         return split_by_sizes(seqs, [len(c.outgoing) for c in completions])
 
     # -- outbox ---------------------------------------------------------------------------------
-    async def outbox_add(self, events: list[IOEvent]) -> list[int]:
+    async def outbox_add(self, events: list[IOEvent], encoded: list[str] | None = None) -> list[int]:
         if not events:
             return []
         now = self._clock()
-        return await self._write(lambda db: _insert_outbox(db, events, now),
+        return await self._write(lambda db: _insert_outbox(db, events, now, encoded),
                                  inline=len(events) <= _INLINE_MAX_ROWS)
 
     async def outbox_pending(self, limit: int = 1000, after_seq: int = 0) -> list[OutboxRow]:
@@ -516,15 +528,18 @@ class SQLiteStorage(Storage):
         return {table: counts[table] for table in ("users", "conversations", "messages", "inbox", "outbox",
                                                    "contacts")}
 
-    async def purge(self, *, processed_before: int, messages_before: int) -> dict[str, int]:
-        conditions = {
-            "inbox": ("status <> 'pending' AND processed_at < ?", processed_before),
-            "outbox": ("status <> 'pending' AND updated_at < ?", processed_before),
-            "messages": ("created_at < ?", messages_before),
-        }
-        counts: dict[str, int] = {}
-        for table, (condition, before) in conditions.items():
-            counts[table] = 0
+    async def purge(self, *, processed_before: int, messages_before: int,
+                    failed_before: int | None = None) -> dict[str, int]:
+        failed_before = processed_before if failed_before is None else failed_before
+        conditions = [
+            ("inbox", f"status IN {_FINISHED['inbox']} AND processed_at < ?", processed_before),
+            ("inbox", f"status IN {_DEAD} AND processed_at < ?", failed_before),
+            ("outbox", f"status IN {_FINISHED['outbox']} AND updated_at < ?", processed_before),
+            ("outbox", f"status IN {_DEAD} AND updated_at < ?", failed_before),
+            ("messages", "created_at < ?", messages_before),
+        ]
+        counts: dict[str, int] = {"inbox": 0, "outbox": 0, "messages": 0}
+        for table, condition, before in conditions:
             while True:
                 # Small transactions: a purge of a million rows must not hold the write lock
                 # (and every webhook commit behind it) for seconds.
@@ -565,6 +580,9 @@ def _contact_members(rows: Sequence[Sequence[Any]]) -> ContactMembers:
 _KV_UPSERT = ("INSERT INTO kv (namespace, key, value, updated_at) VALUES (?, ?, ?, ?) "
               "ON CONFLICT (namespace, key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at")
 _PURGE_CHUNK = 2000
+# Finished rows kept for storage.retention.events; failed and discarded ones for retention.failed.
+_FINISHED = {"inbox": "('done', 'dropped', 'error')", "outbox": "('sent', 'dropped')"}
+_DEAD = "('failed', 'discarded')"
 _ERASE_SLICE = 20_000  # queue rows scanned per erase transaction (a few ms)
 
 
@@ -608,8 +626,10 @@ def _mark_inbox(db: Db, event_ids: list[str], status: str, error: str | None, no
                    (status, plain_error(error), now, *chunk))
 
 
-def _insert_outbox(db: Db, events: list[IOEvent], now: int) -> list[int]:
-    rows = [(e.id, e.botId, e.channel, e.threadId, e.target, event_json(e), now, now) for e in events]
+def _insert_outbox(db: Db, events: list[IOEvent], now: int, encoded: list[str] | None = None) -> list[int]:
+    texts = encoded if encoded is not None and len(encoded) == len(events) else [event_json(e) for e in events]
+    rows = [(e.id, e.botId, e.channel, e.threadId, e.target, text, now, now) for e, text in zip(events, texts,
+                                                                                                 strict=True)]
     seqs: dict[str, int] = {}
     for chunk in chunks(rows, _ROWS_PER_INSERT):
         # A multi-row VALUES inserts in list order, so seq follows the order of `events`.

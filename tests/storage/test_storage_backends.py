@@ -12,6 +12,7 @@ import pytest
 
 from botpress_py.events import IOEvent
 from botpress_py.storage import (
+    STORED_AS_FAILED,
     Completion,
     GroupCommitCompletions,
     GroupCommitInbox,
@@ -93,19 +94,48 @@ class InjectedFault(OSError):
     pass
 
 
-def failing_once(cls: type[Storage], method: str) -> type[Any]:
-    """The real backend whose first call of ``method`` fails like a broken disk would."""
+def failing_while_broken(cls: type[Storage]) -> type[Any]:
+    """The real backend whose every write fails like a broken disk would, until ``broken`` is cleared."""
 
-    class FailingOnce(cls):  # type: ignore[misc, valid-type]
-        add_failures = int(method == "inbox_add")
+    class FailingWhileBroken(cls):  # type: ignore[misc, valid-type]
+        broken = True
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.add_calls: list[int] = []
 
         async def inbox_add(self, events: list[IOEvent]) -> list[bool]:
-            if self.add_failures:
-                self.add_failures -= 1
+            self.add_calls.append(len(events))
+            if self.broken:
                 raise InjectedFault("disk I/O error (injected)")
             return await super().inbox_add(events)
 
-    return FailingOnce
+        async def inbox_add_failed(self, event: IOEvent, error: str) -> bool:
+            if self.broken:
+                raise InjectedFault("disk I/O error (injected)")
+            return await super().inbox_add_failed(event, error)
+
+    return FailingWhileBroken
+
+
+class InjectedRefusal(ValueError):
+    pass
+
+
+def refusing_once(cls: type[Storage]) -> type[Any]:
+    """The real backend whose first ``inbox_add`` is refused as if for one of its values."""
+
+    class RefusingOnce(counting(cls)):  # type: ignore[misc]
+        refusals = 1
+
+        async def inbox_add(self, events: list[IOEvent]) -> list[bool]:
+            if self.refusals:
+                self.refusals -= 1
+                self.add_calls.append(len(events))
+                raise InjectedRefusal("a value was refused (injected)")
+            return await super().inbox_add(events)
+
+    return RefusingOnce
 
 
 async def pending_ids(storage: Storage) -> list[str]:
@@ -620,34 +650,58 @@ async def test_group_commit_respects_max_batch(backend: Backend) -> None:
         GroupCommitInbox(storage, max_batch=0)
 
 
-async def test_group_commit_gives_a_storage_failure_to_every_waiter(backend: Backend) -> None:
-    storage = await backend.open(failing_once(backend.storage_class, "inbox_add"))
+async def test_group_commit_retries_a_failed_transaction_in_halves(backend: Backend) -> None:
+    storage = await backend.open(refusing_once(backend.storage_class))
+    inbox = GroupCommitInbox(storage, window_ms=1.0)
+    batches = [[incoming(f"user-{i}", f"mid.{i}")] for i in range(20)]
+
+    # The shared transaction fails once, for a reason that might be one of its events: its
+    # halves are committed instead, and they go in.
+    results = await asyncio.wait_for(asyncio.gather(*(inbox.add(b) for b in batches)), 10)
+    assert results == [[True]] * 20
+    assert storage.add_calls == [20, 10, 10]
+    assert len(await storage.inbox_pending()) == 20
+    await inbox.close()
+
+
+async def test_group_commit_gives_a_storage_failure_to_every_waiter_at_once(backend: Backend) -> None:
+    storage = await backend.open(failing_while_broken(backend.storage_class))
     inbox = GroupCommitInbox(storage, window_ms=1.0)
     batches = [[incoming(f"user-{i}", f"mid.{i}")] for i in range(20)]
 
     results = await asyncio.wait_for(asyncio.gather(*(inbox.add(b) for b in batches), return_exceptions=True), 10)
     assert all(isinstance(r, InjectedFault) for r in results), results
+    # A broken disk says nothing about the events: not split (that would fail 39 times), not kept.
+    assert storage.add_calls == [20]
     assert await storage.inbox_pending() == []
+    assert await backend.query("SELECT count(*) FROM inbox") == [(0,)]  # not even as failed events
 
-    # The committer carries on: the redelivery is stored, and as new events.
+    # The committer carries on: once the disk is back, the redelivery is stored, and as new events.
+    storage.broken = False
     retried = await asyncio.wait_for(asyncio.gather(*(inbox.add(b) for b in batches)), 10)
     assert retried == [[True]] * 20
     assert len(await storage.inbox_pending()) == 20
     await inbox.close()
 
 
-async def test_group_commit_fails_the_whole_batch_when_the_database_refuses_one_event(
-    storage: Storage,
-) -> None:
+async def test_group_commit_fails_only_the_event_the_database_refuses(backend: Backend, storage: Storage) -> None:
     inbox = GroupCommitInbox(storage, window_ms=1.0)
     poison = incoming("bad", "mid.bad")
     poison.target = None  # type: ignore[assignment]  # violates NOT NULL inside the transaction
     batches = [[incoming(f"user-{i}", f"mid.{i}")] for i in range(5)] + [[poison]]
 
     results = await asyncio.wait_for(asyncio.gather(*(inbox.add(b) for b in batches), return_exceptions=True), 10)
-    assert all(isinstance(r, Exception) for r in results), results
-    assert len({id(r) for r in results}) == 1  # one transaction, one failure, told to all
-    assert await storage.inbox_pending() == []
+    # The others are stored; the poison, sanitised, is kept as a failed event for an operator.
+    assert results == [[True]] * 5 + [[STORED_AS_FAILED]]
+    assert len(await storage.inbox_pending()) == 5
+    [failed] = await storage.failed_events("incoming")
+    assert failed.event.id == poison.id and failed.event.target == "unknown"
+    assert failed.error is not None and failed.error.startswith("could not be stored as received")
+    # Its redelivery is recognised (same dedupe key) and not stored twice.
+    again = incoming("bad", "mid.bad")
+    again.target = None  # type: ignore[assignment]
+    assert await inbox.add([again]) == [False]
+    assert await backend.query("SELECT count(*) FROM inbox WHERE status = 'failed'") == [(1,)]
     await inbox.close()
 
 

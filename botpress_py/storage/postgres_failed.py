@@ -1,0 +1,135 @@
+"""PostgresStorage's calls for failed events (retries and the dead-letter state); see ``Storage``.
+
+Apart from postgres.py so that each file keeps to one concern. Every call here is rare (a
+processing failure, an operator's listing, retry or discard): none is on the path of an event
+that goes well.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import asyncpg
+
+from ..events import IOEvent
+from .base import Direction, FailedEvent
+from .common import event_from_json, event_json, plain_error
+
+_TABLES: dict[str, tuple[str, str]] = {  # direction -> (table, column of when it finished)
+    "incoming": ("inbox", "processed_at"),
+    "outgoing": ("outbox", "updated_at"),
+}
+
+
+# Failures of the connection or the server, never of the values written (those raise DataError,
+# IntegrityConstraintViolationError, ProgramLimitExceededError, ...).
+_TRANSIENT = (
+    asyncpg.PostgresConnectionError,  # connection lost or refused
+    asyncpg.InsufficientResourcesError,  # disk full, out of memory, too many connections
+    asyncpg.OperatorInterventionError,  # shutdown, statement cancelled
+    asyncpg.TransactionRollbackError,  # deadlock, serialization failure
+    asyncpg.ReadOnlySQLTransactionError,  # a replica, or a server in recovery
+    OSError,
+    TimeoutError,
+)
+
+
+class PostgresFailedEvents:
+    def is_transient_failure(self, exc: BaseException) -> bool:
+        if isinstance(exc, _TRANSIENT):
+            return True
+        # The driver's own errors: a closed connection or pool, but not a value it cannot encode.
+        return isinstance(exc, asyncpg.InterfaceError) and not isinstance(exc, ValueError)
+
+    if TYPE_CHECKING:
+        _clock: Callable[[], int]
+
+        def _get_pool(self) -> asyncpg.Pool: ...
+
+        async def _fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]: ...
+
+    async def inbox_add_failed(self, event: IOEvent, error: str) -> bool:
+        now = self._clock()
+        rows = await self._fetch(
+            "INSERT INTO inbox (event_id, bot_id, channel, thread_id, user_id, dedupe_key, event, status, error,"
+            " attempts, created_at, processed_at) VALUES ($1, $2, $3, $4, $5, $6, $7, 'failed', $8, 1, $9, $9)"
+            " ON CONFLICT DO NOTHING RETURNING event_id",
+            event.id, event.botId, event.channel, event.threadId, event.target, event.dedupeKey, event_json(event),
+            plain_error(error), now)
+        return bool(rows)
+
+    async def inbox_attempt_failed(self, event_id: str, attempts: int, error: str) -> None:
+        await self._get_pool().execute(
+            "UPDATE inbox SET attempts = $2, error = $3 WHERE event_id = $1 AND status = 'pending'",
+            event_id, attempts, plain_error(error))
+
+    async def inbox_fail(self, event_id: str, attempts: int, error: str) -> bool:
+        rows = await self._fetch(
+            "UPDATE inbox SET status = 'failed', attempts = $2, error = $3, processed_at = $4"
+            " WHERE event_id = $1 AND status = 'pending' RETURNING seq", event_id, attempts, plain_error(error),
+            self._clock())
+        return bool(rows)
+
+    async def inbox_fail_exhausted(self, max_attempts: int, error: str) -> dict[str, int]:
+        rows = await self._fetch(
+            "WITH failed AS (UPDATE inbox SET status = 'failed', error = COALESCE(error, $2), processed_at = $3"
+            " WHERE status = 'pending' AND attempts >= $1 RETURNING bot_id)"
+            " SELECT bot_id, COUNT(*) AS n FROM failed GROUP BY bot_id", max_attempts, plain_error(error),
+            self._clock())
+        return {row["bot_id"]: int(row["n"]) for row in rows}
+
+    async def failed_events(self, direction: Direction, *, bot_id: str | None = None, after_seq: int = 0,
+                            limit: int = 100) -> list[FailedEvent]:
+        table, finished = _TABLES[direction]
+        rows = await self._fetch(
+            f"SELECT seq, event, status, attempts, error, {finished} AS finished FROM {table}"
+            " WHERE status = 'failed' AND ($1::text IS NULL OR bot_id = $1) AND seq > $2 ORDER BY seq LIMIT $3",
+            bot_id, after_seq, limit)
+        return [_failed(direction, row) for row in rows]
+
+    async def failed_counts(self) -> dict[str, dict[str, int]]:
+        counts: dict[str, dict[str, int]] = {}
+        for direction, (table, _) in _TABLES.items():
+            for row in await self._fetch(
+                    f"SELECT bot_id, COUNT(*) AS n FROM {table} WHERE status = 'failed' GROUP BY bot_id"):
+                counts.setdefault(row["bot_id"], {"incoming": 0, "outgoing": 0})[direction] = int(row["n"])
+        return counts
+
+    async def event_status(self, event_id: str) -> tuple[Direction, str, str] | None:
+        for direction, (table, _) in _TABLES.items():
+            rows = await self._fetch(f"SELECT status, bot_id FROM {table} WHERE event_id = $1", event_id)
+            if rows:
+                return direction, rows[0]["status"], rows[0]["bot_id"]  # type: ignore[return-value]
+        return None
+
+    async def events_retry(self, direction: Direction, event_ids: list[str]) -> list[FailedEvent]:
+        if not event_ids:
+            return []
+        finished = _TABLES[direction][1]
+        if direction == "incoming":
+            rows = await self._fetch(
+                "UPDATE inbox SET status = 'pending', attempts = 0, error = NULL, processed_at = NULL"
+                " WHERE status = 'failed' AND event_id = ANY($1::text[])"
+                f" RETURNING seq, event, status, attempts, error, {finished} AS finished", event_ids)
+        else:
+            rows = await self._fetch(
+                "UPDATE outbox SET status = 'pending', attempts = 0, next_attempt_at = 0, error = NULL,"
+                " updated_at = $2 WHERE status = 'failed' AND event_id = ANY($1::text[])"
+                f" RETURNING seq, event, status, attempts, error, {finished} AS finished", event_ids, self._clock())
+        return sorted((_failed(direction, row) for row in rows), key=lambda failed: failed.seq)
+
+    async def events_discard(self, direction: Direction, event_ids: list[str]) -> list[str]:
+        if not event_ids:
+            return []
+        table, finished = _TABLES[direction]
+        rows = await self._fetch(
+            f"UPDATE {table} SET status = 'discarded', {finished} = $2 WHERE status = 'failed'"
+            " AND event_id = ANY($1::text[]) RETURNING event_id", event_ids, self._clock())
+        return [row["event_id"] for row in rows]
+
+
+def _failed(direction: Direction, row: asyncpg.Record) -> FailedEvent:
+    finished = row["finished"]
+    return FailedEvent(direction, int(row["seq"]), event_from_json(row["event"]), row["status"],
+                       int(row["attempts"]), row["error"], None if finished is None else int(finished))

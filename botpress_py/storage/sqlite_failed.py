@@ -1,0 +1,141 @@
+"""SQLiteStorage's calls for failed events (retries and the dead-letter state); see ``Storage``.
+
+Apart from sqlite.py, which holds the connection and transaction machinery, so that each
+file keeps to one concern. Every call here is rare (a processing failure, an operator's
+listing, retry or discard): none is on the path of an event that goes well.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from ..events import IOEvent
+from .base import Direction, FailedEvent
+from .common import chunks, event_from_json, event_json, plain_error
+
+T = TypeVar("T")
+_IDS_PER_STATEMENT = 500
+_TABLES: dict[str, tuple[str, str]] = {  # direction -> (table, column of when it finished)
+    "incoming": ("inbox", "processed_at"),
+    "outgoing": ("outbox", "updated_at"),
+}
+
+
+class SQLiteFailedEvents:
+    def is_transient_failure(self, exc: BaseException) -> bool:
+        # OperationalError: locked, busy, disk full, I/O error, read-only file. What a value can
+        # cause (a type it cannot bind, an integer too big, a constraint) raises something else.
+        return isinstance(exc, sqlite3.OperationalError | OSError | TimeoutError)
+
+    if TYPE_CHECKING:
+        _clock: Callable[[], int]
+
+        async def _write(self, body: Callable[[sqlite3.Connection], T], priority: int = ..., *,
+                         inline: bool = False) -> T: ...
+
+        async def _fetchall(self, sql: str, params: Sequence[Any] = (), *, inline: bool = False) -> list[Any]: ...
+
+        async def _read(self, body: Callable[[sqlite3.Connection], T], *, inline: bool = False) -> T: ...
+
+    async def inbox_add_failed(self, event: IOEvent, error: str) -> bool:
+        now = self._clock()
+        params = (event.id, event.botId, event.channel, event.threadId, event.target, event.dedupeKey,
+                  event_json(event), plain_error(error), now, now)
+        return await self._write(lambda db: bool(db.execute(
+            "INSERT INTO inbox (event_id, bot_id, channel, thread_id, user_id, dedupe_key, event, status, error,"
+            " attempts, created_at, processed_at) VALUES (?, ?, ?, ?, ?, ?, ?, 'failed', ?, 1, ?, ?)"
+            " ON CONFLICT DO NOTHING RETURNING event_id", params).fetchall()), inline=True)
+
+    async def inbox_attempt_failed(self, event_id: str, attempts: int, error: str) -> None:
+        params = (attempts, plain_error(error), event_id)
+        await self._write(lambda db: db.execute(
+            "UPDATE inbox SET attempts = ?, error = ? WHERE event_id = ? AND status = 'pending'", params).rowcount,
+            inline=True)
+
+    async def inbox_fail(self, event_id: str, attempts: int, error: str) -> bool:
+        params = (attempts, plain_error(error), self._clock(), event_id)
+        changed = await self._write(lambda db: db.execute(
+            "UPDATE inbox SET status = 'failed', attempts = ?, error = ?, processed_at = ?"
+            " WHERE event_id = ? AND status = 'pending'", params).rowcount, inline=True)
+        return changed > 0
+
+    async def inbox_fail_exhausted(self, max_attempts: int, error: str) -> dict[str, int]:
+        params = (plain_error(error), self._clock(), max_attempts)
+        rows = await self._write(lambda db: db.execute(
+            "UPDATE inbox SET status = 'failed', error = COALESCE(error, ?), processed_at = ?"
+            " WHERE status = 'pending' AND attempts >= ? RETURNING bot_id", params).fetchall())
+        counts: dict[str, int] = {}
+        for (bot_id,) in rows:
+            counts[bot_id] = counts.get(bot_id, 0) + 1
+        return counts
+
+    async def failed_events(self, direction: Direction, *, bot_id: str | None = None, after_seq: int = 0,
+                            limit: int = 100) -> list[FailedEvent]:
+        table, finished = _TABLES[direction]
+        by_bot = " AND bot_id = ?" if bot_id is not None else ""
+        params: tuple[Any, ...] = (*((bot_id,) if bot_id is not None else ()), after_seq, limit)
+        rows = await self._fetchall(
+            f"SELECT seq, event, status, attempts, error, {finished} FROM {table}"
+            f" WHERE status = 'failed'{by_bot} AND seq > ? ORDER BY seq LIMIT ?", params)
+        return [_failed(direction, row) for row in rows]
+
+    async def failed_counts(self) -> dict[str, dict[str, int]]:
+        def read(db: sqlite3.Connection) -> dict[str, dict[str, int]]:
+            counts: dict[str, dict[str, int]] = {}
+            for direction, (table, _) in _TABLES.items():
+                for bot_id, count in db.execute(
+                        f"SELECT bot_id, COUNT(*) FROM {table} WHERE status = 'failed' GROUP BY bot_id"):
+                    counts.setdefault(bot_id, {"incoming": 0, "outgoing": 0})[direction] = int(count)
+            return counts
+
+        return await self._read(read)
+
+    async def event_status(self, event_id: str) -> tuple[Direction, str, str] | None:
+        def read(db: sqlite3.Connection) -> tuple[Direction, str, str] | None:
+            for direction, (table, _) in _TABLES.items():
+                row = db.execute(f"SELECT status, bot_id FROM {table} WHERE event_id = ?", (event_id,)).fetchone()
+                if row is not None:
+                    return direction, row[0], row[1]  # type: ignore[return-value]
+            return None
+
+        return await self._read(read, inline=True)
+
+    async def events_retry(self, direction: Direction, event_ids: list[str]) -> list[FailedEvent]:
+        table, finished = _TABLES[direction]
+        reset = ("attempts = 0, error = NULL, processed_at = NULL" if direction == "incoming"
+                 else "attempts = 0, next_attempt_at = 0, error = NULL, updated_at = ?")
+        now = () if direction == "incoming" else (self._clock(),)
+
+        def retry(db: sqlite3.Connection) -> list[Any]:
+            rows: list[Any] = []
+            for chunk in chunks(event_ids, _IDS_PER_STATEMENT):
+                rows += db.execute(
+                    f"UPDATE {table} SET status = 'pending', {reset} WHERE status = 'failed' AND event_id IN"
+                    f" ({', '.join('?' * len(chunk))}) RETURNING seq, event, status, attempts, error, {finished}",
+                    (*now, *chunk)).fetchall()
+            return rows
+
+        rows = await self._write(retry) if event_ids else []
+        return sorted((_failed(direction, row) for row in rows), key=lambda failed: failed.seq)
+
+    async def events_discard(self, direction: Direction, event_ids: list[str]) -> list[str]:
+        table, finished = _TABLES[direction]
+        now = self._clock()
+
+        def discard(db: sqlite3.Connection) -> list[str]:
+            done: list[str] = []
+            for chunk in chunks(event_ids, _IDS_PER_STATEMENT):
+                done += [row[0] for row in db.execute(
+                    f"UPDATE {table} SET status = 'discarded', {finished} = ? WHERE status = 'failed' AND event_id"
+                    f" IN ({', '.join('?' * len(chunk))}) RETURNING event_id", (now, *chunk)).fetchall()]
+            return done
+
+        return await self._write(discard) if event_ids else []
+
+
+def _failed(direction: Direction, row: Sequence[Any]) -> FailedEvent:
+    seq, text, status, attempts, error, finished = row
+    return FailedEvent(direction, int(seq), event_from_json(text), status, int(attempts), error,
+                       None if finished is None else int(finished))
