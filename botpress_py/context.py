@@ -70,6 +70,15 @@ class UserStore(Protocol):
         """Delete everything stored about the user in this bot (profile, history, queues, contact link)."""
         ...
 
+    async def history(self, user_id: str, channel: str, *, thread_id: str | None = None, after: int | None = None,
+                      before: int | None = None, limit: int = 50) -> list[dict[str, Any]]:
+        """The user's message history, oldest first: event dicts plus ``seq`` and ``channelMessageId``.
+
+        ``seq`` only grows: pass the last one seen as ``after`` to catch up, or the first one
+        shown as ``before`` to page back. ``limit`` is 1 to 500.
+        """
+        ...
+
 
 class BotHost(Protocol):
     """What the core provides behind a BotContext (implemented by the bot registry)."""
