@@ -22,6 +22,6 @@ def test_details_accepts_the_botpress_v12_keys() -> None:
 
 def test_details_refuses_unknown_keys_and_wrong_types_with_their_pointer() -> None:
     [unknown] = problems({"avatarURL": "x"})
-    assert unknown.startswith("/details/avatarURL: unknown key") and "avatarUrl" in unknown
+    assert unknown.startswith("/details/avatarURL: unknown key")
     assert any(p.startswith("/details/website") for p in problems({"website": 42}))
     assert any(p.startswith("/details") for p in problems("https://example.com"))
