@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 from aiohttp import web
 
 ASSETS = "/assets/modules/channel-web"
-SCRIPTS = ("markdown.js", "render.js", "webchat.js")
+SCRIPTS = ("markdown.js", "render.js", "webchat.js", "webchat-net.js")
 
 
 def _stylesheet_origin(url: str) -> str:
