@@ -38,3 +38,15 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
 def chat(server: BotpressServer, http: aiohttp.ClientSession) -> WebChat:
     """A visitor's API client for welcome-bot (call ``await chat.start()`` first)."""
     return WebChat(http, server.url, "welcome-bot")
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[object]:
+    """A headless Chromium (playwright Browser); the test is skipped when there is none."""
+    from botpress_py.browser_testing import browser_unavailable_reason, launch_browser
+
+    reason = browser_unavailable_reason()
+    if reason is not None:
+        pytest.skip(reason)
+    async with launch_browser() as launched:
+        yield launched

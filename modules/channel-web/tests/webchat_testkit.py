@@ -102,3 +102,43 @@ class WebChat:
             await ws.send_str(json.dumps({"type": "auth", "token": self.token, "conversationId": self.conversation,
                                           "after": after}))
             yield ws
+
+
+class ChatPage:
+    """The chat page of a bot in one browser page: what a visitor sees and does."""
+
+    def __init__(self, page: Any, url: str) -> None:
+        self.page = page
+        self.url = url
+        self.errors: list[str] = []  # uncaught script errors of the page
+
+    @classmethod
+    async def open(cls, context: Any, server_url: str, bot_id: str = "welcome-bot") -> ChatPage:
+        page = await context.new_page()
+        chat = cls(page, f"{server_url}/s/{bot_id}")
+        page.on("pageerror", lambda error: chat.errors.append(str(error)))
+        await page.goto(chat.url)
+        await page.wait_for_selector(".bpw-ready", timeout=15_000)
+        return chat
+
+    async def start_chatting(self) -> None:
+        """Leave the info page when it shows (a new visitor of a bot with infoPage.enabled)."""
+        start = self.page.locator(".bpw-botinfo-start")
+        if await start.is_visible():
+            await start.click()
+
+    async def say(self, text: str) -> None:
+        await self.page.fill(".bpw-input", text)
+        await self.page.keyboard.press("Enter")
+
+    def bot_text(self, text: str) -> Any:
+        return self.page.locator(".bpw-bot .bpw-bubble", has_text=text)
+
+    def user_text(self, text: str) -> Any:
+        return self.page.locator(".bpw-user .bpw-bubble", has_text=text)
+
+    def choices(self) -> Any:
+        return self.page.locator(".bpw-row:not(.bpw-answered) .bpw-choices:not(.bpw-used) .bpw-choice")
+
+    async def connected(self) -> None:
+        await self.page.wait_for_selector(".bpw-connected", timeout=15_000)
