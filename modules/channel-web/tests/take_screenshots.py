@@ -6,16 +6,14 @@
 from __future__ import annotations
 
 import asyncio
-import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+# Run as a script, this folder is on sys.path: the test kits import as in the tests.
+from test_widget import embedding, host_page
+from webchat_testkit import REPO_ROOT, ChatPage, shipped_data, start_web_server
 
-from test_widget import embedding, host_page  # noqa: E402
-from webchat_testkit import REPO_ROOT, ChatPage, shipped_data, start_web_server  # noqa: E402
-
-from botpress_py.browser_testing import launch_browser  # noqa: E402
+from botpress_py.browser_testing import launch_browser
 
 OUT = REPO_ROOT / "docs" / "img"
 VIEWPORT = {"width": 760, "height": 620}

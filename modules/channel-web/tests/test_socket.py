@@ -149,3 +149,21 @@ async def test_server_stop_closes_sockets_with_going_away(tmp_path: Any, http: a
     closed = await ws.receive(timeout=5)
     assert (closed.type, closed.data) == (aiohttp.WSMsgType.CLOSE, 1001)
     await ws.close()
+
+
+async def test_erasing_a_visitor_deletes_their_messages_and_closes_their_chats(tmp_path: Any,
+                                                                              http: aiohttp.ClientSession) -> None:
+    from webchat_testkit import shipped_data, start_web_server
+
+    async with start_web_server(shipped_data(tmp_path), admin={"token": "t"}) as server:
+        chat = await WebChat(http, server.url, "welcome-bot").start()
+        await chat.say("hello")
+        await chat.wait_for_replies(2)
+        async with chat.socket() as ws:
+            await receive(ws, "ready")
+            url = f"{server.url}/api/v1/admin/bots/welcome-bot/users/web/{chat.user_id}"
+            async with http.delete(url, headers={"Authorization": "Bearer t"}) as r:
+                assert r.status == 200 and (await r.json())["erased"]["messages"] == 3
+            closed = await ws.receive(timeout=10)
+            assert (closed.type, closed.data) == (aiohttp.WSMsgType.CLOSE, 4401)
+        assert (await chat.history())["messages"] == []
