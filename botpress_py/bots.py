@@ -50,6 +50,22 @@ BOT_CONFIG_SCHEMA: dict[str, Any] = {
         "sessionTimeout": {"type": "string", "pattern": r"^[0-9]+(ms|s|m|h|d)$", "default": "30m",
                            "description": "Inactivity after which a conversation's session expires; bot logic "
                                           "sees event.flags['session']['expired'] (a channel may override it)."},
+        "details": {
+            "type": "object", "default": {}, "additionalProperties": False,
+            "description": "How the bot presents itself to people (a web chat's header and info page), as in "
+                           "Botpress v12.",
+            "properties": {
+                key: {"type": "string", "maxLength": 2000, "description": text} for key, text in (
+                    ("avatarUrl", "Picture of the bot (an http(s) URL or a path on this server)."),
+                    ("coverPictureUrl", "Wide picture at the top of the bot's info page."),
+                    ("website", "The bot owner's website."),
+                    ("phoneNumber", "A phone number people can call."),
+                    ("emailAddress", "An email address people can write to."),
+                    ("termsConditions", "URL of the terms and conditions."),
+                    ("privacyPolicy", "URL of the privacy policy."),
+                )
+            },
+        },
     },
 }
 

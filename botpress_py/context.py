@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from aiohttp import web
 
 ModuleState = Literal["on", "off", "error"]
+BotState = Literal["mounted", "disabled", "error"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +68,15 @@ class UserStore(Protocol):
 
     async def erase(self, user_id: str, channel: str) -> dict[str, int]:
         """Delete everything stored about the user in this bot (profile, history, queues, contact link)."""
+        ...
+
+    async def history(self, user_id: str, channel: str, *, thread_id: str | None = None, after: int | None = None,
+                      before: int | None = None, limit: int = 50) -> list[dict[str, Any]]:
+        """The user's message history, oldest first: event dicts plus ``seq`` and ``channelMessageId``.
+
+        ``seq`` only grows: pass the last one seen as ``after`` to catch up, or the first one
+        shown as ``before`` to page back. ``limit`` is 1 to 500.
+        """
         ...
 
 
@@ -148,7 +158,8 @@ class BotContext:
 
 
 class ServerContext:
-    """The server as seen by one module: global router (``/api/v1/bots/___/mod/<module>``), bots."""
+    """The server as seen by one module: global router (``/api/v1/bots/___/mod/<module>``), site
+    router (paths outside ``/api``), bots."""
 
     def __init__(
         self,
@@ -161,10 +172,15 @@ class ServerContext:
         state: KeyValueStore,
         bots: dict[str, BotContext],
         admin_check: Any,
+        site_router: ModuleRouter | None = None,
+        bot_state: Any = None,
     ) -> None:
         self.module = module
         self.config = config
         self.router = router
+        # Absolute site paths the module claims (``/s/{botId}``); core paths are refused.
+        self.site_router = site_router if site_router is not None else ModuleRouter()
+        self._bot_state = bot_state
         self.external_url = external_url
         self.data_dir = data_dir
         self.state = state
@@ -178,6 +194,11 @@ class ServerContext:
 
     def get_bot(self, bot_id: str) -> BotContext | None:
         return self._bots.get(bot_id)
+
+    def bot_state(self, bot_id: str) -> BotState | None:
+        """``"mounted"``, ``"disabled"`` or ``"error"`` as ``GET /status`` shows the bot, or None
+        when no such bot exists: lets a module tell an unknown bot from one that is off."""
+        return self._bot_state(bot_id) if self._bot_state is not None else None
 
     def secret(self, name: str) -> bytes:
         """A random key of this module's, generated on first use and kept in

@@ -44,6 +44,11 @@ def on_bot_unmount(bot: Any) -> None:
 
 
 @hookspec
+def on_server_stopping(server: Any) -> None:
+    """The server is about to stop serving HTTP: close long-lived connections (WebSockets) now."""
+
+
+@hookspec
 def on_module_unmount(server: Any) -> None:
     """The server is shutting down: close sessions, pools and files the module opened."""
 

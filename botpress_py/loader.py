@@ -55,6 +55,9 @@ class LoadedModule:
     schema: dict[str, Any]
     plugin: Any
     middleware: list[Middleware] = field(default_factory=list)
+    # Served at /assets/modules/<name>/: the module folder's assets/, or for an entry-point
+    # module the assets/ folder beside its package's __init__.py.
+    assets_dir: Path | None = None
 
     @property
     def version(self) -> str:
@@ -186,7 +189,7 @@ class ModuleLoader:
             if bad:
                 raise _LoadFailure(f"{folder}: " + "; ".join(map(str, bad)))
         package = self._import_entry(folder, manifest["entry"])
-        self._register(name, folder, manifest, schema, self._instantiate(folder, package))
+        self._register(name, folder, manifest, schema, self._instantiate(folder, package), folder / "assets")
 
     @staticmethod
     def _instantiate(folder: Path | None, package: Any) -> Any:
@@ -227,7 +230,7 @@ class ModuleLoader:
                                f"{type(exc).__name__}: {exc}{where}") from None
 
     def _register(self, name: str, folder: Path | None, manifest: dict[str, Any],
-                  schema: dict[str, Any] | None, plugin: Any) -> None:
+                  schema: dict[str, Any] | None, plugin: Any, assets_dir: Path | None = None) -> None:
         self._impls.clear()
         try:
             self.pm.register(plugin, name=name)
@@ -249,7 +252,7 @@ class ModuleLoader:
             self.pm.unregister(name=name)
             self._impls.clear()
             raise _LoadFailure(f"{folder or name}: {type(exc).__name__}: {exc}") from None
-        self.modules[name] = LoadedModule(name, folder, manifest, schema, plugin, middleware)
+        self.modules[name] = LoadedModule(name, folder, manifest, schema, plugin, middleware, assets_dir)
         log.info("module %s %s loaded from %s", name, manifest.get("version", ""), folder or "entry point")
 
     def _check_hook_names(self, name: str, folder: Path | None) -> None:
@@ -282,7 +285,9 @@ class ModuleLoader:
                 manifest.setdefault("name", ep.name)
                 manifest.setdefault("entry", ep.value.split(":")[0])
                 schema = getattr(package, "CONFIG_SCHEMA", None)
-                self._register(ep.name, None, manifest, schema, self._instantiate(None, package))
+                package_file = getattr(package, "__file__", None)
+                assets = Path(package_file).parent / "assets" if package_file else None
+                self._register(ep.name, None, manifest, schema, self._instantiate(None, package), assets)
             except _LoadFailure as failure:
                 self.errors.append(ModuleLoadError(location, str(failure)))
             except Exception as exc:

@@ -36,6 +36,7 @@ from .logthrottle import LogThrottle
 from .metrics import Metrics
 from .pipeline import EventPipeline
 from .routing import ModuleRouter
+from .site import ModuleAssets, SitePages
 from .state import StorageKeyValue, StorageUserStore
 from .storage import Storage, open_storage
 from .watcher import DataWatcher
@@ -72,6 +73,7 @@ class BotpressServer:
         self.pipeline: EventPipeline | None = None
         self.watcher: DataWatcher | None = None
         self.module_contexts: dict[str, ServerContext] = {}
+        self.site: SitePages | None = None
         self.module_errors: dict[str, str] = {}
         self.app: web.Application | None = None
         self._runner: web.AppRunner | None = None
@@ -179,6 +181,13 @@ class BotpressServer:
         app = web.Application(client_max_size=limit, middlewares=[http_middleware(
             self.metrics, limit, self.config.http["bodyLimit"], policy, self.log_throttle)])
         admin_check = marking_admin_check(make_admin_check(lambda: self.config.admin_token() if self.config else ""))
+        registry = self.registry
+        site = self.site = SitePages(self._report_module_problem)
+
+        def bot_state(bot_id: str) -> str | None:
+            record = registry.records.get(bot_id)
+            return None if record is None else record.status()["state"]
+
         for name, module in self.loader.modules.items():
             resolved = self.resolver.resolve(module, None)
             if not resolved.ok:
@@ -186,13 +195,24 @@ class BotpressServer:
             self.module_contexts[name] = ServerContext(
                 module=name, config=resolved.config, router=ModuleRouter(), external_url=self.external_url(),
                 data_dir=self.data_dir, state=StorageKeyValue(self.storage, f"{name}:server"),  # type: ignore[arg-type]
-                bots=self.registry.module_views.setdefault(name, {}), admin_check=admin_check)
+                bots=self.registry.module_views.setdefault(name, {}), admin_check=admin_check,
+                site_router=site.router_for(name), bot_state=bot_state)
         app.router.add_get("/status", self.handle_status)
         app.router.add_get("/metrics", self.handle_metrics)
         AdminApi(self.registry, self.loader, admin_check).add_routes(app)
         app.router.add_route("*", r"/api/v1/bots/{botId}/mod/{module}{tail:(/.*)?}", self.dispatch)
         app.router.add_route("*", r"/api/v1/bots/{botId}{tail:(/.*)?}", self.dispatch_bot_other)
+        assets = ModuleAssets({name: m.assets_dir for name, m in self.loader.modules.items() if m.assets_dir})
+        app.router.add_get("/assets/modules/{module}/{path:.+}", assets.handle)
+        # Every path above belongs to the core; the catch-all below (added last, so tried last)
+        # serves the site pages modules claim.
+        site.reserve_core_paths(r.canonical for r in app.router.resources())
+        app.router.add_route("*", "/{tail:.*}", site.dispatch)
         return app
+
+    def _report_module_problem(self, module: str, problem: str) -> None:
+        earlier = self.module_errors.get(module)
+        self.module_errors[module] = f"{earlier}; {problem}" if earlier else problem
 
     def _register_gauges(self) -> None:
         assert self.registry and self.pipeline
@@ -353,6 +373,8 @@ class BotpressServer:
                 await task
         self._background.clear()
         if self._runner:
+            if self.module_contexts:
+                await self._call_modules("on_server_stopping", lambda name: {"server": self.module_contexts[name]})
             await self._runner.cleanup()  # stops accepting; lets running handlers finish
             self._runner = None
         if self._sock:  # start() failed before serving

@@ -6,6 +6,8 @@ from typing import Any
 
 from .storage import Storage
 
+HISTORY_MAX_LIMIT = 500
+
 
 def linked_users(members: list[tuple[str, str, str]], bot_id: str, channel: str, user_id: str) -> list[dict[str, str]]:
     """The other ids of a contact, as ``event.user["linked"]`` and ``UserStore.get`` show them."""
@@ -57,3 +59,10 @@ class StorageUserStore:
 
     async def erase(self, user_id: str, channel: str) -> dict[str, int]:
         return await self._storage.erase_user(self._bot_id, channel, user_id)
+
+    async def history(self, user_id: str, channel: str, *, thread_id: str | None = None, after: int | None = None,
+                      before: int | None = None, limit: int = 50) -> list[dict[str, Any]]:
+        if not 1 <= limit <= HISTORY_MAX_LIMIT:
+            raise ValueError(f"history limit {limit} is not between 1 and {HISTORY_MAX_LIMIT}")
+        return await self._storage.messages_for(self._bot_id, channel, user_id, limit, thread_id=thread_id,
+                                                after_seq=after, before_seq=before)

@@ -33,9 +33,9 @@ def echo() -> Iterator[Any]:
     import echo_module
 
     for recorder in (echo_module.CALLS, echo_module.SENT, echo_module.FAIL_NEXT_SENDS, echo_module.FAILED_IDS,
-                     echo_module.HOLD, echo_module.HOLD_SENDS):
+                     echo_module.HOLD, echo_module.HOLD_SENDS, echo_module.SOCKETS, echo_module.CLAIM_CORE_PATHS):
         recorder.clear()
     yield echo_module
     for recorder in (echo_module.CALLS, echo_module.SENT, echo_module.FAIL_NEXT_SENDS, echo_module.FAILED_IDS,
-                     echo_module.HOLD, echo_module.HOLD_SENDS):
+                     echo_module.HOLD, echo_module.HOLD_SENDS, echo_module.SOCKETS, echo_module.CLAIM_CORE_PATHS):
         recorder.clear()

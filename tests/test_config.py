@@ -188,7 +188,8 @@ def test_shipped_global_config_is_valid_and_its_schema_current() -> None:
     assert shipped == SERVER_CONFIG_SCHEMA, "regenerate data/global/botpress.config.schema.json"
     config = load_server_config(repo_data, {}, [], create=False)
     assert config.problems == []
-    assert [m["location"] for m in config.data["modules"]] == ["MODULES_ROOT/channel-messenger", "MODULES_ROOT/qna"]
+    assert [m["location"] for m in config.data["modules"]] == ["MODULES_ROOT/channel-messenger",
+                                                             "MODULES_ROOT/channel-web", "MODULES_ROOT/qna"]
 
 
 def test_schema_errors_never_quote_secret_values() -> None:

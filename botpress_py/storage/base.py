@@ -267,8 +267,15 @@ class Storage(ABC):
         """Append to message history and touch the conversation (bot, channel, thread, user)."""
 
     @abstractmethod
-    async def messages_for(self, bot_id: str, channel: str, user_id: str, limit: int = 100) -> list[dict[str, Any]]:
-        """Message history of one user, oldest first (event dicts plus ``channelMessageId``)."""
+    async def messages_for(self, bot_id: str, channel: str, user_id: str, limit: int = 100, *,
+                           thread_id: str | None = None, after_seq: int | None = None,
+                           before_seq: int | None = None) -> list[dict[str, Any]]:
+        """Message history of one user, oldest first (event dicts plus ``channelMessageId`` and ``seq``).
+
+        ``seq`` is the message's position in history (it only grows). Without ``after_seq`` the
+        newest ``limit`` messages (older than ``before_seq`` when given); with it the oldest
+        ``limit`` messages after it. ``thread_id`` keeps one thread's messages only.
+        """
 
     @abstractmethod
     async def conversation_last_event(self, bot_id: str, channel: str, thread_id: str | None,

@@ -269,3 +269,24 @@ def sanitised_event(event: IOEvent) -> tuple[IOEvent, bool]:
         user=as_object(event.user),
     )
     return sanitised, clean.changed
+
+
+def history_query(bot_id: str, channel: str, user_id: str, limit: int, thread_id: str | None,
+                  after_seq: int | None, before_seq: int | None, placeholder: Any) -> tuple[str, list[Any], bool]:
+    """SQL for ``messages_for`` (both backends), its parameters, and whether rows come newest first.
+
+    ``placeholder(n)`` renders the n-th parameter (``?`` for SQLite, ``$n`` for PostgreSQL).
+    """
+    params: list[Any] = [bot_id, channel, user_id]
+    where = [f"bot_id = {placeholder(1)}", f"channel = {placeholder(2)}", f"user_id = {placeholder(3)}"]
+    for column, op, value in (("thread_id", "=", thread_id), ("seq", ">", after_seq), ("seq", "<", before_seq)):
+        if value is not None:
+            params.append(value)
+            where.append(f"{column} {op} {placeholder(len(params))}")
+    # Forward from a position (catching up since the last seen message) reads oldest first;
+    # otherwise the newest page, reversed by the caller.
+    newest_first = after_seq is None
+    params.append(limit)
+    sql = (f"SELECT seq, event, channel_message_id FROM messages WHERE {' AND '.join(where)} "
+           f"ORDER BY seq {'DESC' if newest_first else 'ASC'} LIMIT {placeholder(len(params))}")
+    return sql, params, newest_first

@@ -17,6 +17,7 @@ from .common import (
     event_from_json,
     event_json,
     first_occurrences,
+    history_query,
     message_params,
     new_contact_id,
     outgoing_encodings,
@@ -360,17 +361,15 @@ class PostgresStorage(PostgresFailedEvents, Storage):
         async with self._transaction() as conn:
             await _record_message(conn, event, channel_message_id)
 
-    async def messages_for(self, bot_id: str, channel: str, user_id: str, limit: int = 100) -> list[dict[str, Any]]:
-        # The newest `limit` messages, handed back oldest first.
-        rows = await self._fetch(
-            "SELECT event, channel_message_id FROM messages WHERE bot_id = $1 AND channel = $2 AND user_id = $3"
-            " ORDER BY seq DESC LIMIT $4",
-            bot_id,
-            channel,
-            user_id,
-            limit,
-        )
-        return [{**json.loads(row["event"]), "channelMessageId": row["channel_message_id"]} for row in reversed(rows)]
+    async def messages_for(self, bot_id: str, channel: str, user_id: str, limit: int = 100, *,
+                           thread_id: str | None = None, after_seq: int | None = None,
+                           before_seq: int | None = None) -> list[dict[str, Any]]:
+        sql, params, newest_first = history_query(bot_id, channel, user_id, limit, thread_id, after_seq,
+                                                  before_seq, lambda n: f"${n}")
+        rows = await self._fetch(sql, *params)
+        ordered = reversed(rows) if newest_first else rows
+        return [{**json.loads(row["event"]), "channelMessageId": row["channel_message_id"], "seq": row["seq"]}
+                for row in ordered]
 
     async def erase_user(self, bot_id: str, channel: str, user_id: str) -> dict[str, int]:
         counts: dict[str, int] = {}

@@ -33,6 +33,7 @@ from .common import (
     event_from_json,
     event_json,
     first_occurrences,
+    history_query,
     message_params,
     new_contact_id,
     outgoing_encodings,
@@ -497,14 +498,14 @@ class SQLiteStorage(SQLiteFailedEvents, Storage):
     async def message_record(self, event: IOEvent, channel_message_id: str | None = None) -> None:
         await self._write(lambda db: _record_message(db, event, channel_message_id), inline=True)
 
-    async def messages_for(self, bot_id: str, channel: str, user_id: str, limit: int = 100) -> list[dict[str, Any]]:
-        # The newest `limit` messages, handed back oldest first.
-        rows = await self._fetchall(
-            "SELECT event, channel_message_id FROM messages WHERE bot_id = ? AND channel = ? AND user_id = ?"
-            " ORDER BY seq DESC LIMIT ?",
-            (bot_id, channel, user_id, limit),
-        )
-        return [{**json.loads(text), "channelMessageId": mid} for text, mid in reversed(rows)]
+    async def messages_for(self, bot_id: str, channel: str, user_id: str, limit: int = 100, *,
+                           thread_id: str | None = None, after_seq: int | None = None,
+                           before_seq: int | None = None) -> list[dict[str, Any]]:
+        sql, params, newest_first = history_query(bot_id, channel, user_id, limit, thread_id, after_seq,
+                                                  before_seq, lambda n: "?")
+        rows = await self._fetchall(sql, params)
+        ordered = reversed(rows) if newest_first else rows
+        return [{**json.loads(text), "channelMessageId": mid, "seq": seq} for seq, text, mid in ordered]
 
     async def erase_user(self, bot_id: str, channel: str, user_id: str) -> dict[str, int]:
         who = (bot_id, channel, user_id)
