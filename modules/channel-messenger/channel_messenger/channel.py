@@ -101,6 +101,8 @@ class MessengerChannel:
         self.threads.clear()
         self.window.clear()
         self.disabled.clear()
+        self.webhook.reset()
+        self._throttle = LogThrottle(60.0)
         self.server = server
         self.contacts.server = server
         await self.graph.start()

@@ -57,6 +57,7 @@ class Contacts:
         self._merged.clear()
         self._basic_only.clear()
         self._told.clear()
+        self._throttle = LogThrottle(60.0)
 
     def forget(self, bot_id: str, page_id: str, psid: str) -> None:
         """Drop what is cached about a user (data erase)."""

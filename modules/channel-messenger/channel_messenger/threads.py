@@ -93,6 +93,7 @@ class ThreadOwners:
         self._dirty.clear()
         self._flusher = None
         self._flushing = asyncio.Lock()  # a fresh server may run on another event loop
+        self._throttle = LogThrottle(60.0)
 
     async def close(self) -> None:
         """Write what is still waiting (the server stops after the module unmounts)."""

@@ -151,6 +151,11 @@ class WebhookEndpoint:
         # or the global config changed, not per request (it costs O(bots) to build).
         self._secrets: dict[str | None, tuple[int, Mapping[str, Any], list[str]]] = {}
 
+    def reset(self) -> None:
+        """A fresh start (a new server): nothing cached, nothing held back from the log."""
+        self.throttle = LogThrottle(60.0)
+        self._secrets.clear()
+
     def _global_value(self, key: str) -> str:
         value = self.global_config().get(key)
         return value.strip() if isinstance(value, str) else ""
