@@ -104,8 +104,8 @@ def parse_body(raw: bytes) -> Any:
     parsed on the event loop: the parser holds the GIL, a thread would not free the loop), and
     it refuses bodies nested deeper than 1024 levels with an error rather than the
     RecursionError the standard library raises. What orjson refuses and JSON allows (a lone
-    UTF-16 surrogate such as ``"\\ud800"``, an integer beyond 64-bit floats) is parsed again by
-    the standard library, whose depth the interpreter's recursion limit bounds (caught too).
+    UTF-16 surrogate such as ``"\\ud800"``, a number beyond 64-bit floats, NaN) is parsed again by the
+    standard library, whose recursion the interpreter bounds (caught), and held to the same depth.
     """
     try:
         return orjson.loads(raw)
@@ -114,11 +114,27 @@ def parse_body(raw: bytes) -> Any:
     if "depth" in refusal or "ecursion" in refusal:
         raise BodyError(f"nested deeper than {MAX_BODY_DEPTH} levels")
     try:
-        return json.loads(raw)
+        body = json.loads(raw)
     except RecursionError:
         raise BodyError(f"nested deeper than {MAX_BODY_DEPTH} levels") from None
     except ValueError:
         raise BodyError(f"not JSON ({refusal})") from None
+    if _deeper_than(body, MAX_BODY_DEPTH):  # the same bound whichever parser read it
+        raise BodyError(f"nested deeper than {MAX_BODY_DEPTH} levels")
+    return body
+
+
+def _deeper_than(value: Any, limit: int) -> bool:
+    """Whether containers nest more than ``limit`` levels (a walk with its own stack, not recursion)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            if depth > limit:
+                return True
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return False
 
 
 class _Batches:
