@@ -7,8 +7,9 @@ timestamp or a list for a ``mid`` once failed the shared transaction of every ev
 with it. So every value is checked here, with these rules (docs/channels/messenger.md,
 "What the webhook accepts"):
 
-- ids (sender, recipient, Page, app, sticker) are digit strings of at most 64 characters; a
-  JSON number is taken as its digits when it is a whole number below 2**63;
+- ids (sender, recipient, Page, app, sticker) are at most 64 letters, digits, ``-``, ``_`` or
+  ``.`` (Meta's are digits; test tools use names such as ``user-1``); a JSON number is taken as
+  its digits when it is a whole number below 2**63;
 - a ``mid`` is at most 512 printable ASCII characters (or such a number);
 - a postback or quick-reply payload is a string of at most 1000 characters (Meta's limit);
 - a timestamp is a whole number of milliseconds between Facebook's launch and a day after the
@@ -41,6 +42,7 @@ DROPPED = "[dropped: nested too deep or too large]"
 DROPPED_KEY = "[dropped]"
 _BIGGEST_ID = 2**63
 _MID = re.compile(r"[!-~]+")
+_ID = re.compile(r"[0-9A-Za-z_.-]+")
 
 
 class Malformed(ValueError):
@@ -94,9 +96,10 @@ def an_id(value: Any, field: str) -> str:
     if isinstance(value, int) and not isinstance(value, bool):
         if 0 <= value < _BIGGEST_ID:
             return str(value)
-    elif isinstance(value, str) and 0 < len(value) <= MAX_ID_CHARS and value.isascii() and value.isdigit():
+    elif isinstance(value, str) and len(value) <= MAX_ID_CHARS and _ID.fullmatch(value):
         return value
-    raise Malformed(field, f"expected an id (up to {MAX_ID_CHARS} digits), got {kind_of(value)}")
+    raise Malformed(field, f"expected an id (up to {MAX_ID_CHARS} letters, digits, '-', '_' or '.'), "
+                           f"got {kind_of(value)}")
 
 
 def optional_id(value: Any) -> str | None:
