@@ -34,7 +34,7 @@ SIGNATURE_SHA1 = "X-Hub-Signature"
 
 Deliver = Callable[[PageBinding, list[IOEvent]], Awaitable[None]]
 MAX_BODY_DEPTH = 1024  # orjson's limit; no Meta delivery comes near it (a dozen levels)
-YIELD_EVERY = 200  # events mapped between two turns of the event loop
+YIELD_EVERY = 200  # entries and events read between two turns of the event loop
 
 
 def signature_headers(app_secret: str, raw: bytes) -> dict[str, str]:
@@ -272,6 +272,9 @@ class WebhookEndpoint:
         received = now_ms()
         seen = 0
         for index, entry in enumerate(entries):
+            seen += 1
+            if seen % YIELD_EVERY == 0:
+                await asyncio.sleep(0)
             try:
                 binding = self._route(entry, index, bot_id, valid)
             except Exception as exc:  # last resort: a bug must cost this entry only
