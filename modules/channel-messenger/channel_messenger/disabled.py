@@ -18,7 +18,7 @@ from botpress_py.sdk import BotContext
 
 from .graph_client import GraphApiError, PageGraph
 from .pages import PAGE_STATE_KEY, PageBinding, PageRegistry
-from .settings import MessengerSettings
+from .settings import MessengerSettings, is_placeholder
 
 PAGE_LOOKUP_TIMEOUT = 10.0  # GET /me for a disabled bot whose Page is not known
 
@@ -47,8 +47,9 @@ class DisabledBots:
         """Keep the bot's Page served while it is disabled (its config is the one of ``bot``)."""
         self.forget(bot.id)
         settings = MessengerSettings.from_config(bot.config)
-        if not settings.enabled or settings.mount_problems("", ""):
-            self.registry.release(bot.id)  # the channel is off for it: no delivery is expected
+        if not settings.enabled or is_placeholder(settings.app_secret):
+            # The channel is off for it (no delivery is expected), or nothing could verify one.
+            self.registry.release(bot.id)
             return
         page_id = settings.page_id
         if not page_id:
@@ -63,6 +64,9 @@ class DisabledBots:
         if page_id:
             self._told(bot, page_id)
             return
+        if is_placeholder(settings.access_token):
+            self._unknown(bot, "no accessToken to ask GET /me with")
+            return
         task = asyncio.create_task(self._learn_page(binding), name=f"messenger-page-of:{bot.id}")
         self._lookups[bot.id] = task
         task.add_done_callback(lambda done: self._lookups.pop(bot.id, None) if self._lookups.get(bot.id) is done
@@ -74,6 +78,12 @@ class DisabledBots:
         bot.logger.info("bot '%s' is disabled: deliveries for page %s are %s", bot.id, page_id,
                         "stored and answered once it is enabled" if store else "acknowledged and dropped "
                         "(disabledBotDeliveries: drop)")
+
+    @staticmethod
+    def _unknown(bot: BotContext, reason: str) -> None:
+        bot.logger.warning("bot '%s' is disabled and its Page is not known (no pageId, never connected, %s): "
+                           "deliveries for it are verified and acknowledged but not kept; set pageId in "
+                           "data/bots/%s/config/channel-messenger.json to keep them", bot.id, reason, bot.id)
 
     async def _learn_page(self, binding: PageBinding) -> None:
         bot = binding.bot
@@ -88,9 +98,7 @@ class DisabledBots:
         if self.registry.waiting_for(bot.id) is not binding:
             return  # mounted, disabled again or removed meanwhile
         if not page_id.isdigit():
-            bot.logger.warning("bot '%s' is disabled and its Page is not known (no pageId, never connected, %s): "
-                               "its Page's deliveries are acknowledged but not kept; set pageId in "
-                               "data/bots/%s/config/channel-messenger.json to keep them", bot.id, reason, bot.id)
+            self._unknown(bot, reason)
             return
         self.registry.wait(PageBinding(page_id=page_id, page_name=name, bot=bot, settings=binding.settings,
                                        graph=binding.graph, dormant=True))

@@ -110,3 +110,17 @@ async def test_a_disabled_bot_whose_channel_is_off_has_no_page_and_enabling_take
         assert binding is not None and binding.dormant
         assert await meta.admin("shop", "enable") == 200
         assert channel().registry.parked(PAGE_A) is None and channel().registry.by_page(PAGE_A) is not None
+
+
+async def test_a_disabled_bot_whose_page_cannot_be_found_still_never_gets_a_refusal(
+        data: Path, emulator: GraphEmulator, http: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture) -> None:
+    add_bot(data, "shop", TOKEN_B, appSecret=SECRET_B)  # the only bot of its app, never connected
+    disable(data, "shop")
+    emulator.add_rule(status=400, code=190, message="Invalid OAuth access token", path=r"/me$")
+    async with serve(data) as server:
+        meta = FakeMeta(http, server)
+        await wait_for(lambda: any("its Page is not known" in r.getMessage() for r in caplog.records))
+        assert await meta.say(PAGE_B, "66", "hello", secret=SECRET_B, mid="m_unknown_page") == 200, \
+            "verified with its appSecret and acknowledged: Meta keeps the webhook"
+        assert (await meta.say(PAGE_B, "66", "hello", secret="another-secret", mid="m_forged")) == 403
+        assert stored_for(data, "shop") == 0
