@@ -5,6 +5,7 @@ and at runtime alike."""
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import aiohttp
@@ -114,6 +115,7 @@ async def test_a_disabled_bot_whose_channel_is_off_has_no_page_and_enabling_take
 
 async def test_a_disabled_bot_whose_page_cannot_be_found_still_never_gets_a_refusal(
         data: Path, emulator: GraphEmulator, http: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="botpress_py")
     add_bot(data, "shop", TOKEN_B, appSecret=SECRET_B)  # the only bot of its app, never connected
     disable(data, "shop")
     emulator.add_rule(status=400, code=190, message="Invalid OAuth access token", path=r"/me$")
