@@ -238,7 +238,7 @@ class BotRegistry:
         await asyncio.gather(*(self.reload(bot_id, force=True) for bot_id in list(self.records)))
 
     async def reload(self, bot_id: str, *, force: bool = False) -> BotRecord:
-        """(Re)mount a bot from its files; a disabled bot ends unmounted.
+        """(Re)mount a bot from its files; a disabled bot ends unmounted (and modules get ``on_bot_disabled``).
 
         Without ``force`` a bot that is mounted keeps its last good state when its files
         have problems: the reload is refused and the problem is reported in ``error``.
@@ -260,6 +260,7 @@ class BotRegistry:
                 record.config, record.state, record.error = bot_config, "disabled", None
                 record.modules = {}
                 log.info("bot %s disabled", bot_id)
+                await self._tell_disabled(record, bot_config)
                 return record
             if record.state == "mounted" and not force:
                 # Refuse only what would break a module that works now: a module already in
@@ -321,6 +322,23 @@ class BotRegistry:
             self.pipeline.bot_mounted(record.id)
         log.info("bot %s mounted (%s)", record.id,
                  ", ".join(f"{m}={s['state']}" for m, s in record.modules.items()) or "no modules")
+
+    async def _tell_disabled(self, record: BotRecord, bot_config: dict[str, Any]) -> None:
+        """``on_bot_disabled`` for each module whose config for the bot resolves: a channel keeps
+        accepting the bot's deliveries (stored until it is enabled) instead of refusing them."""
+        for name, module in self.loader.modules.items():
+            if not self.loader.implements(name, "on_bot_disabled"):
+                continue
+            resolved = self.resolver.resolve(module, record.id)
+            if not resolved.ok:
+                log.info("bot %s: module %s not told the bot is disabled: %s", record.id, name,
+                         "; ".join(str(p) for p in resolved.problems))
+                continue
+            ctx = self._context(record.id, name, bot_config, resolved.config)
+            try:
+                await asyncio.wait_for(self.loader.call(name, "on_bot_disabled", bot=ctx), MOUNT_TIMEOUT)
+            except Exception:
+                log.exception("bot %s: module %s on_bot_disabled failed", record.id, name)
 
     async def _unmount_locked(self, record: BotRecord) -> None:
         if record.state != "mounted":

@@ -97,7 +97,7 @@ class BotHost(Protocol):
 class BotContext:
     """A bot as seen by one module: its config for that module, its router, its state.
 
-    Created afresh on every mount, so ``config`` is never stale.
+    Created afresh on every mount (and for each ``on_bot_disabled``), so ``config`` is never stale.
     """
 
     def __init__(

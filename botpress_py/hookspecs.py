@@ -49,6 +49,18 @@ def on_server_stopping(server: Any) -> None:
 
 
 @hookspec
+def on_bot_disabled(bot: Any) -> None:
+    """A configured bot is disabled: at start, when disabled at runtime, and again (with a fresh context)
+    whenever its files change while it stays disabled.
+
+    The bot is not mounted and nothing is served for it, but ``bot.config`` is its resolved config and
+    ``await bot.receive(events)`` stores events that wait until the bot is enabled, then are processed.
+    A channel uses it to keep accepting the platform's deliveries for the bot rather than refusing them.
+    What it sets up is replaced by the bot's next ``on_bot_mount`` or ``on_bot_disabled``.
+    """
+
+
+@hookspec
 def on_module_unmount(server: Any) -> None:
     """The server is shutting down: close sessions, pools and files the module opened."""
 

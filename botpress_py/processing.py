@@ -204,14 +204,14 @@ class IncomingProcessing:
         event.flags["session"] = {"new": last is None, "expired": expired, "lastEventAt": last}
 
         event.user.setdefault("id", event.target)
-        stored = context.user
-        if stored is None:
-            return
-        if stored.get("profile") is not None:
-            event.user.setdefault("profile", stored["profile"])
+        # Present from the user's first message on (None and [] until linked), whether or not a user
+        # row exists yet: bot logic must not tell a first message from a later one by a missing key.
         contact_id, members = context.contact
         event.user["contactId"] = contact_id
         event.user["linked"] = linked_users(members, event.botId, event.channel, event.target)
+        stored = context.user
+        if stored is not None and stored.get("profile") is not None:
+            event.user.setdefault("profile", stored["profile"])
 
     async def _transform(self, hook: str, event: IOEvent, record: BotRecord) -> bool:
         """Modules' ``hook`` then the bot's transformers.py; False drops the event. Errors are contained."""

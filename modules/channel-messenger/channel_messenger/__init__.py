@@ -36,6 +36,11 @@ def on_bot_unmount(bot: BotContext) -> None:
 
 
 @hookimpl
+async def on_bot_disabled(bot: BotContext) -> None:
+    await CHANNEL.bot_disabled(bot)
+
+
+@hookimpl
 async def on_module_unmount(server: Any) -> None:
     await CHANNEL.stop()
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 from collections import OrderedDict
 from pathlib import Path
@@ -11,13 +12,14 @@ from typing import Any
 
 from aiohttp import web
 
-from botpress_py.sdk import BotContext, DeliveryError, IOEvent, ServerContext
+from botpress_py.sdk import BotContext, DeliveryError, IOEvent, LogThrottle, ServerContext
 
 from .api import MessengerApi, metadata_text
 from .contacts import Contacts
+from .disabled import DisabledBots
 from .graph_client import GraphApiError, GraphClient, PageGraph
 from .incoming import CHANNEL
-from .pages import PageAlreadyClaimed, PageBinding, PageRegistry
+from .pages import PAGE_STATE_KEY, PageAlreadyClaimed, PageBinding, PageRegistry
 from .profile import ProfileConfigError, desired_profile, sync_profile
 from .rendering import Pause, RenderError, RenderOptions, render_payload
 from .settings import MessengerSettings
@@ -68,9 +70,6 @@ def _graph_failure_hint(error: GraphApiError) -> str:
     return "reload the bot to retry once the cause is fixed"
 
 
-PAGE_STATE_KEY = "pageId"  # bot.state: the Page this bot was last connected to
-
-
 class MessengerChannel:
     """The module's single state: the Graph pool, the Page registry and the webhook endpoint."""
 
@@ -85,6 +84,8 @@ class MessengerChannel:
         self.contacts = Contacts(self.registry)
         self.threads = ThreadOwners()
         self.window = MessagingWindow()
+        self.disabled = DisabledBots(self.registry, self._page_graph)
+        self._throttle = LogThrottle(60.0)
 
     def _global_config(self) -> dict[str, Any]:
         return self.server.config if self.server is not None else {}
@@ -99,6 +100,9 @@ class MessengerChannel:
         self.contacts.clear()
         self.threads.clear()
         self.window.clear()
+        self.disabled.clear()
+        self.webhook.reset()
+        self._throttle = LogThrottle(60.0)
         self.server = server
         self.contacts.server = server
         await self.graph.start()
@@ -107,7 +111,9 @@ class MessengerChannel:
 
     async def stop(self) -> None:
         self.registry.clear()
+        self.disabled.clear()
         await self.window.close()
+        await self.threads.close()
         await self.graph.close()
 
     def status(self) -> dict[str, Any]:
@@ -134,6 +140,7 @@ class MessengerChannel:
 
     async def mount(self, bot: BotContext) -> None:
         """Connect the bot to its Page, or explain in its status why not (never raises for config)."""
+        self.disabled.forget(bot.id)
         settings = MessengerSettings.from_config(bot.config)
         if not settings.enabled:
             self.registry.release(bot.id)
@@ -221,16 +228,29 @@ class MessengerChannel:
         bot.logger.warning("%s", reason)
         return reason
 
+    async def bot_disabled(self, bot: BotContext) -> None:
+        """A configured bot is disabled (at start or at runtime): keep its Page's deliveries (disabled.py)."""
+        await self.disabled.disabled(bot)
+
     async def erase_user(self, bot: BotContext, user_id: str, channel: str) -> None:
-        """Forget a user's thread owner and last-message time (the core erased the rest)."""
+        """Forget what the channel keeps about the user (the core erased the rest).
+
+        That is the thread owner, the time of the user's last message and the cached profile and
+        contact check: ids and times, but about one person, and an erase leaves nothing of them.
+        Meta enforces both rules those notes serve, so forgetting them is safe: a send outside the
+        messaging window needs a tag again, and one into a thread another app owns is refused
+        (2018300) and teaches the channel the owner anew.
+        """
         if channel != CHANNEL:
             return
-        binding = self.registry.by_bot(bot.id)
-        pages = {binding.page_id} if binding else set()
-        pages |= {p for p in (str(bot.config.get("pageId") or ""), await bot.state.get(PAGE_STATE_KEY)) if p}
+        binding = self.registry.by_bot(bot.id) or self.registry.waiting_for(bot.id)
+        pages = {binding.page_id} if binding and binding.page_id else set()
+        pages |= {p for p in (str(bot.config.get("pageId") or ""), await bot.state.get(PAGE_STATE_KEY))
+                  if isinstance(p, str) and p}
         for page_id in pages:
             await self.threads.set_ours(bot, page_id, user_id)
             await self.window.forget(bot, page_id, user_id)
+            self.contacts.forget(bot.id, page_id, user_id)
 
     def unmount(self, bot: BotContext) -> None:
         """Stop sending for the bot's Page; no Graph call (the profile stays as pushed)."""
@@ -241,13 +261,20 @@ class MessengerChannel:
     # -- incoming ---------------------------------------------------------------------------
     async def deliver(self, binding: PageBinding, events: list[IOEvent]) -> None:
         """Store a webhook's events for the bot (the webhook answers 200 once this returned)."""
-        # A parked binding's context still stores: the core holds the events until the bot is back.
+        if binding.dormant and binding.settings.disabled_bot_deliveries == "drop":
+            return  # the bot is disabled and its operator chose not to keep what arrives meanwhile
+        # A waiting binding's context still stores: the core holds the events until the bot is back.
         live = self.server.get_bot(binding.bot_id) if self.server is not None else None
         bot = live or binding.bot
         self.apply_incoming_flags(binding, events)
-        if not self.threads.unchanged_by(bot, binding.page_id, events):
-            await self.threads.observe(bot, binding.page_id, events, bot.logger)
-        self.window.note(bot, binding.page_id, events)
+        try:
+            # Notes kept beside the events: O(1) per event, written later; never worth losing the events for.
+            if not self.threads.unchanged_by(bot, binding.page_id, events):
+                await self.threads.observe(bot, binding.page_id, events, bot.logger)
+            self.window.note(bot, binding.page_id, events)
+        except Exception as exc:
+            self._throttle.log(bot.logger, logging.WARNING, ("notes", bot.id), "Thread owner or messaging window "
+                               "of page %s not updated: %s: %s", binding.page_id, type(exc).__name__, exc)
         await bot.receive(events)
 
     def apply_incoming_flags(self, binding: PageBinding, events: list[IOEvent]) -> None:

@@ -6,8 +6,15 @@ never delays the webhook's answer, and with ``storeProfiles: false`` the fetched
 reaches bot logic without being written anywhere (not even in the stored event).
 
 Everything here is best effort: a hidden profile (``{}``), a missing permission, a timeout
-or an outage leaves the event as it is, is logged once per Page (at info), and never changes
-the module's status.
+or an outage leaves the event as it is, is logged once per Page and cause (at info), and never
+changes the module's status.
+
+Linking never creates a user on another bot: the same person's id on another Page is linked
+only when that Page's bot already has that user stored. A person who never wrote to that bot,
+or whose data was erased there, is not brought back there by writing to this one.
+
+What is cached in memory is stamped with when it was fetched, not with an expiry, so a lower
+``chatUserAuthDuration`` applies at once to users fetched before the edit.
 """
 
 from __future__ import annotations
@@ -16,11 +23,12 @@ import asyncio
 import logging
 from typing import Any
 
-from botpress_py.sdk import BotContext, IOEvent, ServerContext, now_ms
+from botpress_py.sdk import BotContext, IOEvent, LogThrottle, ServerContext, now_ms
 
 from .graph_client import GraphApiError
 from .incoming import CHANNEL
 from .pages import PageBinding, PageRegistry
+from .validation import optional_id
 
 PROFILE_FIELDS = ("first_name", "last_name", "profile_pic", "locale", "timezone", "gender")
 BASIC_FIELDS = ("first_name", "last_name", "profile_pic")  # what a Page reads without extra permissions
@@ -29,6 +37,7 @@ RETRY_AFTER_FAILURE_MS = 300_000
 _MEMORY_LIMIT = 10_000
 
 Key = tuple[str, str, str]  # (bot id, page id, psid)
+Fetched = tuple[int, dict[str, Any] | None, bool]  # (when fetched or stored, ms; profile; the fetch failed)
 
 
 class Contacts:
@@ -37,20 +46,32 @@ class Contacts:
     def __init__(self, registry: PageRegistry) -> None:
         self.registry = registry
         self.server: ServerContext | None = None
-        self._profiles: dict[Key, tuple[int, dict[str, Any] | None]] = {}  # key -> (valid until ms, profile)
-        self._merged: dict[Key, int] = {}  # key -> checked again after (ms)
+        self._profiles: dict[Key, Fetched] = {}
+        self._merged: dict[Key, tuple[int, bool]] = {}  # key -> (when checked, ms; the check failed)
         self._basic_only: set[str] = set()  # Pages refused the extra profile fields
-        self._told: set[tuple[str, str]] = set()  # (page, what) already logged
+        self._told: set[tuple[str, str, Any]] = set()  # (page, what, cause) already logged
+        self._throttle = LogThrottle(60.0)
 
     def clear(self) -> None:
         self._profiles.clear()
         self._merged.clear()
         self._basic_only.clear()
         self._told.clear()
+        self._throttle = LogThrottle(60.0)
 
-    def _log_once(self, logger: logging.Logger, page_id: str, what: str, message: str, *args: Any) -> None:
-        level = logging.INFO if (page_id, what) not in self._told else logging.DEBUG
-        self._told.add((page_id, what))
+    def forget(self, bot_id: str, page_id: str, psid: str) -> None:
+        """Drop what is cached about a user (data erase)."""
+        self._profiles.pop((bot_id, page_id, psid), None)
+        self._merged.pop((bot_id, page_id, psid), None)
+
+    def _log_once(self, logger: logging.Logger, page_id: str, what: str, cause: Any, message: str,
+                  *args: Any) -> None:
+        """At info the first time for a Page and cause (a refusal repeats for every new user), then at debug."""
+        told = (page_id, what, cause)
+        level = logging.INFO if told not in self._told else logging.DEBUG
+        if len(self._told) >= _MEMORY_LIMIT:
+            self._told.clear()
+        self._told.add(told)
         logger.log(level, message, *args)
 
     @staticmethod
@@ -86,9 +107,10 @@ class Contacts:
                     event.user["linked"] = stored["linked"]
             if fresh and settings.update_contact_profiles and settings.store_profiles:
                 await self._update_linked(bot, event.target, fresh)
-        except Exception:  # never stop the event for a lookup
-            bot.logger.warning("Messenger profile or contact of a user of page %s not handled", binding.page_id,
-                               exc_info=True)
+        except Exception as exc:  # never stop the event for a lookup
+            self._throttle.log(bot.logger, logging.WARNING, ("enrich", binding.page_id, type(exc).__name__),
+                               "Messenger profile or contact of a user of page %s not handled: %s: %s",
+                               binding.page_id, type(exc).__name__, exc)
 
     # -- profiles ----------------------------------------------------------------------------
     async def profile(self, binding: PageBinding, bot: BotContext,
@@ -96,11 +118,11 @@ class Contacts:
         """(profile to show, fields fetched just now or None): from memory, storage, or Graph."""
         key = (bot.id, binding.page_id, psid)
         now = now_ms()
-        cached = self._profiles.get(key)
-        if cached is not None and cached[0] > now:
-            return cached[1], None
         settings = binding.settings
         refresh_ms = settings.chat_user_auth_seconds * 1000
+        cached = self._profiles.get(key)
+        if cached is not None and cached[0] + (RETRY_AFTER_FAILURE_MS if cached[2] else refresh_ms) > now:
+            return cached[1], None
         stored_profile: dict[str, Any] | None = None
         if settings.store_profiles:
             stored = await bot.users.get(psid, CHANNEL)
@@ -108,12 +130,12 @@ class Contacts:
                 stored_profile = stored["profile"]
                 if now - int(stored["updatedOn"]) < refresh_ms:
                     self._bounded(self._profiles, key)
-                    self._profiles[key] = (int(stored["updatedOn"]) + refresh_ms, stored_profile)
+                    self._profiles[key] = (int(stored["updatedOn"]), stored_profile, False)
                     return stored_profile, None
         fetched = await self._fetch(binding, bot, psid)
         if fetched is None:  # not reachable now: what we had, and another try in a few minutes
             self._bounded(self._profiles, key)
-            self._profiles[key] = (now + RETRY_AFTER_FAILURE_MS, stored_profile)
+            self._profiles[key] = (now, stored_profile, True)
             return stored_profile, None
         # Messenger's fields are replaced as a whole (one the user hid since is dropped); other keys stay.
         kept = {k: v for k, v in (stored_profile or {}).items() if k not in PROFILE_FIELDS}
@@ -121,7 +143,7 @@ class Contacts:
         if settings.store_profiles:
             await bot.users.save(psid, CHANNEL, profile)
         self._bounded(self._profiles, key)
-        self._profiles[key] = (now + refresh_ms, profile)
+        self._profiles[key] = (now, profile, False)
         return profile, fetched
 
     async def _fetch(self, binding: PageBinding, bot: BotContext, psid: str) -> dict[str, Any] | None:
@@ -136,26 +158,27 @@ class Contacts:
                     if not exc.is_permission_error or fields == BASIC_FIELDS:
                         raise
                     self._basic_only.add(page)
-                    self._log_once(bot.logger, page, "fields",
+                    self._log_once(bot.logger, page, "fields", exc.code,
                                    "Page %s may not read every profile field (%s): only %s are fetched from now "
                                    "on; grant the pages_user_* permissions for the others", page, exc,
                                    ", ".join(BASIC_FIELDS))
                     answer = await binding.graph.user_profile(psid, ",".join(BASIC_FIELDS))
         except TimeoutError:
-            self._log_once(bot.logger, page, "timeout", "Profile of a user of page %s not fetched: no answer "
+            self._log_once(bot.logger, page, "timeout", None, "Profile of a user of page %s not fetched: no answer "
                            "within %g s", page, GRAPH_TIMEOUT)
             return None
         except GraphApiError as exc:
             if exc.permanent:
                 # Hidden, deleted or not readable by this Page: nothing to show, and nothing to retry soon.
-                self._log_once(bot.logger, page, "refused", "Profile of a user of page %s not readable: %s",
+                self._log_once(bot.logger, page, "refused", exc.code, "Profile of a user of page %s not readable: %s",
                                page, exc)
                 return {}
-            self._log_once(bot.logger, page, "failed", "Profile of a user of page %s not fetched: %s", page, exc)
+            self._log_once(bot.logger, page, "failed", exc.code, "Profile of a user of page %s not fetched: %s",
+                           page, exc)
             return None
         profile = {k: v for k, v in answer.items() if k in PROFILE_FIELDS}
         if not profile:
-            self._log_once(bot.logger, page, "hidden", "A user of page %s shows no profile (hidden by the user "
+            self._log_once(bot.logger, page, "hidden", None, "A user of page %s shows no profile (hidden by the user "
                            "or by missing permissions)", page)
         return profile
 
@@ -170,7 +193,9 @@ class Contacts:
             if other_bot is None or other_binding is None or not other_binding.settings.store_profiles:
                 continue  # that bot is not mounted, or keeps no profiles
             theirs = await other_bot.users.get(str(other["id"]), CHANNEL)
-            base = theirs.get("profile") if theirs and isinstance(theirs.get("profile"), dict) else {}
+            if theirs is None:
+                continue  # erased there meanwhile: a profile copy must not bring the user back
+            base = theirs.get("profile") if isinstance(theirs.get("profile"), dict) else {}
             kept = {k: v for k, v in base.items() if k not in PROFILE_FIELDS}
             await other_bot.users.save(str(other["id"]), CHANNEL, {**kept, **fetched})
 
@@ -179,34 +204,37 @@ class Contacts:
         """Link the user with the same person's users on the other connected Pages; True when linked."""
         key = (bot.id, binding.page_id, psid)
         now = now_ms()
-        if self._merged.get(key, 0) > now:
+        checked = self._merged.get(key)
+        if checked is not None and checked[0] + (
+                RETRY_AFTER_FAILURE_MS if checked[1] else binding.settings.chat_user_auth_seconds * 1000) > now:
             return False
         page = binding.page_id
         self._bounded(self._merged, key)
-        self._merged[key] = now + RETRY_AFTER_FAILURE_MS  # until it worked: no retry storm
+        self._merged[key] = (now, True)  # until it worked: no retry storm
+        # The user wrote to this bot: stored here (ids only, no profile), the other Pages' bots can link them.
+        await self._ensure_user(bot, psid)
         try:
             ids = await asyncio.wait_for(binding.graph.ids_for_pages(psid), GRAPH_TIMEOUT * 2)
         except (GraphApiError, TimeoutError) as exc:
             hint = " (are the Pages in one business, and does the token have pages_messaging?)" \
                 if isinstance(exc, GraphApiError) and exc.permanent else ""
-            self._log_once(bot.logger, page, "ids", "Ids on other Pages of a user of page %s not found: %s%s",
+            cause = exc.code if isinstance(exc, GraphApiError) else "timeout"
+            self._log_once(bot.logger, page, "ids", cause, "Ids on other Pages of a user of page %s not found: %s%s",
                            page, exc or "timeout", hint)
             return False
-        self._merged[key] = now + binding.settings.chat_user_auth_seconds * 1000
+        self._merged[key] = (now, False)
         others: list[tuple[str, str, str]] = []
         for other_page, other_psid in ids:
-            if other_page == page:
-                continue
             other = self.registry.by_page(other_page) or self.registry.parked(other_page)
-            if other is not None and other.bot_id != bot.id:
+            if other_page == page or other is None or other.bot_id == bot.id or optional_id(other_psid) is None:
+                continue
+            # Linking never creates a user on another bot: one who never wrote to it, or was erased there,
+            # stays unknown to it until they write to it themselves.
+            other_bot = (self.server.get_bot(other.bot_id) if self.server else None) or other.bot
+            if await other_bot.users.get(other_psid, CHANNEL) is not None:
                 others.append((other.bot_id, CHANNEL, other_psid))
         if not others:
             return False
-        await self._ensure_user(bot, psid)
-        for other_bot_id, _, other_psid in others:
-            other_bot = self.server.get_bot(other_bot_id) if self.server else None
-            if other_bot is not None:
-                await self._ensure_user(other_bot, other_psid)
         contact = await bot.users.link(psid, CHANNEL, others)
         bot.logger.info("Messenger user of page %s linked with %d user(s) of other pages as contact %s",
                         page, len(others), contact)

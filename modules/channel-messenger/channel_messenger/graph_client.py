@@ -216,8 +216,13 @@ class GraphClient:
         params: dict[str, str] | None = None,
         body: Any = None,
         logger: logging.Logger = log,
+        quiet: bool = False,
     ) -> dict[str, Any]:
-        """One Graph call with retries; returns the JSON answer or raises GraphApiError."""
+        """One Graph call with retries; returns the JSON answer or raises GraphApiError.
+
+        Each failed attempt is logged at warning, or at debug when ``quiet``: for lookups whose
+        caller reports a failure itself (once per Page), since they fail alike for every user.
+        """
         query = dict(params or {})
         query["access_token"] = access_token
         if app_secret:
@@ -256,7 +261,8 @@ class GraphClient:
 
             delay = self._backoff(attempt)
             last_try = error.permanent or attempt >= self.max_attempts or loop.time() + delay > deadline
-            logger.warning(
+            logger.log(
+                logging.DEBUG if quiet else logging.WARNING,
                 "Graph %s (attempt %d/%d)%s",
                 error,
                 attempt,
@@ -282,7 +288,7 @@ class PageGraph:
         return f"<PageGraph {self.base_url}>"
 
     async def _call(self, method: str, path: str, *, params: dict[str, str] | None = None,
-                    body: Any = None) -> dict[str, Any]:
+                    body: Any = None, quiet: bool = False) -> dict[str, Any]:
         return await self.client.call(
             method,
             self.base_url + path,
@@ -292,6 +298,7 @@ class PageGraph:
             params=params,
             body=body,
             logger=self.logger,
+            quiet=quiet,
         )
 
     async def me(self) -> dict[str, Any]:
@@ -303,14 +310,15 @@ class PageGraph:
         return await self._call("POST", "/me/messages", body=body)
 
     async def user_profile(self, psid: str, fields: str) -> dict[str, Any]:
-        return await self._call("GET", f"/{psid}", params={"fields": fields})
+        """A user's profile fields (contacts.py reports failures, once per Page)."""
+        return await self._call("GET", f"/{psid}", params={"fields": fields}, quiet=True)
 
     async def ids_for_pages(self, psid: str) -> list[tuple[str, str]]:
         """The same person's (Page id, PSID) on the Pages of the business, following the paging cursors."""
         found: list[tuple[str, str]] = []
         params: dict[str, str] = {}
         for _ in range(MAX_ID_PAGES):
-            answer = await self._call("GET", f"/{psid}/ids_for_pages", params=params)
+            answer = await self._call("GET", f"/{psid}/ids_for_pages", params=params, quiet=True)
             for item in answer.get("data") or []:
                 page = item.get("page") if isinstance(item, dict) else None
                 if isinstance(page, dict) and page.get("id") and item.get("id"):

@@ -61,6 +61,7 @@ class MessengerSettings:
     mask_outgoing: bool = False
     session_timeout_seconds: int = 0  # 0: the bot's own sessionTimeout (bot.config.json)
     handover_target: str = "inbox"
+    disabled_bot_deliveries: str = "store"  # "store" | "drop": a disabled bot's Page's deliveries
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> MessengerSettings:
@@ -93,6 +94,7 @@ class MessengerSettings:
             mask_outgoing=config.get("maskOutgoingMessages") is True,
             session_timeout_seconds=parse_duration(config.get("sessionTimeout") or "", 0),
             handover_target=text("handoverTarget", "inbox") or "inbox",
+            disabled_bot_deliveries="drop" if config.get("disabledBotDeliveries") == "drop" else "store",
         )
 
     @property

@@ -11,15 +11,28 @@ the user's messages as ``standby`` and must stay silent. The channel keeps what 
 - user events: one arriving as ``standby`` means another app owns the thread, one arriving
   in ``messaging`` (after the handover) means control came back to us;
 - a send refused with 2018300 (another app owns the thread).
+
+The map is kept in ``SHARDS`` values of ``bot.state`` (``threads/00`` … ``threads/3f``, by a
+hash of the conversation), read once per bot, then held in memory. A change costs a dict update
+in the webhook (no storage wait, whatever the size of the map); a flusher writes the shards that
+changed, once a second, a few per transaction, off the request path. Explicit changes (a
+handover through the API, a send refused with 2018300, an erase) are written at once. A crash
+loses at most the last second of what was learnt from webhooks; Meta then refuses a send with
+2018300, or sends standby again, and the channel learns it anew.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import zlib
 from typing import Any
 
-from botpress_py.sdk import BotContext, IOEvent, now_ms
+from botpress_py.sdk import BotContext, IOEvent, LogThrottle, now_ms
+
+from .settings import PAGE_INBOX_APP_ID
+from .validation import optional_id
 
 ANOTHER_APP = "another app"
 RELEASED = "released"
@@ -28,12 +41,30 @@ USER_EVENT_TYPES = frozenset({"text", "quick_reply", "postback", "image", "audio
 
 Owner = dict[str, Any]  # {"owner": app id | "another app" | "released", "since": ms, "reason": str}
 
+LEGACY_KEY = "threads"  # before the shards: one value with the whole map (moved to the shards when read)
+SHARDS = 64
+FLUSH_EVERY_SECONDS = 1.0
+FLUSH_CHUNK = 16  # shards per transaction
 
-STATE_KEY = "threads"  # bot.state: {"<page>/<psid>": Owner} of the threads owned elsewhere (few)
+log = logging.getLogger("botpress_py.module.channel-messenger.threads")
 
 
 def _key(page_id: str, psid: str) -> str:
     return f"{page_id}/{psid}"
+
+
+def _shard(key: str) -> int:
+    return zlib.crc32(key.encode()) % SHARDS
+
+
+def shard_key(number: int) -> str:
+    return f"threads/{number:02x}"
+
+
+def _valid(stored: Any) -> dict[str, Owner]:
+    if not isinstance(stored, dict):
+        return {}
+    return {k: v for k, v in stored.items() if isinstance(k, str) and isinstance(v, dict) and v.get("owner")}
 
 
 def describe(owner: Owner) -> str:
@@ -41,53 +72,119 @@ def describe(owner: Owner) -> str:
     who = owner.get("owner") or ANOTHER_APP
     if who == RELEASED:
         return "the bot released the conversation (thread control) and has not got it back"
-    name = "the Page Inbox" if who == "263902037430900" else who if who == ANOTHER_APP else f"app {who}"
+    name = "the Page Inbox" if who == PAGE_INBOX_APP_ID else who if who == ANOTHER_APP else f"app {who}"
     return f"the conversation is handed over to {name} ({owner.get('reason') or 'handover'})"
 
 
 class ThreadOwners:
-    """Thread ownership per (bot, Page, PSID): one ``bot.state`` value per bot, read once, then in memory.
-
-    Only conversations handed over are kept (a handful), so the webhook path never waits for
-    storage to know that the bot owns a conversation.
-    """
+    """Thread ownership per (bot, Page, PSID), for the conversations handed over only (never every user)."""
 
     def __init__(self) -> None:
-        self._bots: dict[str, dict[str, Owner]] = {}
+        self._bots: dict[str, list[dict[str, Owner]]] = {}  # bot id -> its shards
         self._locks: dict[str, asyncio.Lock] = {}
+        self._dirty: dict[str, tuple[BotContext, set[int]]] = {}  # bot id -> (context, shards to write)
+        self._flusher: asyncio.Task[None] | None = None
+        self._flushing = asyncio.Lock()
+        self._throttle = LogThrottle(60.0)
 
     def clear(self) -> None:
         self._bots.clear()
         self._locks.clear()
+        self._dirty.clear()
+        self._flusher = None
+        self._flushing = asyncio.Lock()  # a fresh server may run on another event loop
+        self._throttle = LogThrottle(60.0)
 
-    async def _threads(self, bot: BotContext) -> dict[str, Owner]:
-        threads = self._bots.get(bot.id)
-        if threads is None:
+    async def close(self) -> None:
+        """Write what is still waiting (the server stops after the module unmounts)."""
+        flusher, self._flusher = self._flusher, None
+        if flusher is not None:
+            flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await flusher
+        await self.flush()
+
+    async def _threads(self, bot: BotContext) -> list[dict[str, Owner]]:
+        shards = self._bots.get(bot.id)
+        if shards is None:
             async with self._locks.setdefault(bot.id, asyncio.Lock()):
-                threads = self._bots.get(bot.id)
-                if threads is None:
-                    stored = await bot.state.get(STATE_KEY)
-                    threads = {k: v for k, v in (stored or {}).items() if isinstance(v, dict) and v.get("owner")} \
-                        if isinstance(stored, dict) else {}
-                    self._bots[bot.id] = threads
-        return threads
+                shards = self._bots.get(bot.id)
+                if shards is None:
+                    shards = await self._load(bot)
+                    self._bots[bot.id] = shards
+        return shards
+
+    async def _load(self, bot: BotContext) -> list[dict[str, Owner]]:
+        shards = [_valid(await bot.state.get(shard_key(n))) for n in range(SHARDS)]
+        legacy = _valid(await bot.state.get(LEGACY_KEY))
+        if legacy:
+            moved: set[int] = set()
+            for key, owner in legacy.items():
+                number = _shard(key)
+                shards[number].setdefault(key, owner)
+                moved.add(number)
+            await bot.state.set_many({shard_key(n): dict(shards[n]) for n in sorted(moved)})
+            await bot.state.delete(LEGACY_KEY)
+        return shards
 
     async def get(self, bot: BotContext, page_id: str, psid: str) -> Owner | None:
         """Who owns the thread when it is not the bot; None while the bot answers it."""
-        return (await self._threads(bot)).get(_key(page_id, psid))
+        key = _key(page_id, psid)
+        return (await self._threads(bot))[_shard(key)].get(key)
+
+    def _put(self, bot: BotContext, shards: list[dict[str, Owner]], key: str, owner: Owner | None) -> bool:
+        """Change one thread in memory and note its shard for the flusher; True when something changed."""
+        number = _shard(key)
+        if owner is None:
+            if shards[number].pop(key, None) is None:
+                return False
+        else:
+            shards[number][key] = owner
+        self._dirty.setdefault(bot.id, (bot, set()))[1].add(number)
+        return True
+
+    def _flush_later(self) -> None:
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush_soon(), name="messenger-threads-flush")
+
+    async def _flush_soon(self) -> None:
+        # Gather a second's worth of changes, then write each changed shard once.
+        await asyncio.sleep(FLUSH_EVERY_SECONDS)
+        await self.flush()
+
+    async def flush(self) -> None:
+        """Write every changed shard now (a few per transaction); a failed write is tried again later."""
+        async with self._flushing:
+            dirty, self._dirty = self._dirty, {}
+            for bot_id, (bot, numbers) in dirty.items():
+                shards = self._bots.get(bot_id)
+                if shards is None:
+                    continue
+                ordered = sorted(numbers)
+                for start in range(0, len(ordered), FLUSH_CHUNK):
+                    chunk = ordered[start:start + FLUSH_CHUNK]
+                    try:
+                        # Copies: the storage may encode them on its own thread while the webhook changes the map.
+                        await bot.state.set_many({shard_key(n): dict(shards[n]) for n in chunk})
+                    except Exception as exc:
+                        self._dirty.setdefault(bot_id, (bot, set()))[1].update(chunk)
+                        self._throttle.log(log, logging.WARNING, ("flush", bot_id),
+                                           "Thread owners of bot %s not stored yet (%s: %s); retried with the next "
+                                           "change", bot_id, type(exc).__name__, exc)
+                    await asyncio.sleep(0)
 
     async def set_elsewhere(self, bot: BotContext, page_id: str, psid: str, owner: str, reason: str,
                             *, since: int | None = None) -> Owner:
+        """Another app owns the thread (an explicit change: written at once)."""
         record: Owner = {"owner": owner or ANOTHER_APP, "since": since or now_ms(), "reason": reason}
-        threads = await self._threads(bot)
-        threads[_key(page_id, psid)] = record
-        await bot.state.set(STATE_KEY, dict(threads))
+        self._put(bot, await self._threads(bot), _key(page_id, psid), record)
+        await self.flush()
         return record
 
     async def set_ours(self, bot: BotContext, page_id: str, psid: str) -> None:
-        threads = await self._threads(bot)
-        if threads.pop(_key(page_id, psid), None) is not None:
-            await bot.state.set(STATE_KEY, dict(threads))
+        """The bot owns the thread again (an explicit change, or an erase: written at once)."""
+        if self._put(bot, await self._threads(bot), _key(page_id, psid), None):
+            await self.flush()
 
     def unchanged_by(self, bot: BotContext, page_id: str, events: list[IOEvent]) -> bool:
         """True when ``observe`` would change nothing (checked without awaiting: the webhook's hot path).
@@ -95,54 +192,67 @@ class ThreadOwners:
         That is: the bot's owners are loaded, no event is a handover or arrives as standby, and no
         event's user has a thread owned elsewhere.
         """
-        threads = self._bots.get(bot.id)
-        if threads is None:
+        shards = self._bots.get(bot.id)
+        if shards is None:
             return False
         for event in events:
             if event.type == "handover" or event.flags.get("standby"):
                 return False
-            if threads and _key(page_id, event.target) in threads:
+            key = _key(page_id, event.target)
+            if key in shards[_shard(key)]:
                 return False
         return True
 
     async def observe(self, bot: BotContext, page_id: str, events: list[IOEvent], logger: logging.Logger) -> None:
-        """Learn ownership changes from a webhook's events, in their order."""
+        """Learn ownership changes from a webhook's events, in their order: O(1) each, written later."""
+        shards = await self._threads(bot)  # awaits storage only the first time for a bot
+        changed = False
         for event in events:
             psid = event.target
             if not psid or event.flags.get("echo"):
                 continue
             standby = bool(event.flags.get("standby"))
+            key = _key(page_id, psid)
+            current = shards[_shard(key)].get(key)
             if event.type == "handover":
-                await self._handover(bot, page_id, event, standby, logger)
+                changed |= self._handover(bot, shards, page_id, event, standby, logger)
             elif event.type in USER_EVENT_TYPES:
-                current = await self.get(bot, page_id, psid)
                 if standby and current is None:
-                    await self.set_elsewhere(bot, page_id, psid, ANOTHER_APP, "user events arrive as standby",
-                                             since=event.createdOn)
-                    logger.info("Page %s: another app owns a conversation (standby); the bot stays silent in it",
-                                page_id)
+                    changed |= self._put(bot, shards, key, {"owner": ANOTHER_APP, "since": event.createdOn,
+                                                            "reason": "user events arrive as standby"})
+                    self._tell(logger, page_id, "standby", "Page %s: another app owns a conversation (standby); "
+                               "the bot stays silent in it")
                 elif not standby and current is not None and event.createdOn > int(current.get("since") or 0):
-                    await self.set_ours(bot, page_id, psid)
-                    logger.info("Page %s: a conversation is back with the bot (messages arrive again)", page_id)
+                    changed |= self._put(bot, shards, key, None)
+                    self._tell(logger, page_id, "back", "Page %s: a conversation is back with the bot (messages "
+                               "arrive again)")
+        if changed:
+            self._flush_later()
 
-    async def _handover(self, bot: BotContext, page_id: str, event: IOEvent, standby: bool,
-                        logger: logging.Logger) -> None:
+    def _tell(self, logger: logging.Logger, page_id: str, what: str, message: str) -> None:
+        # Once a minute per Page and kind: a batch of standby events from new users is one line, not thousands.
+        self._throttle.log(logger, logging.INFO, (page_id, what), message, page_id)
+
+    def _handover(self, bot: BotContext, shards: list[dict[str, Owner]], page_id: str, event: IOEvent,
+                  standby: bool, logger: logging.Logger) -> bool:
         action = event.payload.get("action")
         detail = event.payload.get("detail") if isinstance(event.payload.get("detail"), dict) else {}
-        new_owner = str(detail.get("new_owner_app_id") or "")
-        psid = event.target
+        new_owner = optional_id(detail.get("new_owner_app_id")) or ANOTHER_APP
+        key = _key(page_id, event.target)
         if action == "pass_thread_control":
             if standby:
-                await self.set_elsewhere(bot, page_id, psid, new_owner or ANOTHER_APP,
-                                         "control passed to another app", since=event.createdOn)
-            else:
-                await self.set_ours(bot, page_id, psid)
-                logger.info("Page %s: thread control passed to the bot; it answers again", page_id)
-        elif action == "take_thread_control" and not standby:
-            await self.set_elsewhere(bot, page_id, psid, new_owner or ANOTHER_APP,
-                                     "another app took thread control", since=event.createdOn)
-            logger.info("Page %s: another app took thread control of a conversation; the bot stays silent",
-                        page_id)
-        elif action == "request_thread_control":
-            logger.info("Page %s: app %s requests thread control of a conversation (pass it with the handover "
-                        "API)", page_id, detail.get("requested_owner_app_id") or "?")
+                return self._put(bot, shards, key, {"owner": new_owner, "since": event.createdOn,
+                                                    "reason": "control passed to another app"})
+            self._tell(logger, page_id, "passed", "Page %s: thread control passed to the bot; it answers again")
+            return self._put(bot, shards, key, None)
+        if action == "take_thread_control" and not standby:
+            self._tell(logger, page_id, "taken", "Page %s: another app took thread control of a conversation; the "
+                       "bot stays silent")
+            return self._put(bot, shards, key, {"owner": new_owner, "since": event.createdOn,
+                                                "reason": "another app took thread control"})
+        if action == "request_thread_control":
+            requester = optional_id(detail.get("requested_owner_app_id")) or "?"
+            self._throttle.log(logger, logging.INFO, (page_id, "request", requester),
+                               "Page %s: app %s requests thread control of a conversation (pass it with the "
+                               "handover API)", page_id, requester)
+        return False

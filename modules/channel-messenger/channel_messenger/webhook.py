@@ -14,15 +14,18 @@ import hashlib
 import hmac
 import json
 import logging
+import traceback
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
+import orjson
 from aiohttp import web
 
-from botpress_py.sdk import IOEvent
+from botpress_py.sdk import IOEvent, LogThrottle, now_ms
 
-from .incoming import map_entry
+from .incoming import entry_events, map_messaging_event
 from .pages import PageBinding, PageRegistry
+from .validation import Malformed, an_id, kind_of
 
 log = logging.getLogger("botpress_py.module.channel-messenger.webhook")
 
@@ -30,6 +33,8 @@ SIGNATURE_SHA256 = "X-Hub-Signature-256"
 SIGNATURE_SHA1 = "X-Hub-Signature"
 
 Deliver = Callable[[PageBinding, list[IOEvent]], Awaitable[None]]
+MAX_BODY_DEPTH = 1024  # orjson's limit; no Meta delivery comes near it (a dozen levels)
+YIELD_EVERY = 200  # entries and events read between two turns of the event loop
 
 
 def signature_headers(app_secret: str, raw: bytes) -> dict[str, str]:
@@ -88,6 +93,61 @@ def _text(status: int, text: str) -> web.Response:
     return web.Response(status=status, text=text, content_type="text/plain")
 
 
+class BodyError(ValueError):
+    """A delivery whose body cannot be read at all (answered 400)."""
+
+
+def parse_body(raw: bytes) -> Any:
+    """The JSON of a delivery, nested at most ``MAX_BODY_DEPTH`` levels.
+
+    orjson parses it: it is several times faster than the standard library (a 10 MB body is
+    parsed on the event loop: the parser holds the GIL, a thread would not free the loop), and
+    it refuses bodies nested deeper than 1024 levels with an error rather than the
+    RecursionError the standard library raises. What orjson refuses and JSON allows (a lone
+    UTF-16 surrogate such as ``"\\ud800"``, a number beyond 64-bit floats, NaN) is parsed again by the
+    standard library, whose recursion the interpreter bounds (caught), and held to the same depth.
+    """
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        refusal = str(exc)
+    if "depth" in refusal or "ecursion" in refusal:
+        raise BodyError(f"nested deeper than {MAX_BODY_DEPTH} levels")
+    try:
+        body = json.loads(raw)
+    except RecursionError:
+        raise BodyError(f"nested deeper than {MAX_BODY_DEPTH} levels") from None
+    except ValueError:
+        raise BodyError(f"not JSON ({refusal})") from None
+    if _deeper_than(body, MAX_BODY_DEPTH):  # the same bound whichever parser read it
+        raise BodyError(f"nested deeper than {MAX_BODY_DEPTH} levels")
+    return body
+
+
+def _deeper_than(value: Any, limit: int) -> bool:
+    """Whether containers nest more than ``limit`` levels (a walk with its own stack, not recursion)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            if depth > limit:
+                return True
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return False
+
+
+class _Batches:
+    """The events of one delivery, grouped by the bot they are for."""
+
+    def __init__(self) -> None:
+        self.by_bot: dict[str, tuple[PageBinding, list[IOEvent]]] = {}
+
+    def add(self, binding: PageBinding, events: list[IOEvent]) -> None:
+        if events:
+            self.by_bot.setdefault(binding.bot_id, (binding, []))[1].extend(events)
+
+
 class WebhookEndpoint:
     """GET and POST handlers, shared by the per-bot and the any-bot routes (``bot_id`` None)."""
 
@@ -100,10 +160,17 @@ class WebhookEndpoint:
         self.registry = registry
         self.deliver = deliver
         self.global_config = global_config
-        self._reported_pages: set[str] = set()
+        # Lines that whoever reaches the URL can trigger per request (a bad signature, a malformed
+        # event) are written once a minute per kind, with how many were held back.
+        self.throttle = LogThrottle(60.0)
         # bot id -> (registry version, global config, secrets): rebuilt only when a Page binding
         # or the global config changed, not per request (it costs O(bots) to build).
         self._secrets: dict[str | None, tuple[int, Mapping[str, Any], list[str]]] = {}
+
+    def reset(self) -> None:
+        """A fresh start (a new server): nothing cached, nothing held back from the log."""
+        self.throttle = LogThrottle(60.0)
+        self._secrets.clear()
 
     def _global_value(self, key: str) -> str:
         value = self.global_config().get(key)
@@ -129,6 +196,9 @@ class WebhookEndpoint:
         self._secrets[bot_id] = (self.registry.version, config, found)
         return found
 
+    def _warn(self, key: Any, msg: str, *args: Any, level: int = logging.WARNING) -> None:
+        self.throttle.log(log, level, key, msg, *args)
+
     async def handle_get(self, request: web.Request, bot_id: str | None = None) -> web.Response:
         """Meta's subscription check: echo ``hub.challenge`` when the verify token matches."""
         mode = request.query.get("hub.mode", "")
@@ -141,22 +211,26 @@ class WebhookEndpoint:
             log.info("Webhook verification accepted (%s)", _Where(bot_id))
             return _text(200, challenge)
         if mode != "subscribe":
-            reason = f"hub.mode is {mode!r}, not 'subscribe'"
+            reason = f"hub.mode is {mode[:40]!r}, not 'subscribe'"
         elif not tokens:
             reason = "no verifyToken is configured (set verifyToken in data/global/config/channel-messenger.json)"
         elif challenge is None:
             reason = "hub.challenge is missing"
         else:
             reason = "hub.verify_token does not match the configured verifyToken"
-        log.warning("Webhook verification refused (%s): %s", _Where(bot_id), reason)
+        self._warn(("verify", bot_id, reason), "Webhook verification refused (%s): %s", _Where(bot_id), reason)
         return _text(403, f"verification refused: {reason}")
 
     async def handle_post(self, request: web.Request, bot_id: str | None = None) -> web.Response:
-        """A signed delivery: verify, map every entry of every Page, store, then answer 200."""
+        """A signed delivery: verify, map every entry of every Page, store, then answer 200.
+
+        Only a body that cannot be read as a whole is refused (400); an entry or event that cannot
+        be read is skipped and logged, and the rest of the delivery is stored and acknowledged.
+        """
         raw = await request.read()
         where = _Where(bot_id)  # formatted only if a log line is written
         if not (request.headers.get(SIGNATURE_SHA256) or request.headers.get(SIGNATURE_SHA1)):
-            log.warning("Webhook POST refused (%s): no %s header", where, SIGNATURE_SHA256)
+            self._warn(("unsigned", bot_id), "Webhook POST refused (%s): no %s header", where, SIGNATURE_SHA256)
             return _text(403, f"missing {SIGNATURE_SHA256} signature")
         secrets = self.app_secrets(bot_id)
         valid = matching_secrets(raw, request.headers, secrets)
@@ -166,49 +240,105 @@ class WebhookEndpoint:
                 if not secrets
                 else "it does not match the appSecret of any connected bot"
             )
-            log.warning("Webhook POST refused (%s): invalid signature, %s", where, reason)
+            self._warn(("signature", bot_id, bool(secrets)), "Webhook POST refused (%s): invalid signature, %s",
+                       where, reason)
             return _text(403, "invalid signature")
         try:
-            body = json.loads(raw)
-        except ValueError:
-            log.warning("Webhook POST refused (%s): body is not JSON", where)
-            return _text(400, "body is not JSON")
+            body = parse_body(raw)
+        except BodyError as exc:
+            self._warn(("body", bot_id), "Webhook POST refused (%s): body %s", where, exc)
+            return _text(400, f"body {exc}")
         if not isinstance(body, dict):
+            self._warn(("body", bot_id), "Webhook POST refused (%s): body is not a JSON object", where)
             return _text(400, "body must be a JSON object")
         if body.get("object") != "page":
-            log.info("Webhook POST for object %r ignored (%s): only 'page' is handled", body.get("object"), where)
+            shown = body.get("object") if isinstance(body.get("object"), str) else kind_of(body.get("object"))
+            self._warn(("object", bot_id), "Webhook POST for object %r ignored (%s): only 'page' is handled",
+                       shown[:40], where, level=logging.INFO)
             return _text(404, "only object 'page' is handled")
-        if not isinstance(body.get("entry", []), list):
+        entries = body.get("entry", [])
+        if not isinstance(entries, list):
+            self._warn(("body", bot_id), "Webhook POST refused (%s): 'entry' is %s, not a list", where,
+                       kind_of(entries))
             return _text(400, "'entry' must be a list")
 
-        batches: dict[str, tuple[PageBinding, list[IOEvent]]] = {}
-        for entry in body.get("entry") or []:
-            if not isinstance(entry, dict):
-                continue
-            page_id = str(entry.get("id") or "")
-            binding = self.registry.by_page(page_id) or self.registry.parked(page_id)
-            if binding is None or (bot_id is not None and binding.bot_id != bot_id):
-                # Once per page at INFO: a busy Page nobody serves must not flood the log.
-                level = logging.DEBUG if page_id in self._reported_pages else logging.INFO
-                self._reported_pages.add(page_id)
-                log.log(level, "Webhook entry for page %s skipped (%s): no connected bot has this page "
-                        "(further entries for it are logged at DEBUG)", page_id, where)
-                continue
-            if binding.settings.app_secret not in valid:
-                log.warning(
-                    "Webhook entry for page %s skipped: the request was not signed with the appSecret of bot '%s'",
-                    page_id,
-                    binding.bot_id,
-                )
-                continue
-            events = map_entry(entry)
-            if events:
-                batches.setdefault(binding.bot_id, (binding, []))[1].extend(events)
+        batches = await self._read_entries(entries, bot_id, valid)
+        return await self._store(batches)
 
-        if not batches:
+    async def _read_entries(self, entries: list[Any], bot_id: str | None, valid: set[str]) -> _Batches:
+        """Every readable event of the delivery, by bot. Bounded per event, with a turn of the event loop
+        every ``YIELD_EVERY`` events: a 6,000-event delivery must not hold everyone else up."""
+        batches = _Batches()
+        received = now_ms()
+        seen = 0
+        for index, entry in enumerate(entries):
+            seen += 1
+            if seen % YIELD_EVERY == 0:
+                await asyncio.sleep(0)
+            try:
+                binding = self._route(entry, index, bot_id, valid)
+            except Exception as exc:  # last resort: a bug must cost this entry only
+                self._failed("entry", exc)
+                continue
+            if binding is None:
+                continue
+            page_id = binding.page_id
+            for item in entry_events(entry):
+                seen += 1
+                if seen % YIELD_EVERY == 0:
+                    await asyncio.sleep(0)
+                if isinstance(item, Malformed):
+                    self._skipped(page_id, item)
+                    continue
+                raw_event, standby = item
+                try:
+                    batches.add(binding, map_messaging_event(raw_event, page_id, standby=standby,
+                                                             received_ms=received))
+                except Malformed as exc:
+                    self._skipped(page_id, exc)
+                except Exception as exc:  # last resort: a bug must cost this event only
+                    self._failed("event", exc)
+        return batches
+
+    def _route(self, entry: Any, index: int, bot_id: str | None, valid: set[str]) -> PageBinding | None:
+        """The binding an entry is for, or None (logged) when it is not ours or cannot be read."""
+        where = _Where(bot_id)
+        if not isinstance(entry, dict):
+            self._skipped("?", Malformed(f"entry[{index}]", f"expected an object, got {kind_of(entry)}"))
+            return None
+        try:
+            page_id = an_id(entry.get("id"), f"entry[{index}].id")
+        except Malformed as exc:
+            self._skipped("?", exc)
+            return None
+        binding = self.registry.by_page(page_id) or self.registry.parked(page_id)
+        if binding is None or (bot_id is not None and binding.bot_id != bot_id):
+            # A busy Page nobody serves must not flood the log: once a minute per Page.
+            self._warn(("page", page_id, bot_id), "Webhook entry for page %s skipped (%s): no connected bot has "
+                       "this page", page_id, where, level=logging.INFO)
+            return None
+        if binding.settings.app_secret not in valid:
+            self._warn(("foreign", page_id), "Webhook entry for page %s skipped: the request was not signed with "
+                       "the appSecret of bot '%s'", page_id, binding.bot_id)
+            return None
+        return binding
+
+    def _skipped(self, page_id: str, problem: Malformed) -> None:
+        # The field and what is wrong with it, never its value (it may be a user's text).
+        self._warn(("malformed", page_id, problem.field), "Webhook event of page %s skipped: %s: %s", page_id,
+                   problem.field, problem.reason)
+
+    def _failed(self, what: str, exc: Exception) -> None:
+        frame = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
+        at = f" at {frame.filename.rsplit('/', 1)[-1]}:{frame.lineno}" if frame else ""
+        self._warn(("failed", what, type(exc).__name__, at), "Webhook %s skipped: reading it failed with %s%s "
+                   "(a bug: please report it)", what, type(exc).__name__, at, level=logging.ERROR)
+
+    async def _store(self, batches: _Batches) -> web.Response:
+        if not batches.by_bot:
             return _text(200, "EVENT_RECEIVED")
-        if len(batches) == 1:  # the usual case: no task for a gather
-            [(binding, events)] = batches.values()
+        if len(batches.by_bot) == 1:  # the usual case: no task for a gather
+            [(binding, events)] = batches.by_bot.values()
             try:
                 await self.deliver(binding, events)
                 results: list[BaseException | None] = [None]
@@ -216,9 +346,9 @@ class WebhookEndpoint:
                 results = [exc]
         else:
             results = await asyncio.gather(
-                *(self.deliver(binding, events) for binding, events in batches.values()), return_exceptions=True
-            )
-        failed = [(bid, r) for bid, r in zip(batches, results, strict=True) if isinstance(r, BaseException)]
+                *(self.deliver(binding, events) for binding, events in batches.by_bot.values()),
+                return_exceptions=True)
+        failed = [(bid, r) for bid, r in zip(batches.by_bot, results, strict=True) if isinstance(r, BaseException)]
         for failed_bot, error in failed:
             log.error("Webhook events for bot '%s' could not be stored: %s", failed_bot, error,
                       exc_info=error)

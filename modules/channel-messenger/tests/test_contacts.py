@@ -19,6 +19,7 @@ from messenger_testkit import (
     TOKEN_B,
     FakeMeta,
     add_bot,
+    edit_bot_config,
     messages_with,
     serve,
     write_global,
@@ -139,6 +140,13 @@ async def test_merge_contact_profiles_links_one_person_across_two_bots(
     spy_help = spy_on_bot_logic(data, "help", tmp_path / "help.jsonl")
     async with serve(data) as server:
         meta = FakeMeta(http, server)
+        # The person first writes to help: shop does not know them, so there is nothing to link yet.
+        assert await meta.say(PAGE_B, "4242", "hello") == 200
+        [first_at_help] = await until_seen(spy_help, 1)
+        assert first_at_help["user"]["contactId"] is None and first_at_help["user"]["linked"] == [], \
+            "present from the first message, and right"
+        assert await context(server, "shop").users.get("42", "messenger") is None, "no user made up on shop"
+
         assert await meta.say(PAGE_A, "42", "hello") == 200
         [at_shop] = await until_seen(spy_shop, 1)
         assert at_shop["user"]["linked"] == [{"botId": "help", "channel": "messenger", "id": "4242"}]
@@ -149,8 +157,8 @@ async def test_merge_contact_profiles_links_one_person_across_two_bots(
         assert help_user is not None and help_user["contactId"] == contact
         assert help_user["profile"] == ADA, "updateContactProfiles copied the profile to the linked user"
 
-        assert await meta.say(PAGE_B, "4242", "hello") == 200
-        [at_help] = await until_seen(spy_help, 1)
+        assert await meta.say(PAGE_B, "4242", "hello", mid="again-at-help") == 200
+        _, at_help = await until_seen(spy_help, 2)
         assert at_help["user"]["contactId"] == contact
         assert at_help["user"]["linked"] == [{"botId": "shop", "channel": "messenger", "id": "42"}]
         assert await meta.say(PAGE_A, "42", "hello", mid="again") == 200
@@ -173,6 +181,48 @@ async def test_merge_failures_are_quiet(
         assert await meta.say(PAGE_A, "43", "hello") == 200  # a PSID Graph does not know as a person
         await until_seen(spy, 2)
         await emulator.wait_for(lambda e: len(messages_with(e, TOKEN_A)) == 2)
-        assert all("linked" not in e["user"] for e in seen(spy))
+        assert all(e["user"]["linked"] == [] and e["user"]["contactId"] is None for e in seen(spy))
         assert await meta.module_status("shop") == {"state": "on"}
     assert any("Ids on other Pages" in r.getMessage() for r in caplog.records)
+
+
+async def test_refused_lookups_are_one_info_line_per_page_and_cause_not_a_warning_per_user(
+        data: Path, emulator: GraphEmulator, http: aiohttp.ClientSession, tmp_path: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    add_bot(data, "shop", TOKEN_A, mergeContactProfiles=True, requestProfile=True)
+    add_bot(data, "help", TOKEN_B)
+    spy = spy_on_bot_logic(data, "shop", tmp_path / "seen.jsonl")
+    emulator.add_rule(status=400, code=10, message="(#10) Requires business_management", path="ids_for_pages")
+    emulator.add_rule(status=400, code=230, message="(#230) Requires pages_messaging permission", path=r"/6\d$")
+    caplog.set_level(logging.DEBUG, logger="botpress_py")
+    async with serve(data) as server:
+        meta = FakeMeta(http, server)
+        for psid in range(60, 66):
+            assert await meta.say(PAGE_A, str(psid), "hello") == 200
+        await until_seen(spy, 6)
+        await emulator.wait_for(lambda e: len(messages_with(e, TOKEN_A)) == 6)
+    assert len(emulator.calls_to("ids_for_pages")) == 6, "every new user was looked up"
+    mine = [r for r in caplog.records if r.name.startswith("botpress_py.bot.shop.channel-messenger")]
+    assert [r for r in mine if r.levelno >= logging.WARNING] == [], "a refusal is not a warning per user"
+    ids = [r for r in mine if "Ids on other Pages" in r.getMessage() and r.levelno == logging.INFO]
+    profiles = [r for r in mine if "Profile of a user" in r.getMessage() and r.levelno == logging.INFO]
+    assert len(ids) == 1 and len(profiles) == 1, "one line per Page and cause, at INFO"
+
+
+async def test_a_lower_chat_user_auth_duration_applies_at_once_to_users_already_fetched(
+        data: Path, emulator: GraphEmulator, http: aiohttp.ClientSession, tmp_path: Path) -> None:
+    add_bot(data, "shop", TOKEN_A, requestProfile=True, chatUserAuthDuration="24h")
+    spy = spy_on_bot_logic(data, "shop", tmp_path / "seen.jsonl")
+    async with serve(data) as server:
+        meta = FakeMeta(http, server)
+        assert await meta.say(PAGE_A, "42", "hello", mid="before-edit") == 200
+        await until_seen(spy, 1)
+        assert len(profile_fetches(emulator, "42")) == 1
+        edit_bot_config(data, "shop", chatUserAuthDuration="1s")
+        await wait_for(lambda: server.registry.records["shop"].contexts.get("channel-messenger") is not None
+                       and server.registry.records["shop"].contexts["channel-messenger"].config.get(
+                           "chatUserAuthDuration") == "1s")
+        await asyncio.sleep(1.1)  # older than the new duration (and far younger than the old one)
+        assert await meta.say(PAGE_A, "42", "hello", mid="after-edit") == 200
+        await until_seen(spy, 2)
+        assert len(profile_fetches(emulator, "42")) == 2, "fetched again under the new, shorter duration"

@@ -14,6 +14,7 @@ import aiohttp
 import pytest
 from channel_messenger.emulator_routing import PAGE_INBOX_APP_ID, handover_event
 from channel_messenger.graph_emulator import GraphEmulator
+from channel_messenger.threads import LEGACY_KEY, SHARDS, shard_key
 from issue7_kit import api, outbox, post_events
 from messenger_testkit import (
     PAGE_A,
@@ -246,3 +247,17 @@ async def test_a_handed_over_conversation_stays_handed_over_after_a_restart(
         [failed] = await failed_replies(data, "56", 1)
         assert "Page Inbox" in failed["error"]
     assert [c for c in emulator.calls_to(r"/messages$") if "message" in (c["json"] or {})] == []
+
+
+async def test_thread_owners_stored_in_one_value_before_are_moved_to_the_shards(
+        data: Path, emulator: GraphEmulator, http: aiohttp.ClientSession) -> None:
+    namespace = "channel-messenger:bot:shop"
+    async with serve(data) as server:
+        await server.storage.kv_set(namespace, LEGACY_KEY, {
+            f"{PAGE_A}/57": {"owner": PAGE_INBOX_APP_ID, "since": 1, "reason": "passed by the bot (api)"}})
+    async with serve(data) as server:
+        status, state = await api(http, server, "shop", "handover", method="GET", params={"userId": "57"})
+        assert status == 200 and state["owner"]["app"] == PAGE_INBOX_APP_ID
+        assert await server.storage.kv_get(namespace, LEGACY_KEY) is None
+        shards = [await server.storage.kv_get(namespace, shard_key(n)) or {} for n in range(SHARDS)]
+        assert [key for shard in shards for key in shard] == [f"{PAGE_A}/57"]

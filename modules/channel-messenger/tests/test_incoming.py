@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from channel_messenger.incoming import map_entry, map_messaging_event
 from channel_messenger.rendering import render_payload
+from channel_messenger.validation import Malformed
 
 PAGE = "1001"
 USER = "4242"
@@ -120,18 +122,20 @@ def test_reaction_changes_are_not_deduplicated_away() -> None:
 
 def test_standby_events_are_silent_even_when_they_are_messages() -> None:
     entry = {"id": PAGE, "time": TS, "standby": [event(message={"mid": "m_sb", "text": "to the human"})]}
-    (e,) = map_entry(entry)
-    assert e.type == "text" and e.silent and e.flags["standby"] is True
+    (e,), skipped = map_entry(entry, PAGE)
+    assert e.type == "text" and e.silent and e.flags["standby"] is True and skipped == []
 
 
 def test_entry_with_messaging_and_standby_and_nothing() -> None:
     entry = {"id": PAGE,
              "messaging": [event(message={"mid": "a", "text": "1"}), event(message={"mid": "b", "text": "2"})],
              "standby": [event(read={"watermark": 1})]}
-    assert [e.dedupeKey for e in map_entry(entry)][:2] == ["a", "b"]
-    assert map_entry({"id": PAGE}) == []
-    assert map_entry({"id": PAGE, "messaging": "garbage"}) == []
-    assert map_messaging_event("garbage", PAGE) == []  # type: ignore[arg-type]
+    assert [e.dedupeKey for e in map_entry(entry, PAGE)[0]][:2] == ["a", "b"]
+    assert map_entry({"id": PAGE}, PAGE) == ([], [])
+    events, [skipped] = map_entry({"id": PAGE, "messaging": "garbage"}, PAGE)
+    assert events == [] and skipped.field == "entry.messaging"
+    with pytest.raises(Malformed):
+        map_messaging_event("garbage", PAGE)
 
 
 def test_dedupe_key_without_mid_is_stable_and_content_sensitive() -> None:

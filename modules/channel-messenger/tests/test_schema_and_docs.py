@@ -21,7 +21,7 @@ MESSENGER_MD_FIELDS = {"enabled", "accessToken", "appSecret", "verifyToken", "gr
                        "persistentMenu", "chatUserAuthDuration", "disabledActions", "pageId", "graphApiUrl",
                        "graphApiVersion", "typingIndicators", "messageDelay", "requestProfile",
                        "updateContactProfiles", "mergeContactProfiles", "storeProfiles", "maskIncomingMessages",
-                       "maskOutgoingMessages", "sessionTimeout", "handoverTarget"}
+                       "maskOutgoingMessages", "sessionTimeout", "handoverTarget", "disabledBotDeliveries"}
 
 
 def defaults() -> dict[str, Any]:

@@ -56,20 +56,25 @@ async def on_bot_mount(bot: BotContext) -> None:
         return
     path = qna_path(bot)
     try:
-        # Off the event loop: a big qna.json takes a while to validate, other bots keep talking.
-        data, problems = await asyncio.to_thread(load_document, path)
+        # Off the event loop: a big qna.json takes a while to validate and index (every question is
+        # normalised), other bots keep talking.
+        index, problems = await asyncio.to_thread(_load_index, path)
     except QnaFileMissing:
         bot.set_status("off", f"no {path} (create it to answer messages)")
         return
-    if data is None:
+    if index is None:
         for problem in problems:
             bot.logger.warning("qna: %s", problem)
         bot.set_status("error", _summary(problems))
         return
-    index = QnaIndex.build(data)
     _indexes[_key(bot)] = index
     bot.logger.info("qna: %d questions, %d payloads from %s", len(index.by_question), len(index.by_payload), path)
     bot.set_status("on")
+
+
+def _load_index(path: Path) -> tuple[QnaIndex | None, list[ConfigProblem]]:
+    data, problems = load_document(path)
+    return (QnaIndex.build(data) if data is not None else None), problems
 
 
 @hookimpl

@@ -22,6 +22,12 @@ def _load_schema() -> dict[str, Any]:
 
 QNA_SCHEMA = _load_schema()
 
+# A message is matched only when it is at most TEXT_LIMIT_FACTOR times as long as the longest
+# question (and never cut below MIN_TEXT_LIMIT): room for the spaces, punctuation and emoji that
+# normalising strips, while a text thousands of characters long is not compared at all.
+TEXT_LIMIT_FACTOR = 4
+MIN_TEXT_LIMIT = 1000
+
 
 @dataclass(slots=True)
 class QnaIndex:
@@ -32,19 +38,31 @@ class QnaIndex:
     fallback: list[dict[str, Any]] = field(default_factory=list)
     # Said first when a user comes back after the session expired (sessionTimeout of inactivity).
     welcome_back: list[dict[str, Any]] = field(default_factory=list)
+    # Texts longer than this are not normalised: they cannot be one of the questions (see match_text).
+    longest_text: int = MIN_TEXT_LIMIT
 
     @classmethod
     def build(cls, data: dict[str, Any]) -> QnaIndex:
         """Index a qna document that passed ``check_document`` (first entry wins on conflicts)."""
         index = cls(fallback=list(data.get("fallback") or []), welcome_back=list(data.get("welcomeBack") or []))
+        longest = 0
         for entry in data["entries"]:
             for question in entry.get("questions") or []:
                 index.by_question.setdefault(normalise(question), entry)
+                longest = max(longest, len(question))
             for payload in entry.get("payloads") or []:
                 index.by_payload.setdefault(payload, entry)
+        index.longest_text = max(MIN_TEXT_LIMIT, TEXT_LIMIT_FACTOR * longest)
         return index
 
     def match_text(self, text: str) -> dict[str, Any] | None:
+        """The entry whose question reads as ``text``; None for a text far longer than every question.
+
+        Normalising costs about half a microsecond a character on the event loop: a multi-megabyte
+        message would hold every other conversation for seconds, and it is no question anyway.
+        """
+        if len(text) > self.longest_text:
+            return None
         key = normalise(text)
         return self.by_question.get(key) if key else None
 

@@ -302,3 +302,19 @@ def test_valid_file_loads(tmp_path: Path) -> None:
 def test_schema_forbids_unknown_top_level_keys_but_allows_dollar_schema() -> None:
     assert "$schema" in QNA_SCHEMA["properties"]
     assert pointers(doc(entry("a", questions=["q"]), **{"$schema": "./qna.schema.json"})) == []
+
+
+def test_a_text_far_longer_than_every_question_is_not_normalised_at_all() -> None:
+    question = "what are your opening hours"
+    index = QnaIndex.build({"entries": [{"id": "hours", "questions": [question], "answers": [text("9 to 5")]}]})
+    assert index.longest_text == 1000, "never below the floor, whatever the questions"
+    padded = "  " + question.upper() + "?!" + " " * 900
+    assert index.match_text(padded)["id"] == "hours", "within the bound, spaces and punctuation still fold away"
+    assert index.match_text(question + " " * 1000) is None, "past the bound: not compared"
+    huge = "a" * 5_000_000
+    assert index.match_text(huge) is None
+
+    long_question = "x" * 400
+    index = QnaIndex.build({"entries": [{"id": "long", "questions": [long_question], "answers": [text("ok")]}]})
+    assert index.longest_text == 1600, "four times the longest question"
+    assert index.match_text(long_question + " " * 1100)["id"] == "long"
