@@ -195,10 +195,11 @@ class BotRegistry:
         data.setdefault("defaultLanguage", "en")
         return data, problems
 
-    def _context(self, bot_id: str, module: str, bot_config: dict[str, Any], config: dict[str, Any]) -> BotContext:
+    def _context(self, bot_id: str, module: str, bot_config: dict[str, Any], config: dict[str, Any],
+                 sources: dict[str, str] | None = None) -> BotContext:
         return BotContext(host=self, bot_id=bot_id, module=module, bot_config=bot_config, config=config,
                           data_dir=self.bots_dir / bot_id, external_url=self._external_url(),
-                          router=ModuleRouter())
+                          router=ModuleRouter(), config_sources=sources)
 
     async def check_bot(self, bot_id: str) -> list[ConfigProblem]:
         """Every problem in a bot's files, without touching the running bot."""
@@ -216,7 +217,7 @@ class BotRegistry:
             if not resolved.ok:
                 by_module[name] = resolved.problems
                 continue
-            ctx = self._context(bot_id, name, bot_config, resolved.config)
+            ctx = self._context(bot_id, name, bot_config, resolved.config, resolved.sources)
             try:
                 found = [p for result in await self.loader.call(name, "check_bot", bot=ctx) for p in result or []]
             except Exception as exc:
@@ -302,7 +303,7 @@ class BotRegistry:
                                         "reason": "; ".join(str(p) for p in resolved.problems)}
                 log.error("bot %s: module %s off: %s", record.id, name, record.modules[name]["reason"])
                 continue
-            ctx = self._context(record.id, name, bot_config, resolved.config)
+            ctx = self._context(record.id, name, bot_config, resolved.config, resolved.sources)
             record.modules[name] = {"state": "on"}
             try:
                 await asyncio.wait_for(self.loader.call(name, "on_bot_mount", bot=ctx), MOUNT_TIMEOUT)
@@ -334,7 +335,7 @@ class BotRegistry:
                 log.info("bot %s: module %s not told the bot is disabled: %s", record.id, name,
                          "; ".join(str(p) for p in resolved.problems))
                 continue
-            ctx = self._context(record.id, name, bot_config, resolved.config)
+            ctx = self._context(record.id, name, bot_config, resolved.config, resolved.sources)
             try:
                 await asyncio.wait_for(self.loader.call(name, "on_bot_disabled", bot=ctx), MOUNT_TIMEOUT)
             except Exception:
@@ -398,7 +399,7 @@ class BotRegistry:
                 resolved = self.resolver.resolve(module, bot_id)
                 if problems or not resolved.ok:
                     continue
-                ctx = self._context(bot_id, name, bot_config, resolved.config)
+                ctx = self._context(bot_id, name, bot_config, resolved.config, resolved.sources)
             try:
                 await self.loader.call(name, "on_user_erase", bot=ctx, user_id=user_id, channel=channel)
             except Exception:

@@ -40,13 +40,18 @@ def cmd_start(args: argparse.Namespace) -> int:
 
     _setup_logging(args.log_level)
     env = dict(os.environ)
-    server = BotpressServer(data_dir_from(args), env, port=args.port, host=args.host)
+    core = {"data", "port", "host", "log_level", "func", "command"}
+    options = {key: value for key, value in vars(args).items() if key not in core}
+    server = BotpressServer(data_dir_from(args), env, port=args.port, host=args.host, options=options)
 
     async def run() -> int:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
+        # A module may ask to stop too (server.request_stop), e.g. when its terminal chat ends.
+        requested = asyncio.ensure_future(server.stop_requested.wait())
+        requested.add_done_callback(lambda _: stop.set())
         try:
             await server.start()
         except StartupError as exc:
@@ -76,6 +81,7 @@ def cmd_start(args: argparse.Namespace) -> int:
         print(f"botpress-py {__version__} ready on {server.url}  (status: {server.url}/status; Ctrl+C stops)",
               flush=True)
         await stop.wait()
+        requested.cancel()
         log.info("shutting down")
         await server.stop()
         return 0
@@ -279,6 +285,12 @@ def build_parser(module_loader: ModuleLoader | None = None) -> argparse.Argument
     start.add_argument("--log-level", default=os.environ.get("BP_LOG_LEVEL", "info"),
                        choices=["debug", "info", "warning", "error"])
     start.set_defaults(func=cmd_start)
+    if module_loader is not None:
+        for name in module_loader.modules:
+            try:
+                module_loader._call_sync_all(name, "register_start_options", parser=start)
+            except Exception as exc:  # a module's options must not break the core's
+                print(f"warning: module {name} could not add its start options: {exc}", file=sys.stderr)
 
     check = sub.add_parser("check", help="validate every config file",
                            description="Validate botpress.config.json, module configs and every bot's files; "
@@ -323,15 +335,21 @@ def build_parser(module_loader: ModuleLoader | None = None) -> argparse.Argument
 
 def _modules_for_cli(argv: list[str]) -> ModuleLoader | None:
     """Load modules so they can add verbs (e.g. ``messenger``); core verbs never need it."""
-    if argv and argv[0] in ("start", "check", "bots", "users", "events"):
+    if argv and argv[0] in ("check", "bots", "users", "events"):
         return None
     data_arg = argv[argv.index("--data") + 1] if "--data" in argv[:-1] else None
     data_dir = Path(data_arg or os.environ.get("BP_DATA_PATH") or "data").resolve()
     env = dict(os.environ)
-    logging.getLogger("botpress_py").setLevel(logging.ERROR)
-    loader = ModuleLoader(data_dir, env)
-    config = load_server_config(data_dir, env, discover_module_folders(loader.roots), create=False)
-    loader.load_all(config.data.get("modules", []))
+    # Quiet while loading: problems are the server's (or `check`'s) to report, not a CLI verb's.
+    core_logger = logging.getLogger("botpress_py")
+    level = core_logger.level
+    core_logger.setLevel(logging.ERROR)
+    try:
+        loader = ModuleLoader(data_dir, env)
+        config = load_server_config(data_dir, env, discover_module_folders(loader.roots), create=False)
+        loader.load_all(config.data.get("modules", []))
+    finally:
+        core_logger.setLevel(level)
     return loader
 
 
@@ -342,4 +360,9 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        # Ctrl+C in any verb (a chat, a simulation, the emulator) ends it quietly, as a shell expects.
+        print(file=sys.stderr)
+        return 130

@@ -7,8 +7,10 @@ behind them stay private, so the core can change without breaking modules.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from .events import IOEvent
@@ -111,6 +113,7 @@ class BotContext:
         data_dir: Path,
         external_url: str,
         router: ModuleRouter,
+        config_sources: Mapping[str, str] | None = None,
     ) -> None:
         self._host = host
         self.id = bot_id
@@ -121,6 +124,9 @@ class BotContext:
         self.data_dir = data_dir
         self.external_url = external_url
         self.router = router
+        # Where each top-level key of ``config`` came from: "schema default", a file path, or
+        # "env BP_MODULE_…", so a module's status can say which file to edit.
+        self.config_sources: Mapping[str, str] = MappingProxyType(dict(config_sources or {}))
         self.logger = logging.getLogger(f"botpress_py.bot.{bot_id}.{module}")
         self.state: KeyValueStore = host.kv(f"{module}:bot:{bot_id}")
         self.users: UserStore = host.users(bot_id)
@@ -174,6 +180,8 @@ class ServerContext:
         admin_check: Any,
         site_router: ModuleRouter | None = None,
         bot_state: Any = None,
+        options: Mapping[str, Any] | None = None,
+        request_stop: Callable[[str], None] | None = None,
     ) -> None:
         self.module = module
         self.config = config
@@ -181,6 +189,9 @@ class ServerContext:
         # Absolute site paths the module claims (``/s/{botId}``); core paths are refused.
         self.site_router = site_router if site_router is not None else ModuleRouter()
         self._bot_state = bot_state
+        # The ``botpress-py start`` options (read-only; empty when the server was not started by the CLI).
+        self.options: Mapping[str, Any] = MappingProxyType(dict(options or {}))
+        self._request_stop = request_stop
         self.external_url = external_url
         self.data_dir = data_dir
         self.state = state
@@ -206,6 +217,12 @@ class ServerContext:
         if not name.replace("-", "").replace("_", "").isalnum():
             raise ValueError(f"secret name {name!r}: use letters, digits, '-' and '_'")
         return load_or_create_secret(self.data_dir / "secrets" / f"{self.module}.{name}.key")
+
+    def request_stop(self, reason: str) -> None:
+        """Ask the server to stop cleanly (as Ctrl+C would), e.g. when a terminal chat the module runs
+        ends; ``reason`` is logged. A server not run by the CLI only records the request."""
+        if self._request_stop is not None:
+            self._request_stop(f"module {self.module}: {reason}")
 
     def require_admin(self, request: web.Request) -> None:
         """Raise 401/403 unless the request carries the admin bearer token."""

@@ -61,8 +61,13 @@ def on_bot_disabled(bot: Any) -> None:
 
 
 @hookspec
+def on_server_stopped(server: Any) -> None:
+    """The server has stopped serving and every bot is unmounted: close the module's sessions, pools, files."""
+
+
+@hookspec
 def on_module_unmount(server: Any) -> None:
-    """The server is shutting down: close sessions, pools and files the module opened."""
+    """Deprecated name of ``on_server_stopped`` (same moment, same argument); still called, with a warning at load."""
 
 
 @hookspec
@@ -107,6 +112,11 @@ def register_middleware() -> list[Any]:
 @hookspec
 def check_bot(bot: Any) -> list[Any]:
     """Validate the module's own per-bot files (e.g. qna.json); return ``ConfigProblem`` objects."""
+
+
+@hookspec
+def register_start_options(parser: Any) -> None:
+    """Add options to ``botpress-py start`` (an argparse parser); their values reach ``server.options``."""
 
 
 @hookspec

@@ -126,6 +126,16 @@ def resolve_location(location: str, roots: list[Path], data_dir: Path) -> tuple[
     return None, tried
 
 
+def hook_names() -> list[str]:
+    """Every hook a module may implement (the hookspecs), sorted."""
+    return sorted(name for name, value in vars(hookspecs).items()
+                  if callable(value) and hasattr(value, f"{hookspecs.PROJECT_NAME}_spec"))
+
+
+# Renamed hooks: the old name still works for a while, with a warning at load.
+DEPRECATED_HOOKS = {"on_module_unmount": "on_server_stopped"}
+
+
 class ModuleLoader:
     """Owns the single PluginManager and the list of loaded modules."""
 
@@ -244,6 +254,10 @@ class ModuleLoader:
                 if bad:
                     raise _LoadFailure(f"{folder or name}: " + "; ".join(map(str, bad)))
             middleware = self._collect_middleware(name)
+            for old_name, new_name in DEPRECATED_HOOKS.items():
+                if self.impls(name, old_name):
+                    log.warning("module %s: hook %s is deprecated, rename it %s (same arguments, same moment)",
+                                name, old_name, new_name)
         except _LoadFailure:
             self.pm.unregister(name=name)
             self._impls.clear()
@@ -258,7 +272,7 @@ class ModuleLoader:
     def _check_hook_names(self, name: str, folder: Path | None) -> None:
         """A misspelt hook would silently never run: refuse the module and suggest the name."""
         plugin = self.pm.get_plugin(name)
-        known = [h for h in dir(hookspecs) if h.startswith(("on_", "config_", "register_", "check_"))]
+        known = hook_names()
         for caller in self.pm.get_hookcallers(plugin) or []:
             if caller.spec is None:
                 close = difflib.get_close_matches(caller.name, known, n=1)

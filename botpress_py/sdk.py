@@ -9,6 +9,7 @@ may change without notice.
 from __future__ import annotations
 
 from .context import BotContext, ConfigProblem, KeyValueStore, ModuleState, ServerContext, UserStore
+from .datafolder import DataFolder, ModuleConfig
 from .events import (
     CARD_ACTIONS,
     STANDARD_PAYLOAD_TYPES,
@@ -31,11 +32,13 @@ __all__ = [
     "BotContext",
     "ConfigFileError",
     "ConfigProblem",
+    "DataFolder",
     "DeliveryError",
     "IOEvent",
     "KeyValueStore",
     "LogThrottle",
     "Middleware",
+    "ModuleConfig",
     "ModuleRouter",
     "ModuleState",
     "ServerContext",

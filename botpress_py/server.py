@@ -57,8 +57,14 @@ class BotpressServer:
     """One server: config, modules, bots, pipeline, HTTP. ``start()`` then ``stop()``."""
 
     def __init__(self, data_dir: Path, env: Mapping[str, str] | None = None, *,
-                 port: int | None = None, host: str | None = None) -> None:
+                 port: int | None = None, host: str | None = None,
+                 options: Mapping[str, Any] | None = None) -> None:
         self.data_dir = Path(data_dir).resolve()
+        # ``botpress-py start`` options (modules add theirs with register_start_options): server.options.
+        self.options: dict[str, Any] = dict(options or {})
+        # Set when a module asks the server to stop (server.request_stop); the CLI stops it then.
+        self.stop_requested = asyncio.Event()
+        self.stop_reason = ""
         self.env = dict(os.environ if env is None else env)
         if port is not None:
             self.env["PORT"] = str(port)
@@ -196,7 +202,8 @@ class BotpressServer:
                 module=name, config=resolved.config, router=ModuleRouter(), external_url=self.external_url(),
                 data_dir=self.data_dir, state=StorageKeyValue(self.storage, f"{name}:server"),  # type: ignore[arg-type]
                 bots=self.registry.module_views.setdefault(name, {}), admin_check=admin_check,
-                site_router=site.router_for(name), bot_state=bot_state)
+                site_router=site.router_for(name), bot_state=bot_state, options=self.options,
+                request_stop=self.request_stop)
         app.router.add_get("/status", self.handle_status)
         app.router.add_get("/metrics", self.handle_metrics)
         AdminApi(self.registry, self.loader, admin_check).add_routes(app)
@@ -209,6 +216,13 @@ class BotpressServer:
         site.reserve_core_paths(r.canonical for r in app.router.resources())
         app.router.add_route("*", "/{tail:.*}", site.dispatch)
         return app
+
+    def request_stop(self, reason: str) -> None:
+        """Ask whoever runs this server (the CLI) to stop it cleanly, as Ctrl+C would."""
+        if not self.stop_requested.is_set():
+            self.stop_reason = reason
+            log.info("stop requested: %s", reason)
+            self.stop_requested.set()
 
     def _report_module_problem(self, module: str, problem: str) -> None:
         earlier = self.module_errors.get(module)
@@ -385,7 +399,8 @@ class BotpressServer:
                 log.warning("shutdown deadline reached: unfinished events stay stored and replay at next start")
         if self.registry:
             await self.registry.unmount_all()
-        await self._call_modules("on_module_unmount", lambda name: {"server": self.module_contexts.get(name)})
+        for hook in ("on_server_stopped", "on_module_unmount"):  # the second: deprecated name of the first
+            await self._call_modules(hook, lambda name: {"server": self.module_contexts.get(name)})
         if self.storage:
             await self.storage.close()
         self._loop_errors.uninstall()

@@ -84,3 +84,34 @@ async def test_create_module_gives_each_server_its_own_instance(tmp_path: Path, 
         assert plugin_one is not plugin_two
         assert sorted(plugin_one.mounted) == ["a", "b"]
         assert plugin_two.mounted == ["c"]
+
+
+def test_a_misspelt_hook_gets_a_suggestion_for_every_kind_of_hook(tmp_path: Path) -> None:
+    """The hint knows every hook, transform_* and register_* included, not only on_*."""
+    folder = tmp_path / "typo"
+    (folder / "typo_module").mkdir(parents=True)
+    (folder / "module.json").write_text('{"name": "typo", "entry": "typo_module"}')
+    (folder / "typo_module" / "__init__.py").write_text(
+        "from botpress_py.sdk import hookimpl\n\n\n@hookimpl\ndef transform_inptu(event, bot):\n    return None\n")
+    loader = ModuleLoader(tmp_path, {"BP_MODULES_PATH": str(tmp_path)})
+    loader.load_all([{"location": "MODULES_ROOT/typo", "enabled": True}])
+    [error] = loader.errors
+    assert "unknown hook 'transform_inptu'; did you mean 'transform_input'?" in error.reason
+
+
+async def test_hook_on_module_unmount_is_the_deprecated_name_of_on_server_stopped(
+        data_dir: Path, env: dict, caplog: Any) -> None:
+    import logging
+    import sys
+
+    sys.path.insert(0, str(FIXTURE_MODULES / "legacy-hooks"))
+    import legacy_hooks_module
+
+    legacy_hooks_module.CALLS.clear()
+    make_bot(data_dir, "alpha")
+    with caplog.at_level(logging.WARNING, logger="botpress_py"):
+        async with run_server(data_dir, env, modules=["legacy-hooks"]):
+            assert legacy_hooks_module.CALLS == []
+    assert legacy_hooks_module.CALLS == ["on_module_unmount legacy-hooks"]
+    assert any("hook on_module_unmount is deprecated, rename it on_server_stopped" in r.getMessage()
+               for r in caplog.records)

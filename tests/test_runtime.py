@@ -82,13 +82,13 @@ async def test_hook_on_bot_unmount_on_disable_removes_routes(data_dir: Path, env
         assert (status, body["error"]) == (404, "bot is disabled")
 
 
-async def test_hook_on_module_unmount_once_after_bots_at_shutdown(data_dir: Path, env: dict, echo: Any) -> None:
+async def test_hook_on_server_stopped_once_after_bots_at_shutdown(data_dir: Path, env: dict, echo: Any) -> None:
     three_bots(data_dir)
     async with run_server(data_dir, env, modules=["echo"]):
         pass
     hooks = [h for h, _ in echo.CALLS]
-    assert hooks.count("on_module_unmount") == 1
-    assert max(i for i, h in enumerate(hooks) if h == "on_bot_unmount") < hooks.index("on_module_unmount")
+    assert hooks.count("on_server_stopped") == 1
+    assert max(i for i, h in enumerate(hooks) if h == "on_bot_unmount") < hooks.index("on_server_stopped")
     assert sorted(b for h, b in echo.CALLS if h == "on_bot_unmount") == ["alpha", "beta"]
 
 

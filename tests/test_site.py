@@ -145,4 +145,4 @@ async def test_hook_on_server_stopping_closes_websockets_before_http_stops(data_
         await ws.close()
     hooks = [h for h, _ in echo.CALLS]
     assert hooks.count("on_server_stopping") == 1
-    assert hooks.index("on_server_stopping") < hooks.index("on_bot_unmount") < hooks.index("on_module_unmount")
+    assert hooks.index("on_server_stopping") < hooks.index("on_bot_unmount") < hooks.index("on_server_stopped")
