@@ -9,6 +9,8 @@ from typing import Any
 
 import aiohttp
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from botpress_py.admin_sessions import FAILURE_BURST, AdminSessions, FailureThrottle
 from botpress_py.testing import make_bot, run_server, wait_for
@@ -237,3 +239,9 @@ async def test_the_admin_page_is_a_static_shell_with_a_strict_content_security_p
                 assert r.status == 404, missing
         async with s.get(f"{srv.url}/admin/", allow_redirects=False) as r:
             assert r.status == 302 and r.headers["Location"] == "/admin"
+
+
+@given(st.text(max_size=300))
+def test_any_cookie_value_from_outside_is_refused_without_an_error(value: str) -> None:
+    sessions = AdminSessions(b"k" * 32, lambda: TOKEN, 3600, secure=False)
+    assert sessions.verify(value) is None
