@@ -98,7 +98,7 @@ class AdminPage:
     async def session(self, request: web.Request) -> web.Response:
         session = self.auth.session_of(request)
         if session is None:
-            return web.json_response({"authenticated": False}, status=401, headers={"Cache-Control": "no-store"})
+            return web.json_response({"authenticated": False}, headers={"Cache-Control": "no-store"})
         return web.json_response({"authenticated": True, "csrf": session.csrf, "expiresAt": session.expires * 1000,
                                   "version": self.version}, headers={"Cache-Control": "no-store"})
 

@@ -86,7 +86,8 @@
     byId('logout').addEventListener('click', logout);
     window.addEventListener('hashchange', route);
     const response = await fetch('/admin/session', {credentials: 'same-origin', cache: 'no-store'});
-    if (response.ok) startApp(await response.json());
+    const session = response.ok ? await response.json() : {authenticated: false};
+    if (session.authenticated) startApp(session);
     else showLogin('');
   }
 
