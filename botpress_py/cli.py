@@ -74,8 +74,8 @@ def cmd_start(args: argparse.Namespace) -> int:
         # still alive. 20,000 collects 10x less often and finds little alive (bench/, ingest
         # path: 34 ms of collections instead of 388 over 8 s, +13% acknowledged events/s).
         gc.set_threshold(GC_YOUNG_THRESHOLD, 10, 10)
-        print(f"botpress-py {__version__} ready on {server.url}  (status: {server.url}/status; Ctrl+C stops)",
-              flush=True)
+        print(f"botpress-py {__version__} ready on {server.url}  (status: {server.url}/status, admin page: "
+              f"{server.url}/admin; Ctrl+C stops)", flush=True)
         await stop.wait()
         log.info("shutting down")
         await server.stop()

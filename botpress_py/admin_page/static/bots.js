@@ -58,7 +58,7 @@
     const row = el('tr', {dataset: {bot: botId}, class: 'bot-row'},
       el('td', {class: 'bot-id'}, botId),
       el('td', {}, el('span', {class: 'badge state-' + status.state}, status.state)),
-      el('td', {class: 'chips'}, moduleChips(status.modules)),
+      el('td', {}, el('div', {class: 'chips'}, moduleChips(status.modules))),
       el('td', {class: 'error-text'}, status.error || ''),
       el('td', {class: 'num', title: failed ? 'incoming ' + failed.incoming + ', outgoing ' + failed.outgoing : null},
         failedCount(failed)),
