@@ -15,6 +15,7 @@ from botpress_py.server import BotpressServer
 from botpress_py.testing import make_bot, wait_for, write_json
 
 from .admin_page_kit import SLOW, AdminBrowser, ChatBrowser, shipped_data, shipped_server
+from .admin_support import TOKEN
 from .failed_events_support import FAST_RETRIES, Database
 
 HOSTILE = "<img src=x onerror=\"window.pwned = 1\"><script>window.pwned = 2</script>"
@@ -189,4 +190,15 @@ async def test_hostile_texts_show_as_text_everywhere(tmp_path: Path, browser: An
         await expect(bubble).to_have_text(HOSTILE, timeout=SLOW)
         assert await admin.page.locator("main script, main img").count() == 0
         assert await admin.page.evaluate("window.pwned") is None
+        assert admin.errors == []
+
+
+async def test_the_page_asks_for_the_token_again_when_the_session_expires(tmp_path: Path, browser: Any) -> None:
+    async with shipped_server(shipped_data(tmp_path), admin={"token": TOKEN, "sessionLifetime": "2s"}) as server:
+        admin = await logged_in(browser, server)
+        await expect(admin.page.locator("#login-error")).to_have_text("Your session expired: log in again.",
+                                                                      timeout=SLOW)
+        await expect(admin.page.locator("#app")).to_be_hidden()
+        await admin.log_in()
+        await admin.logged_in()
         assert admin.errors == []

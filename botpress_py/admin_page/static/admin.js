@@ -12,6 +12,7 @@
   }
 
   function showLogin(message) {
+    clearTimeout(expiry);
     if (current) A.views[current].hide();
     current = null;
     A.csrf = '';
@@ -26,8 +27,15 @@
 
   A.signedOut = showLogin;
 
+  // setTimeout's longest wait (about 24.8 days); a longer session is re-checked then.
+  const MAX_TIMER_MS = 2147483647;
+  let expiry = null;
+
   function startApp(session) {
     A.csrf = session.csrf;
+    clearTimeout(expiry);
+    expiry = setTimeout(() => showLogin('Your session expired: log in again.'),
+      Math.min(MAX_TIMER_MS, Math.max(0, session.expiresAt - Date.now())));
     byId('login').hidden = true;
     byId('app').hidden = false;
     byId('tabs').hidden = false;
