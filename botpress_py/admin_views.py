@@ -130,14 +130,18 @@ class AdminViews:
         return ws
 
     async def _send(self, ws: web.WebSocketResponse, listener: FeedListener, request: web.Request) -> None:
+        loop = asyncio.get_running_loop()
+        checked = loop.time()
         while not ws.closed:
             try:
                 item = await asyncio.wait_for(listener.queue.get(), LIVE_SESSION_CHECK_SECONDS)
             except TimeoutError:
                 item = None
-            if not self._session_alive(request):
-                await ws.close(code=LIVE_CLOSE_SESSION_ENDED, message=b"admin session ended")
-                return
+            if loop.time() - checked >= LIVE_SESSION_CHECK_SECONDS:  # not once per event: a signature check
+                checked = loop.time()
+                if not self._session_alive(request):
+                    await ws.close(code=LIVE_CLOSE_SESSION_ENDED, message=b"admin session ended")
+                    return
             dropped = listener.take_dropped()
             if dropped:
                 await ws.send_json({"type": "dropped", "count": dropped})
@@ -175,12 +179,25 @@ def _message(row: dict[str, Any]) -> dict[str, Any]:
             "masked": bool(flags.get("mask")), "channelMessageId": row.get("channelMessageId")}
 
 
+def _storable(value: str) -> bool:
+    """Text both backends take as a parameter: PostgreSQL refuses NUL, and neither binds a lone surrogate."""
+    if "\x00" in value:
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _text_param(request: web.Request, name: str) -> str | None:
     value = request.query.get(name)
     if value is None or value == "":
         return None
     if len(value) > _MAX_FIELD:
         raise json_error(web.HTTPBadRequest, f"?{name} is too long", hint=f"at most {_MAX_FIELD} characters")
+    if not _storable(value):
+        raise json_error(web.HTTPBadRequest, f"?{name} holds a character no id has (NUL or a lone surrogate)")
     return value
 
 
@@ -205,7 +222,7 @@ def _decode_cursor(text: str | None) -> tuple[int, str, str, str] | None:
         key = json.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
     except (ValueError, binascii.Error):
         key = None
-    if not (isinstance(key, list) and len(key) == 4 and isinstance(key[0], int)
-            and all(isinstance(k, str) for k in key[1:])):
+    if not (isinstance(key, list) and len(key) == 4 and type(key[0]) is int and 0 <= key[0] < 2**62
+            and all(isinstance(k, str) and len(k) <= _MAX_FIELD and _storable(k) for k in key[1:])):
         raise json_error(web.HTTPBadRequest, "invalid ?cursor", hint="pass back the nextCursor of the last page")
     return key[0], key[1], key[2], key[3]

@@ -17,6 +17,7 @@ from botpress_py import admin_views
 from botpress_py.testing import make_bot, run_server, wait_for
 
 from .admin_support import TOKEN, call, cookie_session, login
+from .failed_events_support import database_for
 
 BEARER = {"Authorization": f"Bearer {TOKEN}"}
 SECRET = "my card is 4242 4242"
@@ -70,7 +71,10 @@ async def test_conversations_are_listed_per_bot_most_recent_first_and_paged(data
     ("/bots/alpha/messages?channel=test", 400), ("/bots/alpha/messages?user=u", 400),
     ("/bots/alpha/messages?channel=test&user=u&before=-1", 400),
     ("/bots/alpha/messages?channel=test&user=" + "u" * 201, 400), ("/bots/nobody/problems", 404),
-    ("/live?bot=nobody", 404),
+    ("/live?bot=nobody", 404), ("/bots/alpha/conversations?channel=a%00b", 400),
+    ("/bots/alpha/messages?channel=test&user=a%00b", 400),
+    ("/bots/alpha/conversations?cursor=WzEwMDAwMDAwMDAwMDAwMDAwMDAwMDAwLCAiYSIsICJiIiwgImMiXQ", 400),  # a huge time
+    ("/bots/alpha/conversations?cursor=WzEsICJhXHUwMDAwYiIsICJiIiwgImMiXQ", 400),  # a NUL in an id
 ])
 async def test_bad_queries_get_clear_errors(data_dir: Path, env: dict, echo: Any, path: str, status: int) -> None:
     make_bot(data_dir, "alpha")
@@ -221,4 +225,30 @@ def test_any_cursor_from_outside_is_a_clear_400_or_a_page_key(text: str) -> None
     except web.HTTPBadRequest as refused:
         assert "cursor" in (refused.text or "")
         return
-    assert key is None or (isinstance(key[0], int) and all(isinstance(part, str) for part in key[1:]))
+    assert key is None or (isinstance(key[0], int) and 0 <= key[0] < 2**62
+                           and all(isinstance(part, str) and "\x00" not in part for part in key[1:]))
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+async def test_conversations_and_history_on_either_backend_refuse_what_it_cannot_take(
+        data_dir: Path, env: dict, echo: Any, kind: str) -> None:
+    make_bot(data_dir, "alpha")
+    async with database_for(kind, data_dir) as database, \
+            run_server(data_dir, {**env, **database.env}, modules=["echo"], admin={"token": TOKEN}) as srv, \
+            aiohttp.ClientSession() as s:
+        await say(s, srv.url, "alpha", "u1", "hello")
+        base = f"{srv.url}/api/v1/admin/bots/alpha"
+
+        async def answered() -> bool:
+            body = (await call(s, "GET", f"{base}/conversations", BEARER))[1]
+            return [c["lastDirection"] for c in body["conversations"]] == ["outgoing"]
+
+        await wait_for(answered, 10)
+        status, body = await call(s, "GET", f"{base}/messages", BEARER, params={"channel": "test", "user": "u1"})
+        assert status == 200 and body["messages"][0]["preview"] == "hello"
+        for query in ({"channel": "te\x00st"}, {"cursor": "WzEsICJhXHUwMDAwYiIsICJiIiwgImMiXQ"},
+                      {"cursor": "WzEwMDAwMDAwMDAwMDAwMDAwMDAwMDAwLCAiYSIsICJiIiwgImMiXQ"}):
+            status, body = await call(s, "GET", f"{base}/conversations", BEARER, params=query)
+            assert status == 400, (query, body)
+        status, _ = await call(s, "GET", f"{base}/messages", BEARER, params={"channel": "test", "user": "u\x00"})
+        assert status == 400
