@@ -1,8 +1,8 @@
-"""The admin HTTP API (DESIGN.md section 8): bearer-token protected bot and module control."""
+"""The admin HTTP API: bot and module control for the admin token or an admin
+page session (admin_auth.py decides who may call it)."""
 
 from __future__ import annotations
 
-import hmac
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -30,27 +30,6 @@ BOT_ID_HINT = "bot ids match ^[a-z0-9][a-z0-9_-]{0,49}$"
 
 def json_error(status: type[web.HTTPException], message: str, **extra: Any) -> web.HTTPException:
     return status(text=web.json_response({"error": message, **extra}).text, content_type="application/json")
-
-
-def make_admin_check(token: Callable[[], str]) -> Callable[[web.Request], None]:
-    def check(request: web.Request) -> None:
-        expected = token()
-        if not expected:
-            raise json_error(web.HTTPForbidden, "the admin API is disabled: no admin token is configured",
-                             hint="set admin.token in data/global/botpress.config.json or the "
-                                  "BP_ADMIN_TOKEN environment variable")
-        header = request.headers.get("Authorization", "")
-        scheme, _, given = header.partition(" ")
-        if scheme.lower() != "bearer" or not given:
-            raise web.HTTPUnauthorized(
-                text=web.json_response({"error": "missing admin token",
-                                        "hint": "send the header 'Authorization: Bearer <token>'"}).text,
-                content_type="application/json", headers={"WWW-Authenticate": "Bearer"})
-        # compare_digest keeps the comparison time independent of where the strings differ.
-        if not hmac.compare_digest(given.strip().encode(), expected.encode()):
-            raise json_error(web.HTTPForbidden, "invalid admin token")
-
-    return check
 
 
 class AdminApi:

@@ -15,7 +15,8 @@ from typing import Any
 
 from . import __version__
 from .bots import BotRegistry, valid_bot_id
-from .cli_common import admin_target, data_dir_from
+from .cli_admin import add_admin_parser
+from .cli_common import TOKEN_HELP, admin_target, data_dir_from, refusal
 from .cli_events import add_events_parser
 from .config.module_config import ModuleConfigResolver
 from .config.server_config import load_server_config
@@ -78,8 +79,8 @@ def cmd_start(args: argparse.Namespace) -> int:
         # still alive. 20,000 collects 10x less often and finds little alive (bench/, ingest
         # path: 34 ms of collections instead of 388 over 8 s, +13% acknowledged events/s).
         gc.set_threshold(GC_YOUNG_THRESHOLD, 10, 10)
-        print(f"botpress-py {__version__} ready on {server.url}  (status: {server.url}/status; Ctrl+C stops)",
-              flush=True)
+        print(f"botpress-py {__version__} ready on {server.url}  (status: {server.url}/status, admin page: "
+              f"{server.url}/admin; Ctrl+C stops)", flush=True)
         await stop.wait()
         requested.cancel()
         log.info("shutting down")
@@ -163,8 +164,7 @@ def cmd_bots(args: argparse.Namespace) -> int:
     except ValueError:
         body = {"error": response.text}
     if response.status_code != 200:
-        print(f"error: {url} answered {response.status_code}: {body.get('error')}"
-              + (f" ({body['hint']})" if body.get("hint") else ""), file=sys.stderr)
+        print(refusal(url, response.status_code, body), file=sys.stderr)
         return 1
     if args.action == "list":
         for bot_id, status in body["bots"].items():
@@ -229,7 +229,7 @@ def cmd_users(args: argparse.Namespace) -> int:
         response = None
     if response is not None and response.status_code != 200:
         body = response.json() if response.headers.get("Content-Type", "").startswith("application/json") else {}
-        print(f"error: {url} answered {response.status_code}: {body.get('error', response.text)}", file=sys.stderr)
+        print(refusal(url, response.status_code, body or {"error": response.text}), file=sys.stderr)
         return 1
     if response is not None:
         counts = response.json()["erased"]
@@ -301,13 +301,14 @@ def build_parser(module_loader: ModuleLoader | None = None) -> argparse.Argument
 
     bots = sub.add_parser("bots", help="list, enable, disable or reload bots",
                           description="Talk to the running server's admin API (token from --token, "
-                                      "$BP_ADMIN_TOKEN or admin.token); with no server running, "
+                                      "$BP_ADMIN_TOKEN, admin.token or <data>/secrets/admin.token); with no "
+                                      "server running, "
                                       "enable/disable edit bot.config.json directly.")
     bots.add_argument("action", choices=["list", "enable", "disable", "reload"])
     bots.add_argument("bot_id", nargs="?", help="bot id (not for list)")
     bots.add_argument("--data", help="data folder (default ./data or $BP_DATA_PATH)")
     bots.add_argument("--url", help="server URL (default from botpress.config.json or $BP_URL)")
-    bots.add_argument("--token", help="admin token (default $BP_ADMIN_TOKEN or admin.token)")
+    bots.add_argument("--token", help=TOKEN_HELP)
     bots.set_defaults(func=cmd_bots)
 
     users = sub.add_parser("users", help="manage stored users (erase for data protection)",
@@ -319,10 +320,11 @@ def build_parser(module_loader: ModuleLoader | None = None) -> argparse.Argument
     users.add_argument("--channel", default="messenger", help="channel name (default: messenger)")
     users.add_argument("--data", help="data folder (default ./data or $BP_DATA_PATH)")
     users.add_argument("--url", help="server URL (default from botpress.config.json or $BP_URL)")
-    users.add_argument("--token", help="admin token (default $BP_ADMIN_TOKEN or admin.token)")
+    users.add_argument("--token", help=TOKEN_HELP)
     users.set_defaults(func=cmd_users)
 
     add_events_parser(sub)
+    add_admin_parser(sub)
 
     if module_loader is not None:
         for name in module_loader.modules:
@@ -335,7 +337,7 @@ def build_parser(module_loader: ModuleLoader | None = None) -> argparse.Argument
 
 def _modules_for_cli(argv: list[str]) -> ModuleLoader | None:
     """Load modules so they can add verbs (e.g. ``messenger``); core verbs never need it."""
-    if argv and argv[0] in ("check", "bots", "users", "events"):
+    if argv and argv[0] in ("check", "bots", "users", "events", "admin"):
         return None
     data_arg = argv[argv.index("--data") + 1] if "--data" in argv[:-1] else None
     data_dir = Path(data_arg or os.environ.get("BP_DATA_PATH") or "data").resolve()

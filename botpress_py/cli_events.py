@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .bots import valid_bot_id
-from .cli_common import admin_arguments, admin_target, data_dir_from
+from .cli_common import admin_arguments, admin_target, data_dir_from, refusal
 
 if TYPE_CHECKING:
     from .failed_events import FailedEvents
@@ -31,8 +31,9 @@ def add_events_parser(sub: Any) -> None:
     events = sub.add_parser("events", help="list, retry or discard failed events",
                             description="Failed events: incoming events whose processing failed after every "
                                         "retry, and outgoing events that could not be delivered. Talks to the "
-                                        "running server's admin API (token from --token, $BP_ADMIN_TOKEN or "
-                                        "admin.token); with no server running, works on the storage directly.")
+                                        "running server's admin API (token from --token, $BP_ADMIN_TOKEN, "
+                                        "admin.token or <data>/secrets/admin.token); with no server running, "
+                                        "works on the storage directly.")
     verbs = events.add_subparsers(dest="verb", metavar="VERB", required=True)
     failed = verbs.add_parser("failed", help="list failed events",
                               description="List failed events, incoming ones first, oldest first.")
@@ -259,6 +260,5 @@ def _quote(event_id: str) -> str:
 
 
 def _http_error(url: str, status: int, body: dict[str, Any]) -> int:
-    print(f"error: {url} answered {status}: {body.get('error')}" + (f" ({body['hint']})" if body.get("hint") else ""),
-          file=sys.stderr)
+    print(refusal(url, status, body), file=sys.stderr)
     return 1

@@ -35,6 +35,7 @@ from typing import Any
 
 from .bots import BotRegistry, ShuttingDown
 from .conversation_queues import ConversationQueues
+from .event_feed import EventFeed
 from .events import DeliveryError, IOEvent, Middleware, masked_copy, payload_preview, validate_outgoing_payload
 from .failed_events import FailedCounts, FailedEvents, RetryPolicy
 from .loader import ModuleLoader
@@ -83,6 +84,7 @@ class EventPipeline(IncomingProcessing):
         self.retry = retry or RetryPolicy()
         self.failed_counts = FailedCounts()
         self.failed = FailedEvents(storage, self, self.failed_counts)
+        self.feed = EventFeed()  # the admin page's live view
         for counter in (_FAILED_INCOMING, _FAILED_OUTGOING):
             metrics.inc(counter, 0)  # shown from the start, so an alert can compare with 0
         metrics.gauge("bp_failed_events", self.failed_counts.gauge,
@@ -131,6 +133,8 @@ class EventPipeline(IncomingProcessing):
         self.metrics.inc("bp_events_duplicate_total", len(events) - len(accepted) - len(failed))
         for event in failed:
             self._count_failed(event.botId, "incoming")
+        self.feed.publish_many(accepted, "received")
+        self.feed.publish_many(failed, "failed")
         for event in accepted:
             bot_id = event.botId
             if bot_id in self._parked:
@@ -375,6 +379,7 @@ class EventPipeline(IncomingProcessing):
                 await self._schedule_retry(row, f"{type(exc).__name__}: {exc}", None)
                 continue
             self.metrics.inc("bp_events_sent_total")
+            self.feed.publish(event, "sent")
             await self._mark_sent(row, message_id)
             return
 
@@ -435,6 +440,7 @@ class EventPipeline(IncomingProcessing):
     async def _fail(self, row: OutboxRow, error: str) -> None:
         self.metrics.inc("bp_events_send_failed_total")
         log.error("bot %s: send of %s failed permanently: %s", row.event.botId, row.event.id, error)
+        self.feed.publish(row.event, "failed")
         if await self._record_outgoing(row.event, "its failure", self.storage.outbox_update(
                 row.event.id, status="failed", attempts=row.attempts + 1, error=error)):
             self._count_failed(row.event.botId, "outgoing")

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from .bots import BotRecord, BotRegistry, ShuttingDown
 from .config.server_config import parse_duration
+from .event_feed import EventFeed
 from .events import IOEvent, Middleware, masked_copy
 from .failed_events import RetryPolicy
 from .loader import ModuleLoader
@@ -58,6 +59,7 @@ class IncomingProcessing:
         completions: GroupCommitCompletions
         middleware_in: list[tuple[str, Middleware]]
         _attempts: dict[str, int]
+        feed: EventFeed
         # A full disk fails every conversation at once: one line per bot and kind of failure, then
         # every 10 s a line with the count of those held back (each event stays listed as failed).
         _log_throttle: LogThrottle
@@ -157,6 +159,7 @@ class IncomingProcessing:
             "failed): %s", event.botId, event.id, attempts, error)
         if failed:
             self._count_failed(event.botId, "incoming")
+            self.feed.publish(event, "failed")
 
     async def _run_incoming(self, event: IOEvent, record: BotRecord) -> tuple[str, str | None]:
         contexts = record.contexts

@@ -42,6 +42,14 @@ def load_or_create_secret(path: Path, nbytes: int = SECRET_BYTES) -> bytes:
     return _read(path)
 
 
+def read_secret(path: Path) -> bytes | None:
+    """The secret stored at ``path``, or None when there is none yet (never creates it)."""
+    try:
+        return _read(Path(path))
+    except FileNotFoundError:
+        return None
+
+
 def _read(path: Path) -> bytes:
     mode = path.stat().st_mode
     if mode & (stat.S_IRWXG | stat.S_IRWXO):

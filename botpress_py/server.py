@@ -15,7 +15,10 @@ from typing import Any
 from aiohttp import web
 
 from . import __version__
-from .admin import AdminApi, json_error, make_admin_check
+from .admin import AdminApi, json_error
+from .admin_auth import AdminAuth, build_admin_auth
+from .admin_page import AdminPage
+from .admin_views import AdminViews
 from .bots import ANY_BOT, BotRegistry, valid_bot_id
 from .config.module_config import ModuleConfigResolver
 from .config.server_config import ServerConfig, load_server_config, parse_duration
@@ -44,6 +47,7 @@ from .watcher import DataWatcher
 log = logging.getLogger(__name__)
 
 SHUTDOWN_DRAIN_SECONDS = 10.0
+ADMIN_STATE_NAMESPACE = "@core:admin"  # not a module name: module names have no "@"
 RELOAD_WAIT_SECONDS = 10.0
 
 
@@ -80,6 +84,8 @@ class BotpressServer:
         self.watcher: DataWatcher | None = None
         self.module_contexts: dict[str, ServerContext] = {}
         self.site: SitePages | None = None
+        self.admin_auth: AdminAuth | None = None
+        self.admin_views: AdminViews | None = None
         self.module_errors: dict[str, str] = {}
         self.app: web.Application | None = None
         self._runner: web.AppRunner | None = None
@@ -146,6 +152,12 @@ class BotpressServer:
         backlog = int(self.config.http.get("backlog") or 0) or 128
         sock = self._sock = _bind(self.config.host, self.config.port, backlog)
         self.bound_port = sock.getsockname()[1]
+        try:
+            self.admin_auth = await build_admin_auth(
+                self.data_dir, self.env, self.config, StorageKeyValue(storage, ADMIN_STATE_NAMESPACE),
+                external_url=self.external_url, log_throttle=self.log_throttle)
+        except (OSError, ValueError) as exc:
+            raise StartupError([ConfigProblem("admin token", "", str(exc))]) from None
         self.app = self._build_app()
         self._runner = GuardedAppRunner(self.app, limits=self._connection_limits(), metrics=self.metrics,
                                         throttle=self.log_throttle, handle_signals=False, access_log=None,
@@ -179,14 +191,14 @@ class BotpressServer:
         return f"{self.open_connections()} open connections, file descriptor limit {self.fd_limit or 'unknown'}"
 
     def _build_app(self) -> web.Application:
-        assert self.config and self.registry
+        assert self.config and self.registry and self.admin_auth and self.pipeline and self.storage
         limit = self.config.body_limit
         cors = self.config.http["cors"]
         policy = CorsPolicy(channel_origin=cors.get("origin", "*") if cors.get("enabled", True) else None,
                             admin_origins=self.config.admin_origins())
         app = web.Application(client_max_size=limit, middlewares=[http_middleware(
             self.metrics, limit, self.config.http["bodyLimit"], policy, self.log_throttle)])
-        admin_check = marking_admin_check(make_admin_check(lambda: self.config.admin_token() if self.config else ""))
+        admin_check = marking_admin_check(self.admin_auth.check)
         registry = self.registry
         site = self.site = SitePages(self._report_module_problem)
 
@@ -207,6 +219,10 @@ class BotpressServer:
         app.router.add_get("/status", self.handle_status)
         app.router.add_get("/metrics", self.handle_metrics)
         AdminApi(self.registry, self.loader, admin_check).add_routes(app)
+        self.admin_views = AdminViews(self.registry, self.storage, self.pipeline.feed, admin_check,
+                                      self.admin_auth.session_alive)
+        self.admin_views.add_routes(app)
+        AdminPage(self.admin_auth, __version__).add_routes(app)
         app.router.add_route("*", r"/api/v1/bots/{botId}/mod/{module}{tail:(/.*)?}", self.dispatch)
         app.router.add_route("*", r"/api/v1/bots/{botId}{tail:(/.*)?}", self.dispatch_bot_other)
         assets = ModuleAssets({name: m.assets_dir for name, m in self.loader.modules.items() if m.assets_dir})
@@ -387,6 +403,8 @@ class BotpressServer:
                 await task
         self._background.clear()
         if self._runner:
+            if self.admin_views:
+                await self.admin_views.close_all()
             if self.module_contexts:
                 await self._call_modules("on_server_stopping", lambda name: {"server": self.module_contexts[name]})
             await self._runner.cleanup()  # stops accepting; lets running handlers finish

@@ -92,11 +92,15 @@ SERVER_CONFIG_SCHEMA: dict[str, Any] = {
         "admin": {
             "type": "object",
             "additionalProperties": False,
-            "description": "The admin HTTP API.",
+            "description": "The admin HTTP API and the admin page (/admin).",
             "properties": {
                 "token": {"type": "string", "default": "",
-                          "description": "Bearer token of the admin API (env BP_ADMIN_TOKEN wins). "
-                                         "Empty: the admin API answers 403."},
+                          "description": "Token of the admin API and the admin page (env BP_ADMIN_TOKEN wins). "
+                                         "Empty: the token file data/secrets/admin.token, generated at the "
+                                         "first start ('botpress-py admin token' prints it)."},
+                "sessionLifetime": {"type": "string", "pattern": _DURATION, "default": "8h",
+                                    "description": "How long an admin page login lasts before the page asks "
+                                                   "for the token again."},
                 "cors": {
                     "type": "object",
                     "additionalProperties": False,

@@ -278,6 +278,14 @@ class Storage(ABC):
         """
 
     @abstractmethod
+    async def conversations(self, bot_id: str, *, channel: str | None = None, limit: int = 50,
+                            after: tuple[int, str, str, str] | None = None) -> list[dict[str, Any]]:
+        """A bot's conversations (of one channel when given), most recent activity first:
+        ``{"botId", "channel", "userId", "threadId", "createdOn", "lastEventAt", "lastPreview",
+        "lastDirection"}`` (the last message's preview as stored: masked where masking applies).
+        ``after`` is ``(lastEventAt, channel, userId, threadId or "")`` of the previous page's last row."""
+
+    @abstractmethod
     async def conversation_last_event(self, bot_id: str, channel: str, thread_id: str | None,
                                       user_id: str) -> int | None:
         """When the conversation last had an event (ms epoch), or None if it never had one."""

@@ -26,6 +26,7 @@ from .common import (
     split_by_sizes,
     to_json,
 )
+from .conversation_list import PostgresConversationList
 from .migrations import POSTGRES_MIGRATIONS, SCHEMA_MIGRATIONS_TABLE, Migration, missing_migrations
 from .postgres_failed import PostgresFailedEvents
 
@@ -33,7 +34,7 @@ from .postgres_failed import PostgresFailedEvents
 _MIGRATION_LOCK = 0x62707079  # "bpy"
 
 
-class PostgresStorage(PostgresFailedEvents, Storage):
+class PostgresStorage(PostgresFailedEvents, PostgresConversationList, Storage):
     """Storage in PostgreSQL, optionally inside its own ``schema`` (created when missing).
 
     Seq numbers come from sequences, which hand them out before commit: under concurrent

@@ -42,6 +42,7 @@ from .common import (
     split_by_sizes,
     to_json,
 )
+from .conversation_list import SQLiteConversationList
 from .migrations import SCHEMA_MIGRATIONS_TABLE, SQLITE_MIGRATIONS, Migration, missing_migrations
 from .sqlite_failed import SQLiteFailedEvents
 
@@ -108,7 +109,7 @@ class _Guarded:
         self.lock = threading.Lock()
 
 
-class SQLiteStorage(SQLiteFailedEvents, Storage):
+class SQLiteStorage(SQLiteFailedEvents, SQLiteConversationList, Storage):
     """Storage in one SQLite file (WAL mode); the event loop never waits for SQLite.
 
     Small transactions on the hot path (an inbox batch, a completion, sent marks, the reads
