@@ -593,7 +593,8 @@ def _unavailable(exc: BaseException, bound: float) -> StorageUnavailable:
         reason = (f"a lock was held elsewhere for more than {bound:g}s (storage.queryTimeout): look for a "
                   "long transaction in pg_stat_activity")
     elif isinstance(exc, asyncpg.exceptions.QueryCanceledError):
-        reason = f"a statement ran for more than {bound:g}s (storage.queryTimeout) and was cancelled"
+        reason = (f"a statement ran, or waited for a lock held elsewhere, for more than {bound:g}s "
+                  "(storage.queryTimeout) and was cancelled: look for a long transaction in pg_stat_activity")
     elif isinstance(exc, asyncpg.exceptions.ReadOnlySQLTransactionError):
         reason = ("the database refuses writes (a read-only standby, or default_transaction_read_only): point "
                   "DATABASE_URL at the primary")

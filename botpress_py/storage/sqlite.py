@@ -356,7 +356,7 @@ class SQLiteStorage(Storage):
             f"SELECT {_OUTBOX_COLUMNS} FROM outbox WHERE status = 'pending' AND seq > ? ORDER BY seq LIMIT ?",
             (after_seq, limit),
         )
-        good, unreadable = readable_rows([(row[0], row[2], row) for row in rows], self.cipher)
+        good, unreadable = readable_rows([(row[1], row[2], row) for row in rows], self.cipher)
         await self._fail_unreadable("outbox", unreadable)
         return [_outbox_row(event, row, self.cipher) for event, row in good]
 

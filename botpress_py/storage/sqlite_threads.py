@@ -105,7 +105,8 @@ class Checkpointer:
         self._dirty = False
         self._stopping = False
         self._truncate_waiters: list[Future[None]] = []
-        self.truncations = 0  # completed TRUNCATE checkpoints (for tests and diagnostics)
+        self.truncate_attempts = 0  # TRUNCATE checkpoints tried, and done (for tests and diagnostics)
+        self.truncations = 0
         self._thread = threading.Thread(target=self._run, name="sqlite-checkpoint", daemon=True)
         self._thread.start()
 
@@ -158,6 +159,7 @@ class Checkpointer:
 
     def _truncate_until_done(self, db: Db, waiters: list[Future[None]]) -> None:
         while True:
+            self.truncate_attempts += 1
             with suppress(sqlite3.Error):  # busy or locked: retried below
                 busy, _, _ = db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
                 if not busy:
