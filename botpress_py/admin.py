@@ -10,6 +10,7 @@ from aiohttp import web
 
 from .bots import BotRegistry, valid_bot_id
 from .jsonfiles import ConfigFileError
+from .storage import StorageUnavailable
 
 if TYPE_CHECKING:
     from .loader import ModuleLoader
@@ -93,5 +94,10 @@ class AdminApi:
         bot_id = request.match_info["botId"]
         if not valid_bot_id(bot_id):
             raise json_error(web.HTTPBadRequest, "invalid bot id", hint="bot ids match ^[a-z0-9][a-z0-9_-]{0,49}$")
-        counts = await self.registry.erase_user(bot_id, request.match_info["channel"], request.match_info["userId"])
+        try:
+            counts = await self.registry.erase_user(bot_id, request.match_info["channel"],
+                                                    request.match_info["userId"])
+        except StorageUnavailable as exc:
+            raise json_error(web.HTTPServiceUnavailable, "storage unavailable: the erase did not finish, run it again",
+                             reason=str(exc)) from None
         return web.json_response({"botId": bot_id, "erased": counts})

@@ -25,7 +25,7 @@ from .metrics import Metrics
 from .pipeline import EventPipeline
 from .routing import ModuleRouter
 from .state import StorageKeyValue, StorageUserStore
-from .storage import Storage, StorageKeyError, open_storage
+from .storage import Storage, StorageKeyError, StorageUnavailable, open_storage
 from .watcher import DataWatcher
 
 log = logging.getLogger(__name__)
@@ -255,7 +255,12 @@ class BotpressServer:
             raise json_error(web.HTTPNotFound, f"no route {request.method} {tail} in module {module}")
         if params:
             request.match_info.update(params)
-        return await handler(request)
+        try:
+            return await handler(request)
+        except StorageUnavailable as exc:
+            # A module route that needed storage while it was stalled: "retry later", not a crash.
+            raise json_error(web.HTTPServiceUnavailable, "storage unavailable, try again later",
+                             reason=str(exc)) from None
 
     async def _bot_router(self, bot_id: str, module: str) -> ModuleRouter:
         assert self.registry

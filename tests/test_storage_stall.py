@@ -223,3 +223,25 @@ async def test_a_storage_stall_leaves_status_answering_and_bounds_the_webhook_wa
             await graph.wait_for(lambda g: replies_to(g, "after"), 10)
             assert [len(replies_to(graph, u)) for u in ("before", "during", "after")] == [1, 1, 1]
             assert await srv.storage.inbox_pending() == []
+
+
+async def test_any_channel_gets_storage_unavailable_and_its_route_answers_503(
+        data_dir: Path, env: dict[str, str], echo: Any) -> None:
+    """Through the SDK alone: the channel maps StorageUnavailable to 503, and one that does not gets a 503
+    from the core rather than a 500; both events are processed once the stall ends."""
+    make_bot(data_dir, "alpha")
+    stalled = WriterThreadStuck()
+    async with run_server(data_dir, env, modules=["echo"], storage={"ackTimeout": ACK_TIMEOUT}) as srv, \
+            aiohttp.ClientSession() as http:
+        await stalled.start(srv)
+        try:
+            for route, user in (("in", "guarded"), ("in-unguarded", "unguarded")):
+                async with http.post(f"{srv.url}/api/v1/bots/alpha/mod/echo/{route}",
+                                     json={"user": user, "text": route}) as response:
+                    body = await response.json()
+                    assert response.status == 503, body
+                    assert "storage.ackTimeout" in str(body), body
+            assert stalled.active
+        finally:
+            await stalled.release()
+        await wait_for(lambda: sorted(m["target"] for m in echo.SENT) == ["guarded", "unguarded"], 10)

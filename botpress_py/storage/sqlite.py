@@ -52,8 +52,9 @@ log = logging.getLogger("botpress_py.storage")
 # variables of older SQLite builds.
 _ROWS_PER_INSERT = 100
 _IDS_PER_STATEMENT = 500
-# How long a TRUNCATE checkpoint waits for readers before it retries (it holds off writers meanwhile).
-_CHECKPOINT_BUSY_MS = 100
+# How long a checkpoint waits for the write lock or for readers before it gives up and retries
+# later: a TRUNCATE checkpoint holds off writers (webhook commits) while it waits.
+_CHECKPOINT_BUSY_MS = 10
 # How long an erase waits for the WAL to be truncated before it returns (the retries go on after).
 _ERASE_TRUNCATE_WAIT = 10.0
 
@@ -183,13 +184,16 @@ class SQLiteStorage(Storage):
         try:
             result = run_transaction(db, body)
         except sqlite3.OperationalError as exc:
-            raise self._unavailable(exc) from exc
+            unavailable = self._unavailable(exc)
+            if unavailable is None:
+                raise
+            raise unavailable from exc
         if self._checkpointer is not None:
             self._checkpointer.committed()
         return result
 
-    def _unavailable(self, exc: sqlite3.OperationalError) -> Exception:
-        """StorageUnavailable naming the cause and the fix, for the errors that mean "not now"; else ``exc``."""
+    def _unavailable(self, exc: sqlite3.OperationalError) -> StorageUnavailable | None:
+        """StorageUnavailable naming the cause and the fix, for the errors that mean "not now"; else None."""
         text = str(exc)
         if "locked" in text or "busy" in text:
             reason = (f"another process has held the write lock of {self.path} for more than "
@@ -204,7 +208,7 @@ class SQLiteStorage(Storage):
         elif "disk I/O" in text or "unable to open" in text:
             reason = f"{self.path} cannot be read or written ({text}): check the disk and the file's folder"
         else:
-            return exc
+            return None
         return StorageUnavailable(f"SQLite storage unavailable: {reason}")
 
     async def _fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
@@ -221,7 +225,10 @@ class SQLiteStorage(Storage):
         try:
             return body(db)
         except sqlite3.OperationalError as exc:
-            raise self._unavailable(exc) from exc
+            unavailable = self._unavailable(exc)
+            if unavailable is None:
+                raise
+            raise unavailable from exc
 
     async def _migrate(self) -> None:
         def create_table(db: Db) -> None:
@@ -504,12 +511,12 @@ class SQLiteStorage(Storage):
         checkpointer = self._checkpointer
         if checkpointer is None:
             return
-        try:
-            await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(checkpointer.truncate())),
-                                   _ERASE_TRUNCATE_WAIT)
-        except TimeoutError:
-            log.warning("the SQLite WAL of %s is not truncated yet after a user erase (a long read holds it); "
-                        "the checkpoint thread keeps trying", self.path)
+        truncated = asyncio.wrap_future(checkpointer.truncate())
+        truncated.add_done_callback(_outcome_seen)
+        done, _ = await asyncio.wait((truncated,), timeout=_ERASE_TRUNCATE_WAIT)
+        if not done or truncated.exception() is not None:
+            log.warning("the SQLite WAL of %s is not truncated yet after a user erase (a long read holds it, or "
+                        "the storage is closing); the checkpoint thread keeps trying while it runs", self.path)
 
     async def _fail_unreadable(self, table: str, unreadable: list[tuple[str, str]]) -> None:
         """Rows that cannot be decrypted (written with another storage key) fail with the reason, once:
@@ -556,6 +563,11 @@ _USER_SQL = "SELECT profile, created_at, updated_at FROM users WHERE bot_id = ? 
 _CONTACT_SQL = ("SELECT c.contact_id, c.bot_id, c.channel, c.user_id FROM contacts c JOIN contacts me"
                 " ON me.contact_id = c.contact_id WHERE me.bot_id = ? AND me.channel = ? AND me.user_id = ?"
                 " ORDER BY c.created_at, c.bot_id, c.user_id")
+
+
+def _outcome_seen(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()  # looked at: its waiter may have stopped waiting
 
 
 def _user_dict(bot_id: str, channel: str, user_id: str, row: Sequence[Any]) -> dict[str, Any]:

@@ -94,13 +94,17 @@ class Checkpointer:
     ``truncate()`` asks for a TRUNCATE checkpoint (after a user erase): every frame copied into
     the database file, then the WAL cut to zero bytes, so the old page images it still holds
     (the erased rows as they were) are gone from the files. A reader in the middle of a long
-    read blocks it; it is retried until it succeeds.
+    read blocks it, and while one waits it holds off writers; so the connection waits only a
+    few milliseconds (its busy_timeout), and an attempt that could not finish is retried after
+    a pause that grows to ``max_retry_pause``, until it succeeds.
     """
 
-    def __init__(self, connect: Callable[[], Db], interval: float = 1.0, retry_every: float = 0.05) -> None:
+    def __init__(self, connect: Callable[[], Db], interval: float = 1.0, first_retry_pause: float = 0.05,
+                 max_retry_pause: float = 1.0) -> None:
         self._connect = connect
         self._interval = interval
-        self._retry_every = retry_every
+        self._first_retry_pause = first_retry_pause
+        self._max_retry_pause = max_retry_pause
         self._cond = threading.Condition()
         self._dirty = False
         self._stopping = False
@@ -158,6 +162,7 @@ class Checkpointer:
                 future.set_exception(RuntimeError("the checkpoint thread stopped before the WAL was truncated"))
 
     def _truncate_until_done(self, db: Db, waiters: list[Future[None]]) -> None:
+        pause = self._first_retry_pause
         while True:
             self.truncate_attempts += 1
             with suppress(sqlite3.Error):  # busy or locked: retried below
@@ -168,11 +173,12 @@ class Checkpointer:
                         future.set_result(None)
                     return
             with self._cond:
-                if self._cond.wait_for(lambda: self._stopping, self._retry_every):
+                if self._cond.wait_for(lambda: self._stopping, pause):
                     for future in waiters:
                         future.set_exception(RuntimeError("the checkpoint thread stopped before the WAL was "
                                                           "truncated"))
                     return
+            pause = min(pause * 2, self._max_retry_pause)
 
     def stop(self) -> None:
         with self._cond:
