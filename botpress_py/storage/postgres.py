@@ -31,6 +31,7 @@ from .common import (
     to_json,
 )
 from .crypto import EventCipher
+from .errors import POSTGRES_NOT_NOW, postgres_unavailable
 from .migrations import POSTGRES_MIGRATIONS, SCHEMA_MIGRATIONS_TABLE, Migration, missing_migrations
 
 log = logging.getLogger("botpress_py.storage")
@@ -136,8 +137,8 @@ class PostgresStorage(Storage):
         try:
             async with pool.acquire(timeout=self.query_timeout) as conn:
                 yield conn
-        except _NOT_NOW as exc:
-            raise _unavailable(exc, self.query_timeout) from exc
+        except POSTGRES_NOT_NOW as exc:
+            raise postgres_unavailable(exc, self.query_timeout) from exc
 
     @asynccontextmanager
     async def _transaction(self) -> AsyncIterator[asyncpg.Connection]:
@@ -575,34 +576,3 @@ async def _record_message(conn: asyncpg.Connection, event: IOEvent, channel_mess
         event.createdOn,
     )
 
-
-# Errors that mean "the database cannot do it now" rather than a bug or a bad value.
-_NOT_NOW = (TimeoutError, OSError, asyncpg.PostgresConnectionError, asyncpg.exceptions.LockNotAvailableError,
-            asyncpg.exceptions.QueryCanceledError, asyncpg.exceptions.OperatorInterventionError,
-            asyncpg.exceptions.InsufficientResourcesError, asyncpg.exceptions.ReadOnlySQLTransactionError,
-            asyncpg.exceptions.InsufficientPrivilegeError, asyncpg.exceptions.InvalidAuthorizationSpecificationError,
-            asyncpg.exceptions.InvalidCatalogNameError)
-
-
-def _unavailable(exc: BaseException, bound: float) -> StorageUnavailable:
-    """The cause and the fix of a "not now" error, in words an operator can act on (never the URL)."""
-    if isinstance(exc, TimeoutError):
-        reason = (f"PostgreSQL did not answer within {bound:g}s (storage.queryTimeout): check that it is running, "
-                  "reachable and not overloaded, and that DATABASE_URL points at it")
-    elif isinstance(exc, asyncpg.exceptions.LockNotAvailableError):
-        reason = (f"a lock was held elsewhere for more than {bound:g}s (storage.queryTimeout): look for a "
-                  "long transaction in pg_stat_activity")
-    elif isinstance(exc, asyncpg.exceptions.QueryCanceledError):
-        reason = (f"a statement ran, or waited for a lock held elsewhere, for more than {bound:g}s "
-                  "(storage.queryTimeout) and was cancelled: look for a long transaction in pg_stat_activity")
-    elif isinstance(exc, asyncpg.exceptions.ReadOnlySQLTransactionError):
-        reason = ("the database refuses writes (a read-only standby, or default_transaction_read_only): point "
-                  "DATABASE_URL at the primary")
-    elif isinstance(exc, asyncpg.exceptions.InsufficientPrivilegeError | asyncpg.exceptions.InvalidCatalogNameError
-                    | asyncpg.exceptions.InvalidAuthorizationSpecificationError):
-        reason = (f"{type(exc).__name__}: {exc}: check the database and the role in DATABASE_URL, and that the role "
-                  "may read and write the tables")
-    else:
-        reason = (f"{type(exc).__name__}: {exc}: check that PostgreSQL is running and reachable at the host and "
-                  "port of DATABASE_URL")
-    return StorageUnavailable(f"PostgreSQL storage unavailable: {reason}")

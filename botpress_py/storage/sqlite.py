@@ -22,7 +22,6 @@ from .base import (
     OutboxStatus,
     SentMark,
     Storage,
-    StorageUnavailable,
 )
 from .common import (
     ERROR_FOR_ROW,
@@ -43,6 +42,7 @@ from .common import (
     to_json,
 )
 from .crypto import EventCipher
+from .errors import sqlite_unavailable
 from .migrations import SCHEMA_MIGRATIONS_TABLE, SQLITE_MIGRATIONS, Migration, missing_migrations
 from .sqlite_threads import NORMAL, URGENT, Checkpointer, PriorityWriter, run_transaction
 
@@ -184,32 +184,13 @@ class SQLiteStorage(Storage):
         try:
             result = run_transaction(db, body)
         except sqlite3.OperationalError as exc:
-            unavailable = self._unavailable(exc)
+            unavailable = sqlite_unavailable(exc, self.path, self.query_timeout)
             if unavailable is None:
                 raise
             raise unavailable from exc
         if self._checkpointer is not None:
             self._checkpointer.committed()
         return result
-
-    def _unavailable(self, exc: sqlite3.OperationalError) -> StorageUnavailable | None:
-        """StorageUnavailable naming the cause and the fix, for the errors that mean "not now"; else None."""
-        text = str(exc)
-        if "locked" in text or "busy" in text:
-            reason = (f"another process has held the write lock of {self.path} for more than "
-                      f"{self.query_timeout:g}s (storage.queryTimeout): close the program that holds it, e.g. a "
-                      "sqlite3 shell left inside a transaction")
-        elif "readonly" in text or "read-only" in text:
-            reason = (f"{self.path} cannot be written ({text}): check that this user may write the file, its "
-                      f"-wal and -shm files and the folder {self.path.parent}, and that the disk is not mounted "
-                      "read-only")
-        elif "full" in text:
-            reason = f"the disk holding {self.path} is full ({text}): free space on it"
-        elif "disk I/O" in text or "unable to open" in text:
-            reason = f"{self.path} cannot be read or written ({text}): check the disk and the file's folder"
-        else:
-            return None
-        return StorageUnavailable(f"SQLite storage unavailable: {reason}")
 
     async def _fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         return await self._read(lambda reader: reader.execute(sql, params).fetchall())
@@ -225,7 +206,7 @@ class SQLiteStorage(Storage):
         try:
             return body(db)
         except sqlite3.OperationalError as exc:
-            unavailable = self._unavailable(exc)
+            unavailable = sqlite_unavailable(exc, self.path, self.query_timeout)
             if unavailable is None:
                 raise
             raise unavailable from exc
