@@ -245,3 +245,32 @@ async def test_any_channel_gets_storage_unavailable_and_its_route_answers_503(
         finally:
             await stalled.release()
         await wait_for(lambda: sorted(m["target"] for m in echo.SENT) == ["guarded", "unguarded"], 10)
+
+
+async def test_past_the_bound_of_waiting_events_new_ones_are_refused_at_once(
+        data_dir: Path, env: dict[str, str], echo: Any, monkeypatch: Any) -> None:
+    """A stalled storage and webhooks that keep coming: memory does not fill with events waiting for a
+    commit; past MAX_UNSTORED_INCOMING the next webhook is answered 503 without waiting its turn."""
+    import botpress_py.pipeline as pipeline
+
+    monkeypatch.setattr(pipeline, "MAX_UNSTORED_INCOMING", 3)
+    make_bot(data_dir, "alpha")
+    stalled = WriterThreadStuck()
+    async with run_server(data_dir, env, modules=["echo"], storage={"ackTimeout": "10s"}) as srv, \
+            aiohttp.ClientSession() as http:
+        await stalled.start(srv)
+
+        async def say(user: str) -> tuple[int, str]:
+            async with http.post(f"{srv.url}/api/v1/bots/alpha/mod/echo/in", json={"user": user, "text": "hi"}) as r:
+                return r.status, str(await r.json())
+
+        try:
+            waiting = [asyncio.create_task(say(f"waiting-{i}")) for i in range(3)]
+            await wait_for(lambda: srv.pipeline._unstored == 3, 10)
+            status, body = await say("one-too-many")
+            assert status == 503 and "not keeping up" in body
+            assert not any(task.done() for task in waiting), "refused before the others' wait ended"
+        finally:
+            await stalled.release()
+        assert [(await task)[0] for task in waiting] == [200, 200, 200]
+        await wait_for(lambda: len(echo.SENT) == 3, 10)

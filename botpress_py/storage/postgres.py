@@ -41,6 +41,9 @@ _MIGRATION_LOCK = 0x62707079  # "bpy"
 # The tables an erase deletes from, vacuumed after it; and how long that VACUUM may take.
 _ERASED_TABLES = ("users", "conversations", "messages", "inbox", "outbox", "contacts")
 _ERASE_VACUUM_SECONDS = 30.0
+# Migrations and the purge may rightly take long on a big database (an index build, a day of rows):
+# they are not bounded by storage.queryTimeout, only by this.
+_MAINTENANCE_SECONDS = 3600.0
 
 
 class PostgresStorage(Storage):
@@ -161,9 +164,11 @@ class PostgresStorage(Storage):
         async with self._connection() as conn:
             while True:
                 async with conn.transaction():
+                    await _allow_long_statements(conn)
                     # The advisory lock (released at commit) serialises servers migrating the same
                     # database; reading the version after taking it sees their work.
-                    await conn.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
+                    await conn.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK,
+                                       timeout=_MAINTENANCE_SECONDS)
                     await conn.execute(SCHEMA_MIGRATIONS_TABLE["postgres"])
                     current = await conn.fetchval("SELECT COALESCE(MAX(version), 0) FROM schema_migrations")
                     todo = missing_migrations(self.migrations, int(current))
@@ -171,7 +176,7 @@ class PostgresStorage(Storage):
                         return
                     migration = todo[0]
                     for statement in migration.statements:
-                        await conn.execute(statement)
+                        await conn.execute(statement, timeout=_MAINTENANCE_SECONDS)
                     await conn.execute(
                         "INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)",
                         migration.version,
@@ -478,12 +483,19 @@ class PostgresStorage(Storage):
         }
         counts: dict[str, int] = {}
         async with self._transaction() as conn:
+            await _allow_long_statements(conn)
             for table, (sql, before) in statements.items():
-                counts[table] = _row_count(await conn.execute(sql, before))
+                counts[table] = _row_count(await conn.execute(sql, before, timeout=_MAINTENANCE_SECONDS))
         return counts
 
 
 _OUTBOX_COLUMNS = "seq, event_id, event, attempts, next_attempt_at, status, error"
+
+
+async def _allow_long_statements(conn: asyncpg.Connection) -> None:
+    """Lift storage.queryTimeout for the rest of this transaction (maintenance work, not a request's)."""
+    bound = int(_MAINTENANCE_SECONDS * 1000)
+    await conn.execute(f"SET LOCAL statement_timeout = {bound}; SET LOCAL lock_timeout = {bound}")
 
 
 async def _take_seqs(conn: asyncpg.Connection, table: str, count: int) -> list[int]:

@@ -14,15 +14,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from ..events import IOEvent, now_ms
-from .base import (
-    Completion,
-    ContactMembers,
-    IncomingContext,
-    OutboxRow,
-    OutboxStatus,
-    SentMark,
-    Storage,
-)
+from .base import Completion, ContactMembers, IncomingContext, OutboxRow, OutboxStatus, SentMark, Storage
 from .common import (
     ERROR_FOR_ROW,
     INBOX_DONE_STATUSES,
