@@ -4,9 +4,9 @@
 
 Uses the server's own SQLite schema (every migration) and a realistic stored event. Prints:
 
-1. One event per transaction: the transaction run inline (as the server now does for small
-   transactions on the event loop's thread) against the same transaction handed to a thread
-   and back (as every transaction did before).
+1. One event per transaction: the transaction run inline on the event loop's thread (as the
+   server once did for small transactions, until a stalled disk was seen to freeze the loop)
+   against the same transaction handed to a thread and back (as every transaction is now).
 2. Fifty events per transaction (a busy webhook's group commit), with keys that arrive in
    random order as Meta's do (message ids, user ids): CPU per event and WAL written per commit,
    for the schema as shipped, with the per-user index it had before migration 4, and without

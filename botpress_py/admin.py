@@ -20,6 +20,7 @@ from .failed_events import (
     EventNotRetryable,
 )
 from .jsonfiles import ConfigFileError
+from .storage import StorageUnavailable
 
 if TYPE_CHECKING:
     from .failed_events import FailedEvents
@@ -87,7 +88,12 @@ class AdminApi:
         bot_id = request.match_info["botId"]
         if not valid_bot_id(bot_id):
             raise json_error(web.HTTPBadRequest, "invalid bot id", hint=BOT_ID_HINT)
-        counts = await self.registry.erase_user(bot_id, request.match_info["channel"], request.match_info["userId"])
+        try:
+            counts = await self.registry.erase_user(bot_id, request.match_info["channel"],
+                                                    request.match_info["userId"])
+        except StorageUnavailable as exc:
+            raise json_error(web.HTTPServiceUnavailable, "storage unavailable: the erase did not finish, run it again",
+                             reason=str(exc)) from None
         return web.json_response({"botId": bot_id, "erased": counts})
 
     # -- failed events ----------------------------------------------------------------------------

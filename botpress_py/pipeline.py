@@ -51,6 +51,8 @@ from .storage import (
     SentMark,
     Storage,
 )
+from .storage.base import StorageUnavailable
+from .storage.bounded import await_commit
 from .storage.common import describe_error
 
 log = logging.getLogger(__name__)
@@ -69,6 +71,10 @@ MAX_QUEUED_INCOMING = 2_000
 # than RESUME_BELOW (so a backlog of a million events never sits in memory at once).
 RESUME_BATCH = 500
 RESUME_BELOW = MAX_QUEUED_INCOMING // 2
+# How long bot.receive waits for the inbox commit by default (storage.ackTimeout); and how many
+# received events may wait for a commit before new ones are refused at once (a stalled storage).
+DEFAULT_ACK_TIMEOUT = 5.0
+MAX_UNSTORED_INCOMING = 10_000
 
 _FAILED_INCOMING = labelled("bp_events_failed_total", direction="incoming")
 _FAILED_OUTGOING = labelled("bp_events_failed_total", direction="outgoing")
@@ -99,6 +105,8 @@ class EventPipeline(IncomingProcessing):
         self.middleware_in = self._middleware("incoming")
         self.middleware_out = self._middleware("outgoing")
         self._accepting = True
+        self.ack_timeout = DEFAULT_ACK_TIMEOUT  # storage.ackTimeout
+        self._unstored = 0  # received events whose inbox commit is not done yet
         # Incoming events in memory (queued or being processed), in all and per bot.
         self._held = 0
         self._held_by_bot: dict[str, int] = {}
@@ -126,7 +134,20 @@ class EventPipeline(IncomingProcessing):
             raise RuntimeError("the server is shutting down; the channel should answer 503 so it redelivers")
         if not events:
             return []
-        flags = await self.inbox.add(events)
+        if self._unstored >= MAX_UNSTORED_INCOMING:
+            # Storage stalled and webhooks keep coming: answer at once instead of piling events up in memory.
+            raise StorageUnavailable(f"storage is not keeping up: {self._unstored} received events wait for their "
+                                     "commit; answer 503 so the platform redelivers later")
+        # The commit and what follows it run as their own task: if the caller stops waiting (the bound, or
+        # a client that went away), events committed later are still processed.
+        return await await_commit(asyncio.ensure_future(self._store(events)), self.ack_timeout)
+
+    async def _store(self, events: list[IOEvent]) -> list[IOEvent]:
+        self._unstored += len(events)
+        try:
+            flags = await self.inbox.add(events)
+        finally:
+            self._unstored -= len(events)
         accepted = [event for event, new in zip(events, flags, strict=True) if new is True]
         failed = [event for event, new in zip(events, flags, strict=True) if new == STORED_AS_FAILED]
         self.metrics.inc("bp_events_received_total", len(accepted))

@@ -25,6 +25,7 @@ from .hookspecs import hookimpl
 from .jsonfiles import ConfigFileError, load_json_file, validate_instance
 from .logthrottle import LogThrottle
 from .routing import ModuleRouter
+from .storage.base import StorageUnavailable
 
 __all__ = [
     "CARD_ACTIONS",
@@ -42,6 +43,7 @@ __all__ = [
     "ModuleRouter",
     "ModuleState",
     "ServerContext",
+    "StorageUnavailable",
     "UserStore",
     "hookimpl",
     "load_json_file",

@@ -41,7 +41,7 @@ from .pipeline import EventPipeline
 from .routing import ModuleRouter
 from .site import ModuleAssets, SitePages
 from .state import StorageKeyValue, StorageUserStore
-from .storage import Storage, open_storage
+from .storage import Storage, StorageKeyError, StorageUnavailable, open_storage
 from .watcher import DataWatcher
 
 log = logging.getLogger(__name__)
@@ -123,8 +123,13 @@ class BotpressServer:
         for module in self.loader.modules.values():
             self.resolver.prepare(module)
 
+        storage_config = self.config.data.get("storage", {})
         try:
-            self.storage = open_storage(self.data_dir, self.env)
+            self.storage = open_storage(self.data_dir, self.env,
+                                        query_timeout=parse_duration(storage_config.get("queryTimeout", "30s")))
+        except StorageKeyError as exc:
+            raise StartupError([ConfigProblem(exc.where, "", str(exc), "masked events are encrypted with this key "
+                                              "(docs/storage.md, encryption at rest)")]) from None
         except ValueError as exc:
             raise StartupError([ConfigProblem("env DATABASE_URL", "", str(exc))]) from None
         try:
@@ -135,7 +140,7 @@ class BotpressServer:
             await storage.close()
             raise StartupError([ConfigProblem(f"{storage.kind} storage", "",
                                               f"cannot open: {type(exc).__name__}: {exc}",
-                                              "check DATABASE_URL and that the database is running")]) from None
+                                              storage.open_failure_hint())]) from None
         storage = self.storage
         self.registry = BotRegistry(data_dir=self.data_dir, loader=self.loader, resolver=self.resolver,
                                     external_url=self.external_url,
@@ -143,6 +148,7 @@ class BotpressServer:
                                     users=lambda bot_id: StorageUserStore(storage, bot_id))
         self.pipeline = EventPipeline(storage, self.registry, self.loader, self.metrics,
                                       RetryPolicy.from_config(self.config.data.get("storage", {})))
+        self.pipeline.ack_timeout = parse_duration(storage_config.get("ackTimeout", "5s"))
         self.registry.pipeline = self.pipeline
         self._register_gauges()
 
@@ -351,7 +357,12 @@ class BotpressServer:
             raise json_error(web.HTTPNotFound, f"no route {request.method} {tail} in module {module}")
         if params:
             request.match_info.update(params)
-        return await handler(request)
+        try:
+            return await handler(request)
+        except StorageUnavailable as exc:
+            # A module route that needed storage while it was stalled: "retry later", not a crash.
+            raise json_error(web.HTTPServiceUnavailable, "storage unavailable, try again later",
+                             reason=str(exc)) from None
 
     async def _bot_router(self, bot_id: str, module: str) -> ModuleRouter:
         assert self.registry

@@ -20,6 +20,7 @@ CONFIG_FILE = "botpress.config.json"
 SCHEMA_FILE = "botpress.config.schema.json"
 
 _DURATION = r"^[0-9]+(ms|s|m|h|d)$"
+_POSITIVE_DURATION = r"^0*[1-9][0-9]*(ms|s|m|h|d)$"
 
 SERVER_CONFIG_SCHEMA: dict[str, Any] = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
@@ -150,6 +151,13 @@ SERVER_CONFIG_SCHEMA: dict[str, Any] = {
                                                    "one (at most 5 minutes), with +-20% jitter."},
                     },
                 },
+                "ackTimeout": {"type": "string", "pattern": _POSITIVE_DURATION, "default": "5s",
+                               "description": "How long a channel's bot.receive waits for its events to be "
+                                              "committed; past it, it raises StorageUnavailable and the channel "
+                                              "answers 503 (the platform redelivers)."},
+                "queryTimeout": {"type": "string", "pattern": _POSITIVE_DURATION, "default": "30s",
+                                 "description": "How long one storage operation may wait for a lock, a connection "
+                                                "or the database before it fails with StorageUnavailable."},
             },
         },
         "watch": {

@@ -3,6 +3,11 @@
 Rules every backend follows:
 - ``open()`` connects and applies versioned migrations (idempotent, from an empty database).
 - No call blocks the event loop: SQLite runs on dedicated writer/reader threads, PostgreSQL on asyncpg.
+- A storage that cannot answer now (a lock held elsewhere past the query timeout, the database
+  unreachable, read-only or full, the disk failing) raises ``StorageUnavailable`` with the cause
+  and the fix; other exceptions are bugs or bad values.
+- Events flagged ``mask`` are encrypted in their inbox and outbox rows (``crypto.py``) and
+  decrypted when read back; what replaces them once processed is the masked copy, in clear.
 - Each method that takes a list writes it in ONE transaction (group commit happens above,
   in ``GroupCommitInbox``, which merges concurrent ``inbox_add`` calls into one call here).
 - Events are stored as their ``IOEvent.to_dict()`` JSON, so new IOEvent fields need no migration.
@@ -16,11 +21,22 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from ..events import IOEvent
+from .crypto import EventCipher
 
 OutboxStatus = Literal["pending", "sent", "failed", "dropped", "discarded"]
 Direction = Literal["incoming", "outgoing"]
 # (contact id or None, every (bot, channel, user id) linked to it)
 ContactMembers = tuple[str | None, list[tuple[str, str, str]]]
+
+
+class StorageUnavailable(Exception):
+    """Storage cannot take or give data now; the message says why and what to check.
+
+    Raised by ``bot.receive`` when a channel's events could not be stored within
+    ``storage.ackTimeout`` (or storage refused them): the channel answers 503 (or its platform's
+    equivalent) so that the platform redelivers. If the commit lands later after all, the events
+    are processed as usual and the redelivery is recognised as a duplicate.
+    """
 
 
 @dataclass(slots=True)
@@ -96,6 +112,11 @@ class Storage(ABC):
     """Durable state of the server: inbox, outbox, users, conversations, messages, key-value."""
 
     kind: str = "abstract"
+    cipher: EventCipher  # encrypts masked events at rest (crypto.py)
+
+    def open_failure_hint(self) -> str:
+        """What to check when ``open()`` failed, for this backend (shown by the start error)."""
+        return "check the storage settings"
 
     @abstractmethod
     async def open(self) -> None:

@@ -8,7 +8,8 @@ import uuid
 from collections.abc import Iterator, Sequence
 from typing import Any, TypeVar
 
-from ..events import IOEvent, new_event_id, now_ms
+from ..events import IOEvent, masked_copy, new_event_id, now_ms
+from .crypto import EventCipher, UnreadableStoredValue, is_encrypted
 
 # What processing an incoming event can end in (bot logic ran); ``failed`` and ``discarded``
 # are set by their own calls (the pipeline gave up on the event; an operator discarded it).
@@ -41,6 +42,65 @@ def event_json(event: IOEvent) -> str:
 
 def event_from_json(text: str) -> IOEvent:
     return IOEvent.from_dict(json.loads(text))
+
+
+def stored_event(event: IOEvent, cipher: EventCipher, text: str | None = None) -> str:
+    """An event as its new inbox or outbox row holds it: encrypted when flagged ``mask``.
+
+    ``text``: the event's ``event_json`` when the caller already has it (replies are encoded once,
+    when they are sent, to check that they are JSON)."""
+    if text is None:
+        text = event_json(event)
+    return cipher.encrypt(text) if event.flags.get("mask") else text
+
+
+def event_from_stored(text: str, cipher: EventCipher) -> IOEvent:
+    """The event of an inbox or outbox row; raises UnreadableStoredValue when its key is not ours."""
+    return event_from_json(cipher.decrypt(text) if is_encrypted(text) else text)
+
+
+def stored_error(error: str | None, cipher: EventCipher) -> tuple[str | None, str | None]:
+    """(clear, encrypted) forms of an error reason; a row whose event is encrypted keeps the latter.
+
+    Error reasons may quote the message (an exception raised on its text), so a masked event's
+    error is kept encrypted like the event. Which form a row gets is decided in SQL, from its
+    ``event`` column: callers that record an error do not have to know whether it was masked.
+    """
+    error = plain_error(error)
+    return error, None if error is None else cipher.encrypt(error)
+
+
+def error_from_stored(error: str | None, cipher: EventCipher) -> str | None:
+    if not is_encrypted(error):
+        return error
+    try:
+        return cipher.decrypt(error)  # type: ignore[arg-type]
+    except UnreadableStoredValue as exc:
+        return f"(the error of a masked event, unreadable: {exc})"
+
+
+# The SQL that picks the error form for a row, given (clear, encrypted) as parameters.
+ERROR_FOR_ROW = "CASE WHEN event LIKE 'enc1:%' THEN {encrypted} ELSE {clear} END"
+
+
+def readable_rows(rows: Sequence[tuple[Any, str, T]], cipher: EventCipher,
+                  ) -> tuple[list[tuple[IOEvent, T]], list[tuple[str, str]]]:
+    """Rows of (event id, stored event, extra) split into (event, extra) pairs that decrypt and
+    (event id, reason) of those that do not (stored with another key: those must fail, clearly)."""
+    good: list[tuple[IOEvent, T]] = []
+    bad: list[tuple[str, str]] = []
+    for event_id, text, extra in rows:
+        try:
+            good.append((event_from_stored(text, cipher), extra))
+        except UnreadableStoredValue as exc:
+            bad.append((str(event_id), f"cannot read this masked event: {exc}"))
+    return good, bad
+
+
+def history_form(event: IOEvent) -> IOEvent:
+    """What message history may hold of an event: never the text of one flagged ``mask`` (masking is
+    idempotent, so the masked copy the pipeline records stays as it is)."""
+    return masked_copy(event) if event.flags.get("mask") else event
 
 
 def plain_text(text: str) -> str:
@@ -98,6 +158,7 @@ def split_by_sizes(items: Sequence[T], sizes: Sequence[int]) -> list[list[T]]:
 
 def message_params(event: IOEvent, channel_message_id: str | None) -> tuple[Any, ...]:
     """Parameters of a ``messages`` row, in the column order both backends insert them."""
+    event = history_form(event)
     return (event.id, event.botId, event.channel, event.threadId, event.target, event.direction, event.type,
             event_json(event), plain_text(event.preview), channel_message_id, event.createdOn)
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import logging
+import os
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -10,28 +12,51 @@ from typing import Any
 import asyncpg
 
 from ..events import IOEvent, now_ms
-from .base import Completion, ContactMembers, OutboxRow, OutboxStatus, PendingEvent, SentMark, Storage
+from .base import (
+    Completion,
+    ContactMembers,
+    OutboxRow,
+    OutboxStatus,
+    PendingEvent,
+    SentMark,
+    Storage,
+    StorageUnavailable,
+)
 from .common import (
+    ERROR_FOR_ROW,
     INBOX_DONE_STATUSES,
     OUTBOX_STATUSES,
-    event_from_json,
+    error_from_stored,
+    event_from_stored,
     event_json,
     first_occurrences,
     history_query,
     message_params,
     new_contact_id,
     outgoing_encodings,
-    plain_error,
+    readable_rows,
     require_status,
     split_by_sizes,
+    stored_error,
+    stored_event,
     to_json,
 )
 from .conversation_list import PostgresConversationList
+from .crypto import EventCipher
+from .errors import POSTGRES_NOT_NOW, postgres_unavailable
 from .migrations import POSTGRES_MIGRATIONS, SCHEMA_MIGRATIONS_TABLE, Migration, missing_migrations
 from .postgres_failed import PostgresFailedEvents
 
+log = logging.getLogger("botpress_py.storage")
+
 # Any constant works: it only has to be the same for every botpress-py migrating this database.
 _MIGRATION_LOCK = 0x62707079  # "bpy"
+# The tables an erase deletes from, vacuumed after it; and how long that VACUUM may take.
+_ERASED_TABLES = ("users", "conversations", "messages", "inbox", "outbox", "contacts")
+_ERASE_VACUUM_SECONDS = 30.0
+# Migrations and the purge may rightly take long on a big database (an index build, a day of rows):
+# they are not bounded by storage.queryTimeout, only by this.
+_MAINTENANCE_SECONDS = 3600.0
 
 
 class PostgresStorage(PostgresFailedEvents, PostgresConversationList, Storage):
@@ -40,6 +65,11 @@ class PostgresStorage(PostgresFailedEvents, PostgresConversationList, Storage):
     Seq numbers come from sequences, which hand them out before commit: under concurrent
     writers a smaller seq can become visible after a larger one. ``after_seq`` is therefore
     for paging through what is stored (e.g. replay at start), not for tailing live inserts.
+
+    No call waits forever for the database: taking a pooled connection (or making one), a lock
+    and a statement each give up after ``query_timeout`` seconds (pool acquire timeout, server
+    ``lock_timeout`` and ``statement_timeout``, and the driver's command timeout for a server
+    that stopped answering), with StorageUnavailable naming the cause.
     """
 
     kind = "postgres"
@@ -52,26 +82,40 @@ class PostgresStorage(PostgresFailedEvents, PostgresConversationList, Storage):
         *,
         clock: Callable[[], int] = now_ms,
         max_connections: int = 5,
+        cipher: EventCipher | None = None,
+        query_timeout: float = 30.0,
     ) -> None:
         self._dsn = dsn  # may hold a password: never put it in a message or a repr
         self.schema = schema or None
         self._clock = clock
         self._max_connections = max_connections
+        # See SQLiteStorage: without a key, masked events are encrypted with one for this process only.
+        self.cipher = cipher or EventCipher(os.urandom(32), "a key generated for this process only")
+        self.query_timeout = query_timeout
         self._pool: asyncpg.Pool | None = None
 
     def __repr__(self) -> str:
         return f"<PostgresStorage schema={self.schema or 'default'}>"
 
+    def open_failure_hint(self) -> str:
+        return ("check DATABASE_URL (host, port, database, user and password), that PostgreSQL is running and "
+                "reachable from this machine, and that its role may connect and create and write tables"
+                + (f" in schema {self.schema!r} (BP_DATABASE_SCHEMA)" if self.schema else ""))
+
     # -- connection and transactions -------------------------------------------------------
     async def open(self) -> None:
         if self._pool is not None:
             return
-        server_settings: dict[str, str] = {}
+        bound_ms = str(max(1, int(self.query_timeout * 1000)))
+        # The server gives up on a lock or a statement by itself; the driver's command timeout (a
+        # little longer) covers a server that stopped answering at all.
+        server_settings: dict[str, str] = {"lock_timeout": bound_ms, "statement_timeout": bound_ms}
         if self.schema:
             await self._create_schema()
             server_settings["search_path"] = quote_ident(self.schema)
         pool = await asyncpg.create_pool(
-            self._dsn, min_size=1, max_size=self._max_connections, server_settings=server_settings
+            self._dsn, min_size=1, max_size=self._max_connections, server_settings=server_settings,
+            timeout=self.query_timeout, command_timeout=self.query_timeout + 1,
         )
         try:
             self._pool = pool
@@ -82,7 +126,7 @@ class PostgresStorage(PostgresFailedEvents, PostgresConversationList, Storage):
             raise
 
     async def _create_schema(self) -> None:
-        conn = await asyncpg.connect(self._dsn)
+        conn = await asyncpg.connect(self._dsn, timeout=self.query_timeout, command_timeout=self.query_timeout)
         try:
             # Two servers starting together may both try: the loser's duplicate is fine.
             try:
@@ -103,20 +147,41 @@ class PostgresStorage(PostgresFailedEvents, PostgresConversationList, Storage):
         return self._pool
 
     @asynccontextmanager
+    async def _connection(self) -> AsyncIterator[asyncpg.Connection]:
+        """A pooled connection, waited for at most ``query_timeout``; "not now" errors become StorageUnavailable."""
+        pool = self._get_pool()
+        try:
+            async with pool.acquire(timeout=self.query_timeout) as conn:
+                yield conn
+        except POSTGRES_NOT_NOW as exc:
+            raise postgres_unavailable(exc, self.query_timeout) from exc
+
+    @asynccontextmanager
     async def _transaction(self) -> AsyncIterator[asyncpg.Connection]:
-        async with self._get_pool().acquire() as conn, conn.transaction():
+        async with self._connection() as conn, conn.transaction():
             yield conn
 
     async def _fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
-        return await self._get_pool().fetch(sql, *args)
+        async with self._connection() as conn:
+            return await conn.fetch(sql, *args)
+
+    async def _fetchval(self, sql: str, *args: Any) -> Any:
+        async with self._connection() as conn:
+            return await conn.fetchval(sql, *args)
+
+    async def _execute(self, sql: str, *args: Any) -> str:
+        async with self._connection() as conn:
+            return await conn.execute(sql, *args)
 
     async def _migrate(self) -> None:
-        async with self._get_pool().acquire() as conn:
+        async with self._connection() as conn:
             while True:
                 async with conn.transaction():
+                    await _allow_long_statements(conn)
                     # The advisory lock (released at commit) serialises servers migrating the same
                     # database; reading the version after taking it sees their work.
-                    await conn.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
+                    await conn.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK,
+                                       timeout=_MAINTENANCE_SECONDS)
                     await conn.execute(SCHEMA_MIGRATIONS_TABLE["postgres"])
                     current = await conn.fetchval("SELECT COALESCE(MAX(version), 0) FROM schema_migrations")
                     todo = missing_migrations(self.migrations, int(current))
@@ -124,7 +189,7 @@ class PostgresStorage(PostgresFailedEvents, PostgresConversationList, Storage):
                         return
                     migration = todo[0]
                     for statement in migration.statements:
-                        await conn.execute(statement)
+                        await conn.execute(statement, timeout=_MAINTENANCE_SECONDS)
                     await conn.execute(
                         "INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)",
                         migration.version,
@@ -132,11 +197,11 @@ class PostgresStorage(PostgresFailedEvents, PostgresConversationList, Storage):
                     )
 
     async def schema_version(self) -> int:
-        return int(await self._get_pool().fetchval("SELECT COALESCE(MAX(version), 0) FROM schema_migrations"))
+        return int(await self._fetchval("SELECT COALESCE(MAX(version), 0) FROM schema_migrations"))
 
     # -- key-value ----------------------------------------------------------------------------
     async def kv_get(self, namespace: str, key: str) -> Any | None:
-        text = await self._get_pool().fetchval("SELECT value FROM kv WHERE namespace = $1 AND key = $2", namespace, key)
+        text = await self._fetchval("SELECT value FROM kv WHERE namespace = $1 AND key = $2", namespace, key)
         return None if text is None else json.loads(text)
 
     async def kv_set_many(self, namespace: str, items: dict[str, Any]) -> None:
@@ -145,14 +210,15 @@ class PostgresStorage(PostgresFailedEvents, PostgresConversationList, Storage):
         now = self._clock()
         rows = [(namespace, key, to_json(value), now) for key, value in items.items()]
         # executemany runs in one transaction: all keys or none.
-        await self._get_pool().executemany(
-            "INSERT INTO kv (namespace, key, value, updated_at) VALUES ($1, $2, $3, $4) "
-            "ON CONFLICT (namespace, key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
-            rows,
-        )
+        async with self._connection() as conn:
+            await conn.executemany(
+                "INSERT INTO kv (namespace, key, value, updated_at) VALUES ($1, $2, $3, $4) "
+                "ON CONFLICT (namespace, key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+                rows,
+            )
 
     async def kv_delete(self, namespace: str, key: str) -> None:
-        await self._get_pool().execute("DELETE FROM kv WHERE namespace = $1 AND key = $2", namespace, key)
+        await self._execute("DELETE FROM kv WHERE namespace = $1 AND key = $2", namespace, key)
 
     # -- inbox ----------------------------------------------------------------------------------
     async def inbox_add(self, events: list[IOEvent]) -> list[bool]:
@@ -176,7 +242,7 @@ class PostgresStorage(PostgresFailedEvents, PostgresConversationList, Storage):
                 [e.threadId for e in fresh],
                 [e.target for e in fresh],
                 [e.dedupeKey for e in fresh],
-                [event_json(e) for e in fresh],
+                [stored_event(e, self.cipher) for e in fresh],
                 self._clock(),
             )
         inserted = {row["event_id"] for row in rows}
@@ -186,15 +252,19 @@ class PostgresStorage(PostgresFailedEvents, PostgresConversationList, Storage):
                                  bot_id: str | None = None) -> list[PendingEvent]:
         if bot_id is None:
             rows = await self._fetch(
-                "SELECT seq, event, attempts FROM inbox WHERE status = 'pending' AND seq > $1 ORDER BY seq LIMIT $2",
+                "SELECT event_id, event, seq, attempts FROM inbox WHERE status = 'pending' AND seq > $1"
+                " ORDER BY seq LIMIT $2",
                 after_seq,
                 limit,
             )
         else:
             rows = await self._fetch(
-                "SELECT seq, event, attempts FROM inbox WHERE status = 'pending' AND bot_id = $1 AND seq > $2"
-                " ORDER BY seq LIMIT $3", bot_id, after_seq, limit)
-        return [PendingEvent(int(row["seq"]), event_from_json(row["event"]), int(row["attempts"])) for row in rows]
+                "SELECT event_id, event, seq, attempts FROM inbox WHERE status = 'pending' AND bot_id = $1"
+                " AND seq > $2 ORDER BY seq LIMIT $3", bot_id, after_seq, limit)
+        events, unreadable = readable_rows([(row["event_id"], row["event"], (row["seq"], row["attempts"]))
+                                            for row in rows], self.cipher)
+        await self._fail_unreadable("inbox", unreadable)
+        return [PendingEvent(int(seq), event, int(attempts)) for event, (seq, attempts) in events]
 
     async def inbox_pending_counts(self) -> dict[str, int]:
         rows = await self._fetch("SELECT bot_id, COUNT(*) AS n FROM inbox WHERE status = 'pending' GROUP BY bot_id")
@@ -205,7 +275,7 @@ class PostgresStorage(PostgresFailedEvents, PostgresConversationList, Storage):
         if not event_ids:
             return
         async with self._transaction() as conn:
-            await _mark_inbox(conn, list(event_ids), status, error, self._clock())
+            await _mark_inbox(conn, list(event_ids), status, stored_error(error, self.cipher), self._clock())
 
     async def inbox_complete(self, completions: list[Completion]) -> list[list[int]]:
         for completion in completions:
@@ -215,13 +285,14 @@ class PostgresStorage(PostgresFailedEvents, PostgresConversationList, Storage):
         now = self._clock()
         async with self._transaction() as conn:
             for completion in completions:
-                await _mark_inbox(conn, [completion.event_id], completion.status, completion.error, now)
+                await _mark_inbox(conn, [completion.event_id], completion.status,
+                                  stored_error(completion.error, self.cipher), now)
                 if completion.redacted is not None:
                     await conn.execute("UPDATE inbox SET event = $2 WHERE event_id = $1",
                                        completion.event_id, event_json(completion.redacted))
                 if completion.message is not None:
                     await _record_message(conn, completion.message, None)
-            seqs = await _insert_outbox(conn, [e for c in completions for e in c.outgoing], now,
+            seqs = await _insert_outbox(conn, [e for c in completions for e in c.outgoing], now, self.cipher,
                                         outgoing_encodings(completions))
         return split_by_sizes(seqs, [len(c.outgoing) for c in completions])
 
@@ -230,7 +301,7 @@ class PostgresStorage(PostgresFailedEvents, PostgresConversationList, Storage):
         if not events:
             return []
         async with self._transaction() as conn:
-            return await _insert_outbox(conn, events, self._clock(), encoded)
+            return await _insert_outbox(conn, events, self._clock(), self.cipher, encoded)
 
     async def outbox_pending(self, limit: int = 1000, after_seq: int = 0) -> list[OutboxRow]:
         rows = await self._fetch(
@@ -238,7 +309,9 @@ class PostgresStorage(PostgresFailedEvents, PostgresConversationList, Storage):
             after_seq,
             limit,
         )
-        return [_outbox_row(row) for row in rows]
+        good, unreadable = readable_rows([(row["event_id"], row["event"], row) for row in rows], self.cipher)
+        await self._fail_unreadable("outbox", unreadable)
+        return [_outbox_row(event, row, self.cipher) for event, row in good]
 
     async def outbox_update(
         self,
@@ -251,21 +324,26 @@ class PostgresStorage(PostgresFailedEvents, PostgresConversationList, Storage):
         channel_message_id: str | None = None,
     ) -> None:
         require_status(status, OUTBOX_STATUSES, "outbox")
-        await self._get_pool().execute(
-            "UPDATE outbox SET status = $2, attempts = $3, next_attempt_at = $4, error = $5,"
-            " channel_message_id = COALESCE($6, channel_message_id), updated_at = $7 WHERE event_id = $1",
+        clear, encrypted = stored_error(error, self.cipher)
+        await self._execute(
+            "UPDATE outbox SET status = $2, attempts = $3, next_attempt_at = $4, error = "
+            + ERROR_FOR_ROW.format(encrypted="$8::text", clear="$5::text")
+            + ", channel_message_id = COALESCE($6, channel_message_id), updated_at = $7 WHERE event_id = $1",
             event_id,
             status,
             attempts,
             next_attempt_at,
-            plain_error(error),
+            clear,
             channel_message_id,
             self._clock(),
+            encrypted,
         )
 
     async def outbox_get(self, event_id: str) -> OutboxRow | None:
         rows = await self._fetch(f"SELECT {_OUTBOX_COLUMNS} FROM outbox WHERE event_id = $1", event_id)
-        return _outbox_row(rows[0]) if rows else None
+        if not rows:
+            return None
+        return _outbox_row(event_from_stored(rows[0]["event"], self.cipher), rows[0], self.cipher)
 
     async def outbox_sent_many(self, marks: list[SentMark]) -> list[None]:
         if not marks:
@@ -284,7 +362,7 @@ class PostgresStorage(PostgresFailedEvents, PostgresConversationList, Storage):
         return [None] * len(marks)
 
     async def outbox_redact(self, event: IOEvent) -> None:
-        await self._get_pool().execute("UPDATE outbox SET event = $2 WHERE event_id = $1", event.id, event_json(event))
+        await self._execute("UPDATE outbox SET event = $2 WHERE event_id = $1", event.id, event_json(event))
 
     async def conversation_last_event(self, bot_id: str, channel: str, thread_id: str | None,
                                       user_id: str) -> int | None:
@@ -328,7 +406,7 @@ class PostgresStorage(PostgresFailedEvents, PostgresConversationList, Storage):
     # -- users, conversations, messages ---------------------------------------------------------
     async def user_upsert(self, bot_id: str, channel: str, user_id: str, profile: dict[str, Any] | None) -> None:
         now = self._clock()
-        await self._get_pool().execute(
+        await self._execute(
             "INSERT INTO users (bot_id, channel, user_id, profile, created_at, updated_at)"
             " VALUES ($1, $2, $3, $4, $5, $5) ON CONFLICT (bot_id, channel, user_id) DO UPDATE SET"
             " profile = COALESCE(excluded.profile, users.profile), updated_at = excluded.updated_at",
@@ -383,7 +461,33 @@ class PostgresStorage(PostgresFailedEvents, PostgresConversationList, Storage):
                     user_id,
                 )
                 counts[table] = _row_count(status)
+        await self._vacuum_after_erase()
         return counts
+
+    async def _vacuum_after_erase(self) -> None:
+        """VACUUM the tables an erase deleted from (outside a transaction: VACUUM refuses to run in one).
+
+        Deleted rows stay in the table files until VACUUM; after it their space is free for reuse,
+        but PostgreSQL does not zero it, and its WAL and backups keep them longer (docs/storage.md).
+        """
+        try:
+            async with self._connection() as conn:
+                await conn.execute(f"SET statement_timeout = {int(_ERASE_VACUUM_SECONDS * 1000)}")
+                await conn.execute("VACUUM " + ", ".join(_ERASED_TABLES), timeout=_ERASE_VACUUM_SECONDS + 1)
+        except (StorageUnavailable, asyncpg.PostgresError) as exc:
+            # The erase itself is committed; autovacuum gets to the tables later.
+            log.warning("VACUUM after a user erase did not finish (%s); autovacuum will reclaim the rows later", exc)
+
+    async def _fail_unreadable(self, table: str, unreadable: list[tuple[str, str]]) -> None:
+        """See SQLiteStorage._fail_unreadable: rows written with another storage key fail, with the reason."""
+        if not unreadable:
+            return
+        log.error("%d stored %s event(s) cannot be decrypted and are marked failed: %s", len(unreadable), table,
+                  unreadable[0][1])
+        status, at = ("failed", "processed_at") if table == "inbox" else ("failed", "updated_at")
+        async with self._transaction() as conn:
+            await conn.executemany(f"UPDATE {table} SET status = '{status}', error = $2, {at} = $3 WHERE event_id = $1",
+                                   [(event_id, reason, self._clock()) for event_id, reason in unreadable])
 
     async def purge(self, *, processed_before: int, messages_before: int,
                     failed_before: int | None = None) -> dict[str, int]:
@@ -401,12 +505,19 @@ class PostgresStorage(PostgresFailedEvents, PostgresConversationList, Storage):
         ]
         counts: dict[str, int] = {"inbox": 0, "outbox": 0, "messages": 0}
         async with self._transaction() as conn:
+            await _allow_long_statements(conn)
             for table, sql, before in statements:
-                counts[table] += _row_count(await conn.execute(sql, before))
+                counts[table] += _row_count(await conn.execute(sql, before, timeout=_MAINTENANCE_SECONDS))
         return counts
 
 
-_OUTBOX_COLUMNS = "seq, event, attempts, next_attempt_at, status, error"
+_OUTBOX_COLUMNS = "seq, event_id, event, attempts, next_attempt_at, status, error"
+
+
+async def _allow_long_statements(conn: asyncpg.Connection) -> None:
+    """Lift storage.queryTimeout for the rest of this transaction (maintenance work, not a request's)."""
+    bound = int(_MAINTENANCE_SECONDS * 1000)
+    await conn.execute(f"SET LOCAL statement_timeout = {bound}; SET LOCAL lock_timeout = {bound}")
 
 
 async def _take_seqs(conn: asyncpg.Connection, table: str, count: int) -> list[int]:
@@ -423,14 +534,14 @@ async def _take_seqs(conn: asyncpg.Connection, table: str, count: int) -> list[i
     return sorted(int(row["seq"]) for row in rows)
 
 
-def _outbox_row(row: asyncpg.Record) -> OutboxRow:
+def _outbox_row(event: IOEvent, row: asyncpg.Record, cipher: EventCipher) -> OutboxRow:
     return OutboxRow(
         seq=int(row["seq"]),
-        event=event_from_json(row["event"]),
+        event=event,
         attempts=int(row["attempts"]),
         next_attempt_at=int(row["next_attempt_at"]),
         status=row["status"],
-        error=row["error"],
+        error=error_from_stored(row["error"], cipher),
     )
 
 
@@ -446,18 +557,21 @@ def quote_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-async def _mark_inbox(conn: asyncpg.Connection, event_ids: list[str], status: str, error: str | None,
-                      now: int) -> None:
+async def _mark_inbox(conn: asyncpg.Connection, event_ids: list[str], status: str,
+                      errors: tuple[str | None, str | None], now: int) -> None:
+    clear, encrypted = errors
     await conn.execute(
-        "UPDATE inbox SET status = $2, error = $3, processed_at = $4 WHERE event_id = ANY($1::text[])",
+        "UPDATE inbox SET status = $2, error = " + ERROR_FOR_ROW.format(encrypted="$5::text", clear="$3::text")
+        + ", processed_at = $4 WHERE event_id = ANY($1::text[])",
         event_ids,
         status,
-        plain_error(error),
+        clear,
         now,
+        encrypted,
     )
 
 
-async def _insert_outbox(conn: asyncpg.Connection, events: list[IOEvent], now: int,
+async def _insert_outbox(conn: asyncpg.Connection, events: list[IOEvent], now: int, cipher: EventCipher,
                          encoded: list[str] | None = None) -> list[int]:
     if not events:
         return []
@@ -473,7 +587,7 @@ async def _insert_outbox(conn: asyncpg.Connection, events: list[IOEvent], now: i
         [e.channel for e in events],
         [e.threadId for e in events],
         [e.target for e in events],
-        texts,
+        [stored_event(e, cipher, text) for e, text in zip(events, texts, strict=True)],
         now,
     )
     return seqs
@@ -497,3 +611,4 @@ async def _record_message(conn: asyncpg.Connection, event: IOEvent, channel_mess
         event.threadId or "",
         event.createdOn,
     )
+

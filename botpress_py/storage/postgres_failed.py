@@ -13,8 +13,10 @@ from typing import TYPE_CHECKING, Any
 import asyncpg
 
 from ..events import IOEvent
-from .base import Direction, FailedEvent
-from .common import event_from_json, event_json, plain_error
+from .base import Direction, FailedEvent, StorageUnavailable
+from .common import ERROR_FOR_ROW, stored_error, stored_event
+from .crypto import EventCipher
+from .failed_rows import FAILED_COLUMNS, failed_event
 
 _TABLES: dict[str, tuple[str, str]] = {  # direction -> (table, column of when it finished)
     "incoming": ("inbox", "processed_at"),
@@ -32,6 +34,7 @@ _TRANSIENT = (
     asyncpg.ReadOnlySQLTransactionError,  # a replica, or a server in recovery
     OSError,
     TimeoutError,
+    StorageUnavailable,  # a bounded wait ran out: the database is slow or locked, not the values wrong
 )
 
 
@@ -44,8 +47,11 @@ class PostgresFailedEvents:
 
     if TYPE_CHECKING:
         _clock: Callable[[], int]
+        cipher: EventCipher
 
         def _get_pool(self) -> asyncpg.Pool: ...
+
+        async def _execute(self, sql: str, *args: Any) -> str: ...
 
         async def _fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]: ...
 
@@ -55,38 +61,39 @@ class PostgresFailedEvents:
             "INSERT INTO inbox (event_id, bot_id, channel, thread_id, user_id, dedupe_key, event, status, error,"
             " attempts, created_at, processed_at) VALUES ($1, $2, $3, $4, $5, $6, $7, 'failed', $8, 1, $9, $9)"
             " ON CONFLICT DO NOTHING RETURNING event_id",
-            event.id, event.botId, event.channel, event.threadId, event.target, event.dedupeKey, event_json(event),
-            plain_error(error), now)
+            event.id, event.botId, event.channel, event.threadId, event.target, event.dedupeKey,
+            stored_event(event, self.cipher), stored_error(error, self.cipher)[1 if event.flags.get("mask") else 0],
+            now)
         return bool(rows)
 
     async def inbox_attempt_failed(self, event_id: str, attempts: int, error: str) -> None:
-        await self._get_pool().execute(
-            "UPDATE inbox SET attempts = $2, error = $3 WHERE event_id = $1 AND status = 'pending'",
-            event_id, attempts, plain_error(error))
+        await self._execute(
+            f"UPDATE inbox SET attempts = $2, error = {_error(3)} WHERE event_id = $1 AND status = 'pending'",
+            event_id, attempts, *stored_error(error, self.cipher))
 
     async def inbox_fail(self, event_id: str, attempts: int, error: str) -> bool:
         rows = await self._fetch(
-            "UPDATE inbox SET status = 'failed', attempts = $2, error = $3, processed_at = $4"
-            " WHERE event_id = $1 AND status = 'pending' RETURNING seq", event_id, attempts, plain_error(error),
-            self._clock())
+            f"UPDATE inbox SET status = 'failed', attempts = $2, error = {_error(3)}, processed_at = $5"
+            " WHERE event_id = $1 AND status = 'pending' RETURNING seq", event_id, attempts,
+            *stored_error(error, self.cipher), self._clock())
         return bool(rows)
 
     async def inbox_fail_exhausted(self, max_attempts: int, error: str) -> dict[str, int]:
         rows = await self._fetch(
-            "WITH failed AS (UPDATE inbox SET status = 'failed', error = COALESCE(error, $2), processed_at = $3"
-            " WHERE status = 'pending' AND attempts >= $1 RETURNING bot_id)"
-            " SELECT bot_id, COUNT(*) AS n FROM failed GROUP BY bot_id", max_attempts, plain_error(error),
-            self._clock())
+            f"WITH failed AS (UPDATE inbox SET status = 'failed', error = COALESCE(error, {_error(2)}),"
+            " processed_at = $4 WHERE status = 'pending' AND attempts >= $1 RETURNING bot_id)"
+            " SELECT bot_id, COUNT(*) AS n FROM failed GROUP BY bot_id", max_attempts,
+            *stored_error(error, self.cipher), self._clock())
         return {row["bot_id"]: int(row["n"]) for row in rows}
 
     async def failed_events(self, direction: Direction, *, bot_id: str | None = None, after_seq: int = 0,
                             limit: int = 100) -> list[FailedEvent]:
         table, finished = _TABLES[direction]
         rows = await self._fetch(
-            f"SELECT seq, event, status, attempts, error, {finished} AS finished FROM {table}"
+            f"SELECT {FAILED_COLUMNS}, {finished} AS finished FROM {table}"
             " WHERE status = 'failed' AND ($1::text IS NULL OR bot_id = $1) AND seq > $2 ORDER BY seq LIMIT $3",
             bot_id, after_seq, limit)
-        return [_failed(direction, row) for row in rows]
+        return [failed_event(direction, row, self.cipher) for row in rows]
 
     async def failed_counts(self) -> dict[str, dict[str, int]]:
         counts: dict[str, dict[str, int]] = {}
@@ -111,13 +118,13 @@ class PostgresFailedEvents:
             rows = await self._fetch(
                 "UPDATE inbox SET status = 'pending', attempts = 0, error = NULL, processed_at = NULL"
                 " WHERE status = 'failed' AND event_id = ANY($1::text[])"
-                f" RETURNING seq, event, status, attempts, error, {finished} AS finished", event_ids)
+                f" RETURNING {FAILED_COLUMNS}, {finished} AS finished", event_ids)
         else:
             rows = await self._fetch(
                 "UPDATE outbox SET status = 'pending', attempts = 0, next_attempt_at = 0, error = NULL,"
                 " updated_at = $2 WHERE status = 'failed' AND event_id = ANY($1::text[])"
-                f" RETURNING seq, event, status, attempts, error, {finished} AS finished", event_ids, self._clock())
-        return sorted((_failed(direction, row) for row in rows), key=lambda failed: failed.seq)
+                f" RETURNING {FAILED_COLUMNS}, {finished} AS finished", event_ids, self._clock())
+        return sorted((failed_event(direction, row, self.cipher) for row in rows), key=lambda failed: failed.seq)
 
     async def events_discard(self, direction: Direction, event_ids: list[str]) -> list[str]:
         if not event_ids:
@@ -129,7 +136,8 @@ class PostgresFailedEvents:
         return [row["event_id"] for row in rows]
 
 
-def _failed(direction: Direction, row: asyncpg.Record) -> FailedEvent:
-    finished = row["finished"]
-    return FailedEvent(direction, int(row["seq"]), event_from_json(row["event"]), row["status"],
-                       int(row["attempts"]), row["error"], None if finished is None else int(finished))
+
+def _error(first: int) -> str:
+    """The error a row keeps, from parameters $first (clear) and $first+1 (encrypted): encrypted when the
+    row's event is (a masked event)."""
+    return ERROR_FOR_ROW.format(clear=f"${first}", encrypted=f"${first + 1}")

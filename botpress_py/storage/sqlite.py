@@ -1,17 +1,15 @@
-"""The embedded default backend: one SQLite file, driven from two dedicated threads."""
+"""The embedded default backend: one SQLite file, driven from dedicated threads (sqlite_threads.py)."""
 
 from __future__ import annotations
 
 import asyncio
-import itertools
 import json
-import queue
+import logging
+import os
 import sqlite3
-import threading
-import time
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import suppress
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -27,107 +25,64 @@ from .base import (
     Storage,
 )
 from .common import (
+    ERROR_FOR_ROW,
     INBOX_DONE_STATUSES,
     OUTBOX_STATUSES,
     chunks,
-    event_from_json,
+    error_from_stored,
+    event_from_stored,
     event_json,
     first_occurrences,
     history_query,
     message_params,
     new_contact_id,
     outgoing_encodings,
-    plain_error,
+    readable_rows,
     require_status,
     split_by_sizes,
+    stored_error,
+    stored_event,
     to_json,
 )
 from .conversation_list import SQLiteConversationList
+from .crypto import EventCipher
+from .errors import sqlite_unavailable
 from .migrations import SCHEMA_MIGRATIONS_TABLE, SQLITE_MIGRATIONS, Migration, missing_migrations
 from .sqlite_failed import SQLiteFailedEvents
+from .sqlite_threads import NORMAL, URGENT, Checkpointer, PriorityWriter, run_transaction
+
+log = logging.getLogger("botpress_py.storage")
 
 # Rows per multi-row INSERT: 100 rows of at most 9 parameters stay under the 999 bound
 # variables of older SQLite builds.
 _ROWS_PER_INSERT = 100
 _IDS_PER_STATEMENT = 500
-_BUSY_TIMEOUT_MS = 5000
-# Transactions of up to this many rows may run inline on the event loop's thread (~20 us a row):
-# bigger ones go to the writer thread, so the loop is never held for more than a few ms.
-_INLINE_MAX_ROWS = 100
+# How long a checkpoint waits for the write lock or for readers before it gives up and retries
+# later: a TRUNCATE checkpoint holds off writers (webhook commits) while it waits.
+_CHECKPOINT_BUSY_MS = 10
+# How long an erase waits for the WAL to be truncated before it returns (the retries go on after).
+_ERASE_TRUNCATE_WAIT = 10.0
 
 T = TypeVar("T")
 Db = sqlite3.Connection
 
-# Writer priorities: an inbox commit gates webhook acknowledgements, so it goes before the
-# processing writes queued behind it (those only delay replies, which are async anyway).
-URGENT, NORMAL = 0, 1
-
-
-class _PriorityWriter:
-    """One thread running submitted functions, most urgent first, then in submission order."""
-
-    def __init__(self, name: str) -> None:
-        self._queue: queue.PriorityQueue[tuple[int, int, Callable[[], Any] | None, Future[Any] | None]] = (
-            queue.PriorityQueue())
-        self._order = itertools.count()
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-        self._thread.start()
-
-    def submit(self, priority: int, fn: Callable[[], T]) -> Future[T]:
-        future: Future[T] = Future()
-        self._queue.put((priority, next(self._order), fn, future))
-        return future
-
-    def _run(self) -> None:
-        while True:
-            _, _, fn, future = self._queue.get()
-            if fn is None or future is None:
-                return
-            if not future.set_running_or_notify_cancel():
-                continue  # the caller gave up before it started: nothing was written
-            try:
-                future.set_result(fn())
-            except BaseException as exc:
-                future.set_exception(exc)
-
-    def shutdown(self) -> None:
-        """Finish what was submitted, then stop."""
-        self._queue.put((2**31, next(self._order), None, None))
-        self._thread.join()
-
-
-class _Guarded:
-    """One SQLite connection and the lock that makes its users take turns.
-
-    The loop thread runs a small statement inline when the lock is free, and hands it to the
-    connection's thread otherwise; that thread takes the lock for each job. So the loop never
-    waits for a lock, and the connection is never used by two threads at once.
-    """
-
-    def __init__(self, db: Db) -> None:
-        self.db = db
-        self.lock = threading.Lock()
-
 
 class SQLiteStorage(SQLiteFailedEvents, SQLiteConversationList, Storage):
-    """Storage in one SQLite file (WAL mode); the event loop never waits for SQLite.
+    """Storage in one SQLite file (WAL mode); the event loop's thread never runs SQLite.
 
-    Small transactions on the hot path (an inbox batch, a completion, sent marks, the reads
-    before bot logic) run inline on the event loop's thread when the writer connection is
-    free: such a transaction takes 20-50 us of SQLite, while handing it to a thread and back
-    costs 100-150 us more (and two thread wake-ups, which on a VM cost far more at low load).
-    Everything else (big batches, purges, erases, migrations), and any transaction that
-    finds the connection busy, runs on the writer thread, one function per transaction. A
-    transaction always runs to COMMIT or ROLLBACK, so a cancelled caller never leaves one
-    open. Inline never waits: the writer's ``busy_timeout`` is 0, so a transaction that finds
-    the file locked by another process falls back to the thread, which waits for it.
+    Every transaction is one function handed to the writer thread (one hand-off per transaction;
+    group commit above merges concurrent webhooks, completions and sent marks into one); every
+    read, one function handed to the reader thread, on its own connection: in WAL mode it sees
+    the last commit without waiting for the writer, so a slow read never holds up a webhook.
+    A stalled disk or another process holding the file's write lock stalls those threads, never
+    the loop: requests that do not need storage keep being answered, and a webhook's wait for
+    its commit is bounded above (``storage.ackTimeout``). The writer waits ``query_timeout``
+    seconds for another process's lock, then fails the transaction with StorageUnavailable.
 
-    Checkpoints (copying the WAL into the database file, with an fsync) are what could take
-    milliseconds: automatic checkpoints are off, and the checkpoint thread runs them on its
-    own connection, without holding the writer's.
-
-    Reads run on a second connection and thread; in WAL mode they see the last commit without
-    waiting for the writer, so a slow read never holds up a webhook.
+    Checkpoints (copying the WAL into the database file, with an fsync) run on the checkpoint
+    thread and its own connection. ``secure_delete`` is on: deleted rows are overwritten with
+    zeros, and an erase ends with a TRUNCATE checkpoint, so an erased user's texts are in no
+    file afterwards (the WAL's old page images included).
 
     ``synchronous=NORMAL`` in WAL mode survives a crash of the process (every acknowledged
     event stays), but a power cut or OS crash may lose the last transactions; FULL would close
@@ -137,58 +92,69 @@ class SQLiteStorage(SQLiteFailedEvents, SQLiteConversationList, Storage):
     kind = "sqlite"
     migrations: tuple[Migration, ...] = SQLITE_MIGRATIONS
 
-    def __init__(self, path: Path, *, clock: Callable[[], int] = now_ms) -> None:
+    def __init__(self, path: Path, *, clock: Callable[[], int] = now_ms, cipher: EventCipher | None = None,
+                 query_timeout: float = 30.0) -> None:
         self.path = Path(path)
         self._clock = clock
-        self._writer: _Guarded | None = None
-        self._reader: _Guarded | None = None
-        self._writer_thread: _PriorityWriter | None = None
+        # Without a key (a storage made directly, e.g. by a test), masked events are still never
+        # stored in clear: they are encrypted with a key that lives as long as this process.
+        self.cipher = cipher or EventCipher(os.urandom(32), "a key generated for this process only")
+        self.query_timeout = query_timeout
+        self._writer_db: Db | None = None
+        self._reader_db: Db | None = None
+        self._writer_thread: PriorityWriter | None = None
         self._reader_thread: ThreadPoolExecutor | None = None
-        self._checkpointer: _Checkpointer | None = None
-        self.inline_transactions = 0  # how many ran on the loop's thread (for tests and bench/)
-        self.thread_transactions = 0
+        self._checkpointer: Checkpointer | None = None
 
     def __repr__(self) -> str:
         return f"<SQLiteStorage {self.path}>"
 
+    def open_failure_hint(self) -> str:
+        return (f"DATABASE_URL is not set, so the embedded SQLite file {self.path} is used: check that its folder "
+                f"{self.path.parent} exists and that this user may write the file and the folder (SQLite creates "
+                f"{self.path.name}-wal and {self.path.name}-shm beside it), and that the disk is neither full nor "
+                "mounted read-only")
+
     # -- connection and transactions -------------------------------------------------------
     async def open(self) -> None:
-        if self._writer is not None:
+        if self._writer_db is not None:
             return
         if sqlite3.sqlite_version_info < (3, 35):
             raise RuntimeError(
                 f"SQLite {sqlite3.sqlite_version} is too old: botpress-py needs 3.35 or newer (RETURNING)"
             )
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        writer = _PriorityWriter("sqlite-writer")
+        writer = PriorityWriter("sqlite-writer")
         reader = ThreadPoolExecutor(1, thread_name_prefix="sqlite-reader")
         loop = asyncio.get_running_loop()
         try:
-            self._writer = _Guarded(await asyncio.wrap_future(writer.submit(NORMAL, lambda: self._connect(False))))
+            await loop.run_in_executor(reader, partial(self.path.parent.mkdir, parents=True, exist_ok=True))
+            self._writer_db = await asyncio.wrap_future(writer.submit(NORMAL, lambda: self._connect("writer")))
             self._writer_thread = writer
             await self._migrate()
-            self._reader = _Guarded(await loop.run_in_executor(reader, self._connect, True))
+            self._reader_db = await loop.run_in_executor(reader, self._connect, "reader")
             self._reader_thread = reader
-            self._checkpointer = _Checkpointer(self._connect)
+            self._checkpointer = Checkpointer(partial(self._connect, "checkpoint"))
         except BaseException:
             await self.close()
             writer.shutdown()
             reader.shutdown(wait=False)
             raise
 
-    def _connect(self, read_only: bool) -> Db:
+    def _connect(self, role: str) -> Db:
         # isolation_level=None: no implicit transactions; every write says BEGIN itself.
         db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        # The writer never lets SQLite wait for another process's lock: inline that would hold the
-        # event loop; the writer thread waits by itself instead (_begin_immediate).
-        db.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS if read_only else 0}")
-        if read_only:
+        busy_ms = _CHECKPOINT_BUSY_MS if role == "checkpoint" else int(self.query_timeout * 1000)
+        db.execute(f"PRAGMA busy_timeout = {busy_ms}")
+        if role == "reader":
             db.execute("PRAGMA query_only = ON")
-        else:
+        elif role == "writer":
             db.execute("PRAGMA journal_mode = WAL")
             db.execute("PRAGMA synchronous = NORMAL")
             db.execute("PRAGMA foreign_keys = ON")
-            db.execute("PRAGMA wal_autocheckpoint = 0")  # the checkpoint thread does it, off the loop
+            db.execute("PRAGMA wal_autocheckpoint = 0")  # the checkpoint thread does it
+            # Deleted content is overwritten with zeros, in pages and freed pages alike: an erase leaves
+            # nothing to recover from the file (the TRUNCATE checkpoint after it clears the WAL).
+            db.execute("PRAGMA secure_delete = ON")
         return db
 
     async def close(self) -> None:
@@ -196,68 +162,59 @@ class SQLiteStorage(SQLiteFailedEvents, SQLiteConversationList, Storage):
         checkpointer, self._checkpointer = self._checkpointer, None
         if checkpointer is not None:
             await loop.run_in_executor(None, checkpointer.stop)
-        reader, reader_thread = self._reader, self._reader_thread
-        self._reader = self._reader_thread = None
-        if reader is not None and reader_thread is not None:
-            await loop.run_in_executor(reader_thread, _locked(reader, lambda db: db.close()))
+        reader_db, reader_thread = self._reader_db, self._reader_thread
+        self._reader_db = self._reader_thread = None
+        if reader_db is not None and reader_thread is not None:
+            await loop.run_in_executor(reader_thread, reader_db.close)
         if reader_thread is not None:
             reader_thread.shutdown(wait=True)
-        writer, writer_thread = self._writer, self._writer_thread
-        self._writer = self._writer_thread = None
-        if writer is not None and writer_thread is not None:
-            await asyncio.wrap_future(writer_thread.submit(NORMAL, _locked(writer, lambda db: db.close())))
-        elif writer is not None:
-            writer.db.close()
+        writer_db, writer_thread = self._writer_db, self._writer_thread
+        self._writer_db = self._writer_thread = None
+        if writer_db is not None and writer_thread is not None:
+            await asyncio.wrap_future(writer_thread.submit(NORMAL, writer_db.close))
+        elif writer_db is not None:
+            writer_db.close()
         if writer_thread is not None:
             await loop.run_in_executor(None, writer_thread.shutdown)
 
-    async def _write(self, body: Callable[[Db], T], priority: int = NORMAL, *, inline: bool = False) -> T:
-        """Run ``body(db)`` in one transaction: inline when asked and the connection is free, else on
-        the writer thread. ``inline`` is for small, bounded work only (it runs on the loop's thread)."""
-        writer, thread = self._writer, self._writer_thread
-        if writer is None or thread is None:
+    async def _write(self, body: Callable[[Db], T], priority: int = NORMAL) -> T:
+        """Run ``body(db)`` in one transaction on the writer thread."""
+        db, thread = self._writer_db, self._writer_thread
+        if db is None or thread is None:
             raise RuntimeError(f"{self!r} is not open: call await storage.open() first")
-        db = writer.db
-        if inline and writer.lock.acquire(blocking=False):
-            try:
-                done, result = _inline_transaction(db, body)
-            finally:
-                writer.lock.release()
-            if done:
-                self.inline_transactions += 1
-                self._committed()
-                return result
-            # Another process holds the file: wait for it on the thread, not on the loop.
+        return await asyncio.wrap_future(thread.submit(priority, partial(self._transaction, db, body)))
 
-        def transaction() -> T:
-            with writer.lock:
-                _begin_immediate(db)
-                return _finish_transaction(db, body)
-
-        result = await asyncio.wrap_future(thread.submit(priority, transaction))
-        self.thread_transactions += 1
-        self._committed()
+    def _transaction(self, db: Db, body: Callable[[Db], T]) -> T:
+        """On the writer thread: the transaction, and word to the checkpointer that there is WAL to copy."""
+        try:
+            result = run_transaction(db, body)
+        except sqlite3.OperationalError as exc:
+            unavailable = sqlite_unavailable(exc, self.path, self.query_timeout)
+            if unavailable is None:
+                raise
+            raise unavailable from exc
+        if self._checkpointer is not None:
+            self._checkpointer.committed()
         return result
 
-    def _committed(self) -> None:
-        if self._checkpointer is not None:
-            self._checkpointer.committed()  # there is WAL to copy into the database file
+    async def _fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        return await self._read(lambda reader: reader.execute(sql, params).fetchall())
 
-    async def _fetchall(self, sql: str, params: Sequence[Any] = (), *, inline: bool = False) -> list[Any]:
-        return await self._read(lambda reader: reader.execute(sql, params).fetchall(), inline=inline)
-
-    async def _read(self, body: Callable[[Db], T], *, inline: bool = False) -> T:
-        """Run ``body(reader)`` (several reads: one hand-off); ``inline`` for small point reads, which
-        then run on the loop's thread unless the reader is busy with a slow query."""
-        reader, thread = self._reader, self._reader_thread
-        if reader is None or thread is None:
+    async def _read(self, body: Callable[[Db], T]) -> T:
+        """Run ``body(reader)`` on the reader thread (several reads in one body: one hand-off)."""
+        db, thread = self._reader_db, self._reader_thread
+        if db is None or thread is None:
             raise RuntimeError(f"{self!r} is not open: call await storage.open() first")
-        if inline and reader.lock.acquire(blocking=False):
-            try:
-                return body(reader.db)
-            finally:
-                reader.lock.release()
-        return await asyncio.get_running_loop().run_in_executor(thread, _locked(reader, body))
+        return await asyncio.get_running_loop().run_in_executor(thread, self._reading, db, body)
+
+    def _reading(self, db: Db, body: Callable[[Db], T]) -> T:
+        try:
+            return body(db)
+        except sqlite3.OperationalError as exc:
+            unavailable = sqlite_unavailable(exc, self.path, self.query_timeout)
+            if unavailable is None:
+                raise
+            raise unavailable from exc
 
     async def _migrate(self) -> None:
         def create_table(db: Db) -> None:
@@ -287,8 +244,7 @@ class SQLiteStorage(SQLiteFailedEvents, SQLiteConversationList, Storage):
 
     # -- key-value ----------------------------------------------------------------------------
     async def kv_get(self, namespace: str, key: str) -> Any | None:
-        rows = await self._fetchall("SELECT value FROM kv WHERE namespace = ? AND key = ?", (namespace, key),
-                                    inline=True)
+        rows = await self._fetchall("SELECT value FROM kv WHERE namespace = ? AND key = ?", (namespace, key))
         return json.loads(rows[0][0]) if rows else None
 
     async def kv_set_many(self, namespace: str, items: dict[str, Any]) -> None:
@@ -296,12 +252,11 @@ class SQLiteStorage(SQLiteFailedEvents, SQLiteConversationList, Storage):
             return
         now = self._clock()
         rows = [(namespace, key, to_json(value), now) for key, value in items.items()]
-        await self._write(lambda db: _run(db.executemany, _KV_UPSERT, rows),
-                          inline=len(rows) <= _INLINE_MAX_ROWS)
+        await self._write(lambda db: _run(db.executemany, _KV_UPSERT, rows))
 
     async def kv_delete(self, namespace: str, key: str) -> None:
         await self._write(lambda db: _run(db.execute, "DELETE FROM kv WHERE namespace = ? AND key = ?",
-                                          (namespace, key)), inline=True)
+                                          (namespace, key)))
 
     # -- inbox ----------------------------------------------------------------------------------
     async def inbox_add(self, events: list[IOEvent]) -> list[bool]:
@@ -310,7 +265,7 @@ class SQLiteStorage(SQLiteFailedEvents, SQLiteConversationList, Storage):
         firsts = first_occurrences(events)
         now = self._clock()
         rows = [
-            (e.id, e.botId, e.channel, e.threadId, e.target, e.dedupeKey, event_json(e), now)
+            (e.id, e.botId, e.channel, e.threadId, e.target, e.dedupeKey, stored_event(e, self.cipher), now)
             for e, first in zip(events, firsts, strict=True)
             if first
         ]
@@ -330,21 +285,25 @@ class SQLiteStorage(SQLiteFailedEvents, SQLiteConversationList, Storage):
                 inserted.update(row[0] for row in returned)
             return inserted
 
-        inserted = await self._write(insert, URGENT, inline=len(rows) <= _INLINE_MAX_ROWS)
+        inserted = await self._write(insert, URGENT)
         return [first and e.id in inserted for e, first in zip(events, firsts, strict=True)]
 
     async def inbox_pending_rows(self, limit: int = 1000, after_seq: int = 0,
                                  bot_id: str | None = None) -> list[PendingEvent]:
         if bot_id is None:
             rows = await self._fetchall(
-                "SELECT seq, event, attempts FROM inbox WHERE status = 'pending' AND seq > ? ORDER BY seq LIMIT ?",
+                "SELECT event_id, event, seq, attempts FROM inbox WHERE status = 'pending' AND seq > ?"
+                " ORDER BY seq LIMIT ?",
                 (after_seq, limit),
             )
         else:
             rows = await self._fetchall(
-                "SELECT seq, event, attempts FROM inbox WHERE status = 'pending' AND bot_id = ? AND seq > ?"
-                " ORDER BY seq LIMIT ?", (bot_id, after_seq, limit))
-        return [PendingEvent(int(seq), event_from_json(text), int(attempts)) for seq, text, attempts in rows]
+                "SELECT event_id, event, seq, attempts FROM inbox WHERE status = 'pending' AND bot_id = ?"
+                " AND seq > ? ORDER BY seq LIMIT ?", (bot_id, after_seq, limit))
+        events, unreadable = readable_rows([(event_id, text, (seq, attempts)) for event_id, text, seq, attempts
+                                            in rows], self.cipher)
+        await self._fail_unreadable("inbox", unreadable)
+        return [PendingEvent(int(seq), event, int(attempts)) for event, (seq, attempts) in events]
 
     async def inbox_pending_counts(self) -> dict[str, int]:
         rows = await self._fetchall("SELECT bot_id, COUNT(*) FROM inbox WHERE status = 'pending' GROUP BY bot_id")
@@ -355,7 +314,8 @@ class SQLiteStorage(SQLiteFailedEvents, SQLiteConversationList, Storage):
         if not event_ids:
             return
         now = self._clock()
-        await self._write(lambda db: _mark_inbox(db, event_ids, status, error, now))
+        errors = stored_error(error, self.cipher)
+        await self._write(lambda db: _mark_inbox(db, event_ids, status, errors, now))
 
     async def inbox_complete(self, completions: list[Completion]) -> list[list[int]]:
         for completion in completions:
@@ -363,20 +323,20 @@ class SQLiteStorage(SQLiteFailedEvents, SQLiteConversationList, Storage):
         if not completions:
             return []
         now = self._clock()
+        cipher = self.cipher
 
         def complete(db: Db) -> list[int]:
             for completion in completions:
-                _mark_inbox(db, [completion.event_id], completion.status, completion.error, now)
+                _mark_inbox(db, [completion.event_id], completion.status, stored_error(completion.error, cipher), now)
                 if completion.redacted is not None:
                     db.execute("UPDATE inbox SET event = ? WHERE event_id = ?",
                                (event_json(completion.redacted), completion.event_id))
                 if completion.message is not None:
                     _record_message(db, completion.message, None)
-            return _insert_outbox(db, [e for c in completions for e in c.outgoing], now,
+            return _insert_outbox(db, [e for c in completions for e in c.outgoing], now, cipher,
                                   outgoing_encodings(completions))
 
-        rows = len(completions) + sum(len(c.outgoing) for c in completions)
-        seqs = await self._write(complete, inline=rows <= _INLINE_MAX_ROWS)
+        seqs = await self._write(complete)
         return split_by_sizes(seqs, [len(c.outgoing) for c in completions])
 
     # -- outbox ---------------------------------------------------------------------------------
@@ -384,15 +344,17 @@ class SQLiteStorage(SQLiteFailedEvents, SQLiteConversationList, Storage):
         if not events:
             return []
         now = self._clock()
-        return await self._write(lambda db: _insert_outbox(db, events, now, encoded),
-                                 inline=len(events) <= _INLINE_MAX_ROWS)
+        cipher = self.cipher
+        return await self._write(lambda db: _insert_outbox(db, events, now, cipher, encoded))
 
     async def outbox_pending(self, limit: int = 1000, after_seq: int = 0) -> list[OutboxRow]:
         rows = await self._fetchall(
             f"SELECT {_OUTBOX_COLUMNS} FROM outbox WHERE status = 'pending' AND seq > ? ORDER BY seq LIMIT ?",
             (after_seq, limit),
         )
-        return [_outbox_row(row) for row in rows]
+        good, unreadable = readable_rows([(row[1], row[2], row) for row in rows], self.cipher)
+        await self._fail_unreadable("outbox", unreadable)
+        return [_outbox_row(event, row, self.cipher) for event, row in good]
 
     async def outbox_update(
         self,
@@ -405,20 +367,22 @@ class SQLiteStorage(SQLiteFailedEvents, SQLiteConversationList, Storage):
         channel_message_id: str | None = None,
     ) -> None:
         require_status(status, OUTBOX_STATUSES, "outbox")
-        params = (status, attempts, next_attempt_at, plain_error(error), channel_message_id, self._clock(), event_id)
+        clear, encrypted = stored_error(error, self.cipher)
+        params = (status, attempts, next_attempt_at, encrypted, clear, channel_message_id, self._clock(), event_id)
         await self._write(lambda db: _run(
-            db.execute, "UPDATE outbox SET status = ?, attempts = ?, next_attempt_at = ?, error = ?,"
-            " channel_message_id = COALESCE(?, channel_message_id), updated_at = ? WHERE event_id = ?", params),
-            inline=True)
+            db.execute, "UPDATE outbox SET status = ?, attempts = ?, next_attempt_at = ?, error = "
+            + ERROR_FOR_ROW.format(encrypted="?", clear="?")
+            + ", channel_message_id = COALESCE(?, channel_message_id), updated_at = ? WHERE event_id = ?", params))
 
     async def outbox_get(self, event_id: str) -> OutboxRow | None:
         rows = await self._fetchall(f"SELECT {_OUTBOX_COLUMNS} FROM outbox WHERE event_id = ?", (event_id,))
-        return _outbox_row(rows[0]) if rows else None
+        if not rows:
+            return None
+        return _outbox_row(event_from_stored(rows[0][2], self.cipher), rows[0], self.cipher)
 
     async def outbox_redact(self, event: IOEvent) -> None:
         params = (event_json(event), event.id)
-        await self._write(lambda db: _run(db.execute, "UPDATE outbox SET event = ? WHERE event_id = ?", params),
-                          inline=True)
+        await self._write(lambda db: _run(db.execute, "UPDATE outbox SET event = ? WHERE event_id = ?", params))
 
     async def outbox_sent_many(self, marks: list[SentMark]) -> list[None]:
         if not marks:
@@ -436,12 +400,12 @@ class SQLiteStorage(SQLiteFailedEvents, SQLiteConversationList, Storage):
                 _record_message(db, stored, mark.channel_message_id)
             return [None] * len(marks)
 
-        return await self._write(sent, inline=len(marks) <= _INLINE_MAX_ROWS)
+        return await self._write(sent)
 
     # -- users, conversations, messages ---------------------------------------------------------
     async def conversation_last_event(self, bot_id: str, channel: str, thread_id: str | None,
                                       user_id: str) -> int | None:
-        rows = await self._fetchall(_LAST_EVENT_SQL, (bot_id, channel, user_id, thread_id or ""), inline=True)
+        rows = await self._fetchall(_LAST_EVENT_SQL, (bot_id, channel, user_id, thread_id or ""))
         return int(rows[0][0]) if rows else None
 
     async def contact_link(self, members: list[tuple[str, str, str]]) -> str:
@@ -478,10 +442,10 @@ class SQLiteStorage(SQLiteFailedEvents, SQLiteConversationList, Storage):
                                    _user_dict(bot_id, channel, user_id, user[0]) if user else None,
                                    _contact_members(contact))
 
-        return await self._read(read, inline=True)
+        return await self._read(read)
 
     async def contact_of(self, bot_id: str, channel: str, user_id: str) -> ContactMembers:
-        return _contact_members(await self._fetchall(_CONTACT_SQL, (bot_id, channel, user_id), inline=True))
+        return _contact_members(await self._fetchall(_CONTACT_SQL, (bot_id, channel, user_id)))
 
     async def user_upsert(self, bot_id: str, channel: str, user_id: str, profile: dict[str, Any] | None) -> None:
         profile_text = None if profile is None else to_json(profile)
@@ -489,15 +453,14 @@ class SQLiteStorage(SQLiteFailedEvents, SQLiteConversationList, Storage):
         await self._write(lambda db: _run(
             db.execute, "INSERT INTO users (bot_id, channel, user_id, profile, created_at, updated_at)"
             " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (bot_id, channel, user_id) DO UPDATE SET"
-            " profile = COALESCE(excluded.profile, users.profile), updated_at = excluded.updated_at", params),
-            inline=True)
+            " profile = COALESCE(excluded.profile, users.profile), updated_at = excluded.updated_at", params))
 
     async def user_get(self, bot_id: str, channel: str, user_id: str) -> dict[str, Any] | None:
-        rows = await self._fetchall(_USER_SQL, (bot_id, channel, user_id), inline=True)
+        rows = await self._fetchall(_USER_SQL, (bot_id, channel, user_id))
         return _user_dict(bot_id, channel, user_id, rows[0]) if rows else None
 
     async def message_record(self, event: IOEvent, channel_message_id: str | None = None) -> None:
-        await self._write(lambda db: _record_message(db, event, channel_message_id), inline=True)
+        await self._write(lambda db: _record_message(db, event, channel_message_id))
 
     async def messages_for(self, bot_id: str, channel: str, user_id: str, limit: int = 100, *,
                            thread_id: str | None = None, after_seq: int | None = None,
@@ -527,8 +490,39 @@ class SQLiteStorage(SQLiteFailedEvents, SQLiteConversationList, Storage):
                        "AND user_id = ?")
                 counts[table] += await self._write(
                     lambda db, sql=sql, start=start: db.execute(sql, (start, start + _ERASE_SLICE, *who)).rowcount)
+        await self._truncate_wal()
         return {table: counts[table] for table in ("users", "conversations", "messages", "inbox", "outbox",
                                                    "contacts")}
+
+    async def _truncate_wal(self) -> None:
+        """After an erase: wait (bounded) for a TRUNCATE checkpoint, so the WAL's old page images of the
+        erased rows are gone when the erase returns. The checkpoint thread keeps trying after the bound."""
+        checkpointer = self._checkpointer
+        if checkpointer is None:
+            return
+        truncated = asyncio.wrap_future(checkpointer.truncate())
+        truncated.add_done_callback(_outcome_seen)
+        done, _ = await asyncio.wait((truncated,), timeout=_ERASE_TRUNCATE_WAIT)
+        if not done or truncated.exception() is not None:
+            log.warning("the SQLite WAL of %s is not truncated yet after a user erase (a long read holds it, or "
+                        "the storage is closing); the checkpoint thread keeps trying while it runs", self.path)
+
+    async def _fail_unreadable(self, table: str, unreadable: list[tuple[str, str]]) -> None:
+        """Rows that cannot be decrypted (written with another storage key) fail with the reason, once:
+        skipped silently they would stay pending, and be read (and skipped) again at every start."""
+        if not unreadable:
+            return
+        log.error("%d stored %s event(s) cannot be decrypted and are marked failed: %s", len(unreadable), table,
+                  unreadable[0][1])
+        now = self._clock()
+        if table == "inbox":
+            await self._write(lambda db: db.executemany(
+                "UPDATE inbox SET status = 'failed', error = ?, processed_at = ? WHERE event_id = ?",
+                [(reason, now, event_id) for event_id, reason in unreadable]))
+        else:
+            await self._write(lambda db: db.executemany(
+                "UPDATE outbox SET status = 'failed', error = ?, updated_at = ? WHERE event_id = ?",
+                [(reason, now, event_id) for event_id, reason in unreadable]))
 
     async def purge(self, *, processed_before: int, messages_before: int,
                     failed_before: int | None = None) -> dict[str, int]:
@@ -554,13 +548,18 @@ class SQLiteStorage(SQLiteFailedEvents, SQLiteConversationList, Storage):
         return counts
 
 
-_OUTBOX_COLUMNS = "seq, event, attempts, next_attempt_at, status, error"
+_OUTBOX_COLUMNS = "seq, event_id, event, attempts, next_attempt_at, status, error"
 _LAST_EVENT_SQL = ("SELECT last_event_at FROM conversations WHERE bot_id = ? AND channel = ? AND user_id = ?"
                    " AND thread_id = ?")
 _USER_SQL = "SELECT profile, created_at, updated_at FROM users WHERE bot_id = ? AND channel = ? AND user_id = ?"
 _CONTACT_SQL = ("SELECT c.contact_id, c.bot_id, c.channel, c.user_id FROM contacts c JOIN contacts me"
                 " ON me.contact_id = c.contact_id WHERE me.bot_id = ? AND me.channel = ? AND me.user_id = ?"
                 " ORDER BY c.created_at, c.bot_id, c.user_id")
+
+
+def _outcome_seen(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()  # looked at: its waiter may have stopped waiting
 
 
 def _user_dict(bot_id: str, channel: str, user_id: str, row: Sequence[Any]) -> dict[str, Any]:
@@ -588,15 +587,15 @@ _DEAD = "('failed', 'discarded')"
 _ERASE_SLICE = 20_000  # queue rows scanned per erase transaction (a few ms)
 
 
-def _outbox_row(row: Sequence[Any]) -> OutboxRow:
-    seq, text, attempts, next_attempt_at, status, error = row
+def _outbox_row(event: IOEvent, row: Sequence[Any], cipher: EventCipher) -> OutboxRow:
+    seq, _, _, attempts, next_attempt_at, status, error = row
     return OutboxRow(
         seq=int(seq),
-        event=event_from_json(text),
+        event=event,
         attempts=int(attempts),
         next_attempt_at=int(next_attempt_at),
         status=status,
-        error=error,
+        error=error_from_stored(error, cipher),
     )
 
 
@@ -622,16 +621,20 @@ def _current_version(db: Db) -> int:
     return int(db.execute("SELECT COALESCE(MAX(version), 0) FROM schema_migrations").fetchone()[0])
 
 
-def _mark_inbox(db: Db, event_ids: list[str], status: str, error: str | None, now: int) -> None:
+def _mark_inbox(db: Db, event_ids: list[str], status: str, errors: tuple[str | None, str | None], now: int) -> None:
+    clear, encrypted = errors
+    error = ERROR_FOR_ROW.format(encrypted="?", clear="?")
     for chunk in chunks(event_ids, _IDS_PER_STATEMENT):
-        db.execute(f"UPDATE inbox SET status = ?, error = ?, processed_at = ? WHERE event_id IN ({_marks(len(chunk))})",
-                   (status, plain_error(error), now, *chunk))
+        db.execute(f"UPDATE inbox SET status = ?, error = {error}, processed_at = ?"
+                   f" WHERE event_id IN ({_marks(len(chunk))})", (status, encrypted, clear, now, *chunk))
 
 
-def _insert_outbox(db: Db, events: list[IOEvent], now: int, encoded: list[str] | None = None) -> list[int]:
-    texts = encoded if encoded is not None and len(encoded) == len(events) else [event_json(e) for e in events]
-    rows = [(e.id, e.botId, e.channel, e.threadId, e.target, text, now, now) for e, text in zip(events, texts,
-                                                                                                 strict=True)]
+def _insert_outbox(db: Db, events: list[IOEvent], now: int, cipher: EventCipher,
+                   encoded: list[str] | None = None) -> list[int]:
+    texts: list[str | None] = list(encoded) if encoded is not None and len(encoded) == len(events) \
+        else [None] * len(events)
+    rows = [(e.id, e.botId, e.channel, e.threadId, e.target, stored_event(e, cipher, text), now, now)
+            for e, text in zip(events, texts, strict=True)]
     seqs: dict[str, int] = {}
     for chunk in chunks(rows, _ROWS_PER_INSERT):
         # A multi-row VALUES inserts in list order, so seq follows the order of `events`.
@@ -658,105 +661,3 @@ def _record_message(db: Db, event: IOEvent, channel_message_id: str | None) -> N
         " last_event_at = MAX(conversations.last_event_at, excluded.last_event_at)",
         (event.botId, event.channel, event.target, event.threadId or "", event.createdOn, event.createdOn),
     )
-
-
-def _locked(guarded: _Guarded, body: Callable[[Db], T]) -> Callable[[], T]:
-    def run() -> T:
-        with guarded.lock:
-            return body(guarded.db)
-
-    return run
-
-
-def _finish_transaction(db: Db, body: Callable[[Db], T]) -> T:
-    """Run ``body`` in the transaction just begun, then COMMIT (or ROLLBACK and raise)."""
-    try:
-        result = body(db)
-        if isinstance(result, sqlite3.Cursor):
-            # A cursor must not leave its thread: dropped on another one, it resets its (cached,
-            # shared) statement while this connection may be running it ("bad parameter or other
-            # API misuse").
-            result.close()
-            result = None  # type: ignore[assignment]
-        db.execute("COMMIT")
-        return result
-    except BaseException:
-        # Fails harmlessly when SQLite already rolled back by itself (disk full).
-        with suppress(sqlite3.Error):
-            db.execute("ROLLBACK")
-        raise
-
-
-def _locked_out(exc: sqlite3.OperationalError) -> bool:
-    text = str(exc)
-    return "locked" in text or "busy" in text
-
-
-def _inline_transaction(db: Db, body: Callable[[Db], T]) -> tuple[bool, T | None]:
-    """(True, result) after running the transaction now; (False, None) when another process holds
-    the database's write lock (nothing was done: the caller runs it on the writer thread)."""
-    try:
-        db.execute("BEGIN IMMEDIATE")  # busy_timeout is 0 on the writer: fails at once when locked
-    except sqlite3.OperationalError as exc:
-        if _locked_out(exc):
-            return False, None
-        raise
-    return True, _finish_transaction(db, body)
-
-
-def _begin_immediate(db: Db) -> None:
-    """BEGIN IMMEDIATE on the writer thread, waiting up to _BUSY_TIMEOUT_MS for another process.
-
-    IMMEDIATE takes the write lock up front, so another process holding the file makes us wait
-    here instead of failing halfway through a transaction.
-    """
-    deadline = time.monotonic() + _BUSY_TIMEOUT_MS / 1000
-    pause = 0.001
-    while True:
-        try:
-            db.execute("BEGIN IMMEDIATE")
-            return
-        except sqlite3.OperationalError as exc:
-            if not _locked_out(exc) or time.monotonic() >= deadline:
-                raise
-        time.sleep(pause)  # on the writer thread: the event loop is not held
-        pause = min(pause * 2, 0.05)
-
-
-class _Checkpointer:
-    """Copies the WAL into the database file from its own thread and connection.
-
-    Automatic checkpoints would run inside a commit, possibly on the event loop's thread, and a
-    checkpoint fsyncs: milliseconds. Here they run at most every ``interval`` seconds once
-    something was committed, as PASSIVE checkpoints, which never block writers or readers.
-    """
-
-    def __init__(self, connect: Callable[[bool], Db], interval: float = 1.0) -> None:
-        self._connect = connect
-        self._interval = interval
-        self._dirty = threading.Event()
-        self._stopping = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="sqlite-checkpoint", daemon=True)
-        self._thread.start()
-
-    def committed(self) -> None:
-        if not self._dirty.is_set():
-            self._dirty.set()
-
-    def _run(self) -> None:
-        db = self._connect(False)
-        try:
-            while not self._stopping.is_set():
-                self._dirty.wait()
-                if self._stopping.wait(self._interval):
-                    break
-                self._dirty.clear()
-                with suppress(sqlite3.Error):  # a busy file: the next round tries again
-                    db.execute("PRAGMA wal_checkpoint(PASSIVE)").close()
-        finally:
-            db.close()
-
-    def stop(self) -> None:
-        self._stopping.set()
-        self._dirty.set()
-        self._thread.join()

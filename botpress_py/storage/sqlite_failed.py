@@ -12,8 +12,10 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..events import IOEvent
-from .base import Direction, FailedEvent
-from .common import chunks, event_from_json, event_json, plain_error
+from .base import Direction, FailedEvent, StorageUnavailable
+from .common import ERROR_FOR_ROW, chunks, stored_error, stored_event
+from .crypto import EventCipher
+from .failed_rows import FAILED_COLUMNS, failed_event
 
 T = TypeVar("T")
 _IDS_PER_STATEMENT = 500
@@ -27,44 +29,45 @@ class SQLiteFailedEvents:
     def is_transient_failure(self, exc: BaseException) -> bool:
         # OperationalError: locked, busy, disk full, I/O error, read-only file. What a value can
         # cause (a type it cannot bind, an integer too big, a constraint) raises something else.
-        return isinstance(exc, sqlite3.OperationalError | OSError | TimeoutError)
+        return isinstance(exc, sqlite3.OperationalError | OSError | TimeoutError | StorageUnavailable)
 
     if TYPE_CHECKING:
         _clock: Callable[[], int]
+        cipher: EventCipher
 
-        async def _write(self, body: Callable[[sqlite3.Connection], T], priority: int = ..., *,
-                         inline: bool = False) -> T: ...
+        async def _write(self, body: Callable[[sqlite3.Connection], T], priority: int = ...) -> T: ...
 
-        async def _fetchall(self, sql: str, params: Sequence[Any] = (), *, inline: bool = False) -> list[Any]: ...
+        async def _fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Any]: ...
 
-        async def _read(self, body: Callable[[sqlite3.Connection], T], *, inline: bool = False) -> T: ...
+        async def _read(self, body: Callable[[sqlite3.Connection], T]) -> T: ...
 
     async def inbox_add_failed(self, event: IOEvent, error: str) -> bool:
         now = self._clock()
+        clear, encrypted = stored_error(error, self.cipher)
         params = (event.id, event.botId, event.channel, event.threadId, event.target, event.dedupeKey,
-                  event_json(event), plain_error(error), now, now)
+                  stored_event(event, self.cipher), encrypted if event.flags.get("mask") else clear, now, now)
         return await self._write(lambda db: bool(db.execute(
             "INSERT INTO inbox (event_id, bot_id, channel, thread_id, user_id, dedupe_key, event, status, error,"
             " attempts, created_at, processed_at) VALUES (?, ?, ?, ?, ?, ?, ?, 'failed', ?, 1, ?, ?)"
-            " ON CONFLICT DO NOTHING RETURNING event_id", params).fetchall()), inline=True)
+            " ON CONFLICT DO NOTHING RETURNING event_id", params).fetchall()))
 
     async def inbox_attempt_failed(self, event_id: str, attempts: int, error: str) -> None:
-        params = (attempts, plain_error(error), event_id)
+        params = (attempts, *reversed(stored_error(error, self.cipher)), event_id)
         await self._write(lambda db: db.execute(
-            "UPDATE inbox SET attempts = ?, error = ? WHERE event_id = ? AND status = 'pending'", params).rowcount,
-            inline=True)
+            f"UPDATE inbox SET attempts = ?, error = {_ERROR} WHERE event_id = ? AND status = 'pending'",
+            params).rowcount)
 
     async def inbox_fail(self, event_id: str, attempts: int, error: str) -> bool:
-        params = (attempts, plain_error(error), self._clock(), event_id)
+        params = (attempts, *reversed(stored_error(error, self.cipher)), self._clock(), event_id)
         changed = await self._write(lambda db: db.execute(
-            "UPDATE inbox SET status = 'failed', attempts = ?, error = ?, processed_at = ?"
-            " WHERE event_id = ? AND status = 'pending'", params).rowcount, inline=True)
+            f"UPDATE inbox SET status = 'failed', attempts = ?, error = {_ERROR}, processed_at = ?"
+            " WHERE event_id = ? AND status = 'pending'", params).rowcount)
         return changed > 0
 
     async def inbox_fail_exhausted(self, max_attempts: int, error: str) -> dict[str, int]:
-        params = (plain_error(error), self._clock(), max_attempts)
+        params = (*reversed(stored_error(error, self.cipher)), self._clock(), max_attempts)
         rows = await self._write(lambda db: db.execute(
-            "UPDATE inbox SET status = 'failed', error = COALESCE(error, ?), processed_at = ?"
+            f"UPDATE inbox SET status = 'failed', error = COALESCE(error, {_ERROR}), processed_at = ?"
             " WHERE status = 'pending' AND attempts >= ? RETURNING bot_id", params).fetchall())
         counts: dict[str, int] = {}
         for (bot_id,) in rows:
@@ -77,9 +80,9 @@ class SQLiteFailedEvents:
         by_bot = " AND bot_id = ?" if bot_id is not None else ""
         params: tuple[Any, ...] = (*((bot_id,) if bot_id is not None else ()), after_seq, limit)
         rows = await self._fetchall(
-            f"SELECT seq, event, status, attempts, error, {finished} FROM {table}"
+            f"SELECT {FAILED_COLUMNS}, {finished} FROM {table}"
             f" WHERE status = 'failed'{by_bot} AND seq > ? ORDER BY seq LIMIT ?", params)
-        return [_failed(direction, row) for row in rows]
+        return [failed_event(direction, row, self.cipher) for row in rows]
 
     async def failed_counts(self) -> dict[str, dict[str, int]]:
         def read(db: sqlite3.Connection) -> dict[str, dict[str, int]]:
@@ -100,7 +103,7 @@ class SQLiteFailedEvents:
                     return direction, row[0], row[1]  # type: ignore[return-value]
             return None
 
-        return await self._read(read, inline=True)
+        return await self._read(read)
 
     async def events_retry(self, direction: Direction, event_ids: list[str]) -> list[FailedEvent]:
         table, finished = _TABLES[direction]
@@ -113,12 +116,12 @@ class SQLiteFailedEvents:
             for chunk in chunks(event_ids, _IDS_PER_STATEMENT):
                 rows += db.execute(
                     f"UPDATE {table} SET status = 'pending', {reset} WHERE status = 'failed' AND event_id IN"
-                    f" ({', '.join('?' * len(chunk))}) RETURNING seq, event, status, attempts, error, {finished}",
+                    f" ({', '.join('?' * len(chunk))}) RETURNING {FAILED_COLUMNS}, {finished}",
                     (*now, *chunk)).fetchall()
             return rows
 
         rows = await self._write(retry) if event_ids else []
-        return sorted((_failed(direction, row) for row in rows), key=lambda failed: failed.seq)
+        return sorted((failed_event(direction, row, self.cipher) for row in rows), key=lambda failed: failed.seq)
 
     async def events_discard(self, direction: Direction, event_ids: list[str]) -> list[str]:
         table, finished = _TABLES[direction]
@@ -135,7 +138,5 @@ class SQLiteFailedEvents:
         return await self._write(discard) if event_ids else []
 
 
-def _failed(direction: Direction, row: Sequence[Any]) -> FailedEvent:
-    seq, text, status, attempts, error, finished = row
-    return FailedEvent(direction, int(seq), event_from_json(text), status, int(attempts), error,
-                       None if finished is None else int(finished))
+# The error a row keeps: encrypted when its event is (a masked event), from (encrypted, clear) parameters.
+_ERROR = ERROR_FOR_ROW.format(encrypted="?", clear="?")

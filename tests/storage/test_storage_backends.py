@@ -864,9 +864,9 @@ def test_sqlite_writer_runs_urgent_work_before_queued_work() -> None:
     """Inbox commits (acks) overtake queued processing writes on the SQLite writer thread."""
     import threading
 
-    from botpress_py.storage.sqlite import NORMAL, URGENT, _PriorityWriter
+    from botpress_py.storage.sqlite_threads import NORMAL, URGENT, PriorityWriter
 
-    writer = _PriorityWriter("test-writer")
+    writer = PriorityWriter("test-writer")
     gate = threading.Event()
     order: list[str] = []
     try:
@@ -899,24 +899,36 @@ async def test_sqlite_write_never_hands_a_cursor_to_the_event_loop(tmp_path: Pat
         await storage.close()
 
 
-async def test_sqlite_runs_small_hot_path_transactions_inline_and_big_ones_on_the_writer_thread(
-        tmp_path: Path) -> None:
+async def test_sqlite_never_runs_a_statement_on_the_event_loops_thread(tmp_path: Path) -> None:
+    """A stalled disk stalls whichever thread is inside SQLite: never the loop's (the hot path included)."""
+    import threading
+
     storage = SQLiteStorage(tmp_path / "core.sqlite")
     await storage.open()
+    threads: set[int] = set()
     try:
-        inline, thread = storage.inline_transactions, storage.thread_transactions
-        await storage.inbox_add([incoming(dedupe=f"small.{i}") for i in range(3)])
-        assert (storage.inline_transactions, storage.thread_transactions) == (inline + 1, thread)
-        await storage.inbox_add([incoming(dedupe=f"big.{i}") for i in range(250)])  # over the inline bound
-        assert (storage.inline_transactions, storage.thread_transactions) == (inline + 1, thread + 1)
-        assert len(await storage.inbox_pending(limit=1000)) == 253
+        for db in (storage._writer_db, storage._reader_db):
+            assert db is not None
+            db.set_trace_callback(lambda _sql: threads.add(threading.get_ident()))
+        event = incoming(dedupe="m.1")
+        await storage.inbox_add([event])
+        await storage.incoming_context("bot-a", "messenger", "page-1", "user-1")
+        await storage.inbox_complete([Completion(event.id, "done", None, [outgoing()], message=event)])
+        [row] = await storage.outbox_pending()
+        await storage.outbox_sent_many([SentMark(row.event, 1, "m.2", row.event)])
+        await storage.kv_set("ns", "k", {"v": 1})
+        assert await storage.kv_get("ns", "k") == {"v": 1}
+        await storage.user_upsert("bot-a", "messenger", "user-1", {"first_name": "Ann"})
+        await storage.erase_user("bot-a", "messenger", "user-1")
+        assert threads, "the trace callbacks saw the statements"
+        assert threading.get_ident() not in threads
     finally:
         await storage.close()
 
 
-async def test_sqlite_inline_write_never_waits_on_the_loop_for_another_process(tmp_path: Path) -> None:
-    """Another process holding the write lock: the inline attempt gives up at once and the write
-    waits on the writer thread, while the event loop keeps running."""
+async def test_sqlite_write_waits_for_another_process_on_the_writer_thread(tmp_path: Path) -> None:
+    """Another process holding the write lock: the write waits on the writer thread, while the event
+    loop keeps running, and goes through once the lock is released."""
     import sqlite3
 
     storage = SQLiteStorage(tmp_path / "core.sqlite")
@@ -932,7 +944,6 @@ async def test_sqlite_inline_write_never_waits_on_the_loop_for_another_process(t
         assert asyncio.get_running_loop().time() - started < 0.5
         other.execute("COMMIT")
         assert await asyncio.wait_for(write, 10) == [True]
-        assert storage.thread_transactions >= 1
         assert [e.dedupeKey for _, e in await storage.inbox_pending()] == ["while.locked"]
     finally:
         other.close()
@@ -945,7 +956,7 @@ async def test_sqlite_checkpoints_copy_the_wal_into_the_database_off_the_loop(tm
     await storage.open()
     try:
         size_before = path.stat().st_size
-        for batch in range(20):  # ~2 MB of events, in small (inline) transactions
+        for batch in range(20):  # ~2 MB of events, in small transactions
             await storage.inbox_add([incoming(dedupe=f"c.{batch}.{i}", text="x" * 1000) for i in range(90)])
         # automatic checkpoints are off: the data sits in the WAL until the checkpoint thread runs
         await wait_for(lambda: path.stat().st_size > size_before + 1_000_000, 10)

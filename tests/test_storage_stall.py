@@ -1,0 +1,276 @@
+"""A storage stall never stalls the server: /status keeps answering, webhooks get 503 after a bounded wait,
+and once storage is back every event is processed exactly once (nothing acknowledged is lost).
+
+Three ways storage stalls, through a real server with the Messenger channel and the Graph emulator:
+another OS process holding the SQLite file's write lock (an operator's sqlite3 shell left in a
+transaction), the SQLite writer thread stuck inside a write (what a frozen or dying disk does), and a
+PostgreSQL table locked by another session.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import threading
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from botpress_py.testing import make_bot, run_server, wait_for, write_json
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "modules" / "channel-messenger"))
+from channel_messenger.graph_emulator import GraphEmulator  # noqa: E402
+
+PAGE, TOKEN, SECRET, VERIFY = "6006", "EAA-stall-token", "stall-app-secret-123456", "stall-verify"
+ACK_TIMEOUT = "1s"
+
+# Run as another OS process: takes the write lock of the SQLite file and holds it until told on stdin.
+LOCK_HOLDER = """
+import sqlite3, sys
+db = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=30)
+db.execute("BEGIN EXCLUSIVE")
+print("locked", flush=True)
+sys.stdin.readline()
+db.execute("COMMIT")
+print("released", flush=True)
+"""
+
+
+class Stall:
+    """Storage stalled one way, until ``release()``; ``active`` says whether it still is."""
+
+    active = False
+
+    async def start(self, srv: Any) -> None: ...
+
+    async def release(self) -> None: ...
+
+
+class OtherProcessHoldsTheLock(Stall):
+    proc: asyncio.subprocess.Process
+
+    async def start(self, srv: Any) -> None:
+        self.proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", LOCK_HOLDER, str(srv.storage.path),
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
+        assert self.proc.stdout is not None
+        assert await asyncio.wait_for(self.proc.stdout.readline(), 30) == b"locked\n"
+        self.active = True
+
+    async def release(self) -> None:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        assert self.proc.returncode is None, "the lock holder ended before it was told to"
+        self.proc.stdin.write(b"go\n")
+        await self.proc.stdin.drain()
+        assert await asyncio.wait_for(self.proc.stdout.readline(), 30) == b"released\n"
+        self.active = False
+        await self.proc.wait()
+
+
+class WriterThreadStuck(Stall):
+    """The writer thread blocked inside a transaction, as in a write() to a frozen disk."""
+
+    async def start(self, srv: Any) -> None:
+        self.gate = threading.Event()
+        entered = threading.Event()
+
+        def stuck(db: Any) -> None:
+            entered.set()
+            self.gate.wait(60)
+
+        self.task = asyncio.ensure_future(srv.storage._write(stuck))
+        await wait_for(entered.is_set, 10)
+        self.active = True
+
+    async def release(self) -> None:
+        self.gate.set()
+        await self.task
+        self.active = False
+
+
+class PostgresTableLocked(Stall):
+    def __init__(self, url: str, schema: str) -> None:
+        self.url, self.schema = url, schema
+
+    async def start(self, srv: Any) -> None:
+        import asyncpg
+
+        self.conn = await asyncpg.connect(self.url, server_settings={"search_path": f'"{self.schema}"'})
+        self.tx = self.conn.transaction()
+        await self.tx.start()
+        await self.conn.execute("LOCK TABLE inbox IN ACCESS EXCLUSIVE MODE")
+        self.active = True
+
+    async def release(self) -> None:
+        await self.tx.commit()
+        self.active = False
+        await self.conn.close()
+
+
+@pytest.fixture(params=["sqlite: another process holds the lock", "sqlite: the writer thread is stuck",
+                        "postgres: a table is locked"])
+async def stall(request: Any) -> AsyncIterator[tuple[Stall, dict[str, str]]]:
+    if request.param.startswith("sqlite: another"):
+        yield OtherProcessHoldsTheLock(), {}
+        return
+    if request.param.startswith("sqlite: the writer"):
+        yield WriterThreadStuck(), {}
+        return
+    url = os.environ.get("DATABASE_URL")
+    if not url:
+        pytest.skip("DATABASE_URL not set: PostgreSQL test skipped; .ci/run sets it")
+    import asyncpg
+
+    schema = f"bp_stall_{uuid.uuid4().hex[:12]}"
+    yield PostgresTableLocked(url, schema), {"DATABASE_URL": url, "BP_DATABASE_SCHEMA": schema}
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    finally:
+        await conn.close()
+
+
+def setup_bot(data_dir: Path, graph: GraphEmulator) -> None:
+    graph.add_page(PAGE, TOKEN, name="Stall Page")
+    write_json(data_dir / "global" / "config" / "channel-messenger.json",
+               {"appSecret": SECRET, "verifyToken": VERIFY, "graphApiUrl": graph.url})
+    make_bot(data_dir, "stallbot", module_configs={"channel-messenger": {
+        "enabled": True, "accessToken": TOKEN, "pageId": PAGE, "typingIndicators": False}},
+        qna={"entries": [], "fallback": [{"type": "text", "text": "noted"}]})
+
+
+async def post_message(http: aiohttp.ClientSession, srv: Any, user: str, mid: str) -> tuple[int, str]:
+    body = GraphEmulator.webhook_body(PAGE, [GraphEmulator.user_message(PAGE, user, f"hello from {user}", mid=mid)])
+    raw, headers = GraphEmulator.signed(body, SECRET)
+    async with http.post(f"{srv.url}/api/v1/bots/___/mod/channel-messenger/webhook", data=raw, headers=headers,
+                         timeout=aiohttp.ClientTimeout(total=15)) as response:  # Meta gives up after ~20 s
+        return response.status, await response.text()
+
+
+def replies_to(graph: GraphEmulator, user: str) -> list[dict[str, Any]]:
+    return [m for m in graph.sent_messages if m["recipient"]["id"] == user]
+
+
+class Watcher:
+    """Polls what must keep answering during a stall: /status, /metrics, and a storage-free route."""
+
+    def __init__(self, http: aiohttp.ClientSession, srv: Any, stall: Stall) -> None:
+        self.http, self.srv, self.stall = http, srv, stall
+        self.answered_during_stall = 0
+        self.failures: list[str] = []
+        self._stop = asyncio.Event()
+
+    async def run(self) -> None:
+        verify = (f"{self.srv.url}/api/v1/bots/___/mod/channel-messenger/webhook?hub.mode=subscribe"
+                  f"&hub.verify_token={VERIFY}&hub.challenge=4242")
+        limit = aiohttp.ClientTimeout(total=3)  # a stalled loop would leave these unanswered
+        while not self._stop.is_set():
+            for url in (f"{self.srv.url}/status", f"{self.srv.url}/metrics", verify):
+                try:
+                    async with self.http.get(url, timeout=limit) as response:
+                        await response.read()
+                        outcome = str(response.status)
+                except (TimeoutError, aiohttp.ClientError) as exc:
+                    outcome = type(exc).__name__
+                if outcome != "200":
+                    self.failures.append(f"{url}: {outcome}")
+                elif self.stall.active:
+                    self.answered_during_stall += 1
+            await asyncio.sleep(0.05)  # the polling period
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+async def test_a_storage_stall_leaves_status_answering_and_bounds_the_webhook_wait(
+        data_dir: Path, stall: tuple[Stall, dict[str, str]]) -> None:
+    stalled, extra_env = stall
+    async with GraphEmulator() as graph:
+        setup_bot(data_dir, graph)
+        async with run_server(data_dir, extra_env, modules=["channel-messenger", "qna"],
+                              storage={"ackTimeout": ACK_TIMEOUT}) as srv, aiohttp.ClientSession() as http:
+            assert await post_message(http, srv, "before", "mid.before") == (200, "EVENT_RECEIVED")
+            await graph.wait_for(lambda g: replies_to(g, "before"), 10)
+
+            await stalled.start(srv)
+            watcher = Watcher(http, srv, stalled)
+            polling = asyncio.create_task(watcher.run())
+            try:
+                status, text = await post_message(http, srv, "during", "mid.during")
+                # Answered while storage was still stalled: the wait was bounded by ackTimeout, not the stall.
+                assert stalled.active
+                assert status == 503, text
+                await wait_for(lambda: watcher.answered_during_stall >= 6, 10)
+                assert stalled.active
+            finally:
+                await stalled.release()
+                watcher.stop()
+                await polling
+            assert watcher.failures == []
+
+            # The commit the webhook gave up on lands now: the event is processed without a redelivery ...
+            await graph.wait_for(lambda g: replies_to(g, "during"), 30)
+            # ... and Meta's redelivery is acknowledged as a duplicate, not answered twice.
+            assert await post_message(http, srv, "during", "mid.during") == (200, "EVENT_RECEIVED")
+            assert srv.metrics.counters["bp_events_duplicate_total"] == 1
+            assert await post_message(http, srv, "after", "mid.after") == (200, "EVENT_RECEIVED")
+            await graph.wait_for(lambda g: replies_to(g, "after"), 10)
+            assert [len(replies_to(graph, u)) for u in ("before", "during", "after")] == [1, 1, 1]
+            assert await srv.storage.inbox_pending() == []
+
+
+async def test_any_channel_gets_storage_unavailable_and_its_route_answers_503(
+        data_dir: Path, env: dict[str, str], echo: Any) -> None:
+    """Through the SDK alone: the channel maps StorageUnavailable to 503, and one that does not gets a 503
+    from the core rather than a 500; both events are processed once the stall ends."""
+    make_bot(data_dir, "alpha")
+    stalled = WriterThreadStuck()
+    async with run_server(data_dir, env, modules=["echo"], storage={"ackTimeout": ACK_TIMEOUT}) as srv, \
+            aiohttp.ClientSession() as http:
+        await stalled.start(srv)
+        try:
+            for route, user in (("in", "guarded"), ("in-unguarded", "unguarded")):
+                async with http.post(f"{srv.url}/api/v1/bots/alpha/mod/echo/{route}",
+                                     json={"user": user, "text": route}) as response:
+                    body = await response.json()
+                    assert response.status == 503, body
+                    assert "storage.ackTimeout" in str(body), body
+            assert stalled.active
+        finally:
+            await stalled.release()
+        await wait_for(lambda: sorted(m["target"] for m in echo.SENT) == ["guarded", "unguarded"], 10)
+
+
+async def test_past_the_bound_of_waiting_events_new_ones_are_refused_at_once(
+        data_dir: Path, env: dict[str, str], echo: Any, monkeypatch: Any) -> None:
+    """A stalled storage and webhooks that keep coming: memory does not fill with events waiting for a
+    commit; past MAX_UNSTORED_INCOMING the next webhook is answered 503 without waiting its turn."""
+    import botpress_py.pipeline as pipeline
+
+    monkeypatch.setattr(pipeline, "MAX_UNSTORED_INCOMING", 3)
+    make_bot(data_dir, "alpha")
+    stalled = WriterThreadStuck()
+    async with run_server(data_dir, env, modules=["echo"], storage={"ackTimeout": "10s"}) as srv, \
+            aiohttp.ClientSession() as http:
+        await stalled.start(srv)
+
+        async def say(user: str) -> tuple[int, str]:
+            async with http.post(f"{srv.url}/api/v1/bots/alpha/mod/echo/in", json={"user": user, "text": "hi"}) as r:
+                return r.status, str(await r.json())
+
+        try:
+            waiting = [asyncio.create_task(say(f"waiting-{i}")) for i in range(3)]
+            await wait_for(lambda: srv.pipeline._unstored == 3, 10)
+            status, body = await say("one-too-many")
+            assert status == 503 and "not keeping up" in body
+            assert not any(task.done() for task in waiting), "refused before the others' wait ended"
+        finally:
+            await stalled.release()
+        assert [(await task)[0] for task in waiting] == [200, 200, 200]
+        await wait_for(lambda: len(echo.SENT) == 3, 10)
