@@ -18,8 +18,7 @@ from typing import Any
 
 import aiohttp
 import pytest
-from channel_messenger.graph_emulator import GraphEmulator
-from channel_messenger.local_config import DEMO_APP_SECRET, DEMO_PAGE_ID, DEMO_TOKEN
+from channel_messenger.emulator import DEMO_APP_SECRET, DEMO_PAGE_ID, DEMO_TOKEN, GraphEmulator
 
 from botpress_py import cli
 from botpress_py.testing import make_bot, run_server, write_json

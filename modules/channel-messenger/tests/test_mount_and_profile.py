@@ -7,7 +7,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from channel_messenger.graph_emulator import GraphEmulator
+from channel_messenger.emulator import GraphEmulator
 from messenger_testkit import (
     PAGE_A,
     PAGE_B,

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from channel_messenger.local_config import DEMO_APP_SECRET, DEMO_PORT, DEMO_TOKEN
+from channel_messenger.emulator import DEMO_APP_SECRET, DEMO_PORT, DEMO_TOKEN
 from emulator_testkit import REPO_ROOT, botpress_py, cli_env, emulator_process  # noqa: F401  (cli_env: a fixture)
 
 from botpress_py import cli
