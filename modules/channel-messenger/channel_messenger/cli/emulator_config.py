@@ -17,8 +17,6 @@ from botpress_py.sdk import ConfigFileError, DataFolder, load_json_file
 from ..settings import DEFAULT_GRAPH_API_URL, MODULE
 
 SCHEMA_FILE = Path(__file__).resolve().parents[2] / "config.schema.json"
-# The keys ``messenger emulator --configure`` owns in a bot's file.
-EMULATOR_KEYS = ("enabled", "graphApiUrl", "accessToken", "appSecret")
 
 
 class CommandError(Exception):
