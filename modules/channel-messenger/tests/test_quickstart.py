@@ -10,23 +10,12 @@ from pathlib import Path
 import aiohttp
 import pytest
 from channel_messenger.emulator import DEMO_APP_SECRET, DEMO_PORT, DEMO_TOKEN
-from emulator_testkit import REPO_ROOT, botpress_py, cli_env, emulator_process  # noqa: F401  (cli_env: a fixture)
+from emulator_testkit import REPO_ROOT, botpress_py, cli_env, emulator_process, shipped_data  # noqa: F401
 
 from botpress_py import cli
 from botpress_py.testing import run_server, wait_for
 
 README = REPO_ROOT / "README.md"
-SHIPPED = ["global/botpress.config.json", "global/botpress.config.schema.json", "bots/welcome-bot/bot.config.json",
-           "bots/welcome-bot/qna.json"]
-
-
-def shipped_data(tmp_path: Path) -> Path:
-    """What a fresh clone has in data/ (run-time files left out)."""
-    data = tmp_path / "data"
-    for name in SHIPPED:
-        (data / name).parent.mkdir(parents=True, exist_ok=True)
-        (data / name).write_bytes((REPO_ROOT / "data" / name).read_bytes())
-    return data
 
 
 def quickstart() -> str:

@@ -30,6 +30,7 @@ from ..emulator.demo import DEMO_APP_SECRET, DEMO_PAGE_ID, DEMO_PAGE_NAME, DEMO_
 from ..emulator.events import user_event
 from ..emulator.graph import GraphEmulator
 from ..emulator.replies import ReplyCollector
+from ..profile import desired_profile
 from ..settings import MODULE
 from .chat_screen import QUIT, ChatScreen, ChatTarget, settle_for
 from .emulator_config import CommandError, configure_for_emulator, real_page_file, unconfigure_emulator
@@ -203,8 +204,9 @@ class OneTerminal:
                    "its Messenger channel is not connected: the error above (or in the server's log) says why")
             self._give_up(f"cannot chat with bot '{self.bot_id}': {why}")
             return None
-        page = self.emulator.pages.get(binding.page_id)
-        profile = page.profile if page is not None else {}
+        # What the bot's config asks of the Page's profile (the emulator may not have it: the server pushes
+        # only what changed since its last push, which may have gone to an earlier emulator).
+        profile = desired_profile(binding.settings).fields
         greeting = next((g.get("text", "") for g in profile.get("greeting") or [] if g.get("locale") == "default"), "")
         menu = next((m.get("call_to_actions", []) for m in profile.get("persistent_menu") or []
                      if m.get("locale") == "default"), [])
@@ -264,10 +266,11 @@ class OneTerminal:
             return
         if self._file_before is None:
             path.unlink(missing_ok=True)
-        else:
-            added = [key for key in self._file_written if key not in self._file_before]
-            self.folder.update_module_config(MODULE, self.bot_id, self._file_before, remove=added)
-        self._tell(f"Bot '{self.bot_id}': {_shown(path)} is back as it was before the emulator")
+            self._tell(f"Bot '{self.bot_id}': {_shown(path)} removed again (it was written for this run only)")
+            return
+        added = [key for key in self._file_written if key not in self._file_before]
+        self.folder.update_module_config(MODULE, self.bot_id, self._file_before, remove=added)
+        self._tell(f"Bot '{self.bot_id}': {_shown(path)} is back as it was before this run")
 
     def _tell(self, text: str) -> None:
         print(text, file=self.out, flush=True)
