@@ -8,11 +8,14 @@ Graph API emulator, ``botpress-py messenger …`` and ``botpress-py start --emul
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from botpress_py.sdk import BotContext, IOEvent, Middleware, ServerContext, hookimpl
 
 from .channel import MessengerChannel
+
+if TYPE_CHECKING:
+    from .cli.one_terminal import OneTerminal
 
 
 class MessengerModule:
@@ -20,7 +23,7 @@ class MessengerModule:
 
     def __init__(self) -> None:
         self.channel = MessengerChannel()
-        self.one_terminal: Any = None  # cli.one_terminal.OneTerminal while start --emulator runs
+        self.one_terminal: OneTerminal | None = None  # while start --emulator runs
 
     @hookimpl
     async def on_server_started(self, server: ServerContext) -> None:

@@ -96,6 +96,9 @@ class OneTerminal:
         except (CommandError, OSError) as exc:
             self._give_up(str(exc))
             return
+        except Exception as exc:  # a bug: the run cannot go on, and the server must not stay up without it
+            self._give_up(f"{type(exc).__name__}: {exc}")
+            return
         self._quiet_console()
 
     async def _start_emulator(self, port: int) -> GraphEmulator:
