@@ -134,47 +134,48 @@ async def _run_emulator(args: argparse.Namespace, pages: dict[str, dict[str, Any
         emulator.add_rule(passthrough=True, delay=args.latency)
     if not args.quiet:
         emulator.listeners.append(lambda record: print(call_line(record), flush=True))
-    try:
-        await emulator.start(args.port, args.host)
-    except OSError as exc:
-        print(f"error: cannot listen on {args.host}:{args.port}: {exc.strerror or exc} "
-              "(another emulator running? choose another --port)", file=sys.stderr)
-        await emulator.stop()
-        return 1
-    assert emulator.port is not None
-    url = _connect_url(args.host, emulator.port)
-    page = next(iter(pages.values()))
-    lines = [f"Graph API emulator on {url}  (Ctrl+C stops)"]
-    lines += [f"  page {pid} \"{p['name']}\"  accessToken {p['token']}" for pid, p in pages.items()]
-    lines.append(f"  appSecret {args.app_secret}: signs webhooks posted to {server} (POST /_emulator/send)"
-                 if args.app_secret else f"  no --app-secret: webhooks cannot be signed (server {server})")
-    stop = asyncio.Event()
     configured: str | None = None
-    if args.configure:
-        try:
-            path, written = configure_for_emulator(folder, args.configure, url, page["token"],
-                                                   args.app_secret or "", force=args.force)
-        except CommandError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            await emulator.stop()
-            return 1
-        configured = args.configure
-        lines.append(f"Bot '{configured}' now uses the emulator: {path}")
-        lines.append(f"  ({', '.join(written) or 'already set'}; a running server reconnects the bot by itself; "
-                     "the channel is turned off again when the emulator stops)")
-        lines.append(f"Chat with it:  botpress-py messenger chat --bot {configured}")
-    else:
-        snippet = json.dumps({"enabled": True, "graphApiUrl": url, "accessToken": page["token"],
-                              "appSecret": args.app_secret or "<the bot's appSecret>"})
-        lines.append("Point a bot at it in data/bots/<bot>/config/channel-messenger.json:")
-        lines.append(f"  {snippet}")
-        lines.append("(or restart with --configure <bot>), then:  botpress-py messenger chat --bot <bot>")
-    print("\n".join(lines), flush=True)
-    loop = asyncio.get_running_loop()
-    if threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
+    url = ""
+    # Whatever ends the run (Ctrl+C, even while it starts, or an error), the emulator stops and the
+    # bot it configured is turned off again.
     try:
+        try:
+            await emulator.start(args.port, args.host)
+        except OSError as exc:
+            print(f"error: cannot listen on {args.host}:{args.port}: {exc.strerror or exc} "
+                  "(another emulator running? choose another --port)", file=sys.stderr)
+            return 1
+        assert emulator.port is not None
+        url = _connect_url(args.host, emulator.port)
+        page = next(iter(pages.values()))
+        lines = [f"Graph API emulator on {url}  (Ctrl+C stops)"]
+        lines += [f"  page {pid} \"{p['name']}\"  accessToken {p['token']}" for pid, p in pages.items()]
+        lines.append(f"  appSecret {args.app_secret}: signs webhooks posted to {server} (POST /_emulator/send)"
+                     if args.app_secret else f"  no --app-secret: webhooks cannot be signed (server {server})")
+        if args.configure:
+            try:
+                path, written = configure_for_emulator(folder, args.configure, url, page["token"],
+                                                       args.app_secret or "", force=args.force)
+            except CommandError as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                return 1
+            configured = args.configure
+            lines.append(f"Bot '{configured}' now uses the emulator: {path}")
+            lines.append(f"  ({', '.join(written) or 'already set'}; a running server reconnects the bot by "
+                         "itself; the channel is turned off again when the emulator stops)")
+            lines.append(f"Chat with it:  botpress-py messenger chat --bot {configured}")
+        else:
+            snippet = json.dumps({"enabled": True, "graphApiUrl": url, "accessToken": page["token"],
+                                  "appSecret": args.app_secret or "<the bot's appSecret>"})
+            lines.append("Point a bot at it in data/bots/<bot>/config/channel-messenger.json:")
+            lines.append(f"  {snippet}")
+            lines.append("(or restart with --configure <bot>), then:  botpress-py messenger chat --bot <bot>")
+        print("\n".join(lines), flush=True)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, stop.set)
         await stop.wait()  # serves until Ctrl+C or SIGTERM
     finally:
         if configured:
