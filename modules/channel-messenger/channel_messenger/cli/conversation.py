@@ -51,11 +51,11 @@ class Conversation:
             target = _target(http, folder, server, bot_id, config, psid, app_secret)
             if settle is not None:
                 target.settle = max(0.05, settle)
+            conversation = cls(target, http, timeout=timeout)
+            conversation.seq = target_seq(http, target.emulator)
         except BaseException:
             http.close()
             raise
-        conversation = cls(target, http, timeout=timeout)
-        conversation.seq = target_seq(http, target.emulator)
         return conversation
 
     def close(self) -> None:
