@@ -26,7 +26,7 @@ from aiohttp import web
 from bench.common import HOST, ROOT
 
 sys.path.insert(0, str(ROOT / "modules" / "channel-messenger"))
-from channel_messenger.graph_emulator import GraphEmulator  # a module folder, not an installed package
+from channel_messenger.emulator import GraphEmulator  # a module folder, not an installed package
 
 PAGE_BASE = 100_000_000_000
 

@@ -1,75 +1,98 @@
 """channel-messenger: a Facebook Messenger channel for botpress-py.
 
-Only hook implementations live here; they delegate to the one ``MessengerChannel`` of this
-process (see channel.py). Everything Messenger-specific stays inside this package.
+``create_module()`` gives each server its own ``MessengerModule``, whose hook implementations
+delegate to that server's ``MessengerChannel`` (channel.py). The command-line tooling (the
+Graph API emulator, ``botpress-py messenger …`` and ``botpress-py start --emulator``) lives in
+``emulator/`` and ``cli/`` and is imported only when asked for.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from botpress_py.sdk import BotContext, IOEvent, Middleware, ServerContext, hookimpl
 
 from .channel import MessengerChannel
 
-CHANNEL = MessengerChannel()
+if TYPE_CHECKING:
+    from .cli.one_terminal import OneTerminal
 
 
-def channel() -> MessengerChannel:
-    """The module's channel instance (tests and CLI helpers reach it here)."""
-    return CHANNEL
+class MessengerModule:
+    """The module as one server sees it: its channel, and the one-terminal chat when ``start --emulator`` asks."""
+
+    def __init__(self) -> None:
+        self.channel = MessengerChannel()
+        self.one_terminal: OneTerminal | None = None  # while start --emulator runs
+
+    @hookimpl
+    async def on_server_started(self, server: ServerContext) -> None:
+        await self.channel.start(server)
+        if server.options.get("emulator"):
+            from .cli.one_terminal import OneTerminal
+
+            self.one_terminal = OneTerminal(server, self.channel)
+            await self.one_terminal.prepare()
+
+    @hookimpl
+    def on_server_ready(self, server: ServerContext) -> None:
+        if self.one_terminal is not None:
+            self.one_terminal.start_chat()
+
+    @hookimpl
+    async def on_server_stopping(self, server: ServerContext) -> None:
+        if self.one_terminal is not None:
+            await self.one_terminal.stop_chat()
+
+    @hookimpl
+    async def on_server_stopped(self, server: ServerContext) -> None:
+        await self.channel.stop()
+        if self.one_terminal is not None:
+            await self.one_terminal.finish()
+            self.one_terminal = None
+
+    @hookimpl
+    async def on_bot_mount(self, bot: BotContext) -> None:
+        await self.channel.mount(bot)
+
+    @hookimpl
+    def on_bot_unmount(self, bot: BotContext) -> None:
+        self.channel.unmount(bot)
+
+    @hookimpl
+    async def on_bot_disabled(self, bot: BotContext) -> None:
+        await self.channel.bot_disabled(bot)
+
+    @hookimpl
+    async def on_outgoing(self, event: IOEvent, bot: BotContext) -> bool | None:
+        return await self.channel.send(event, bot)
+
+    @hookimpl
+    async def on_user_erase(self, bot: BotContext, user_id: str, channel: str) -> None:
+        await self.channel.erase_user(bot, user_id, channel)
+
+    @hookimpl
+    def register_middleware(self) -> list[Middleware]:
+        """Before bot logic: the Messenger user's profile and cross-Page contact (contacts.py)."""
+        return [Middleware("messenger-user", "incoming", self.channel.enrich, order=10,
+                           description="Messenger profile (requestProfile) and contact across Pages "
+                                       "(mergeContactProfiles) on event.user")]
+
+    @hookimpl
+    def register_commands(self, subparsers: Any) -> None:
+        """``botpress-py messenger emulator | simulate | chat`` (cli/commands.py)."""
+        from .cli.commands import register
+
+        register(subparsers)
+
+    @hookimpl
+    def register_start_options(self, parser: Any) -> None:
+        """``botpress-py start --emulator``: the server, the emulator and a chat in one terminal."""
+        from .cli.commands import add_start_options
+
+        add_start_options(parser)
 
 
-@hookimpl
-async def on_server_started(server: ServerContext) -> None:
-    await CHANNEL.start(server)
-
-
-@hookimpl
-async def on_bot_mount(bot: BotContext) -> None:
-    await CHANNEL.mount(bot)
-
-
-@hookimpl
-def on_bot_unmount(bot: BotContext) -> None:
-    CHANNEL.unmount(bot)
-
-
-@hookimpl
-async def on_bot_disabled(bot: BotContext) -> None:
-    await CHANNEL.bot_disabled(bot)
-
-
-@hookimpl
-async def on_module_unmount(server: Any) -> None:
-    await CHANNEL.stop()
-
-
-@hookimpl
-async def on_outgoing(event: IOEvent, bot: BotContext) -> bool | None:
-    return await CHANNEL.send(event, bot)
-
-
-async def _user_of_event(event: IOEvent, bot: BotContext) -> None:
-    await CHANNEL.enrich(event, bot)
-
-
-@hookimpl
-def register_middleware() -> list[Middleware]:
-    """Before bot logic: the Messenger user's profile and cross-Page contact (contacts.py)."""
-    return [Middleware("messenger-user", "incoming", _user_of_event, order=10,
-                       description="Messenger profile (requestProfile) and contact across Pages "
-                                   "(mergeContactProfiles) on event.user")]
-
-
-@hookimpl
-def register_commands(subparsers: Any) -> None:
-    """``botpress-py messenger emulator | simulate | chat`` (see commands.py)."""
-    from .commands import register
-
-    register(subparsers)
-
-
-@hookimpl
-async def on_user_erase(bot: BotContext, user_id: str, channel: str) -> None:
-    await CHANNEL.erase_user(bot, user_id, channel)
+def create_module() -> MessengerModule:
+    """One module instance per server (the loader calls it for each)."""
+    return MessengerModule()

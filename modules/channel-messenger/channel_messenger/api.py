@@ -1,4 +1,4 @@
-"""The channel's admin HTTP API for one bot: notify, inject and handover (DESIGN.md section 8).
+"""The channel's admin HTTP API for one bot: notify, inject and handover.
 
 Served under ``/api/v1/bots/<botId>/mod/channel-messenger/``; every route needs the admin
 token (``Authorization: Bearer <token>``: 401 without it, 403 with a wrong one).
@@ -18,24 +18,18 @@ Bodies are checked field by field: a problem answers 400 ``{"error", "field", "r
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiohttp import web
 
-from botpress_py.sdk import STANDARD_PAYLOAD_TYPES, BotContext, IOEvent
+from botpress_py.sdk import STANDARD_PAYLOAD_TYPES, BotContext, IOEvent, ServerContext
 
 from .graph_client import GraphApiError
-from .incoming import CHANNEL
-from .pages import PageBinding
+from .handover import HANDOVER_ACTIONS, Handover, describe, metadata_text, owner_view
+from .incoming import CHANNEL, apply_incoming_flags
+from .pages import PageBinding, PageRegistry
 from .rendering import RenderError, render_payload
-from .threads import RELEASED, describe
-from .window import MESSAGE_TAGS, messaging_type_for
-
-if TYPE_CHECKING:
-    from .channel import MessengerChannel
-
-HANDOVER_ACTIONS = ("pass", "take", "request", "release")
-MAX_METADATA = 1000
+from .window import MESSAGE_TAGS, MessagingWindow, messaging_type_for
 
 
 class BadBody(ValueError):
@@ -76,36 +70,27 @@ def _unknown(body: dict[str, Any], known: set[str]) -> None:
         raise BadBody(extra[0], f"unknown field; known: {', '.join(sorted(known))}")
 
 
-def metadata_text(value: Any, field: str = "metadata") -> str | None:
-    """Handover metadata as Meta wants it: a string of at most 1000 characters (objects as JSON)."""
-    if value is None:
-        return None
-    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, separators=(",", ":"))
-    if len(text) > MAX_METADATA:
-        raise BadBody(field, f"at most {MAX_METADATA} characters (objects count as their JSON)")
-    return text
-
-
 class MessengerApi:
     """The handlers, bound to one bot id (the bot's current context is looked up per request)."""
 
-    def __init__(self, channel: MessengerChannel, bot_id: str) -> None:
-        self.channel = channel
+    def __init__(self, bot_id: str, *, server: ServerContext, registry: PageRegistry, handover: Handover,
+                 window: MessagingWindow) -> None:
         self.bot_id = bot_id
+        self.server = server
+        self.registry = registry
+        self.handover = handover
+        self.window = window
 
     def add_routes(self, bot: BotContext) -> None:
         bot.router.add_post("/notify", self.notify)
         bot.router.add_post("/inject", self.inject)
-        bot.router.add_post("/handover", self.handover)
+        bot.router.add_post("/handover", self.change_thread_owner)
         bot.router.add_get("/handover", self.handover_state)
 
     def _context(self, request: web.Request) -> tuple[BotContext, PageBinding]:
-        server = self.channel.server
-        if server is None:
-            raise web.HTTPServiceUnavailable(text="the channel is not started")
-        server.require_admin(request)
-        binding = self.channel.registry.by_bot(self.bot_id)
-        bot = server.get_bot(self.bot_id)
+        self.server.require_admin(request)
+        binding = self.registry.by_bot(self.bot_id)
+        bot = self.server.get_bot(self.bot_id)
         if binding is None or bot is None:
             raise web.HTTPConflict(
                 text=json.dumps({"error": f"channel-messenger is not connected for bot '{self.bot_id}' "
@@ -139,11 +124,11 @@ class MessengerApi:
         except BadBody as exc:
             return _error(400, f"bad body: {exc}", field=exc.field, reason=exc.reason)
 
-        owner = await self.channel.threads.get(bot, binding.page_id, psid)
+        owner = await self.handover.owners.get(bot, binding.page_id, psid)
         if owner is not None:
             return _error(409, f"not sent: {describe(owner)}; the bot may message the user again once it has "
                                "thread control (POST .../handover with action \"take\")", userId=psid)
-        last = await self.channel.window.last_incoming(bot, binding.page_id, psid)
+        last = await self.window.last_incoming(bot, binding.page_id, psid)
         messaging_type, refusal = messaging_type_for(last, tag)
         if refusal:
             return _error(422, f"not sent: {refusal}", userId=psid, field="tag")
@@ -186,12 +171,12 @@ class MessengerApi:
                             preview=title)
         event.dedupeKey = f"inject:{event.id}"
         event.flags["injected"] = True
-        self.channel.apply_incoming_flags(binding, [event])
+        apply_incoming_flags(binding.settings, [event])
         await bot.receive([event])
         return web.json_response({"id": event.id, "userId": psid}, status=202)
 
     # -- handover ----------------------------------------------------------------------------
-    async def handover(self, request: web.Request) -> web.Response:
+    async def change_thread_owner(self, request: web.Request) -> web.Response:
         bot, binding = self._context(request)
         try:
             body = await _json_body(request)
@@ -208,19 +193,22 @@ class MessengerApi:
                     target = str(target)
                 if not isinstance(target, str) or not (target == "inbox" or target.isdigit()):
                     raise BadBody("targetAppId", "\"inbox\" (the Page Inbox) or an app id (digits)")
-            metadata = metadata_text(body.get("metadata"))
+            try:
+                metadata = metadata_text(body.get("metadata"))
+            except ValueError as exc:
+                raise BadBody("metadata", str(exc)) from None
         except BadBody as exc:
             return _error(400, f"bad body: {exc}", field=exc.field, reason=exc.reason)
         try:
-            owner = await self.channel.thread_control(bot, binding, psid, action, target=target, metadata=metadata,
-                                                      reason="handover API")
+            owner = await self.handover.thread_control(bot, binding, psid, action, target=target, metadata=metadata,
+                                                       reason="handover API")
         except GraphApiError as exc:
             status = 409 if exc.permanent else 502
             return _error(status, f"{action} thread control refused by Messenger: {exc}", userId=psid,
                           code=exc.code, subcode=exc.subcode)
         except TimeoutError:
             return _error(504, f"{action} thread control: the Graph API did not answer in time", userId=psid)
-        return web.json_response({"userId": psid, "action": action, "owner": _owner_view(owner)})
+        return web.json_response({"userId": psid, "action": action, "owner": owner_view(owner)})
 
     async def handover_state(self, request: web.Request) -> web.Response:
         bot, binding = self._context(request)
@@ -228,14 +216,6 @@ class MessengerApi:
             psid = _user_id({"userId": request.query.get("userId")})
         except BadBody as exc:
             return _error(400, f"bad query: {exc}", field=exc.field, reason=exc.reason)
-        owner = await self.channel.threads.get(bot, binding.page_id, psid)
-        return web.json_response({"userId": psid, "owner": _owner_view(owner)})
+        owner = await self.handover.owners.get(bot, binding.page_id, psid)
+        return web.json_response({"userId": psid, "owner": owner_view(owner)})
 
-
-def _owner_view(owner: dict[str, Any] | None) -> dict[str, Any]:
-    """``{"app": "bot"}`` while the bot answers; otherwise the owner, since when and why."""
-    if owner is None:
-        return {"app": "bot"}
-    app = owner.get("owner")
-    return {"app": "none" if app == RELEASED else app, "since": owner.get("since"), "reason": owner.get("reason"),
-            "description": describe(owner)}

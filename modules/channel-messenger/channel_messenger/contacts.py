@@ -52,13 +52,6 @@ class Contacts:
         self._told: set[tuple[str, str, Any]] = set()  # (page, what, cause) already logged
         self._throttle = LogThrottle(60.0)
 
-    def clear(self) -> None:
-        self._profiles.clear()
-        self._merged.clear()
-        self._basic_only.clear()
-        self._told.clear()
-        self._throttle = LogThrottle(60.0)
-
     def forget(self, bot_id: str, page_id: str, psid: str) -> None:
         """Drop what is cached about a user (data erase)."""
         self._profiles.pop((bot_id, page_id, psid), None)

@@ -32,6 +32,10 @@ AUTH_ERROR_CODE = 190
 # Another app (a human agent's inbox, usually) owns the conversation: only it may send.
 THREAD_OWNED_ELSEWHERE = 2018300
 MAX_ID_PAGES = 20  # pages of ids_for_pages followed at most (25 ids each)
+# Backoff between attempts: the first step, doubled each retry up to the ceiling (seconds). Read when
+# a GraphClient is made, so a test can shrink them for the servers it starts.
+BACKOFF_FIRST_SECONDS = 0.5
+BACKOFF_MAX_SECONDS = 4.0
 
 
 def appsecret_proof(app_secret: str, access_token: str) -> str:
@@ -74,6 +78,16 @@ class GraphApiError(DeliveryError):
     def thread_owned_elsewhere(self) -> bool:
         """Meta refused because another app has thread control of the conversation."""
         return THREAD_OWNED_ELSEWHERE in (self.code, self.subcode)
+
+
+def failure_hint(error: GraphApiError) -> str:
+    """What the operator can do about a failed Graph call, for a status reason."""
+    if error.is_auth_error:
+        return ("the access token is invalid, expired or revoked: generate a new Page Access Token in Meta App > "
+                "Messenger > Access Tokens and put it in accessToken")
+    if error.code is None and error.status is None:
+        return "the Graph API could not be reached: check the network and graphApiUrl; reload the bot to retry"
+    return "reload the bot to retry once the cause is fixed"
 
 
 def is_transient(status: int | None, code: int | None, subcode: int | None, flagged_transient: bool) -> bool:
@@ -141,11 +155,12 @@ def error_from_response(
 
 
 class GraphClient:
-    """The module's one HTTP connection pool to the Graph API, shared by every Page.
+    """A server's one HTTP connection pool to the Graph API, shared by every Page.
 
-    ``base_delay`` is the first backoff step (doubled each retry, with jitter); tests set
-    it near zero. ``budget`` caps the seconds spent on one call including retries, so a
-    reply never hangs the conversation for long: past it the pipeline's own retry takes over.
+    ``base_delay`` is the first backoff step (doubled each retry, with jitter, up to ``max_delay``);
+    both default to ``BACKOFF_FIRST_SECONDS`` and ``BACKOFF_MAX_SECONDS``. ``budget`` caps the
+    seconds spent on one call including retries, so a reply never hangs the conversation for long:
+    past it the pipeline's own retry takes over.
     """
 
     def __init__(
@@ -153,14 +168,14 @@ class GraphClient:
         *,
         timeout: float = 10.0,
         max_attempts: int = 4,
-        base_delay: float = 0.5,
-        max_delay: float = 4.0,
+        base_delay: float | None = None,
+        max_delay: float | None = None,
         budget: float = 15.0,
     ) -> None:
         self.timeout = timeout
         self.max_attempts = max(1, max_attempts)
-        self.base_delay = base_delay
-        self.max_delay = max_delay
+        self.base_delay = BACKOFF_FIRST_SECONDS if base_delay is None else base_delay
+        self.max_delay = BACKOFF_MAX_SECONDS if max_delay is None else max_delay
         self.budget = budget
         self._session: aiohttp.ClientSession | None = None
 
@@ -341,9 +356,6 @@ class PageGraph:
         if metadata is not None and action != "release":
             body["metadata"] = metadata
         return await self._call("POST", f"/me/{action}_thread_control", body=body)
-
-    async def get_profile(self, fields: list[str]) -> dict[str, Any]:
-        return await self._call("GET", "/me/messenger_profile", params={"fields": ",".join(fields)})
 
     async def set_profile(self, fields: dict[str, Any]) -> dict[str, Any]:
         return await self._call("POST", "/me/messenger_profile", body=fields)

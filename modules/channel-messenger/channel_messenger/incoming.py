@@ -19,6 +19,7 @@ from typing import Any
 from botpress_py.sdk import IOEvent, now_ms, payload_preview
 
 from .rendering import SAY_PREFIX
+from .settings import MessengerSettings
 from .validation import (
     Malformed,
     a_mid,
@@ -35,6 +36,10 @@ from .validation import (
 )
 
 CHANNEL = "messenger"
+# What a user does (as opposed to signals and the Page's own echoes): it opens the messaging window,
+# and arriving as standby or not it tells who owns the conversation.
+USER_EVENT_TYPES = frozenset({"text", "quick_reply", "postback", "image", "audio", "video", "file", "sticker",
+                              "fallback", "location", "attachment", "referral"})
 HANDOVER_KEYS = ("pass_thread_control", "take_thread_control", "request_thread_control", "app_roles")
 SIGNAL_KEYS = ("delivery", "read", "reaction", "optin", "account_linking", "policy_enforcement")
 PREVIEW_CHARS = 1000  # a preview is for history lists and logs: a 5 MB text needs no 5 MB preview
@@ -298,3 +303,15 @@ def map_entry(entry: dict[str, Any], page_id: str, *,
         except Malformed as exc:
             skipped.append(exc)
     return events, skipped
+
+
+def apply_incoming_flags(settings: MessengerSettings, events: list[IOEvent]) -> None:
+    """The bot's data-protection and session settings, as flags the core acts on."""
+    for event in events:
+        # An echo is the Page's own message (the bot's, or a person's in the Page Inbox).
+        if settings.mask_outgoing if event.flags.get("echo") else settings.mask_incoming:
+            event.flags["mask"] = True
+        if settings.mask_outgoing and not event.silent:
+            event.flags["maskReplies"] = True
+        if settings.session_timeout_seconds:
+            event.flags["sessionTimeout"] = settings.session_timeout_seconds

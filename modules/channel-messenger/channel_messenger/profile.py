@@ -82,28 +82,18 @@ def profile_changes(desired: dict[str, Any], last: dict[str, Any]) -> tuple[dict
     return to_set, to_delete
 
 
-@dataclass(slots=True)
-class ProfileSync:
-    """What a sync did: fields posted, fields deleted, and notes for the log."""
-
-    posted: list[str] = field(default_factory=list)
-    deleted: list[str] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-
-
 async def sync_profile(
     graph: PageGraph,
     state: KeyValueStore,
     page_id: str,
     settings: MessengerSettings,
     logger: logging.Logger,
-) -> ProfileSync:
+) -> None:
     """Bring the Page's Messenger profile to what the config asks for, with as few calls as possible.
 
     Raises GraphApiError when Meta refuses a call; what succeeded before it is remembered.
     """
     desired = desired_profile(settings)
-    result = ProfileSync(notes=list(desired.notes))
     for note in desired.notes:
         logger.warning("Messenger profile of page %s: %s", page_id, note)
     key = state_key(page_id)
@@ -112,18 +102,15 @@ async def sync_profile(
     to_set, to_delete = profile_changes(desired.fields, last)
     if not to_set and not to_delete:
         logger.info("Messenger profile of page %s unchanged: nothing pushed", page_id)
-        return result
+        return
     if to_delete:
         await graph.delete_profile(to_delete)
         for name in to_delete:
             last.pop(name, None)
         await state.set(key, last)
-        result.deleted = to_delete
         logger.info("Messenger profile of page %s: removed %s", page_id, ", ".join(to_delete))
     if to_set:
         await graph.set_profile(to_set)
         last.update(to_set)
         await state.set(key, last)
-        result.posted = list(to_set)
         logger.info("Messenger profile of page %s: pushed %s", page_id, ", ".join(to_set))
-    return result

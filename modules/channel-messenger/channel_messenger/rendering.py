@@ -1,4 +1,4 @@
-"""Standard outgoing payloads (DESIGN.md section 7) → Messenger Send API request bodies.
+"""Standard outgoing payloads (docs/modules.md, Outgoing payloads) → Messenger Send API request bodies.
 
 Pure functions: no I/O, so every body can be asserted exactly. A payload renders to a list
 of steps, each a Send API body (a message or a sender action) or a ``Pause``.
@@ -36,7 +36,6 @@ SAY_PREFIX = "say::"
 DEFAULT_TYPING_MS = 1000
 MAX_TYPING_MS = 20000  # Messenger drops the indicator after 20 s anyway
 ELLIPSIS = "…"
-MEDIA_TYPES = ("image", "file", "video", "audio")
 
 Step = dict[str, Any]
 

@@ -6,6 +6,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+MODULE = "channel-messenger"
 DEFAULT_GRAPH_API_URL = "https://graph.facebook.com"
 DEFAULT_GRAPH_API_VERSION = "v25.0"
 SENDER_ACTIONS = frozenset({"typing_on", "typing_off", "mark_seen"})

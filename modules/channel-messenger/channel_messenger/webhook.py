@@ -10,71 +10,28 @@ App's Page even when both are served by this server.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import hmac
 import json
 import logging
 import traceback
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import orjson
 from aiohttp import web
 
-from botpress_py.sdk import IOEvent, LogThrottle, now_ms
+from botpress_py.sdk import IOEvent, LogThrottle, ModuleRouter, now_ms
 
 from .incoming import entry_events, map_messaging_event
 from .pages import PageBinding, PageRegistry
+from .signature import SIGNATURE_SHA1, SIGNATURE_SHA256, matching_secrets
 from .validation import Malformed, an_id, kind_of
 
 log = logging.getLogger("botpress_py.module.channel-messenger.webhook")
 
-SIGNATURE_SHA256 = "X-Hub-Signature-256"
-SIGNATURE_SHA1 = "X-Hub-Signature"
-
 Deliver = Callable[[PageBinding, list[IOEvent]], Awaitable[None]]
 MAX_BODY_DEPTH = 1024  # orjson's limit; no Meta delivery comes near it (a dozen levels)
 YIELD_EVERY = 200  # entries and events read between two turns of the event loop
-
-
-def signature_headers(app_secret: str, raw: bytes) -> dict[str, str]:
-    """The headers Meta sends with a delivery (used by the emulator and the simulate command)."""
-    key = app_secret.encode()
-    return {
-        SIGNATURE_SHA256: "sha256=" + hmac.new(key, raw, hashlib.sha256).hexdigest(),
-        SIGNATURE_SHA1: "sha1=" + hmac.new(key, raw, hashlib.sha1).hexdigest(),
-    }
-
-
-def _presented_signature(headers: Mapping[str, str]) -> tuple[str, str] | None:
-    """(algorithm, hex digest) from the strongest signature header present, or None."""
-    for header, algorithm in ((SIGNATURE_SHA256, "sha256"), (SIGNATURE_SHA1, "sha1")):
-        value = headers.get(header)
-        if value:
-            prefix, _, digest = value.strip().partition("=")
-            # A sha256 header that is malformed must not fall back to the weaker sha1 one.
-            if prefix.lower() != algorithm or not digest:
-                return algorithm, ""
-            return algorithm, digest.strip().lower()
-    return None
-
-
-def matching_secrets(raw: bytes, headers: Mapping[str, str], secrets: Iterable[str]) -> set[str]:
-    """The app secrets whose HMAC of ``raw`` equals the presented signature (constant-time compares)."""
-    presented = _presented_signature(headers)
-    if presented is None or not presented[1]:
-        return set()
-    algorithm, digest = presented
-    digestmod = "sha256" if algorithm == "sha256" else "sha1"
-    valid: set[str] = set()
-    presented_digest = digest.encode("ascii", "replace")
-    for secret in secrets:
-        if not secret:
-            continue
-        expected = hmac.digest(secret.encode(), raw, digestmod).hex().encode()
-        if hmac.compare_digest(expected, presented_digest):
-            valid.add(secret)
-    return valid
 
 
 class _Where:
@@ -167,10 +124,17 @@ class WebhookEndpoint:
         # or the global config changed, not per request (it costs O(bots) to build).
         self._secrets: dict[str | None, tuple[int, Mapping[str, Any], list[str]]] = {}
 
-    def reset(self) -> None:
-        """A fresh start (a new server): nothing cached, nothing held back from the log."""
-        self.throttle = LogThrottle(60.0)
-        self._secrets.clear()
+    def add_routes(self, router: ModuleRouter, bot_id: str | None = None) -> None:
+        """``GET`` and ``POST /webhook`` on a router: the any-bot one, or a bot's own (only its Page served)."""
+
+        async def verify(request: web.Request) -> web.Response:
+            return await self.handle_get(request, bot_id)
+
+        async def receive(request: web.Request) -> web.Response:
+            return await self.handle_post(request, bot_id)
+
+        router.add_get("/webhook", verify)
+        router.add_post("/webhook", receive)
 
     def _global_value(self, key: str) -> str:
         value = self.global_config().get(key)

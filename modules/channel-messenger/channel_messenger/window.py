@@ -20,7 +20,7 @@ from typing import Any
 
 from botpress_py.sdk import BotContext, IOEvent, now_ms
 
-from .threads import USER_EVENT_TYPES
+from .incoming import USER_EVENT_TYPES
 
 STANDARD_WINDOW_MS = 24 * 3600 * 1000
 HUMAN_AGENT_WINDOW_MS = 7 * 24 * 3600 * 1000
@@ -49,13 +49,6 @@ class MessagingWindow:
         self._dirty: dict[str, tuple[BotContext, dict[str, int]]] = {}
         self._flusher: asyncio.Task[None] | None = None
         self._flushing = asyncio.Lock()  # an erase waits for a write in flight, then deletes
-
-    def clear(self) -> None:
-        self._seen.clear()
-        self._written.clear()
-        self._dirty.clear()
-        self._flusher = None
-        self._flushing = asyncio.Lock()  # a fresh server may run on another event loop
 
     async def close(self) -> None:
         """Write what is still waiting (the server stops after the module unmounts)."""

@@ -16,8 +16,8 @@ for folder in (MODULE_DIR, REPO_ROOT, Path(__file__).resolve().parent):
     if str(folder) not in sys.path:
         sys.path.insert(0, str(folder))
 
-from channel_messenger import channel  # noqa: E402
-from channel_messenger.graph_emulator import GraphEmulator  # noqa: E402
+from channel_messenger import graph_client  # noqa: E402
+from channel_messenger.emulator import GraphEmulator  # noqa: E402
 from messenger_testkit import PAGE_A, PAGE_B, PAGE_C, TOKEN_A, TOKEN_B, TOKEN_C  # noqa: E402
 
 
@@ -36,13 +36,11 @@ async def emulator() -> AsyncIterator[GraphEmulator]:
 
 
 @pytest.fixture
-def fast_retries() -> Iterator[None]:
-    """Shrink the module's Graph backoff so retry tests take milliseconds, then restore it."""
-    graph = channel().graph
-    saved = graph.base_delay, graph.max_delay
-    graph.base_delay, graph.max_delay = 0.005, 0.02
+def fast_retries(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Shrink the Graph backoff of the servers the test starts, so retry tests take milliseconds."""
+    monkeypatch.setattr(graph_client, "BACKOFF_FIRST_SECONDS", 0.005)
+    monkeypatch.setattr(graph_client, "BACKOFF_MAX_SECONDS", 0.02)
     yield
-    graph.base_delay, graph.max_delay = saved
 
 
 @pytest.fixture

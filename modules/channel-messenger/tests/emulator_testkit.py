@@ -10,6 +10,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -18,8 +19,7 @@ from typing import Any
 
 import aiohttp
 import pytest
-from channel_messenger.graph_emulator import GraphEmulator
-from channel_messenger.local_config import DEMO_APP_SECRET, DEMO_PAGE_ID, DEMO_TOKEN
+from channel_messenger.emulator import DEMO_APP_SECRET, DEMO_PAGE_ID, DEMO_TOKEN, GraphEmulator
 
 from botpress_py import cli
 from botpress_py.testing import make_bot, run_server, write_json
@@ -30,6 +30,17 @@ MODULES_ROOT = REPO_ROOT / "modules"
 SAMPLE_BOT = REPO_ROOT / "data" / "bots" / "welcome-bot"
 PAGE, TOKEN, SECRET = DEMO_PAGE_ID, DEMO_TOKEN, DEMO_APP_SECRET
 USER = "2000000000000077"
+SHIPPED = ["global/botpress.config.json", "global/botpress.config.schema.json", "bots/welcome-bot/bot.config.json",
+           "bots/welcome-bot/qna.json", "bots/welcome-bot/config/channel-web.json"]
+
+
+def shipped_data(tmp_path: Path) -> Path:
+    """What a fresh clone has in data/ (run-time files, and the sample bot's Messenger settings, left out)."""
+    data = tmp_path / "data"
+    for name in SHIPPED:
+        (data / name).parent.mkdir(parents=True, exist_ok=True)
+        (data / name).write_bytes((REPO_ROOT / "data" / name).read_bytes())
+    return data
 
 
 @dataclass
@@ -178,3 +189,68 @@ async def emulator_process(*args: str, until: str = "Graph API emulator on") -> 
         if process.returncode is None:
             process.kill()
             await process.wait()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Terminal:
+    """A ``python -m botpress_py ARGV`` process driven as a person at a terminal would (pipes instead of a tty)."""
+
+    def __init__(self, process: asyncio.subprocess.Process) -> None:
+        self.process = process
+        self.out = ""
+        self._read_up_to = 0  # where the next expect starts looking
+
+    @classmethod
+    async def start(cls, *argv: str) -> Terminal:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "botpress_py", *argv, cwd=REPO_ROOT, env=subprocess_env(),
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        return cls(process)
+
+    async def expect(self, text: str, timeout: float = 30.0) -> str:
+        """Read the output until ``text`` shows; returns the output from the end of the last expect to the
+        end of ``text`` (what follows is left for the next one)."""
+        assert self.process.stdout is not None
+        start = self._read_up_to
+        async with asyncio.timeout(timeout):
+            while text not in self.out[start:]:
+                chunk = await self.process.stdout.read(4096)
+                if not chunk:
+                    raise AssertionError(f"the process ended before {text!r}: {self.out[start:]!r}")
+                self.out += chunk.decode()
+        self._read_up_to = self.out.index(text, start) + len(text)
+        return self.out[start:self._read_up_to]
+
+    async def type(self, line: str) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.write(line.encode() + b"\n")
+        await self.process.stdin.drain()
+
+    async def ctrl_c(self) -> None:
+        self.process.send_signal(signal.SIGINT)
+
+    async def finish(self, timeout: float = 30.0) -> tuple[int, str, str]:
+        """Wait for the exit; (status, stdout after the last expect, all of stderr)."""
+        out, err = await asyncio.wait_for(self.process.communicate(), timeout)
+        self.out += out.decode()
+        assert self.process.returncode is not None
+        return self.process.returncode, self.out[self._read_up_to:], err.decode()
+
+    async def kill(self) -> None:
+        if self.process.returncode is None:
+            self.process.kill()
+            await self.process.wait()
+
+
+@contextlib.asynccontextmanager
+async def terminal(*argv: str) -> AsyncIterator[Terminal]:
+    term = await Terminal.start(*argv)
+    try:
+        yield term
+    finally:
+        await term.kill()

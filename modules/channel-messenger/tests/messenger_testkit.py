@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from channel_messenger.graph_emulator import GraphEmulator
+from channel_messenger.channel import MessengerChannel
+from channel_messenger.emulator import GraphEmulator
 
 from botpress_py.testing import make_bot, run_server, write_json
 
@@ -20,6 +21,13 @@ SECRET_B = "app-secret-B-0987654321"
 VERIFY = "verify-token-xyz"
 ADMIN = "admin-token-for-tests"
 MODULE = "channel-messenger"
+
+
+def messenger(server: Any) -> MessengerChannel:
+    """The Messenger channel of one running server (each server has its own module instance)."""
+    module = server.loader.pm.get_plugin(MODULE)
+    assert module is not None, f"{MODULE} is not loaded by this server"
+    return module.channel
 
 
 def webhook_path(bot: str = "___") -> str:

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from channel_messenger.commands import parse_pages
-from channel_messenger.local_config import DEMO_APP_SECRET, DEMO_PAGE_ID, DEMO_TOKEN
+from channel_messenger.cli.emulator import parse_pages
+from channel_messenger.emulator import DEMO_APP_SECRET, DEMO_PAGE_ID, DEMO_TOKEN
 from emulator_testkit import REPO_ROOT, SAMPLE_BOT, emulator_process, subprocess_env
 
 from botpress_py.testing import write_json

@@ -7,9 +7,9 @@ import json
 from pathlib import Path
 
 import pytest
-from emulator_testkit import PAGE, SECRET, USER, cli_env, rig, run_cli  # noqa: F401  (cli_env: a fixture)
+from emulator_testkit import PAGE, SECRET, USER, cli_env, free_port, rig, run_cli  # noqa: F401  (cli_env: a fixture)
 
-from botpress_py.testing import make_bot, wait_for
+from botpress_py.testing import make_bot, wait_for, write_json
 
 pytestmark = pytest.mark.usefixtures("cli_env")
 SETTLE = "0.4"  # seconds of quiet that end a bot turn (default 1): keeps the tests quick
@@ -98,10 +98,15 @@ async def test_server_not_running(tmp_path: Path, capsys: pytest.CaptureFixture[
 
 async def test_server_url_from_the_data_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     async with rig(tmp_path) as r:
-        # No --url: the port comes from data/global/botpress.config.json, like the server reads it.
-        code, _, err = await run_cli(capsys, "messenger", "simulate", "--data", str(r.data), "--bot", "welcome-bot",
-                                     "hi")
-    assert code == 1 and "no botpress-py server answers at http://127.0.0.1:3000" in err
+        data = r.data
+    # No --url: the port comes from data/global/botpress.config.json, like the server reads it. A port
+    # nobody listens on (never the default 3000: a developer's server may be running there).
+    port = free_port()
+    config_file = data / "global" / "botpress.config.json"
+    config = json.loads(config_file.read_text())
+    write_json(config_file, {**config, "httpServer": {**config.get("httpServer", {}), "port": port}})
+    code, _, err = await run_cli(capsys, "messenger", "simulate", "--data", str(data), "--bot", "welcome-bot", "hi")
+    assert code == 1 and f"no botpress-py server answers at http://127.0.0.1:{port}" in err
 
 
 async def test_bot_unknown_disabled_or_channel_off(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from channel_messenger.replies import MAX_TYPING, RETRY_SETTLE, ReplyCollector
-from channel_messenger.terminal_render import Choice, TurnPrinter
+from channel_messenger.cli.terminal_render import Choice, TurnPrinter
+from channel_messenger.emulator.replies import MAX_TYPING, RETRY_SETTLE, ReplyCollector
 
 USER, PAGE = "42", "1001"
 

@@ -9,8 +9,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from channel_messenger.graph_emulator import GraphEmulator
-from issue7_kit import all_stored_text, context, seen, spy_on_bot_logic
+from channel_messenger.emulator import GraphEmulator
 from messenger_testkit import (
     PAGE_A,
     PAGE_B,
@@ -24,6 +23,7 @@ from messenger_testkit import (
     serve,
     write_global,
 )
+from observation_kit import all_stored_text, context, seen, spy_on_bot_logic
 
 from botpress_py.testing import wait_for
 

@@ -7,8 +7,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from channel_messenger.graph_emulator import GraphEmulator
-from issue7_kit import all_stored_text, api, event_at, post_events
+from channel_messenger.emulator import GraphEmulator
 from messenger_testkit import (
     PAGE_A,
     PAGE_B,
@@ -21,6 +20,7 @@ from messenger_testkit import (
     texts,
     write_global,
 )
+from observation_kit import all_stored_text, api, event_at, post_events
 
 from botpress_py.sdk import now_ms
 from botpress_py.testing import wait_for

@@ -8,10 +8,11 @@ from typing import Any
 
 import aiohttp
 import pytest
-from channel_messenger import channel
-from channel_messenger.graph_emulator import GraphEmulator
-from issue7_kit import seen, spy_on_bot_logic
+from channel_messenger.channel import MessengerChannel
+from channel_messenger.emulator import GraphEmulator
+from channel_messenger.graph_client import GraphClient
 from messenger_testkit import PAGE_A, TOKEN_A, FakeMeta, add_bot, messages_with, serve, texts, write_global
+from observation_kit import seen, spy_on_bot_logic
 
 from botpress_py.sdk import IOEvent
 from botpress_py.testing import wait_for
@@ -162,7 +163,7 @@ async def test_a_retried_reply_resumes_after_the_parts_already_sent(
         return is_message(body) and not LONG.startswith(body["message"].get("text", "\0"))
 
     # Enough failures to exhaust the client's own retries: the pipeline retries the event later.
-    emulator.fail_next(channel().graph.max_attempts, status=500, code=1200, when=second_part)
+    emulator.fail_next(GraphClient().max_attempts, status=500, code=1200, when=second_part)
     async with serve(data) as server:
         meta = FakeMeta(http, server)
         assert await meta.say(PAGE_A, "17", "long") == 200
@@ -216,4 +217,4 @@ async def test_typing_and_message_delay_between_consecutive_replies(
 async def test_events_of_other_channels_are_not_ours() -> None:
     event = IOEvent(type="text", channel="webchat", direction="outgoing", botId="b", target="u",
                     payload={"type": "text", "text": "x"})
-    assert await channel().send(event, bot=None) is None  # type: ignore[arg-type]
+    assert await MessengerChannel().send(event, bot=None) is None  # type: ignore[arg-type]

@@ -10,9 +10,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from channel_messenger import channel
-from channel_messenger.graph_emulator import GraphEmulator
-from issue7_kit import sqlite_rows
+from channel_messenger.emulator import GraphEmulator
 from messenger_testkit import (
     PAGE_A,
     PAGE_B,
@@ -22,10 +20,12 @@ from messenger_testkit import (
     FakeMeta,
     add_bot,
     messages_with,
+    messenger,
     serve,
     texts,
     write_global,
 )
+from observation_kit import sqlite_rows
 
 from botpress_py.testing import wait_for
 
@@ -54,7 +54,7 @@ async def test_a_bot_disabled_at_start_stores_its_pages_deliveries_and_answers_t
     async with serve(data) as server:
         meta = FakeMeta(http, server)
         # Never connected, no pageId: the channel asks GET /me for the Page, in the background.
-        await wait_for(lambda: channel().registry.parked(PAGE_B) is not None)
+        await wait_for(lambda: messenger(server).registry.parked(PAGE_B) is not None)
         assert await meta.say(PAGE_B, "61", "hello", secret=SECRET_B, mid="m_while_off") == 200
         assert await meta.say(PAGE_B, "61", "hello", secret=SECRET_B, mid="m_while_off") == 200, "a redelivery"
         assert stored_for(data, "shop") == 1
@@ -73,7 +73,7 @@ async def test_the_page_a_disabled_bot_was_connected_to_is_remembered_across_res
     asked = len(emulator.calls_to(r"/me$"))
     async with serve(data) as server:
         meta = FakeMeta(http, server)
-        assert channel().registry.parked(PAGE_A) is not None, "known at once, from the last connection"
+        assert messenger(server).registry.parked(PAGE_A) is not None, "known at once, from the last connection"
         assert await meta.say(PAGE_A, "62", "hello", mid="m_restart") == 200
         assert stored_for(data, "shop") == 1
         assert len(emulator.calls_to(r"/me$")) == asked, "no GET /me needed"
@@ -106,11 +106,12 @@ async def test_a_disabled_bot_whose_channel_is_off_has_no_page_and_enabling_take
     disable(data, "shop")
     async with serve(data) as server:
         meta = FakeMeta(http, server)
-        assert channel().registry.parked(PAGE_B) is None, "channel off for the bot: nothing waits for its Page"
-        binding = channel().registry.parked(PAGE_A)
+        assert messenger(server).registry.parked(PAGE_B) is None, "channel off for the bot: nothing waits for its Page"
+        binding = messenger(server).registry.parked(PAGE_A)
         assert binding is not None and binding.dormant
         assert await meta.admin("shop", "enable") == 200
-        assert channel().registry.parked(PAGE_A) is None and channel().registry.by_page(PAGE_A) is not None
+        registry = messenger(server).registry
+        assert registry.parked(PAGE_A) is None and registry.by_page(PAGE_A) is not None
 
 
 async def test_a_disabled_bot_whose_page_cannot_be_found_still_never_gets_a_refusal(

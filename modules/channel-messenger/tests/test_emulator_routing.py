@@ -6,8 +6,7 @@ from typing import Any
 
 import aiohttp
 import pytest
-from channel_messenger.emulator_routing import PAGE_INBOX_APP_ID, ConversationRouting, handover_event
-from channel_messenger.graph_emulator import GraphEmulator, GraphError
+from channel_messenger.emulator import PAGE_INBOX_APP_ID, ConversationRouting, GraphEmulator, GraphError, handover_event
 from messenger_testkit import PAGE_A, PAGE_B, PAGE_C, TOKEN_A
 
 PAGES = {PAGE_A: "Page A", PAGE_B: "Page B", PAGE_C: "Page C"}

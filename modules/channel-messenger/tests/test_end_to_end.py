@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from channel_messenger.graph_emulator import GraphEmulator
+from channel_messenger.emulator import GraphEmulator
 from messenger_testkit import PAGE_A, SECRET, TOKEN_A, VERIFY, FakeMeta, profile_calls, serve, write_global
 
 from botpress_py.testing import write_json

@@ -8,9 +8,8 @@ from typing import Any
 
 import aiohttp
 import pytest
-from channel_messenger.graph_emulator import GraphEmulator
-from channel_messenger.threads import SHARDS, shard_key
-from issue7_kit import context, seen, spy_on_bot_logic
+from channel_messenger.emulator import GraphEmulator
+from channel_messenger.handover import SHARDS, shard_key
 from messenger_testkit import (
     ADMIN,
     PAGE_A,
@@ -24,6 +23,7 @@ from messenger_testkit import (
     user_message,
     write_global,
 )
+from observation_kit import context, seen, spy_on_bot_logic
 
 from botpress_py.testing import wait_for
 

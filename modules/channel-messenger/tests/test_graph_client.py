@@ -8,8 +8,8 @@ import logging
 from collections.abc import AsyncIterator
 
 import pytest
+from channel_messenger.emulator import GraphEmulator
 from channel_messenger.graph_client import GraphApiError, GraphClient, PageGraph, appsecret_proof, is_transient
-from channel_messenger.graph_emulator import GraphEmulator
 
 TOKEN = "EAA-secret-token-value"
 SECRET = "app-secret-value-123"

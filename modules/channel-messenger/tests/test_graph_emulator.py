@@ -9,7 +9,8 @@ from typing import Any
 
 import aiohttp
 import pytest
-from channel_messenger.graph_emulator import GraphEmulator, main
+from channel_messenger.cli.emulator import main
+from channel_messenger.emulator import GraphEmulator
 
 TOKEN = "page-token"
 

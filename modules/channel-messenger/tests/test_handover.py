@@ -12,10 +12,8 @@ from typing import Any
 
 import aiohttp
 import pytest
-from channel_messenger.emulator_routing import PAGE_INBOX_APP_ID, handover_event
-from channel_messenger.graph_emulator import GraphEmulator
-from channel_messenger.threads import LEGACY_KEY, SHARDS, shard_key
-from issue7_kit import api, outbox, post_events
+from channel_messenger.emulator import PAGE_INBOX_APP_ID, GraphEmulator, handover_event
+from channel_messenger.handover import LEGACY_KEY, SHARDS, shard_key
 from messenger_testkit import (
     PAGE_A,
     TOKEN_A,
@@ -27,6 +25,7 @@ from messenger_testkit import (
     user_message,
     write_global,
 )
+from observation_kit import api, outbox, post_events
 
 from botpress_py.testing import wait_for
 

@@ -20,9 +20,8 @@ from typing import Any
 
 import aiohttp
 import pytest
-from channel_messenger.graph_emulator import GraphEmulator
-from channel_messenger.threads import SHARDS, shard_key
-from issue7_kit import sqlite_rows
+from channel_messenger.emulator import GraphEmulator
+from channel_messenger.handover import SHARDS, shard_key
 from messenger_testkit import (
     MODULE,
     PAGE_A,
@@ -37,6 +36,7 @@ from messenger_testkit import (
     webhook_path,
     write_global,
 )
+from observation_kit import sqlite_rows
 
 from botpress_py.testing import make_bot, wait_for
 

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from channel_messenger.graph_emulator import GraphEmulator
+from channel_messenger.emulator import GraphEmulator
 from messenger_testkit import (
+    MODULE,
     PAGE_A,
     PAGE_B,
     SECRET,
@@ -24,7 +25,7 @@ from messenger_testkit import (
     write_global,
 )
 
-from botpress_py.testing import make_bot
+from botpress_py.testing import make_bot, run_server
 
 MENU = [{"type": "postback", "title": "Help", "payload": "HELP"},
         {"type": "web_url", "title": "Website", "url": "https://example.com"}]
@@ -48,6 +49,19 @@ async def test_enabled_false_is_off_and_says_where(data: Path, emulator: GraphEm
         plain = await meta.module_status("plain")
         assert plain["state"] == "off" and '"enabled": true' in plain["reason"]
     assert emulator.calls == [], "a channel that is off makes no Graph call"
+
+
+async def test_off_says_which_file_or_variable_turned_it_off(data: Path, emulator: GraphEmulator,
+                                                            http: aiohttp.ClientSession) -> None:
+    make_bot(data, "plain", qna={"entries": []})
+    write_global(data, emulator, enabled=False)
+    async with serve(data) as server:
+        assert await FakeMeta(http, server).module_status("plain") == {
+            "state": "off", "reason": "enabled is false in data/global/config/channel-messenger.json"}
+    env = {"BP_MODULE_CHANNEL_MESSENGER_ENABLED": "false"}
+    async with run_server(data, env=env, modules=[MODULE, "qna"]) as server:
+        assert await FakeMeta(http, server).module_status("plain") == {
+            "state": "off", "reason": "enabled is false in env BP_MODULE_CHANNEL_MESSENGER_ENABLED"}
 
 
 async def test_config_and_graph_errors_at_mount_leave_other_bots_serving(

@@ -5,11 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import aiohttp
-import channel_messenger
 import pytest
-from channel_messenger.graph_emulator import GraphEmulator
-from issue7_kit import api, context, event_at, hours_ago, post_events, sqlite_rows
-from messenger_testkit import PAGE_A, TOKEN_A, FakeMeta, add_bot, messages_with, serve, write_global
+from channel_messenger.emulator import GraphEmulator
+from messenger_testkit import PAGE_A, TOKEN_A, FakeMeta, add_bot, messages_with, messenger, serve, write_global
+from observation_kit import api, context, event_at, hours_ago, post_events, sqlite_rows
 
 from botpress_py.sdk import IOEvent
 from botpress_py.testing import wait_for
@@ -156,7 +155,7 @@ async def test_an_erase_before_the_batch_is_written_leaves_no_last_message_time(
         data: Path, emulator: GraphEmulator, http: aiohttp.ClientSession) -> None:
     async with serve(data) as server:
         bot = context(server, "shop")
-        window = channel_messenger.channel().window
+        window = messenger(server).window
         window.note(bot, PAGE_A, [IOEvent(type="text", channel="messenger", direction="incoming", botId="shop",
                                           target="77", threadId=PAGE_A, payload={"type": "text"})])
         await window.forget(bot, PAGE_A, "77")

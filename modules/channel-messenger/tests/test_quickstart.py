@@ -1,5 +1,7 @@
-"""The README quickstart, followed as written on a copy of the shipped data folder: the shipped default
-shows the channel off; the emulator's --configure connects the sample bot; chat works; Ctrl+C undoes it."""
+"""The README's Messenger quickstart: its commands exist as written, and its scripted path works on a copy of
+the shipped data folder (the shipped default shows the channel off; the emulator's --configure connects the
+sample bot; chat and simulate work; Ctrl+C undoes it). The one-terminal command itself is driven in
+test_start_with_emulator.py."""
 
 from __future__ import annotations
 
@@ -9,24 +11,14 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from channel_messenger.local_config import DEMO_APP_SECRET, DEMO_PORT, DEMO_TOKEN
-from emulator_testkit import REPO_ROOT, botpress_py, cli_env, emulator_process  # noqa: F401  (cli_env: a fixture)
+from channel_messenger.cli.one_terminal import LOG_FILE
+from channel_messenger.emulator import DEMO_APP_SECRET, DEMO_PORT, DEMO_TOKEN
+from emulator_testkit import REPO_ROOT, botpress_py, cli_env, emulator_process, shipped_data  # noqa: F401
 
 from botpress_py import cli
 from botpress_py.testing import run_server, wait_for
 
 README = REPO_ROOT / "README.md"
-SHIPPED = ["global/botpress.config.json", "global/botpress.config.schema.json", "bots/welcome-bot/bot.config.json",
-           "bots/welcome-bot/qna.json"]
-
-
-def shipped_data(tmp_path: Path) -> Path:
-    """What a fresh clone has in data/ (run-time files left out)."""
-    data = tmp_path / "data"
-    for name in SHIPPED:
-        (data / name).parent.mkdir(parents=True, exist_ok=True)
-        (data / name).write_bytes((REPO_ROOT / "data" / name).read_bytes())
-    return data
 
 
 def quickstart() -> str:
@@ -44,6 +36,7 @@ async def channel_state(http: aiohttp.ClientSession, server_url: str) -> dict:
 def test_readme_commands_exist_and_values_match() -> None:
     section = quickstart()
     commands = [c.strip() for line in re.findall(r"botpress-py [^\n`]*", section) for c in [line]]
+    assert commands[0] == "botpress-py start --emulator", "the quickstart is one command, in one terminal"
     messenger = [c for c in commands if c.startswith("botpress-py messenger")]
     assert {shlex.split(c)[2] for c in messenger} == {"emulator", "chat", "simulate"}
     for command in commands:
@@ -51,8 +44,9 @@ def test_readme_commands_exist_and_values_match() -> None:
         parser = cli.build_parser(cli._modules_for_cli(argv))
         parser.parse_args(argv)  # exits (SystemExit) on an unknown verb or option
     for value in (DEMO_TOKEN, DEMO_APP_SECRET, f"http://127.0.0.1:{DEMO_PORT}", '"enabled": false',
-                  "https://graph.facebook.com"):
+                  "https://graph.facebook.com", f"data/{LOG_FILE.as_posix()}", "--emulator-bot ID"):
         assert value in section
+    assert "**Then, a real Facebook Page:**" in section
     # The two original commands are still there, unchanged.
     text = README.read_text(encoding="utf-8")
     assert "python3 -m venv .venv && . .venv/bin/activate && pip install -e . && botpress-py start" in text

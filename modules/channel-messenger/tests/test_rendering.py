@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from channel_messenger.graph_emulator import GraphError, _check_message
+from channel_messenger.emulator import GraphError
+from channel_messenger.emulator.send_checks import check_message
 from channel_messenger.rendering import (
     MAX_QUICK_REPLIES,
     Pause,
@@ -34,7 +35,7 @@ def assert_graph_accepts(steps: list) -> None:
     """The emulator enforces Meta's limits: every rendered message must pass them."""
     for step in steps:
         if isinstance(step, dict) and "message" in step:
-            _check_message(step["message"])
+            check_message(step["message"])
 
 
 # -- text -------------------------------------------------------------------------------------
@@ -332,7 +333,7 @@ def test_truncate_is_exact() -> None:
 def test_emulator_would_refuse_the_unsplit_originals() -> None:
     """Guards the guard: the limits asserted above are really enforced by the emulator."""
     with pytest.raises(GraphError):
-        _check_message({"text": "a" * 2001})
+        check_message({"text": "a" * 2001})
     with pytest.raises(GraphError):
-        _check_message({"text": "t", "quick_replies": [
+        check_message({"text": "t", "quick_replies": [
             {"content_type": "text", "title": str(i), "payload": str(i)} for i in range(14)]})

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 
-from channel_messenger.webhook import matching_secrets, signature_headers
+from channel_messenger.signature import matching_secrets, signature_headers
 
 RAW = b'{"object":"page","entry":[{"id":"1001","messaging":[]}]}'
 

@@ -23,7 +23,7 @@ import aiohttp
 import asyncpg
 import pytest
 import requests
-from channel_messenger.graph_emulator import GraphEmulator
+from channel_messenger.emulator import GraphEmulator
 from hypothesis import HealthCheck, example, given, settings
 from messenger_testkit import (
     ADMIN,

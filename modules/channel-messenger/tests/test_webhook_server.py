@@ -10,7 +10,7 @@ from typing import Any
 
 import aiohttp
 import pytest
-from channel_messenger.graph_emulator import GraphEmulator
+from channel_messenger.emulator import GraphEmulator
 from messenger_testkit import (
     PAGE_A,
     PAGE_B,

@@ -11,9 +11,8 @@ from typing import Any
 
 import aiohttp
 import pytest
-from channel_messenger.graph_emulator import GraphEmulator
+from channel_messenger.emulator import GraphEmulator
 from channel_messenger.validation import DROPPED
-from issue7_kit import sqlite_rows
 from messenger_testkit import (
     PAGE_A,
     SECRET,
@@ -25,6 +24,7 @@ from messenger_testkit import (
     user_message,
     write_global,
 )
+from observation_kit import sqlite_rows
 
 from botpress_py.sdk import now_ms
 from botpress_py.testing import wait_for

@@ -1,22 +1,17 @@
-"""A Graph API outage (5xx for a while) ends with every reply delivered, in order per conversation (issue 4)."""
+"""A Graph API outage (5xx for a while) ends with every reply delivered, in order per conversation."""
 
 from __future__ import annotations
 
 import asyncio
-import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import pytest
+from channel_messenger import graph_client
+from channel_messenger.emulator import GraphEmulator
 
 from botpress_py.testing import make_bot, run_server, wait_for, write_json
-
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "modules" / "channel-messenger"))
-import channel_messenger  # noqa: E402
-from channel_messenger.graph_emulator import GraphEmulator  # noqa: E402
 
 PAGE, TOKEN, SECRET = "7007", "EAA-outage-token", "outage-app-secret-123456"
 WORDS = ["one", "two", "three", "four"]
@@ -24,19 +19,19 @@ USERS = ["u-a", "u-b", "u-c"]
 
 
 @pytest.fixture
-def fast_retries(monkeypatch: Any) -> Iterator[None]:
-    """Backoffs of milliseconds: the outage is short, the order logic is what is tested."""
+def quick_backoffs(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Backoffs of milliseconds, the pipeline's and the Graph client's: the outage is short, the order
+    logic is what is tested."""
     import botpress_py.pipeline as pipeline
 
     monkeypatch.setattr(pipeline, "RETRY_BASE_SECONDS", 0.02)
-    graph = channel_messenger.channel().graph
-    saved = graph.base_delay, graph.max_delay
-    graph.base_delay, graph.max_delay = 0.002, 0.01
+    monkeypatch.setattr(graph_client, "BACKOFF_FIRST_SECONDS", 0.002)
+    monkeypatch.setattr(graph_client, "BACKOFF_MAX_SECONDS", 0.01)
     yield
-    graph.base_delay, graph.max_delay = saved
 
 
-async def test_outage_then_every_reply_in_order(data_dir: Path, fast_retries: None) -> None:
+async def test_outage_then_every_reply_in_order(tmp_path: Path, quick_backoffs: None) -> None:
+    data_dir = tmp_path / "data"
     async with GraphEmulator() as graph:
         graph.add_page(PAGE, TOKEN)
         write_json(data_dir / "global" / "config" / "channel-messenger.json",

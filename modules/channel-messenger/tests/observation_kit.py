@@ -1,4 +1,7 @@
-"""Helpers for the tests of profiles, contacts, handover, notify/inject and data protection."""
+"""Looking inside while a test drives the channel: what bot logic saw, what storage holds, the admin API.
+
+Used by the tests of profiles, contacts, handover, notify/inject and data protection.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from channel_messenger.graph_emulator import GraphEmulator
-from messenger_testkit import ADMIN, MODULE, FakeMeta
+from channel_messenger.emulator import GraphEmulator
+from messenger_testkit import ADMIN, MODULE, FakeMeta, messenger
 
 from botpress_py.sdk import BotContext
 
@@ -40,7 +43,9 @@ def seen(out: Path) -> list[dict[str, Any]]:
 
 def context(server: Any, bot_id: str) -> BotContext:
     """The channel's BotContext of a mounted bot (its users and state)."""
-    return server.registry.records[bot_id].contexts[MODULE]
+    bot = messenger(server).server.get_bot(bot_id)  # type: ignore[union-attr]
+    assert bot is not None, f"bot {bot_id} is not mounted with the channel"
+    return bot
 
 
 def event_at(page: str, psid: str, text: str, mid: str, timestamp_ms: int) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""Nothing acknowledged is ever lost (issue 4): ack, SIGKILL, restart, every event answered exactly once.
+"""Nothing acknowledged is ever lost: ack, SIGKILL, restart, every event answered exactly once.
 
 The server runs as a real process; a local fake Graph API counts the replies. While the first
 process runs, the Graph API answers every send with a transient error, so no reply can be
@@ -22,12 +22,11 @@ from typing import Any
 
 import aiohttp
 import pytest
+from channel_messenger.emulator import GraphEmulator
 
 from botpress_py.testing import make_bot, wait_for, write_json
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "modules" / "channel-messenger"))
-from channel_messenger.graph_emulator import GraphEmulator  # noqa: E402
+REPO = Path(__file__).resolve().parents[3]
 
 PAGE, TOKEN, SECRET = "5005", "EAA-crash-token", "crash-app-secret-123456"
 N_EVENTS = 60

@@ -1,4 +1,4 @@
-"""A user talking to a bot through the emulator, for ``botpress-py messenger simulate`` and ``chat``.
+"""A user talking to a bot through the emulator over HTTP, for ``botpress-py messenger simulate`` and ``chat``.
 
 ``Conversation.open`` checks everything a first try can get wrong, in the order a person would
 look (server, bot, channel, emulator, Page) and says what to do about each. ``turn`` posts one
@@ -11,45 +11,21 @@ Synchronous on purpose (``requests``): a command line has no event loop to share
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import requests
 
-from .graph_client import appsecret_proof
-from .graph_emulator import GraphEmulator, user_event
-from .local_config import (
-    DEFAULT_GRAPH_API_URL,
-    ChannelConfig,
-    CommandError,
-    bot_name,
-    channel_config,
-    server_url,
-)
-from .replies import ReplyCollector
+from botpress_py.sdk import DataFolder
 
-MODULE = "channel-messenger"
-WEBHOOK = "/api/v1/bots/{bot}/mod/channel-messenger/webhook"
+from ..emulator.events import WEBHOOK_PATH, signed, user_event, webhook_body
+from ..emulator.replies import ReplyCollector
+from ..graph_client import appsecret_proof
+from ..settings import DEFAULT_GRAPH_API_URL, DEFAULT_GRAPH_API_VERSION, MODULE
+from .chat_screen import ChatTarget, settle_for
+from .emulator_config import ChannelConfig, CommandError, channel_config
+
 POLL_STEP = 5.0  # longest single long-poll at the emulator, seconds
-
-
-@dataclass
-class Target:
-    server: str
-    bot_id: str
-    name: str
-    emulator: str
-    version: str
-    page_id: str
-    psid: str
-    app_secret: str
-    app_secret_source: str
-    settle: float
-    get_started: str
-    greeting: str
-    menu: list[dict[str, Any]]
 
 
 def _configure_hint(bot_id: str) -> str:
@@ -57,7 +33,7 @@ def _configure_hint(bot_id: str) -> str:
 
 
 class Conversation:
-    def __init__(self, target: Target, http: requests.Session, *, timeout: float = 10.0) -> None:
+    def __init__(self, target: ChatTarget, http: requests.Session, *, timeout: float = 10.0) -> None:
         self.target = target
         self.http = http
         self.timeout = timeout
@@ -65,22 +41,21 @@ class Conversation:
 
     # -- preflight ----------------------------------------------------------------------------
     @classmethod
-    def open(cls, data_dir: Path, bot_id: str, *, env: Mapping[str, str], url: str | None = None,
-             psid: str, app_secret: str | None = None, timeout: float = 10.0,
-             settle: float | None = None) -> Conversation:
+    def open(cls, folder: DataFolder, bot_id: str, *, url: str | None = None, psid: str,
+             app_secret: str | None = None, timeout: float = 10.0, settle: float | None = None) -> Conversation:
         http = requests.Session()
         try:
-            server = server_url(data_dir, env, url)
+            server = folder.server_url(url)
             check_bot_on_server(http, server, bot_id)
-            config = channel_config(data_dir, bot_id, env)
-            target = _target(http, data_dir, server, bot_id, config, psid, app_secret)
+            config = channel_config(folder, bot_id)
+            target = _target(http, folder, server, bot_id, config, psid, app_secret)
             if settle is not None:
                 target.settle = max(0.05, settle)
+            conversation = cls(target, http, timeout=timeout)
+            conversation.seq = target_seq(http, target.emulator)
         except BaseException:
             http.close()
             raise
-        conversation = cls(target, http, timeout=timeout)
-        conversation.seq = target_seq(http, target.emulator)
         return conversation
 
     def close(self) -> None:
@@ -98,8 +73,8 @@ class Conversation:
         """Send one user event; follow the replies (``on_call`` sees each call as it arrives)."""
         t = self.target
         event = user_event(t.page_id, t.psid, text=text, postback=postback, quick_reply=quick_reply, title=title)
-        raw, headers = GraphEmulator.signed(GraphEmulator.webhook_body(t.page_id, [event]), t.app_secret)
-        url = t.server + WEBHOOK.format(bot=t.bot_id)
+        raw, headers = signed(webhook_body(t.page_id, [event]), t.app_secret)
+        url = t.server + WEBHOOK_PATH.format(bot=t.bot_id)
         try:
             response = self.http.post(url, data=raw, headers=headers, timeout=30)
         except requests.ConnectionError:
@@ -194,8 +169,8 @@ def target_seq(http: requests.Session, emulator: str) -> int:
         raise CommandError(f"the emulator at {emulator} stopped answering") from None
 
 
-def _target(http: requests.Session, data_dir: Path, server: str, bot_id: str, config: ChannelConfig, psid: str,
-            app_secret: str | None) -> Target:
+def _target(http: requests.Session, folder: DataFolder, server: str, bot_id: str, config: ChannelConfig,
+            psid: str, app_secret: str | None) -> ChatTarget:
     emulator = (config.text("graphApiUrl") or DEFAULT_GRAPH_API_URL).rstrip("/")
     if emulator == DEFAULT_GRAPH_API_URL or "facebook.com" in emulator:
         raise CommandError(
@@ -218,21 +193,20 @@ def _target(http: requests.Session, data_dir: Path, server: str, bot_id: str, co
         raise CommandError(f"bot '{bot_id}' has no appSecret to sign the webhook with: set it in "
                            f"data/bots/{bot_id}/config/channel-messenger.json or data/global/config/"
                            "channel-messenger.json")
-    token, version = config.text("accessToken"), config.text("graphApiVersion") or "v25.0"
+    token, version = config.text("accessToken"), config.text("graphApiVersion") or DEFAULT_GRAPH_API_VERSION
     page_id = config.text("pageId")
     if not page_id:
         page_id = _page_of_token(http, emulator, version, token, secret, bot_id, config)
     page = next((p for p in info_body["pages"] if str(p.get("id")) == page_id), {})
     profile = page.get("profile") or {}
-    delay = config.values.get("messageDelay") or 0
-    settle = max(1.0, float(delay) / 1000 + 0.5) if isinstance(delay, int | float) else 1.0
     greeting = next((g.get("text", "") for g in profile.get("greeting") or [] if g.get("locale") == "default"), "")
     menu = next((m.get("call_to_actions", []) for m in profile.get("persistent_menu") or []
                  if m.get("locale") == "default"), [])
-    return Target(server=server, bot_id=bot_id, name=bot_name(data_dir, bot_id), emulator=emulator,
-                  version=version, page_id=page_id, psid=psid, app_secret=secret, app_secret_source=secret_source,
-                  settle=settle, get_started=str((profile.get("get_started") or {}).get("payload") or ""),
-                  greeting=greeting, menu=menu)
+    return ChatTarget(server=server, bot_id=bot_id, name=folder.bot_name(bot_id), emulator=emulator,
+                      version=version, page_id=page_id, psid=psid, app_secret=secret,
+                      app_secret_source=secret_source, settle=settle_for(config.values.get("messageDelay") or 0),
+                      get_started=str((profile.get("get_started") or {}).get("payload") or ""),
+                      greeting=greeting, menu=menu)
 
 
 def _page_of_token(http: requests.Session, emulator: str, version: str, token: str, secret: str, bot_id: str,

@@ -1,4 +1,5 @@
-"""Who answers a conversation: the bot, or another app after a handover (conversation routing).
+"""Thread control (conversation routing): who answers a conversation, the bot or another app, and
+handing it over.
 
 Messenger gives each conversation (Page, user) one *thread owner*. While another app owns it
 (Meta's Page Inbox, where the Page's people answer, or a human-agent tool), the bot receives
@@ -19,25 +20,33 @@ changed, once a second, a few per transaction, off the request path. Explicit ch
 handover through the API, a send refused with 2018300, an erase) are written at once. A crash
 loses at most the last second of what was learnt from webhooks; Meta then refuses a send with
 2018300, or sends standby again, and the channel learns it anew.
+
+``Handover`` changes the owner through the Graph API: a ``handover`` payload from bot logic,
+or ``POST .../handover`` of the admin API (pass, take, request or release thread control).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import zlib
 from typing import Any
 
-from botpress_py.sdk import BotContext, IOEvent, LogThrottle, now_ms
+from botpress_py.sdk import BotContext, DeliveryError, IOEvent, LogThrottle, now_ms
 
+from .graph_client import GraphApiError
+from .incoming import CHANNEL, USER_EVENT_TYPES
+from .pages import PageBinding
 from .settings import PAGE_INBOX_APP_ID
 from .validation import optional_id
 
 ANOTHER_APP = "another app"
 RELEASED = "released"
-USER_EVENT_TYPES = frozenset({"text", "quick_reply", "postback", "image", "audio", "video", "file", "sticker",
-                              "fallback", "location", "attachment", "referral"})
+HANDOVER_ACTIONS = ("pass", "take", "request", "release")
+MAX_METADATA = 1000
+THREAD_CONTROL_TIMEOUT = 10.0
 
 Owner = dict[str, Any]  # {"owner": app id | "another app" | "released", "since": ms, "reason": str}
 
@@ -76,6 +85,28 @@ def describe(owner: Owner) -> str:
     return f"the conversation is handed over to {name} ({owner.get('reason') or 'handover'})"
 
 
+def owner_view(owner: Owner | None) -> dict[str, Any]:
+    """``{"app": "bot"}`` while the bot answers; otherwise the owner, since when and why (the admin API's view)."""
+    if owner is None:
+        return {"app": "bot"}
+    app = owner.get("owner")
+    return {"app": "none" if app == RELEASED else app, "since": owner.get("since"), "reason": owner.get("reason"),
+            "description": describe(owner)}
+
+
+def metadata_text(value: Any) -> str | None:
+    """Handover metadata as Meta wants it: a string of at most 1000 characters (objects as JSON).
+
+    Raises ValueError (saying why) when it is longer.
+    """
+    if value is None:
+        return None
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    if len(text) > MAX_METADATA:
+        raise ValueError(f"at most {MAX_METADATA} characters (objects count as their JSON)")
+    return text
+
+
 class ThreadOwners:
     """Thread ownership per (bot, Page, PSID), for the conversations handed over only (never every user)."""
 
@@ -85,14 +116,6 @@ class ThreadOwners:
         self._dirty: dict[str, tuple[BotContext, set[int]]] = {}  # bot id -> (context, shards to write)
         self._flusher: asyncio.Task[None] | None = None
         self._flushing = asyncio.Lock()
-        self._throttle = LogThrottle(60.0)
-
-    def clear(self) -> None:
-        self._bots.clear()
-        self._locks.clear()
-        self._dirty.clear()
-        self._flusher = None
-        self._flushing = asyncio.Lock()  # a fresh server may run on another event loop
         self._throttle = LogThrottle(60.0)
 
     async def close(self) -> None:
@@ -256,3 +279,84 @@ class ThreadOwners:
                                "Page %s: app %s requests thread control of a conversation (pass it with the "
                                "handover API)", page_id, requester)
         return False
+
+
+class Handover:
+    """Thread control through the Graph API, and what the channel knows of each conversation's owner."""
+
+    def __init__(self) -> None:
+        self.owners = ThreadOwners()
+
+    async def close(self) -> None:
+        await self.owners.close()
+
+    async def payload(self, bot: BotContext, binding: PageBinding, event: IOEvent) -> None:
+        """A ``handover`` payload from bot logic: pass thread control (to the Page Inbox by default)."""
+        target = event.payload.get("target")
+        if target is not None and not (str(target) == "inbox" or str(target).isdigit()):
+            raise DeliveryError(f"handover target {target!r} is neither \"inbox\" nor an app id", permanent=True)
+        try:
+            metadata = metadata_text(event.payload.get("metadata"))
+        except ValueError as exc:
+            raise DeliveryError(f"handover metadata: {exc}", permanent=True) from None
+        try:
+            await self.thread_control(bot, binding, event.target, "pass", target=target, metadata=metadata,
+                                      reason="handover payload", record=False)
+        except TimeoutError:
+            raise DeliveryError("pass_thread_control: the Graph API did not answer in time") from None
+
+    async def thread_control(self, bot: BotContext, binding: PageBinding, psid: str, action: str, *,
+                             target: Any = None, metadata: str | None = None, reason: str,
+                             record: bool = True) -> Owner | None:
+        """Pass, take, request or release thread control; returns the owner as the channel now knows it.
+
+        Raises GraphApiError (after marking the thread when Meta says another app owns it) or TimeoutError.
+        """
+        owners = self.owners
+        app_id = binding.settings.handover_app_id(target) if action == "pass" else None
+        try:
+            await asyncio.wait_for(binding.graph.thread_control(action, psid, target_app_id=app_id,
+                                                                metadata=metadata), THREAD_CONTROL_TIMEOUT)
+        except GraphApiError as exc:
+            if exc.thread_owned_elsewhere and action in ("pass", "release") \
+                    and await owners.get(bot, binding.page_id, psid) is None:
+                await owners.set_elsewhere(bot, binding.page_id, psid, ANOTHER_APP,
+                                           f"{action} thread control refused: another app owns the thread")
+            raise
+        owner: Owner | None
+        if action == "pass":
+            owner = await owners.set_elsewhere(bot, binding.page_id, psid, str(app_id), f"passed by the bot ({reason})")
+        elif action == "release":
+            owner = await owners.set_elsewhere(bot, binding.page_id, psid, RELEASED, f"released by the bot ({reason})")
+        elif action == "take":
+            await owners.set_ours(bot, binding.page_id, psid)
+            owner = None
+        else:  # request: the owner decides, and passes control back with a webhook event
+            owner = await owners.get(bot, binding.page_id, psid)
+        bot.logger.info("Page %s: %s thread control of a conversation (%s)", binding.page_id, action, reason)
+        if record:
+            await self._record(bot, binding, psid, action, app_id, metadata, reason)
+        return owner
+
+    @staticmethod
+    async def _record(bot: BotContext, binding: PageBinding, psid: str, action: str, app_id: str | None,
+                      metadata: str | None, reason: str) -> None:
+        """The change in the conversation's history, as a silent incoming event (bot logic never sees it)."""
+        detail: dict[str, Any] = {"by": reason}
+        if app_id:
+            detail["new_owner_app_id"] = app_id
+        if metadata is not None:
+            detail["metadata"] = metadata
+        note = IOEvent(type="handover", channel=CHANNEL, direction="incoming", botId=bot.id, target=psid,
+                       threadId=binding.page_id, payload={"type": "handover", "action": f"{action}_thread_control",
+                                                          "detail": detail},
+                       preview=f"[{action}_thread_control]", flags={"silent": True, "handoverApi": True})
+        note.dedupeKey = f"handover:{note.id}"
+        await bot.receive([note])
+
+    async def send_refused(self, binding: PageBinding, psid: str) -> None:
+        """Meta refused a send with 2018300: another app owns the conversation; the bot stays silent in it."""
+        await self.owners.set_elsewhere(binding.bot, binding.page_id, psid, ANOTHER_APP,
+                                        "Messenger refused a send: another app owns the thread")
+        binding.bot.logger.info("Page %s: another app owns a conversation (send refused with 2018300); the bot "
+                                "stays silent in it until control comes back", binding.page_id)

@@ -1,0 +1,117 @@
+"""Planned faults of the Graph emulator, and Meta's error answers.
+
+A ``Fault`` is an error the emulator answers instead of the normal one: Meta's error body with
+a ``code``, an HTML error page (``code`` None), a stall (``delay``) or a dropped connection.
+``fail_next`` plans one for the next matching request; ``add_rule`` for every matching request
+(``times`` answers, a ``rate`` of them, or until removed). ``fault_options`` reads the same from
+the control API (``POST /_emulator/faults``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+
+
+@dataclass
+class Fault:
+    """A planned error answer: Meta's error body with ``code``, or a stall / a dropped connection."""
+
+    status: int = 500
+    code: int | None = 1200
+    message: str = "Temporary send message failure. Please try again later."
+    subcode: int | None = None
+    error_type: str = "OAuthException"
+    is_transient: bool | None = None
+    delay: float = 0.0  # seconds to stall before answering (trips a client timeout)
+    disconnect: bool = False  # close the connection without an answer
+    path: str | None = None  # regex searched in the request path; None matches every path
+    method: str | None = None
+    when: Callable[[Any], bool] | None = None  # predicate on the request's JSON body
+    remaining: int | None = None  # answers left for a rule; None: until removed
+    rate: float = 1.0  # share of the matching requests that get it (a rule with 0.1: about one in ten)
+    passthrough: bool = False  # only stall ``delay`` seconds, then answer normally (added latency)
+    has: str | None = None  # only bodies with this top-level key ("message", "sender_action")
+
+    def matches(self, method: str, path: str, body: Any) -> bool:
+        if self.method and self.method.upper() != method:
+            return False
+        if self.path is not None and re.search(self.path, path) is None:
+            return False
+        if self.has is not None and not (isinstance(body, dict) and self.has in body):
+            return False
+        return self.when is None or bool(self.when(body))
+
+    def describe(self) -> dict[str, Any]:
+        """The rule as the control API shows it (no predicate functions)."""
+        return {"status": None if self.passthrough else self.status, "code": None if self.passthrough else self.code,
+                "message": self.message, "subcode": self.subcode, "delay": self.delay,
+                "disconnect": self.disconnect, "path": self.path, "method": self.method, "has": self.has,
+                "rate": self.rate, "times": self.remaining}
+
+
+class GraphError(Exception):
+    """Raised inside handlers; becomes Meta's error body."""
+
+    def __init__(self, status: int, code: int, message: str, *, subcode: int | None = None,
+                 error_type: str = "OAuthException") -> None:
+        super().__init__(message)
+        self.status, self.code, self.message, self.subcode, self.error_type = status, code, message, subcode, error_type
+
+
+
+
+def error_response(status: int, code: int, message: str, subcode: int | None = None,
+                    error_type: str = "OAuthException", is_transient: bool | None = None) -> web.Response:
+    error: dict[str, Any] = {"message": message, "type": error_type, "code": code,
+                             "fbtrace_id": "A" + hashlib.sha1(f"{time.time_ns()}".encode()).hexdigest()[:20]}
+    if subcode is not None:
+        error["error_subcode"] = subcode
+    if is_transient is not None:
+        error["is_transient"] = is_transient
+    return web.json_response({"error": error}, status=status)
+
+
+
+def fault_options(spec: Any) -> dict[str, Any]:
+    """Keyword arguments of ``add_rule`` from a control-API fault spec (raises ValueError when bad)."""
+    if not isinstance(spec, dict):
+        raise ValueError("the body must be a JSON object")
+    known = {"status", "code", "message", "subcode", "times", "path", "method", "has", "delay", "rate",
+             "disconnect", "is_transient"}
+    unknown = sorted(set(spec) - known)
+    if unknown:
+        raise ValueError(f"unknown keys {unknown}; known: {sorted(known)}")
+    options: dict[str, Any] = {"times": spec.get("times", 1)}
+    if options["times"] is not None and (not isinstance(options["times"], int) or options["times"] < 1):
+        raise ValueError("times must be a positive integer or null (until cleared)")
+    latency_only = "delay" in spec and "status" not in spec and "code" not in spec and not spec.get("disconnect")
+    if latency_only:
+        options["passthrough"] = True
+    else:
+        options["status"] = int(spec.get("status", 500))
+        options["code"] = None if spec.get("code", 1200) is None else int(spec.get("code", 1200))
+    for key, kind in (("message", str), ("path", str), ("method", str), ("has", str)):
+        if spec.get(key) is not None:
+            options[key] = kind(spec[key])
+    if spec.get("path") is not None:
+        re.compile(options["path"])
+    if spec.get("subcode") is not None:
+        options["subcode"] = int(spec["subcode"])
+    if spec.get("is_transient") is not None:
+        options["is_transient"] = bool(spec["is_transient"])
+    options["delay"] = float(spec.get("delay", 0.0))
+    options["disconnect"] = bool(spec.get("disconnect", False))
+    rate = float(spec.get("rate", 1.0))
+    if not 0.0 < rate <= 1.0:
+        raise ValueError("rate must be in (0, 1]")
+    options["rate"] = rate
+    if options["delay"] < 0:
+        raise ValueError("delay must be >= 0 seconds")
+    return options

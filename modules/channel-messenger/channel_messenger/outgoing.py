@@ -1,0 +1,159 @@
+"""Sending: an outgoing event rendered to Send API calls, paced, and resumed where it stopped.
+
+One standard payload may take several Send API calls (a long text split in parts, choices
+that continue on extra cards, typing indicators and pauses between). A transient failure in
+the middle makes the core retry the event: the parts already sent are remembered, so the
+retry resumes after them instead of sending them twice. ``messageDelay`` keeps a minimum gap
+between two messages to the same user, across replies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import OrderedDict
+from typing import Any
+
+from botpress_py.sdk import BotContext, DeliveryError, IOEvent
+
+from .graph_client import GraphApiError, failure_hint
+from .handover import Handover, describe
+from .incoming import CHANNEL
+from .pages import PageBinding, PageRegistry
+from .rendering import Pause, RenderError, RenderOptions, render_payload
+
+MEMORY_LIMIT = 10_000  # bound on each of the small in-memory maps below
+
+
+class Outgoing:
+    """``on_outgoing`` for channel "messenger": the sends of every connected Page."""
+
+    def __init__(self, registry: PageRegistry, handover: Handover) -> None:
+        self.registry = registry
+        self.handover = handover
+        self._last_message_at: dict[tuple[str, str], float] = {}  # (page, psid) -> loop time of the last send
+        self._marked_seen: OrderedDict[str, None] = OrderedDict()  # incoming event ids already marked seen
+        self._progress: dict[str, int] = {}  # event id -> steps sent before a transient failure
+
+    async def send(self, event: IOEvent, bot: BotContext) -> bool | None:
+        """Deliver an outgoing event of channel "messenger"; None for other channels."""
+        if event.channel != CHANNEL:
+            return None
+        binding = self.registry.by_bot(bot.id)
+        if binding is None:
+            raise DeliveryError(
+                f"channel-messenger is not connected for bot '{bot.id}' (see its status in GET /status)",
+                permanent=True,
+            )
+        if not event.target:
+            raise DeliveryError("outgoing Messenger event has no target (user PSID)", permanent=True)
+        settings = binding.settings
+        if settings.mask_outgoing:
+            event.flags["mask"] = True  # stored masked once sent, whoever queued it
+        owner = await self.handover.owners.get(bot, binding.page_id, event.target)
+        if owner is not None:
+            # Not retried: the bot stays silent while another app answers the user.
+            raise DeliveryError(f"not sent: {describe(owner)}; the bot stays silent until thread control comes "
+                                "back to it", permanent=True, code="thread_owned_elsewhere")
+        if event.payload.get("type") == "handover":
+            await self.handover.payload(bot, binding, event)
+            return True
+        tag = event.flags.get("tag")
+        try:
+            rendering = render_payload(
+                event.payload,
+                event.target,
+                messaging_type="RESPONSE" if event.incomingEventId else "UPDATE",
+                tag=tag if isinstance(tag, str) and tag else None,
+                options=RenderOptions(
+                    external_url=bot.external_url,
+                    typing_indicators=settings.typing_indicators,
+                    disabled_actions=settings.disabled_actions,
+                ),
+            )
+        except RenderError as exc:
+            raise DeliveryError(f"cannot send this {event.type} payload on Messenger: {exc}", permanent=True) from None
+        if event.flags.get("mask") and rendering.notes:
+            # Notes quote bits of the text: with masking on, only say that something was reshaped.
+            bot.logger.info("Messenger rendering of event %s: %d limit(s) reshaped the message", event.id,
+                            len(rendering.notes))
+        else:
+            for note in rendering.notes:
+                bot.logger.info("Messenger rendering of event %s: %s", event.id, note)
+
+        if rendering.steps and event.incomingEventId and settings.allows("mark_seen"):
+            await self._mark_seen(binding, event)
+        start = self._progress.get(event.id, 0)
+        message_ids: list[str] = []
+        for index, step in enumerate(rendering.steps):
+            if index < start:
+                continue  # sent before a transient failure: a retry resumes after it
+            if isinstance(step, Pause):
+                await asyncio.sleep(step.ms / 1000)
+            elif "sender_action" in step:
+                await self._send_action(binding, step)
+            else:
+                await self._pace(binding, event.target)
+                try:
+                    answer = await binding.graph.send(step)
+                except GraphApiError as exc:
+                    await self._on_send_failure(binding, event, index, exc)
+                    raise
+                self._last_message_at[(binding.page_id, event.target)] = asyncio.get_running_loop().time()
+                if answer.get("message_id"):
+                    message_ids.append(str(answer["message_id"]))
+            self._remember_progress(event.id, index + 1)
+        self._progress.pop(event.id, None)
+        if message_ids:
+            # The core records it with the sent event (Messenger's mid, e.g. to match reply_to).
+            event.flags["channelMessageId"] = ",".join(message_ids)
+        return True
+
+    def _remember_progress(self, event_id: str, done: int) -> None:
+        if event_id not in self._progress and len(self._progress) >= MEMORY_LIMIT:
+            self._progress.pop(next(iter(self._progress)))
+        self._progress[event_id] = done
+
+    async def _on_send_failure(self, binding: PageBinding, event: IOEvent, index: int, exc: GraphApiError) -> None:
+        if exc.permanent:
+            self._progress.pop(event.id, None)
+        else:
+            self._remember_progress(event.id, index)
+        if exc.thread_owned_elsewhere:
+            await self.handover.send_refused(binding, event.target)
+        if exc.is_auth_error:
+            binding.bot.set_status(
+                "error", f"Graph API refused the access token while sending: {exc}; {failure_hint(exc)}"
+            )
+
+    async def _send_action(self, binding: PageBinding, body: dict[str, Any]) -> None:
+        """Sender actions are cosmetic: only a bad token stops the reply for them."""
+        try:
+            await binding.graph.send(body)
+        except GraphApiError as exc:
+            if exc.is_auth_error:
+                binding.bot.set_status("error", f"Graph API refused the access token: {exc}; {failure_hint(exc)}")
+                raise
+            binding.bot.logger.info("Sender action %s not shown: %s", body.get("sender_action"), exc)
+
+    async def _mark_seen(self, binding: PageBinding, event: IOEvent) -> None:
+        incoming_id = event.incomingEventId or ""
+        if incoming_id in self._marked_seen:
+            return
+        self._marked_seen[incoming_id] = None
+        if len(self._marked_seen) > MEMORY_LIMIT:
+            self._marked_seen.popitem(last=False)
+        await self._send_action(binding, {"recipient": {"id": event.target}, "sender_action": "mark_seen"})
+
+    async def _pace(self, binding: PageBinding, psid: str) -> None:
+        """Keep messageDelay between two messages to the same user, across replies."""
+        delay = binding.settings.message_delay_ms / 1000
+        if delay <= 0:
+            return
+        key = (binding.page_id, psid)
+        last = self._last_message_at.get(key)
+        if last is not None:
+            wait = last + delay - asyncio.get_running_loop().time()
+            if wait > 0:
+                await asyncio.sleep(wait)
+        if len(self._last_message_at) >= MEMORY_LIMIT:
+            self._last_message_at.clear()
