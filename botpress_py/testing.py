@@ -77,3 +77,29 @@ async def wait_for(predicate: Callable[[], Any], timeout: float = 5.0, interval:
             if value:
                 return value
             await asyncio.sleep(interval)  # polling step of a condition wait, bounded by the timeout
+
+
+class StuckSQLiteWriter:
+    """Holds a server's SQLite writer thread inside a transaction until ``release()``: what a write to a
+    frozen or dying disk does. For tests of storage stalls (SQLite only)."""
+
+    active = False
+
+    async def start(self, server: BotpressServer) -> None:
+        import threading
+
+        self.gate = threading.Event()
+        entered = threading.Event()
+
+        def stuck(db: Any) -> None:
+            entered.set()
+            self.gate.wait(60)  # bounded: a test that forgets release() still ends
+
+        self.task = asyncio.ensure_future(server.storage._write(stuck))  # type: ignore[union-attr]
+        await wait_for(entered.is_set, 10)
+        self.active = True
+
+    async def release(self) -> None:
+        self.gate.set()
+        await self.task
+        self.active = False

@@ -9,21 +9,16 @@ from __future__ import annotations
 
 import json
 import signal
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
+from channel_messenger.emulator import GraphEmulator
+from test_crash_recovery import free_port, start_server
 
 from botpress_py.testing import make_bot, wait_for, write_json
-
-from .test_crash_recovery import free_port, start_server
-
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "modules" / "channel-messenger"))
-from channel_messenger.graph_emulator import GraphEmulator  # noqa: E402
 
 PAGE, TOKEN, SECRET, ADMIN = "8008", "EAA-rest-token", "rest-app-secret-123456", "rest-admin-token"
 SECRET_TEXT, SECRET_REPLY = "my card is zebracard", "Noted SECRET-REPLY-77"

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
-import threading
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -20,12 +19,9 @@ from typing import Any
 
 import aiohttp
 import pytest
+from channel_messenger.emulator import GraphEmulator
 
-from botpress_py.testing import make_bot, run_server, wait_for, write_json
-
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "modules" / "channel-messenger"))
-from channel_messenger.graph_emulator import GraphEmulator  # noqa: E402
+from botpress_py.testing import StuckSQLiteWriter, make_bot, run_server, wait_for, write_json
 
 PAGE, TOKEN, SECRET, VERIFY = "6006", "EAA-stall-token", "stall-app-secret-123456", "stall-verify"
 ACK_TIMEOUT = "1s"
@@ -73,25 +69,8 @@ class OtherProcessHoldsTheLock(Stall):
         await self.proc.wait()
 
 
-class WriterThreadStuck(Stall):
+class WriterThreadStuck(StuckSQLiteWriter, Stall):
     """The writer thread blocked inside a transaction, as in a write() to a frozen disk."""
-
-    async def start(self, srv: Any) -> None:
-        self.gate = threading.Event()
-        entered = threading.Event()
-
-        def stuck(db: Any) -> None:
-            entered.set()
-            self.gate.wait(60)
-
-        self.task = asyncio.ensure_future(srv.storage._write(stuck))
-        await wait_for(entered.is_set, 10)
-        self.active = True
-
-    async def release(self) -> None:
-        self.gate.set()
-        await self.task
-        self.active = False
 
 
 class PostgresTableLocked(Stall):
@@ -189,7 +168,8 @@ class Watcher:
 
 
 async def test_a_storage_stall_leaves_status_answering_and_bounds_the_webhook_wait(
-        data_dir: Path, stall: tuple[Stall, dict[str, str]]) -> None:
+        tmp_path: Path, stall: tuple[Stall, dict[str, str]]) -> None:
+    data_dir = tmp_path / "data"
     stalled, extra_env = stall
     async with GraphEmulator() as graph:
         setup_bot(data_dir, graph)
@@ -223,54 +203,3 @@ async def test_a_storage_stall_leaves_status_answering_and_bounds_the_webhook_wa
             await graph.wait_for(lambda g: replies_to(g, "after"), 10)
             assert [len(replies_to(graph, u)) for u in ("before", "during", "after")] == [1, 1, 1]
             assert await srv.storage.inbox_pending() == []
-
-
-async def test_any_channel_gets_storage_unavailable_and_its_route_answers_503(
-        data_dir: Path, env: dict[str, str], echo: Any) -> None:
-    """Through the SDK alone: the channel maps StorageUnavailable to 503, and one that does not gets a 503
-    from the core rather than a 500; both events are processed once the stall ends."""
-    make_bot(data_dir, "alpha")
-    stalled = WriterThreadStuck()
-    async with run_server(data_dir, env, modules=["echo"], storage={"ackTimeout": ACK_TIMEOUT}) as srv, \
-            aiohttp.ClientSession() as http:
-        await stalled.start(srv)
-        try:
-            for route, user in (("in", "guarded"), ("in-unguarded", "unguarded")):
-                async with http.post(f"{srv.url}/api/v1/bots/alpha/mod/echo/{route}",
-                                     json={"user": user, "text": route}) as response:
-                    body = await response.json()
-                    assert response.status == 503, body
-                    assert "storage.ackTimeout" in str(body), body
-            assert stalled.active
-        finally:
-            await stalled.release()
-        await wait_for(lambda: sorted(m["target"] for m in echo.SENT) == ["guarded", "unguarded"], 10)
-
-
-async def test_past_the_bound_of_waiting_events_new_ones_are_refused_at_once(
-        data_dir: Path, env: dict[str, str], echo: Any, monkeypatch: Any) -> None:
-    """A stalled storage and webhooks that keep coming: memory does not fill with events waiting for a
-    commit; past MAX_UNSTORED_INCOMING the next webhook is answered 503 without waiting its turn."""
-    import botpress_py.pipeline as pipeline
-
-    monkeypatch.setattr(pipeline, "MAX_UNSTORED_INCOMING", 3)
-    make_bot(data_dir, "alpha")
-    stalled = WriterThreadStuck()
-    async with run_server(data_dir, env, modules=["echo"], storage={"ackTimeout": "10s"}) as srv, \
-            aiohttp.ClientSession() as http:
-        await stalled.start(srv)
-
-        async def say(user: str) -> tuple[int, str]:
-            async with http.post(f"{srv.url}/api/v1/bots/alpha/mod/echo/in", json={"user": user, "text": "hi"}) as r:
-                return r.status, str(await r.json())
-
-        try:
-            waiting = [asyncio.create_task(say(f"waiting-{i}")) for i in range(3)]
-            await wait_for(lambda: srv.pipeline._unstored == 3, 10)
-            status, body = await say("one-too-many")
-            assert status == 503 and "not keeping up" in body
-            assert not any(task.done() for task in waiting), "refused before the others' wait ended"
-        finally:
-            await stalled.release()
-        assert [(await task)[0] for task in waiting] == [200, 200, 200]
-        await wait_for(lambda: len(echo.SENT) == 3, 10)
