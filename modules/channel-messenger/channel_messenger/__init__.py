@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from botpress_py.sdk import BotContext, IOEvent, Middleware, ServerContext, hookimpl
 
 from .channel import MessengerChannel
+from .incoming import CHANNEL
 
 if TYPE_CHECKING:
     from .cli.one_terminal import OneTerminal
@@ -66,6 +67,14 @@ class MessengerModule:
     @hookimpl
     async def on_outgoing(self, event: IOEvent, bot: BotContext) -> bool | None:
         return await self.channel.send(event, bot)
+
+    @hookimpl
+    def transform_output(self, event: IOEvent, bot: BotContext) -> None:
+        """Data protection: whatever module sends a Messenger user a message (a reply, a notify, a proactive
+        ``bot.send``), it is flagged ``mask`` before it is first stored when ``maskOutgoingMessages`` is on,
+        so storage keeps it encrypted until sent and masked after."""
+        if event.channel == CHANNEL and bot.config.get("maskOutgoingMessages") is True:
+            event.flags["mask"] = True
 
     @hookimpl
     async def on_user_erase(self, bot: BotContext, user_id: str, channel: str) -> None:

@@ -20,7 +20,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from botpress_py.sdk import IOEvent, LogThrottle, ModuleRouter, now_ms
+from botpress_py.sdk import IOEvent, LogThrottle, ModuleRouter, StorageUnavailable, now_ms
 
 from .incoming import entry_events, map_messaging_event
 from .pages import PageBinding, PageRegistry
@@ -314,8 +314,15 @@ class WebhookEndpoint:
                 return_exceptions=True)
         failed = [(bid, r) for bid, r in zip(batches.by_bot, results, strict=True) if isinstance(r, BaseException)]
         for failed_bot, error in failed:
-            log.error("Webhook events for bot '%s' could not be stored: %s", failed_bot, error,
-                      exc_info=error)
+            if isinstance(error, StorageUnavailable):
+                # Storage is slow or down: one line a minute says so (the error names cause and fix); a
+                # traceback per delivery would only bury it.
+                self.throttle.log(log, logging.WARNING, ("unstored", failed_bot),
+                                  "Webhook events for bot '%s' not stored yet, answered 503 (Meta redelivers): %s",
+                                  failed_bot, error)
+            else:
+                log.error("Webhook events for bot '%s' could not be stored: %s", failed_bot, error,
+                          exc_info=error)
         if failed:
             # Meta redelivers on non-200; events already stored are dropped then as duplicates.
             return _text(503, "events could not be stored; please retry")

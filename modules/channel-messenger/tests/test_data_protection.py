@@ -109,3 +109,25 @@ async def test_session_timeout_of_the_channel_wins_over_the_bots(
         assert stored[0]["flags"]["sessionTimeout"] == 300
     assert texts(messages_with(emulator, TOKEN_A)) == ["hi", "Welcome back!", "hi"]
     assert texts(messages_with(emulator, TOKEN_B)) == ["hi", "hi"]
+
+
+async def test_a_proactive_message_from_any_module_is_stored_encrypted_until_sent(
+        data: Path, emulator: GraphEmulator, http: aiohttp.ClientSession) -> None:
+    """Not only replies and notify messages: a message any module sends a Messenger user with bot.send is
+    flagged by the channel before it is first stored, so while the Graph API refuses it, storage holds it
+    encrypted, and once sent, masked."""
+    from botpress_py.sdk import IOEvent
+
+    add_bot(data, "shop", TOKEN_A, maskOutgoingMessages=True)
+    async with serve(data) as server:
+        rule = emulator.add_rule(status=500, code=1200, when=lambda body: "message" in body)
+        bot = server.module_contexts["qna"].get_bot("shop")  # another module than the channel
+        await bot.send([IOEvent(type="text", channel="messenger", direction="outgoing", botId="shop", target="71",
+                                threadId=PAGE_A, payload={"type": "text", "text": "PROACTIVE-SECRET-9"})])
+        # bot.send returns once the message is stored: the Graph API refuses it, so it waits for a retry.
+        assert "PROACTIVE-SECRET-9" not in all_stored_text(data), "stored encrypted"
+        emulator.remove_rule(rule)
+        [sent] = await emulator.wait_for(lambda e: messages_with(e, TOKEN_A), timeout=15)
+        assert sent["message"]["text"] == "PROACTIVE-SECRET-9"
+        await wait_for(lambda: "***" in all_stored_text(data), 5)
+        assert "PROACTIVE-SECRET-9" not in all_stored_text(data)

@@ -10,6 +10,7 @@ PostgreSQL table locked by another session.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import sys
 import uuid
@@ -168,9 +169,10 @@ class Watcher:
 
 
 async def test_a_storage_stall_leaves_status_answering_and_bounds_the_webhook_wait(
-        tmp_path: Path, stall: tuple[Stall, dict[str, str]]) -> None:
+        tmp_path: Path, stall: tuple[Stall, dict[str, str]], caplog: pytest.LogCaptureFixture) -> None:
     data_dir = tmp_path / "data"
     stalled, extra_env = stall
+    caplog.set_level(logging.WARNING, logger="botpress_py")
     async with GraphEmulator() as graph:
         setup_bot(data_dir, graph)
         async with run_server(data_dir, extra_env, modules=["channel-messenger", "qna"],
@@ -186,6 +188,9 @@ async def test_a_storage_stall_leaves_status_answering_and_bounds_the_webhook_wa
                 # Answered while storage was still stalled: the wait was bounded by ackTimeout, not the stall.
                 assert stalled.active
                 assert status == 503, text
+                # One line naming the cause, not a traceback per delivery.
+                [line] = [r for r in caplog.records if "not stored yet, answered 503" in r.getMessage()]
+                assert line.exc_info is None and "storage" in line.getMessage().lower()
                 await wait_for(lambda: watcher.answered_during_stall >= 6, 10)
                 assert stalled.active
             finally:
