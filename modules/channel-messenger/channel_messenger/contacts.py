@@ -20,6 +20,7 @@ What is cached in memory is stamped with when it was fetched, not with an expiry
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from typing import Any
 
@@ -49,6 +50,10 @@ class Contacts:
         self._profiles: dict[Key, Fetched] = {}
         self._merged: dict[Key, tuple[int, bool]] = {}  # key -> (when checked, ms; the check failed)
         self._basic_only: set[str] = set()  # Pages refused the extra profile fields
+        self._every_field: set[str] = set()  # Pages known to read every profile field
+        # Per Page, set once its first profile fetch is answered: first-time users arriving together
+        # wait for that answer (which fields the Page may read) instead of each being refused once.
+        self._probes: dict[str, asyncio.Event] = {}
         self._told: set[tuple[str, str, Any]] = set()  # (page, what, cause) already logged
         self._throttle = LogThrottle(60.0)
 
@@ -142,6 +147,22 @@ class Contacts:
     async def _fetch(self, binding: PageBinding, bot: BotContext, psid: str) -> dict[str, Any] | None:
         """The user's profile fields ({} when hidden or unreadable); None after a transient failure."""
         page = binding.page_id
+        if page in self._basic_only or page in self._every_field:
+            return await self._fetch_fields(binding, bot, psid)
+        probe = self._probes.get(page)
+        if probe is None:
+            probe = self._probes[page] = asyncio.Event()
+            try:
+                return await self._fetch_fields(binding, bot, psid)
+            finally:
+                probe.set()  # whatever it learned (even nothing, after a timeout), the others go on
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(GRAPH_TIMEOUT):
+                await probe.wait()
+        return await self._fetch_fields(binding, bot, psid)
+
+    async def _fetch_fields(self, binding: PageBinding, bot: BotContext, psid: str) -> dict[str, Any] | None:
+        page = binding.page_id
         fields = BASIC_FIELDS if page in self._basic_only else PROFILE_FIELDS
         try:
             async with asyncio.timeout(GRAPH_TIMEOUT):
@@ -156,6 +177,9 @@ class Contacts:
                                    "on; grant the pages_user_* permissions for the others", page, exc,
                                    ", ".join(BASIC_FIELDS))
                     answer = await binding.graph.user_profile(psid, ",".join(BASIC_FIELDS))
+                else:
+                    if fields == PROFILE_FIELDS:
+                        self._every_field.add(page)
         except TimeoutError:
             self._log_once(bot.logger, page, "timeout", None, "Profile of a user of page %s not fetched: no answer "
                            "within %g s", page, GRAPH_TIMEOUT)
