@@ -1,4 +1,4 @@
-"""The admin HTTP API (DESIGN.md section 8): bearer-token protected bot and module control."""
+"""The admin HTTP API: bearer-token protected bot and module control (docs/architecture.md, routes)."""
 
 from __future__ import annotations
 
@@ -54,10 +54,12 @@ def make_admin_check(token: Callable[[], str]) -> Callable[[web.Request], None]:
 
 
 class AdminApi:
-    def __init__(self, registry: BotRegistry, loader: ModuleLoader, check: Callable[[web.Request], None]) -> None:
+    def __init__(self, registry: BotRegistry, loader: ModuleLoader, check: Callable[[web.Request], None],
+                 failed: FailedEvents | None = None) -> None:
         self.registry = registry
         self.loader = loader
         self.check = check
+        self.failed = failed
 
     def add_routes(self, app: web.Application) -> None:
         app.router.add_get("/api/v1/admin/bots", self.list_bots)
@@ -113,9 +115,9 @@ class AdminApi:
 
     # -- failed events ----------------------------------------------------------------------------
     def _failed_events(self) -> FailedEvents:
-        if self.registry.pipeline is None:
+        if self.failed is None:
             raise json_error(web.HTTPServiceUnavailable, "the server is starting: failed events are not known yet")
-        return self.registry.pipeline.failed
+        return self.failed
 
     async def list_failed_events(self, request: web.Request) -> web.Response:
         """One page of failed events: ?bot=ID&direction=incoming|outgoing&limit=N&cursor=C."""

@@ -30,6 +30,7 @@ from .connections import (
 )
 from .context import ConfigProblem, ServerContext
 from .failed_events import RetryPolicy
+from .gate import BotGate
 from .http_middleware import CorsPolicy, http_middleware, marking_admin_check
 from .loader import ModuleLoader, discover_module_folders
 from .logthrottle import LogThrottle
@@ -75,6 +76,7 @@ class BotpressServer:
         self.resolver = ModuleConfigResolver(self.data_dir, self.env)
         self.config: ServerConfig | None = None
         self.storage: Storage | None = None
+        self.gate = BotGate()
         self.registry: BotRegistry | None = None
         self.pipeline: EventPipeline | None = None
         self.watcher: DataWatcher | None = None
@@ -131,13 +133,15 @@ class BotpressServer:
                                               f"cannot open: {type(exc).__name__}: {exc}",
                                               "check DATABASE_URL and that the database is running")]) from None
         storage = self.storage
+        # Wired once: the registry opens and closes the bot gate, the pipeline reads it; modules'
+        # BotContexts hand their events straight to the pipeline.
+        self.pipeline = EventPipeline(storage, self.gate, self.loader, self.metrics,
+                                      RetryPolicy.from_config(self.config.data.get("storage", {})))
         self.registry = BotRegistry(data_dir=self.data_dir, loader=self.loader, resolver=self.resolver,
                                     external_url=self.external_url,
                                     kv=lambda ns: StorageKeyValue(storage, ns),
-                                    users=lambda bot_id: StorageUserStore(storage, bot_id))
-        self.pipeline = EventPipeline(storage, self.registry, self.loader, self.metrics,
-                                      RetryPolicy.from_config(self.config.data.get("storage", {})))
-        self.registry.pipeline = self.pipeline
+                                    users=lambda bot_id: StorageUserStore(storage, bot_id),
+                                    gate=self.gate, events=self.pipeline)
         self._register_gauges()
 
         # Bind first (port 0 becomes a real port, so external_url is right for modules), but
@@ -206,7 +210,8 @@ class BotpressServer:
                 request_stop=self.request_stop)
         app.router.add_get("/status", self.handle_status)
         app.router.add_get("/metrics", self.handle_metrics)
-        AdminApi(self.registry, self.loader, admin_check).add_routes(app)
+        AdminApi(self.registry, self.loader, admin_check, self.pipeline.failed if self.pipeline else None) \
+            .add_routes(app)
         app.router.add_route("*", r"/api/v1/bots/{botId}/mod/{module}{tail:(/.*)?}", self.dispatch)
         app.router.add_route("*", r"/api/v1/bots/{botId}{tail:(/.*)?}", self.dispatch_bot_other)
         assets = ModuleAssets({name: m.assets_dir for name, m in self.loader.modules.items() if m.assets_dir})
@@ -248,7 +253,7 @@ class BotpressServer:
         return server.open_connections if isinstance(server, GuardedServer) else 0
 
     async def _call_modules(self, hook: str, kwargs_for: Any) -> None:
-        for name in list(self.loader.modules):
+        for name in self.loader.call_order(hook):
             try:
                 await self.loader.call(name, hook, **kwargs_for(name))
             except Exception as exc:
