@@ -41,6 +41,7 @@ from .site import ModuleAssets, SitePages
 from .state import StorageKeyValue, StorageUserStore
 from .storage import Storage, open_storage
 from .watcher import DataWatcher
+from .wording import plural
 
 log = logging.getLogger(__name__)
 
@@ -164,8 +165,8 @@ class BotpressServer:
         self._sock = None  # the site owns it now
         await self._call_modules("on_server_ready", lambda name: {"server": self.module_contexts[name]})
         self._start_background()
-        log.info("botpress-py %s listening on %s (external URL %s), %d bots", __version__, self.url,
-                 self.external_url(), len(self.registry.records))
+        log.info("botpress-py %s listening on %s (external URL %s), %s", __version__, self.url,
+                 self.external_url(), plural(len(self.registry.records), "bot"))
 
     def _connection_limits(self) -> ConnectionLimits:
         assert self.config

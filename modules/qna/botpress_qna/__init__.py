@@ -70,8 +70,9 @@ class QnaModule:
             bot.set_status("error", _summary(problems))
             return
         self.indexes[bot.id] = index
-        bot.logger.info("qna: %d questions, %d payloads from %s", len(index.by_question), len(index.by_payload),
-                        path)
+        questions, payloads = len(index.by_question), len(index.by_payload)
+        bot.logger.info("qna: %d question%s, %d payload%s from %s", questions, "" if questions == 1 else "s",
+                        payloads, "" if payloads == 1 else "s", path)
         bot.set_status("on")
 
     @hookimpl
