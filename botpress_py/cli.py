@@ -38,7 +38,7 @@ def _setup_logging(level: str) -> None:
 GC_YOUNG_THRESHOLD = 20_000
 
 def cmd_start(args: argparse.Namespace) -> int:
-    from .server import BotpressServer, StartupError
+    from .server import BotpressServer, ListenError, StartupError
 
     _setup_logging(args.log_level)
     env = dict(os.environ)
@@ -62,8 +62,12 @@ def cmd_start(args: argparse.Namespace) -> int:
             print("the server did not start; run 'botpress-py check' after fixing", file=sys.stderr)
             await server.stop()
             return 1
-        except OSError as exc:
-            print(f"error: cannot listen: {exc}", file=sys.stderr)
+        except ListenError as exc:
+            print(f"error: {exc.strerror}", file=sys.stderr)
+            await server.stop()
+            return 1
+        except OSError as exc:  # the data folder or a file in it cannot be created or read
+            print(f"error: the server did not start: {exc}", file=sys.stderr)
             await server.stop()
             return 1
         except BaseException:

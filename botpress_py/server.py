@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import os
 import socket
@@ -55,6 +56,28 @@ class StartupError(Exception):
         self.problems = problems
 
 
+class ListenError(OSError):
+    """The listening socket could not be opened: says where, why, and how to choose another port."""
+
+    def __init__(self, host: str, port: int, cause: OSError) -> None:
+        where = f"{host or '*'}:{port}"
+        if cause.errno == errno.EADDRINUSE:
+            reason = "the address is already in use (another botpress-py, or another program, listens there)"
+            other = port + 1 if 0 < port < 65535 else 3001
+            hint = f"stop it, or pick another port: botpress-py start --port {other} (or PORT={other})"
+        elif cause.errno == errno.EACCES:
+            reason = "permission denied (ports below 1024 need privileges)"
+            hint = "pick a port above 1023 with --port or PORT"
+        elif cause.errno == errno.EADDRNOTAVAIL or isinstance(cause, socket.gaierror):
+            reason = f"no such local address ({cause.strerror or cause})"
+            hint = "fix httpServer.host in botpress.config.json, BP_HOST or --host"
+        else:
+            reason = cause.strerror or str(cause)
+            hint = "pick another host or port with --host/BP_HOST and --port/PORT"
+        super().__init__(cause.errno, f"cannot listen on {where}: {reason}; {hint}")
+        self.host, self.port = host, port
+
+
 class BotpressServer:
     """One server: config, modules, bots, pipeline, HTTP. ``start()`` then ``stop()``."""
 
@@ -94,6 +117,7 @@ class BotpressServer:
         self.log_throttle = LogThrottle()
         self.fd_limit: int | None = None
         self._loop_errors = LoopErrorLog(self.log_throttle, self._describe_connections)
+        self._served = False  # start() finished: only then does a stop say "stopped"
 
     @property
     def url(self) -> str:
@@ -165,6 +189,7 @@ class BotpressServer:
         self._sock = None  # the site owns it now
         await self._call_modules("on_server_ready", lambda name: {"server": self.module_contexts[name]})
         self._start_background()
+        self._served = True
         log.info("botpress-py %s listening on %s (external URL %s), %s", __version__, self.url,
                  self.external_url(), plural(len(self.registry.records), "bot"))
 
@@ -410,20 +435,25 @@ class BotpressServer:
         if self.storage:
             await self.storage.close()
         self._loop_errors.uninstall()
-        log.info("botpress-py stopped")
+        if self._served:
+            log.info("botpress-py stopped")
+            self._served = False
 
 
 def _bind(host: str, port: int, backlog: int) -> socket.socket:
     """A listening socket on the first address ``host`` resolves to (IPv4 or IPv6)."""
-    family, _, _, _, address = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM,
-                                                  flags=socket.AI_PASSIVE)[0]
+    try:
+        family, _, _, _, address = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM,
+                                                      flags=socket.AI_PASSIVE)[0]
+    except OSError as exc:
+        raise ListenError(host, port, exc) from None
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind(address)
         sock.listen(backlog)
-    except OSError:
+    except OSError as exc:
         sock.close()
-        raise
+        raise ListenError(host, port, exc) from None
     sock.setblocking(False)
     return sock

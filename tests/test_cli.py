@@ -176,3 +176,21 @@ def test_check_counts_agree_with_their_nouns(data_dir: Path, capsys: Any) -> Non
     assert main(["check", "--data", str(data_dir)]) == 1
     assert capsys.readouterr().out.splitlines()[-1].startswith(
         f"FAILED: 1 problem in {data_dir} (checked 1 module (qna), 1 bot)")
+
+
+def test_a_port_in_use_is_named_with_how_to_pick_another_and_no_stopped_line(
+        data_dir: Path, capsys: Any, caplog: Any) -> None:
+    import logging
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        port = busy.getsockname()[1]
+        with caplog.at_level(logging.INFO, logger="botpress_py"):
+            assert main(["start", "--data", str(data_dir), "--port", str(port), "--host", "127.0.0.1"]) == 1
+    err = capsys.readouterr().err
+    assert f"error: cannot listen on 127.0.0.1:{port}: the address is already in use" in err
+    assert f"--port {port + 1} (or PORT={port + 1})" in err
+    assert "Traceback" not in err
+    messages = [record.getMessage() for record in caplog.records]
+    assert "botpress-py stopped" not in messages, messages
