@@ -27,13 +27,14 @@ from .common import (
     to_json,
 )
 from .migrations import POSTGRES_MIGRATIONS, SCHEMA_MIGRATIONS_TABLE, Migration, missing_migrations
+from .postgres_context import PostgresIncomingContext
 from .postgres_failed import PostgresFailedEvents
 
 # Any constant works: it only has to be the same for every botpress-py migrating this database.
 _MIGRATION_LOCK = 0x62707079  # "bpy"
 
 
-class PostgresStorage(PostgresFailedEvents, Storage):
+class PostgresStorage(PostgresFailedEvents, PostgresIncomingContext, Storage):
     """Storage in PostgreSQL, optionally inside its own ``schema`` (created when missing).
 
     Seq numbers come from sequences, which hand them out before commit: under concurrent
@@ -198,13 +199,6 @@ class PostgresStorage(PostgresFailedEvents, Storage):
     async def inbox_pending_counts(self) -> dict[str, int]:
         rows = await self._fetch("SELECT bot_id, COUNT(*) AS n FROM inbox WHERE status = 'pending' GROUP BY bot_id")
         return {row["bot_id"]: int(row["n"]) for row in rows}
-
-    async def inbox_done(self, event_ids: list[str], status: str = "done", error: str | None = None) -> None:
-        require_status(status, INBOX_DONE_STATUSES, "inbox")
-        if not event_ids:
-            return
-        async with self._transaction() as conn:
-            await _mark_inbox(conn, list(event_ids), status, error, self._clock())
 
     async def inbox_complete(self, completions: list[Completion]) -> list[list[int]]:
         for completion in completions:
