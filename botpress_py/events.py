@@ -1,4 +1,4 @@
-"""The IO event model (DESIGN.md section 7) and the standard outgoing payload types."""
+"""The IO event model (docs/architecture.md; docs/modules.md, "IOEvent") and the standard outgoing payload types."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""botpress.config.json and module config resolution (DESIGN.md sections 3 and 5)."""
+"""botpress.config.json and module config resolution (docs/configuration.md)."""
 
 from __future__ import annotations
 

@@ -150,3 +150,24 @@ def test_docs_index_lists_every_doc() -> None:
     for doc in sorted(DOCS.rglob("*.md")):
         if doc.name != "README.md":
             assert f"({doc.relative_to(DOCS).as_posix()})" in index, f"docs/README.md does not link {doc.name}"
+
+
+# -- /metrics ------------------------------------------------------------------------------------
+def documented_metrics() -> dict[str, str]:
+    """Metric name (labels left out) -> its type, from the table of docs/configuration.md "GET /metrics"."""
+    rows = table_rows(section(CONFIGURATION_MD.read_text(encoding="utf-8"), "## GET /metrics"))
+    return {name.split("{", 1)[0]: re.split(r"(?<!\\)\|", row)[2].strip() for name, row in rows.items()}
+
+
+async def test_every_metric_a_real_server_serves_is_documented_and_no_other(tmp_path: Path) -> None:
+    import aiohttp
+
+    from botpress_py.testing import make_bot, run_server
+
+    data = tmp_path / "data"
+    make_bot(data, "alpha")
+    async with run_server(data, {}, modules=["qna"]) as server, aiohttp.ClientSession() as http, \
+            http.get(f"{server.url}/metrics") as response:
+        text = await response.text()
+    served = dict(re.findall(r"^# TYPE (\S+) (\S+)$", text, re.M))
+    assert served == documented_metrics()

@@ -1,4 +1,4 @@
-"""Module config resolution (DESIGN.md section 5).
+"""Module config resolution (docs/architecture.md, "The external contract"; docs/configuration.md).
 
 Precedence, lowest to highest: schema defaults < data/global/config/<module>.json <
 env BP_MODULE_<MODULE>_<OPTION> < data/bots/<botId>/config/<module>.json, merged per
