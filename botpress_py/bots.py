@@ -368,6 +368,7 @@ class BotRegistry:
         record.contexts = {}
         record.transformers = None
         record.state = "unmounted"
+        self.gate.release(record.id)
         log.info("bot %s unmounted", record.id)
 
     async def unmount_all(self) -> None:

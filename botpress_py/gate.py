@@ -45,7 +45,7 @@ class GateListener(Protocol):
 
 @dataclass(slots=True)
 class _Entry:
-    mounted: MountedBot | None = None  # set from open() until close() has drained it
+    mounted: MountedBot | None = None  # set from open() until release(), after the modules unmounted
     taking: asyncio.Event = field(default_factory=asyncio.Event)  # set while new events may start
     in_flight: int = 0
     idle: asyncio.Event = field(default_factory=asyncio.Event)
@@ -88,7 +88,12 @@ class BotGate:
             entry.idle.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(entry.idle.wait(), drain_timeout)
-        entry.mounted = None
+
+    def release(self, bot_id: str) -> None:
+        """The bot's modules have unmounted (after ``close``): its parts are gone."""
+        entry = self._entries.get(bot_id)
+        if entry is not None and not entry.taking.is_set():
+            entry.mounted = None
 
     # -- read by the pipeline --------------------------------------------------------------------
     def knows(self, bot_id: str) -> bool:
@@ -99,7 +104,8 @@ class BotGate:
         return entry is not None and entry.mounted is not None and entry.taking.is_set()
 
     def current(self, bot_id: str) -> MountedBot | None:
-        """The bot as mounted, also while it drains before an unmount (its handlers still reply)."""
+        """The bot as mounted, also while it is being unmounted (its handlers and unmount hooks may
+        still send): until ``release``."""
         entry = self._entries.get(bot_id)
         return entry.mounted if entry is not None else None
 
