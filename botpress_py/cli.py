@@ -308,7 +308,7 @@ def build_parser(module_loader: ModuleLoader | None = None) -> argparse.Argument
                        choices=["debug", "info", "warning", "error"])
     start.set_defaults(func=cmd_start)
     if module_loader is not None:
-        for name in module_loader.modules:
+        for name in module_loader.call_order("register_start_options"):
             try:
                 module_loader._call_sync_all(name, "register_start_options", parser=start)
             except Exception as exc:  # a module's options must not break the core's
@@ -347,7 +347,7 @@ def build_parser(module_loader: ModuleLoader | None = None) -> argparse.Argument
     add_events_parser(sub)
 
     if module_loader is not None:
-        for name in module_loader.modules:
+        for name in module_loader.call_order("register_commands"):
             try:
                 module_loader._call_sync_all(name, "register_commands", subparsers=sub)
             except Exception as exc:  # a module's CLI must not break the core's
