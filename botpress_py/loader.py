@@ -310,8 +310,12 @@ class ModuleLoader:
 
     def _check_channels(self, name: str, folder: Path | None, manifest: dict[str, Any]) -> list[str]:
         """The module's declared channels; refused when another module already sends one of them."""
-        channels = list(manifest.get("channels") or [])
         where = folder / "module.json" if folder else f"entry point {name} (MODULE_MANIFEST)"
+        only_channels = {"type": "object", "properties": {"channels": MANIFEST_SCHEMA["properties"]["channels"]}}
+        problems = validate_instance(manifest, only_channels, str(where))
+        if problems:  # a folder's manifest is checked whole earlier; an entry point's MODULE_MANIFEST here
+            raise _LoadFailure(f"{where}: bad manifest: " + "; ".join(map(str, problems)))
+        channels = list(manifest.get("channels") or [])
         if channels and manifest.get("kind") != "channel":
             raise _LoadFailure(f"{where}: \"channels\" is only for modules of \"kind\": \"channel\" "
                                f"(this one is {manifest.get('kind', 'other')!r})")
