@@ -1,5 +1,5 @@
-"""The admin HTTP API: bot and module control for the admin token or an admin
-page session (admin_auth.py decides who may call it)."""
+"""The admin HTTP API: bot and module control for the admin token or an admin page session
+(admin_auth.py decides who may call it; routes in docs/architecture.md)."""
 
 from __future__ import annotations
 
@@ -34,10 +34,12 @@ def json_error(status: type[web.HTTPException], message: str, **extra: Any) -> w
 
 
 class AdminApi:
-    def __init__(self, registry: BotRegistry, loader: ModuleLoader, check: Callable[[web.Request], None]) -> None:
+    def __init__(self, registry: BotRegistry, loader: ModuleLoader, check: Callable[[web.Request], None],
+                 failed: FailedEvents | None = None) -> None:
         self.registry = registry
         self.loader = loader
         self.check = check
+        self.failed = failed
 
     def add_routes(self, app: web.Application) -> None:
         app.router.add_get("/api/v1/admin/bots", self.list_bots)
@@ -98,9 +100,9 @@ class AdminApi:
 
     # -- failed events ----------------------------------------------------------------------------
     def _failed_events(self) -> FailedEvents:
-        if self.registry.pipeline is None:
+        if self.failed is None:
             raise json_error(web.HTTPServiceUnavailable, "the server is starting: failed events are not known yet")
-        return self.registry.pipeline.failed
+        return self.failed
 
     async def list_failed_events(self, request: web.Request) -> web.Response:
         """One page of failed events: ?bot=ID&direction=incoming|outgoing&limit=N&cursor=C."""

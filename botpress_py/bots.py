@@ -1,31 +1,31 @@
-"""Bot registry: discover, mount, unmount, enable, disable and reload bots at runtime (DESIGN.md section 6).
+"""Bot registry: discover, mount, unmount, enable, disable and reload bots at runtime.
 
 ``bot.config.json`` is the one source of truth for ``disabled``; the admin API and the CLI
 write it, and the file watcher reacts to edits. A reload first checks every file of the bot;
 if any is broken, the bot keeps running on its last good state and the problem is reported.
+The registry opens a bot's gate (gate.py) once it is mounted and closes it before unmounting;
+it never talks to the event pipeline (docs/architecture.md, "Parts").
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from types import MappingProxyType
+from typing import Any, Literal
 
 from .config.module_config import ModuleConfigResolver
-from .context import BotContext, ConfigProblem, KeyValueStore, ModuleState, UserStore
+from .context import BotContext, ConfigProblem, EventSink, KeyValueStore, ModuleState, UserStore
 from .events import IOEvent
+from .gate import BotGate, MountedBot
 from .jsonfiles import ConfigFileError, load_json_file, validate_instance, write_json_atomic
 from .loader import ModuleLoader
 from .routing import ModuleRouter
 from .transformers import TRANSFORMERS_FILE, BotTransformers, load_bot_transformers
-
-if TYPE_CHECKING:
-    from .pipeline import EventPipeline
 
 log = logging.getLogger(__name__)
 
@@ -72,10 +72,6 @@ BOT_CONFIG_SCHEMA: dict[str, Any] = {
 BotState = Literal["mounted", "disabled", "error", "unmounted"]
 
 
-class ShuttingDown(Exception):
-    """The server is stopping; the event in hand stays stored and replays at the next start."""
-
-
 def valid_bot_id(bot_id: str) -> bool:
     return bool(BOT_ID_PATTERN.match(bot_id)) and bot_id != ANY_BOT
 
@@ -90,11 +86,6 @@ class BotRecord:
     modules: dict[str, dict[str, Any]] = field(default_factory=dict)
     contexts: dict[str, BotContext] = field(default_factory=dict)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    # Set while the bot is mounted: event workers wait on it, so events for a bot that is
-    # being remounted wait instead of being lost.
-    mounted: asyncio.Event = field(default_factory=asyncio.Event)
-    in_flight: int = 0
-    idle: asyncio.Event = field(default_factory=asyncio.Event)
     transformers: BotTransformers | None = None
     # What /status shows while a remount is under way: the state before it, not a
     # passing "disabled" that a client polling at that instant would misread.
@@ -112,6 +103,28 @@ class BotRecord:
         return out
 
 
+class NoEvents:
+    """The event sink of a registry without a pipeline (``botpress-py check``, an offline erase)."""
+
+    async def receive(self, events: list[IOEvent]) -> list[IOEvent]:
+        raise RuntimeError("no event pipeline runs here (a command outside the server): events cannot be received")
+
+    async def send(self, events: list[IOEvent]) -> None:
+        raise RuntimeError("no event pipeline runs here (a command outside the server): events cannot be sent")
+
+
+class _ContextHost:
+    """What every BotContext of a registry calls (the BotHost protocol): events go straight to the
+    pipeline (one call, no hop through the registry), statuses to the registry, state to storage."""
+
+    def __init__(self, events: EventSink, registry: BotRegistry) -> None:
+        self.receive = events.receive
+        self.send = events.send
+        self.set_module_status = registry.set_module_status
+        self.kv = registry.kv
+        self.users = registry.users
+
+
 class BotRegistry:
     def __init__(
         self,
@@ -122,6 +135,8 @@ class BotRegistry:
         external_url: Callable[[], str],
         kv: Callable[[str], KeyValueStore],
         users: Callable[[str], UserStore],
+        gate: BotGate | None = None,
+        events: EventSink | None = None,
     ) -> None:
         self.data_dir = data_dir
         self.bots_dir = data_dir / "bots"
@@ -130,23 +145,15 @@ class BotRegistry:
         self._external_url = external_url
         self._kv = kv
         self._users = users
+        # Which bots take events: opened here once a bot is mounted, read by the pipeline.
+        self.gate = gate if gate is not None else BotGate()
+        self._host = _ContextHost(events if events is not None else NoEvents(), self)
         self.records: dict[str, BotRecord] = {}
         # module -> {bot_id: context}: a live view handed to each module's ServerContext
         self.module_views: dict[str, dict[str, BotContext]] = {m: {} for m in loader.modules}
-        self.pipeline: EventPipeline | None = None
-        # Set when the server stops: event workers stop waiting for bots to come back.
-        self.closing = asyncio.Event()
         self.on_change: Callable[[str], None] | None = None
 
-    # -- BotHost protocol (what BotContext calls) ----------------------------------------------
-    async def receive(self, bot_id: str, events: list[IOEvent]) -> list[IOEvent]:
-        assert self.pipeline is not None
-        return await self.pipeline.receive(events)
-
-    async def send(self, bot_id: str, events: list[IOEvent]) -> None:
-        assert self.pipeline is not None
-        await self.pipeline.send(events)
-
+    # -- behind every BotContext (with the pipeline: see _ContextHost) ---------------------------
     def set_module_status(self, bot_id: str, module: str, state: ModuleState, reason: str | None) -> None:
         record = self.records.get(bot_id)
         if record is None:
@@ -197,7 +204,7 @@ class BotRegistry:
 
     def _context(self, bot_id: str, module: str, bot_config: dict[str, Any], config: dict[str, Any],
                  sources: dict[str, str] | None = None) -> BotContext:
-        return BotContext(host=self, bot_id=bot_id, module=module, bot_config=bot_config, config=config,
+        return BotContext(host=self._host, bot_id=bot_id, module=module, bot_config=bot_config, config=config,
                           data_dir=self.bots_dir / bot_id, external_url=self._external_url(),
                           router=ModuleRouter(), config_sources=sources)
 
@@ -212,7 +219,7 @@ class BotRegistry:
         by_module: dict[str, list[ConfigProblem]] = {}
         if problems:
             return problems, by_module
-        for name in self.loader.modules:
+        for name in self.loader.call_order("check_bot"):
             resolved = self.resolver.resolve(self.loader.modules[name], bot_id)
             if not resolved.ok:
                 by_module[name] = resolved.problems
@@ -232,6 +239,7 @@ class BotRegistry:
         """Know every bot folder before mounting, so replayed events find their bot and wait."""
         for bot_id in self.discover():
             self.records.setdefault(bot_id, BotRecord(bot_id, self.bots_dir / bot_id))
+            self.gate.know(bot_id)
 
     async def mount_all(self) -> None:
         self.register_all()
@@ -247,10 +255,12 @@ class BotRegistry:
         record = self.records.get(bot_id)
         if record is None:
             record = self.records[bot_id] = BotRecord(bot_id, self.bots_dir / bot_id)
+            self.gate.know(bot_id)
         async with record.lock:
             if not self.bot_file(bot_id).exists():
                 await self._unmount_locked(record)
                 del self.records[bot_id]
+                self.gate.forget(bot_id)
                 log.info("bot %s removed", bot_id)
                 return record
             bot_config, problems = self.read_bot_config(bot_id)
@@ -296,7 +306,8 @@ class BotRegistry:
 
     async def _mount_locked(self, record: BotRecord, bot_config: dict[str, Any]) -> None:
         record.config, record.error, record.modules = bot_config, None, {}
-        for name, module in self.loader.modules.items():
+        for name in self.loader.call_order("on_bot_mount"):
+            module = self.loader.modules[name]
             resolved = self.resolver.resolve(module, record.id)
             if not resolved.ok:
                 record.modules[name] = {"state": "error",
@@ -318,16 +329,16 @@ class BotRegistry:
         record.transformers = load_bot_transformers(
             record.folder / TRANSFORMERS_FILE, self._context(record.id, "transformers", bot_config, {}))
         record.state = "mounted"
-        record.mounted.set()
-        if self.pipeline is not None:
-            self.pipeline.bot_mounted(record.id)
+        self.gate.open(MountedBot(record.id, MappingProxyType(bot_config), MappingProxyType(dict(record.contexts)),
+                                  record.transformers))
         log.info("bot %s mounted (%s)", record.id,
                  ", ".join(f"{m}={s['state']}" for m, s in record.modules.items()) or "no modules")
 
     async def _tell_disabled(self, record: BotRecord, bot_config: dict[str, Any]) -> None:
         """``on_bot_disabled`` for each module whose config for the bot resolves: a channel keeps
         accepting the bot's deliveries (stored until it is enabled) instead of refusing them."""
-        for name, module in self.loader.modules.items():
+        for name in self.loader.call_order("on_bot_disabled"):
+            module = self.loader.modules[name]
             if not self.loader.implements(name, "on_bot_disabled"):
                 continue
             resolved = self.resolver.resolve(module, record.id)
@@ -346,12 +357,9 @@ class BotRegistry:
             return
         # Close the gate first so workers stop starting new events, then let the ones
         # in flight finish: a module must not lose its state under a running handler.
-        record.mounted.clear()
-        if record.in_flight:
-            record.idle.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(record.idle.wait(), DRAIN_TIMEOUT)
-        for name, ctx in reversed(list(record.contexts.items())):
+        await self.gate.close(record.id, DRAIN_TIMEOUT)
+        for name in self.loader.call_order("on_bot_unmount", record.contexts, teardown=True):
+            ctx = record.contexts[name]
             self.module_views.get(name, {}).pop(record.id, None)
             try:
                 await asyncio.wait_for(self.loader.call(name, "on_bot_unmount", bot=ctx), MOUNT_TIMEOUT)
@@ -360,6 +368,7 @@ class BotRegistry:
         record.contexts = {}
         record.transformers = None
         record.state = "unmounted"
+        self.gate.release(record.id)
         log.info("bot %s unmounted", record.id)
 
     async def unmount_all(self) -> None:
@@ -392,7 +401,8 @@ class BotRegistry:
         counts = await self._users(bot_id).erase(user_id, channel)
         bot_config, problems = self.read_bot_config(bot_id)
         record = self.records.get(bot_id)
-        for name, module in self.loader.modules.items():
+        for name in self.loader.call_order("on_user_erase"):
+            module = self.loader.modules[name]
             # The mounted context when there is one: the module's in-memory state is keyed by it.
             ctx = record.contexts.get(name) if record is not None else None
             if ctx is None:
@@ -406,36 +416,6 @@ class BotRegistry:
                 log.exception("bot %s: module %s on_user_erase failed", bot_id, name)
                 counts[f"{name} (failed)"] = 1
         return counts
-
-    # -- used by the event pipeline and the HTTP dispatcher ----------------------------------------
-    @contextlib.asynccontextmanager
-    async def using(self, bot_id: str) -> AsyncIterator[BotRecord]:
-        """Hold a mounted bot while handling one event; waits while it is unmounted.
-
-        Raises ShuttingDown instead of waiting once the server stops: the event stays stored.
-        """
-        while True:
-            if self.closing.is_set():
-                raise ShuttingDown(bot_id)
-            record = self.records.get(bot_id)
-            if record is None:
-                raise KeyError(bot_id)
-            if record.state == "mounted" and record.mounted.is_set():
-                break
-            mounted = asyncio.ensure_future(record.mounted.wait())
-            closing = asyncio.ensure_future(self.closing.wait())
-            try:
-                await asyncio.wait([mounted, closing], return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                mounted.cancel()
-                closing.cancel()
-        record.in_flight += 1
-        try:
-            yield record
-        finally:
-            record.in_flight -= 1
-            if record.in_flight == 0:
-                record.idle.set()
 
     def status(self) -> dict[str, Any]:
         return {bot_id: record.status() for bot_id, record in sorted(self.records.items())}

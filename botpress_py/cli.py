@@ -1,4 +1,5 @@
-"""``botpress-py`` command line (DESIGN.md section 9)."""
+"""``botpress-py`` command line: ``start``, ``check``, ``bots``, ``users``, ``events``, and the verbs modules add
+(docs/architecture.md, "The external contract")."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from .config.server_config import load_server_config
 from .context import ConfigProblem
 from .jsonfiles import ConfigFileError, load_json_file, write_json_atomic
 from .loader import ModuleLoader, discover_module_folders
+from .wording import plural
 
 log = logging.getLogger("botpress_py")
 
@@ -37,7 +39,7 @@ def _setup_logging(level: str) -> None:
 GC_YOUNG_THRESHOLD = 20_000
 
 def cmd_start(args: argparse.Namespace) -> int:
-    from .server import BotpressServer, StartupError
+    from .server import BotpressServer, ListenError, StartupError
 
     _setup_logging(args.log_level)
     env = dict(os.environ)
@@ -61,8 +63,12 @@ def cmd_start(args: argparse.Namespace) -> int:
             print("the server did not start; run 'botpress-py check' after fixing", file=sys.stderr)
             await server.stop()
             return 1
-        except OSError as exc:
-            print(f"error: cannot listen: {exc}", file=sys.stderr)
+        except ListenError as exc:
+            print(f"error: {exc.strerror}", file=sys.stderr)
+            await server.stop()
+            return 1
+        except OSError as exc:  # the data folder or a file in it cannot be created or read
+            print(f"error: the server did not start: {exc}", file=sys.stderr)
             await server.stop()
             return 1
         except BaseException:
@@ -121,7 +127,7 @@ def collect_problems(data_dir: Path, env: dict[str, str]) -> tuple[list[ConfigPr
             if str(problem) not in seen:  # a global file's problem shows once, not once per bot
                 seen.add(str(problem))
                 problems.append(problem)
-    summary = [f"{len(loader.modules)} modules ({', '.join(loader.modules)})", f"{len(bots)} bots"]
+    summary = [f"{plural(len(loader.modules), 'module')} ({', '.join(loader.modules)})", plural(len(bots), "bot")]
     return problems, summary
 
 
@@ -135,7 +141,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     else:
         for problem in problems:
             print(f"error: {problem}")
-        print(("FAILED: " if problems else "OK: ") + f"{len(problems)} problems in {data_dir} "
+        print(("FAILED: " if problems else "OK: ") + f"{plural(len(problems), 'problem')} in {data_dir} "
               f"(checked {', '.join(summary)})")
     return 1 if problems else 0
 
@@ -220,32 +226,47 @@ def cmd_users(args: argparse.Namespace) -> int:
         return 2
     data_dir = data_dir_from(args)
     url, token = admin_target(args, data_dir)
+    channels = [args.channel] if args.channel else _declared_channels(data_dir)
+    if not channels:
+        print("error: no loaded module declares a channel: name the user's channel with --channel", file=sys.stderr)
+        return 2
     where = "running server"
-    try:
-        # A running server erases too what modules hold in memory (e.g. Messenger's thread owners).
-        response = requests.delete(f"{url}/api/v1/admin/bots/{args.bot}/users/{args.channel}/{args.user}",
-                                   headers={"Authorization": f"Bearer {token}"} if token else {}, timeout=60)
-    except requests.ConnectionError:
-        response = None
-    if response is not None and response.status_code != 200:
-        body = response.json() if response.headers.get("Content-Type", "").startswith("application/json") else {}
-        print(refusal(url, response.status_code, body or {"error": response.text}), file=sys.stderr)
-        return 1
-    if response is not None:
-        counts = response.json()["erased"]
-    else:
-        where = f"storage of {data_dir} (no server at {url})"
+    counts: dict[str, int] = {}
+    for channel in channels:
         try:
-            counts = asyncio.run(_erase_offline(data_dir, args.bot, args.channel, args.user))
-        except Exception as exc:
-            print(f"error: cannot erase: {type(exc).__name__}: {exc}", file=sys.stderr)
+            # A running server erases too what modules hold in memory (e.g. a channel's thread owners).
+            response = requests.delete(f"{url}/api/v1/admin/bots/{args.bot}/users/{channel}/{args.user}",
+                                       headers={"Authorization": f"Bearer {token}"} if token else {}, timeout=60)
+        except requests.ConnectionError:
+            response = None
+        if response is not None and response.status_code != 200:
+            json_body = response.headers.get("Content-Type", "").startswith("application/json")
+            body = response.json() if json_body else {}
+            print(refusal(url, response.status_code, body or {"error": response.text}), file=sys.stderr)
             return 1
+        if response is not None:
+            erased = response.json()["erased"]
+        else:
+            where = f"storage of {data_dir} (no server at {url})"
+            try:
+                erased = asyncio.run(_erase_offline(data_dir, args.bot, channel, args.user))
+            except Exception as exc:
+                print(f"error: cannot erase: {type(exc).__name__}: {exc}", file=sys.stderr)
+                return 1
+        for table, rows in erased.items():
+            counts[table] = counts.get(table, 0) + rows
     total = sum(counts.values())
     details = ", ".join(f"{table} {n}" for table, n in counts.items())
-    print(f"erased user {args.user} of bot {args.bot} on {args.channel} via the {where}: {total} rows ({details})")
+    print(f"erased user {args.user} of bot {args.bot} on {', '.join(channels)} via the {where}: "
+          f"{plural(total, 'row')} ({details})")
     if total == 0:
         print("(nothing was stored for this user: check --bot, --user and --channel)", file=sys.stderr)
     return 0
+
+
+def _declared_channels(data_dir: Path) -> list[str]:
+    """The channels the modules of this data folder declare (module.json ``channels``), sorted."""
+    return sorted(_load_modules_quietly(data_dir, dict(os.environ)).channel_senders)
 
 
 async def _erase_offline(data_dir: Path, bot_id: str, channel: str, user_id: str) -> dict[str, int]:
@@ -286,7 +307,7 @@ def build_parser(module_loader: ModuleLoader | None = None) -> argparse.Argument
                        choices=["debug", "info", "warning", "error"])
     start.set_defaults(func=cmd_start)
     if module_loader is not None:
-        for name in module_loader.modules:
+        for name in module_loader.call_order("register_start_options"):
             try:
                 module_loader._call_sync_all(name, "register_start_options", parser=start)
             except Exception as exc:  # a module's options must not break the core's
@@ -317,7 +338,7 @@ def build_parser(module_loader: ModuleLoader | None = None) -> argparse.Argument
     users.add_argument("action", choices=["erase"])
     users.add_argument("--bot", required=True, help="bot id")
     users.add_argument("--user", required=True, help="the user's id on the channel (Messenger: the PSID)")
-    users.add_argument("--channel", default="messenger", help="channel name (default: messenger)")
+    users.add_argument("--channel", help="the user's channel (default: every channel the loaded modules declare)")
     users.add_argument("--data", help="data folder (default ./data or $BP_DATA_PATH)")
     users.add_argument("--url", help="server URL (default from botpress.config.json or $BP_URL)")
     users.add_argument("--token", help=TOKEN_HELP)
@@ -327,7 +348,7 @@ def build_parser(module_loader: ModuleLoader | None = None) -> argparse.Argument
     add_admin_parser(sub)
 
     if module_loader is not None:
-        for name in module_loader.modules:
+        for name in module_loader.call_order("register_commands"):
             try:
                 module_loader._call_sync_all(name, "register_commands", subparsers=sub)
             except Exception as exc:  # a module's CLI must not break the core's
@@ -341,7 +362,10 @@ def _modules_for_cli(argv: list[str]) -> ModuleLoader | None:
         return None
     data_arg = argv[argv.index("--data") + 1] if "--data" in argv[:-1] else None
     data_dir = Path(data_arg or os.environ.get("BP_DATA_PATH") or "data").resolve()
-    env = dict(os.environ)
+    return _load_modules_quietly(data_dir, dict(os.environ))
+
+
+def _load_modules_quietly(data_dir: Path, env: dict[str, str]) -> ModuleLoader:
     # Quiet while loading: problems are the server's (or `check`'s) to report, not a CLI verb's.
     core_logger = logging.getLogger("botpress_py")
     level = core_logger.level

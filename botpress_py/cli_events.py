@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from .bots import valid_bot_id
 from .cli_common import admin_arguments, admin_target, data_dir_from, refusal
+from .wording import plural
 
 if TYPE_CHECKING:
     from .failed_events import FailedEvents
@@ -156,9 +157,9 @@ class _Online:
             skipped = int(body.get("skipped", 0))
             if not done or not body.get("remaining"):
                 break
-        print(f"{_past(args.verb)} {total} failed events of bot {args.bot}")
+        print(f"{_past(args.verb)} {plural(total, 'failed event')} of bot {args.bot}")
         if skipped:
-            print(f"({skipped} masked outgoing events cannot be sent again: discard them)", file=sys.stderr)
+            print(f"({plural(skipped, 'masked outgoing event')} cannot be sent again: discard them)", file=sys.stderr)
         return 0
 
 
@@ -179,7 +180,7 @@ async def _run_offline(data_dir: Path, args: argparse.Namespace) -> int:
             while done := (await action(args.bot, args.direction))["retried" if args.verb == "retry" else
                                                                        "discarded"]:
                 total += done
-            print(f"{_past(args.verb)} {total} failed events of bot {args.bot}"
+            print(f"{_past(args.verb)} {plural(total, 'failed event')} of bot {args.bot}"
                   + (" (processed or sent at the next start)" if args.verb == "retry" else ""))
             return 0
         return await _each_offline(tools, args)
@@ -237,8 +238,8 @@ def _print_failed(events: list[dict[str, Any]], as_json: bool, *, more: bool) ->
             if len(error) > _ERROR_CHARS:
                 error = error[: _ERROR_CHARS - 1] + "…"
             print(f"{event['id']}  {event['direction']:<8} {event['botId']:<20} user {event['userId']:<20} "
-                  f"{event['attempts']} attempts  {when}  {error}")
-        print(f"{len(events)} failed events" + (" shown" if events else ""), file=sys.stderr)
+                  f"{plural(event['attempts'], 'attempt')}  {when}  {error}")
+        print(plural(len(events), "failed event") + (" shown" if events else ""), file=sys.stderr)
     if more:
         print("(more failed events: raise --limit, or narrow with --bot / --direction)", file=sys.stderr)
     return 0

@@ -82,12 +82,17 @@ class UserStore(Protocol):
         ...
 
 
-class BotHost(Protocol):
-    """What the core provides behind a BotContext (implemented by the bot registry)."""
+class EventSink(Protocol):
+    """Where a bot's events go: the event pipeline (stores them, then processes or delivers them)."""
 
-    async def receive(self, bot_id: str, events: list[IOEvent]) -> list[IOEvent]: ...
+    async def receive(self, events: list[IOEvent]) -> list[IOEvent]: ...
 
-    async def send(self, bot_id: str, events: list[IOEvent]) -> None: ...
+    async def send(self, events: list[IOEvent]) -> None: ...
+
+
+class BotHost(EventSink, Protocol):
+    """What the core provides behind a BotContext: the pipeline for events (called directly, no
+    hop through the registry), the registry for module statuses, storage for state and users."""
 
     def set_module_status(self, bot_id: str, module: str, state: ModuleState, reason: str | None) -> None: ...
 
@@ -147,20 +152,22 @@ class BotContext:
         for event in events:
             event.botId = self.id
             event.direction = "incoming"
-        return await self._host.receive(self.id, events)
+        return await self._host.receive(events)
 
     async def reply(self, event: IOEvent, payloads: list[dict[str, Any]] | dict[str, Any]) -> None:
-        """Answer an incoming event with standard payloads, in order, on its channel."""
+        """Answer an incoming event with standard payloads, in order, on its channel; the event is
+        then marked handled (``event.handled``), so fallback logic stays quiet."""
         if isinstance(payloads, dict):
             payloads = [payloads]
-        await self._host.send(self.id, [event.reply_event(p) for p in payloads])
+        await self._host.send([event.reply_event(p) for p in payloads])
+        event.mark_handled(self.module)
 
     async def send(self, events: list[IOEvent]) -> None:
         """Send outgoing events that answer nothing (proactive messages)."""
         for event in events:
             event.botId = self.id
             event.direction = "outgoing"
-        await self._host.send(self.id, events)
+        await self._host.send(events)
 
 
 class ServerContext:

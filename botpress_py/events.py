@@ -1,4 +1,4 @@
-"""The IO event model (DESIGN.md section 7) and the standard outgoing payload types."""
+"""The IO event model (docs/architecture.md; docs/modules.md, "IOEvent") and the standard outgoing payload types."""
 
 from __future__ import annotations
 
@@ -74,6 +74,9 @@ class IOEvent:
     dedupeKey: str | None = None
     flags: dict[str, Any] = field(default_factory=dict)
     user: dict[str, Any] = field(default_factory=dict)
+    # Which module answered this incoming event while it is being handled (``mark_handled``).
+    # Not part of the event's data: never stored, copied or compared (not in EVENT_FIELDS).
+    _handled_by: str | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def conversation_key(self) -> tuple[str, str, str, str]:
@@ -84,9 +87,26 @@ class IOEvent:
     def silent(self) -> bool:
         return bool(self.flags.get("silent"))
 
+    def mark_handled(self, by: str = "") -> None:
+        """Say that this incoming event has been answered, so that fallback logic (qna's
+        fallback) stays quiet. ``bot.reply`` marks the event itself; call this when a module
+        answers in another way (a handover, a reply sent later). ``by`` names the module, for logs."""
+        if self._handled_by is None:
+            self._handled_by = by or "a module"
+
+    @property
+    def handled(self) -> bool:
+        """True once a module replied to this event (or marked it handled) while it is processed."""
+        return self._handled_by is not None
+
+    @property
+    def handled_by(self) -> str | None:
+        """The module that first marked this event handled, or None."""
+        return self._handled_by
+
     def to_dict(self) -> dict[str, Any]:
         """Every field, as a deep copy (changing the dict never changes the event)."""
-        return {name: _json_copy(getattr(self, name)) for name in _FIELDS}
+        return {name: _json_copy(getattr(self, name)) for name in EVENT_FIELDS}
 
     def copy(self) -> IOEvent:
         """A deep copy: what is done to the copy's payload, flags or user never reaches this event."""
@@ -94,7 +114,7 @@ class IOEvent:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> IOEvent:
-        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        known = {k: v for k, v in data.items() if k in EVENT_FIELDS}
         return cls(**known)
 
     def reply_event(self, payload: dict[str, Any]) -> IOEvent:
@@ -117,7 +137,8 @@ class IOEvent:
         )
 
 
-_FIELDS = tuple(IOEvent.__dataclass_fields__)
+# The event's data: what is stored, copied and sent to clients (a handled mark is not).
+EVENT_FIELDS = tuple(name for name in IOEvent.__dataclass_fields__ if not name.startswith("_"))
 _SCALARS = frozenset({str, int, float, bool, type(None)})
 
 

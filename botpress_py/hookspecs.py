@@ -8,14 +8,26 @@ return. The load-time hooks (``config_schema``, ``register_middleware``,
 
 The core calls each module's implementation separately, with a context object scoped to
 that module (its own config, router, state and status), so one module failing never stops
-the others from running the same hook.
+the others from running the same hook. The order is pluggy's: implementations marked
+``@hookimpl(tryfirst=True)``, then plain ones, then ``@hookimpl(trylast=True)`` ones, each group
+in the order of ``modules`` in botpress.config.json (``on_bot_unmount``: the reverse of it
+within each group). ``hookwrapper=True`` and ``wrapper=True`` are refused at load: a wrapper
+would run around the other modules' calls, and its failure would be theirs.
+``on_outgoing`` is the exception: only the module that declares the event's channel
+(``"channels"`` in its module.json) is asked.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pluggy
+
+if TYPE_CHECKING:  # types only: the context and event modules never import this one
+    import argparse
+
+    from .context import BotContext, ConfigProblem, ServerContext
+    from .events import IOEvent, Middleware
 
 PROJECT_NAME = "botpress_py"
 
@@ -24,32 +36,32 @@ hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
 
 
 @hookspec
-def on_server_started(server: Any) -> None:
+def on_server_started(server: ServerContext) -> None:
     """The HTTP server is about to listen: register global routes (``server.router``) and open pools."""
 
 
 @hookspec
-def on_server_ready(server: Any) -> None:
+def on_server_ready(server: ServerContext) -> None:
     """Every enabled bot has been mounted and the server accepts requests."""
 
 
 @hookspec
-def on_bot_mount(bot: Any) -> None:
+def on_bot_mount(bot: BotContext) -> None:
     """A bot is being mounted with freshly read config: set up routes and channel state for it."""
 
 
 @hookspec
-def on_bot_unmount(bot: Any) -> None:
+def on_bot_unmount(bot: BotContext) -> None:
     """A bot is being unmounted (disable, reload or shutdown): drop what ``on_bot_mount`` set up."""
 
 
 @hookspec
-def on_server_stopping(server: Any) -> None:
+def on_server_stopping(server: ServerContext) -> None:
     """The server is about to stop serving HTTP: close long-lived connections (WebSockets) now."""
 
 
 @hookspec
-def on_bot_disabled(bot: Any) -> None:
+def on_bot_disabled(bot: BotContext) -> None:
     """A configured bot is disabled: at start, when disabled at runtime, and again (with a fresh context)
     whenever its files change while it stays disabled.
 
@@ -61,23 +73,25 @@ def on_bot_disabled(bot: Any) -> None:
 
 
 @hookspec
-def on_server_stopped(server: Any) -> None:
+def on_server_stopped(server: ServerContext) -> None:
     """The server has stopped serving and every bot is unmounted: close the module's sessions, pools, files."""
 
 
 @hookspec
-def on_module_unmount(server: Any) -> None:
+def on_module_unmount(server: ServerContext) -> None:
     """Deprecated name of ``on_server_stopped`` (same moment, same argument); still called, with a warning at load."""
 
 
 @hookspec
-def on_incoming(event: Any, bot: Any) -> None:
-    """An incoming event passed the middleware: bot logic answers it with ``await bot.reply(...)``."""
+def on_incoming(event: IOEvent, bot: BotContext) -> None:
+    """An incoming event passed the middleware: bot logic answers it with ``await bot.reply(...)`` (which marks
+    the event handled), or calls ``event.mark_handled()`` when it answers otherwise; fallback logic such as
+    qna's (``trylast``) reads ``event.handled``."""
 
 
 @hookspec
-def on_outgoing(event: Any, bot: Any) -> bool | None:
-    """Deliver an outgoing event; return True when this module is the channel that sent it.
+def on_outgoing(event: IOEvent, bot: BotContext) -> bool | None:
+    """Deliver an outgoing event of a channel this module declares in module.json; return True once sent.
 
     Put the platform's message id in ``event.flags["channelMessageId"]`` to have it recorded;
     raise ``DeliveryError`` on failure (``permanent=True`` for errors a retry cannot fix).
@@ -85,17 +99,17 @@ def on_outgoing(event: Any, bot: Any) -> bool | None:
 
 
 @hookspec
-def transform_input(event: Any, bot: Any) -> bool | None:
+def transform_input(event: IOEvent, bot: BotContext) -> bool | None:
     """Change an incoming event just before bot logic sees it; return False to drop it."""
 
 
 @hookspec
-def transform_output(event: Any, bot: Any) -> bool | None:
+def transform_output(event: IOEvent, bot: BotContext) -> bool | None:
     """Change a reply before it is stored for sending; return False to drop it."""
 
 
 @hookspec
-def on_user_erase(bot: Any, user_id: str, channel: str) -> None:
+def on_user_erase(bot: BotContext, user_id: str, channel: str) -> None:
     """A user's data is being erased: delete what the module keeps about them (state, caches)."""
 
 
@@ -105,20 +119,20 @@ def config_schema() -> dict[str, Any] | None:
 
 
 @hookspec
-def register_middleware() -> list[Any]:
+def register_middleware() -> list[Middleware]:
     """Return ``Middleware`` objects to run on incoming or outgoing events, ordered by ``order``."""
 
 
 @hookspec
-def check_bot(bot: Any) -> list[Any]:
+def check_bot(bot: BotContext) -> list[ConfigProblem]:
     """Validate the module's own per-bot files (e.g. qna.json); return ``ConfigProblem`` objects."""
 
 
 @hookspec
-def register_start_options(parser: Any) -> None:
+def register_start_options(parser: argparse.ArgumentParser) -> None:
     """Add options to ``botpress-py start`` (an argparse parser); their values reach ``server.options``."""
 
 
 @hookspec
-def register_commands(subparsers: Any) -> None:
+def register_commands(subparsers: argparse._SubParsersAction) -> None:
     """Add ``botpress-py`` CLI verbs: call ``subparsers.add_parser(...)`` and set ``func``."""

@@ -1,7 +1,11 @@
-"""Module discovery, manifest parsing and registration with pluggy (DESIGN.md section 4).
+"""Module discovery, manifest parsing, registration with pluggy, and the order hooks run in.
 
-A broken module (missing folder, bad manifest, invalid schema, import error, unknown hook)
-is reported with its folder and the reason; the others load.
+A broken module (missing folder, bad manifest, invalid schema, import error, unknown hook, a
+hook wrapper, a channel another module already sends) is reported with its folder and the
+reason; the others load. The core calls each module's implementation of a hook on its own (so
+one module's failure never stops another), in the order ``call_order`` gives: pluggy's
+``tryfirst`` implementations, then the plain ones, then the ``trylast`` ones, each group in
+the config file's module order (docs/modules.md, "How hooks are called").
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import logging
 import os
 import sys
 import traceback
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -41,8 +45,17 @@ MANIFEST_SCHEMA: dict[str, Any] = {
         "description": {"type": "string"},
         "entry": {"type": "string", "pattern": r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$"},
         "kind": {"enum": ["channel", "logic", "other"]},
+        "channels": {
+            "type": "array", "uniqueItems": True,
+            "items": {"type": "string", "pattern": "^[a-z0-9][a-z0-9_-]{0,49}$"},
+            "description": "The channels (IOEvent.channel) whose outgoing events this module sends: its "
+                           "on_outgoing gets those and no other. Only for kind \"channel\".",
+        },
     },
 }
+
+# Hooks that release what others set up: within a group, they run in the reverse module order.
+TEARDOWN_HOOKS = frozenset({"on_bot_unmount"})
 
 EMPTY_SCHEMA: dict[str, Any] = {"type": "object", "properties": {}}
 
@@ -66,6 +79,11 @@ class LoadedModule:
     @property
     def kind(self) -> str:
         return str(self.manifest.get("kind", "other"))
+
+    @property
+    def channels(self) -> list[str]:
+        """The channels whose outgoing events this module sends (``channels`` in module.json)."""
+        return list(self.manifest.get("channels") or [])
 
 
 @dataclass
@@ -147,9 +165,13 @@ class ModuleLoader:
         self.pm.add_hookspecs(hookspecs)
         self.modules: dict[str, LoadedModule] = {}
         self.errors: list[ModuleLoadError] = []
+        # channel name -> the module that sends its outgoing events
+        self.channel_senders: dict[str, str] = {}
         # (module, hook) -> its implementations: looked up several times per event, and only
         # registering or unregistering a module changes them.
         self._impls: dict[tuple[str, str], list[pluggy.HookImpl]] = {}
+        self._orders: dict[tuple[str, bool], list[str]] = {}
+        self._undeclared_senders: list[str] | None = None
 
     def load_all(self, module_entries: list[dict[str, Any]]) -> None:
         for entry in module_entries:
@@ -241,13 +263,15 @@ class ModuleLoader:
 
     def _register(self, name: str, folder: Path | None, manifest: dict[str, Any],
                   schema: dict[str, Any] | None, plugin: Any, assets_dir: Path | None = None) -> None:
-        self._impls.clear()
+        self._forget_lookups()
+        channels = self._check_channels(name, folder, manifest)
         try:
             self.pm.register(plugin, name=name)
         except (pluggy.PluginValidationError, ValueError) as exc:
             raise _LoadFailure(f"{folder or name}: {exc}") from None
         try:
             self._check_hook_names(name, folder)
+            self._refuse_wrappers(name, folder)
             if schema is None:
                 schema = self._call_sync(name, "config_schema") or EMPTY_SCHEMA
                 bad = check_schema(schema, f"{name} config_schema()")
@@ -258,15 +282,20 @@ class ModuleLoader:
                 if self.impls(name, old_name):
                     log.warning("module %s: hook %s is deprecated, rename it %s (same arguments, same moment)",
                                 name, old_name, new_name)
+            self._warn_undeclared_sender(name, manifest)
         except _LoadFailure:
             self.pm.unregister(name=name)
-            self._impls.clear()
+            self._forget_lookups()
             raise
         except Exception as exc:
             self.pm.unregister(name=name)
-            self._impls.clear()
+            self._forget_lookups()
             raise _LoadFailure(f"{folder or name}: {type(exc).__name__}: {exc}") from None
         self.modules[name] = LoadedModule(name, folder, manifest, schema, plugin, middleware, assets_dir)
+        self._orders.clear()  # the new module takes its place in every hook's order
+        self._undeclared_senders = None
+        for channel in channels:
+            self.channel_senders[channel] = name
         log.info("module %s %s loaded from %s", name, manifest.get("version", ""), folder or "entry point")
 
     def _check_hook_names(self, name: str, folder: Path | None) -> None:
@@ -278,6 +307,44 @@ class ModuleLoader:
                 close = difflib.get_close_matches(caller.name, known, n=1)
                 hint = f"; did you mean {close[0]!r}?" if close else f"; known hooks: {', '.join(known)}"
                 raise _LoadFailure(f"{folder or name}: unknown hook {caller.name!r}{hint}")
+
+    def _check_channels(self, name: str, folder: Path | None, manifest: dict[str, Any]) -> list[str]:
+        """The module's declared channels; refused when another module already sends one of them."""
+        where = folder / "module.json" if folder else f"entry point {name} (MODULE_MANIFEST)"
+        only_channels = {"type": "object", "properties": {"channels": MANIFEST_SCHEMA["properties"]["channels"]}}
+        problems = validate_instance(manifest, only_channels, str(where))
+        if problems:  # a folder's manifest is checked whole earlier; an entry point's MODULE_MANIFEST here
+            raise _LoadFailure(f"{where}: bad manifest: " + "; ".join(map(str, problems)))
+        channels = list(manifest.get("channels") or [])
+        if channels and manifest.get("kind") != "channel":
+            raise _LoadFailure(f"{where}: \"channels\" is only for modules of \"kind\": \"channel\" "
+                               f"(this one is {manifest.get('kind', 'other')!r})")
+        for channel in channels:
+            owner = self.channel_senders.get(channel)
+            if owner is not None:
+                raise _LoadFailure(f"{where}: channel {channel!r} is already sent by module {owner!r} "
+                                   f"(from {self.modules[owner].folder or 'an entry point'}); one module sends "
+                                   "each channel: disable one of them in botpress.config.json")
+        return channels
+
+    def _warn_undeclared_sender(self, name: str, manifest: dict[str, Any]) -> None:
+        if not self.impls(name, "on_outgoing") or manifest.get("channels"):
+            return
+        log.warning("module %s implements on_outgoing but declares no \"channels\" in module.json: it is offered "
+                    "the outgoing events of every channel no module declares, until one module sends each; "
+                    "declare its channels (docs/modules.md, module.json)", name)
+
+    def _refuse_wrappers(self, name: str, folder: Path | None) -> None:
+        """Wrappers run around the other modules' implementations: one failing would fail them all."""
+        plugin = self.pm.get_plugin(name)
+        for caller in self.pm.get_hookcallers(plugin) or []:
+            for impl in caller.get_hookimpls():
+                if impl.plugin is plugin and (impl.hookwrapper or impl.wrapper):
+                    kind = "hookwrapper=True" if impl.hookwrapper else "wrapper=True"
+                    raise _LoadFailure(
+                        f"{folder or name}: hook {caller.name!r} is marked {kind}: botpress-py calls each module's "
+                        "hooks on their own, so a wrapper cannot wrap the others; remove the marker (use "
+                        "tryfirst=True or trylast=True to run before or after the other modules)")
 
     def _collect_middleware(self, name: str) -> list[Middleware]:
         out: list[Middleware] = []
@@ -308,6 +375,47 @@ class ModuleLoader:
                 self.errors.append(ModuleLoadError(location, f"{type(exc).__name__}: {exc}"))
 
     # -- calling one module's implementation of a hook --------------------------------------
+    def _forget_lookups(self) -> None:
+        self._impls.clear()
+        self._orders.clear()
+        self._undeclared_senders = None
+
+    def call_order(self, hook: str, names: Iterable[str] | None = None, *, teardown: bool | None = None) -> list[str]:
+        """``names`` (default: every loaded module) in the order the core calls ``hook`` on them.
+
+        Modules whose implementation is marked ``tryfirst``, then the plain ones (and those that do
+        not implement the hook), then those marked ``trylast``; each group in module order (the
+        order of ``modules`` in botpress.config.json), reversed for a teardown hook (on_bot_unmount
+        releases in the reverse order of on_bot_mount).
+        """
+        reverse = hook in TEARDOWN_HOOKS if teardown is None else teardown
+        order = self._orders.get((hook, reverse))
+        if order is None:
+            position = {name: i for i, name in enumerate(self.modules)}
+
+            def key(name: str) -> tuple[int, int]:
+                impls = self.impls(name, hook)
+                group = 0 if any(i.tryfirst for i in impls) else 2 if any(i.trylast for i in impls) else 1
+                return group, -position[name] if reverse else position[name]
+
+            order = self._orders[(hook, reverse)] = sorted(self.modules, key=key)
+        if names is None:
+            return list(order)
+        wanted = names if isinstance(names, Mapping | set | frozenset) else set(names)
+        return [name for name in order if name in wanted]
+
+    def senders_of(self, channel: str) -> list[str]:
+        """The modules whose ``on_outgoing`` may send an outgoing event of ``channel``: the one module
+        that declares it in module.json; when none does, every module implementing ``on_outgoing``
+        that declares no channels, in hook order (each is offered the event until one sends it)."""
+        sender = self.channel_senders.get(channel)
+        if sender is not None:
+            return [sender]
+        if self._undeclared_senders is None:
+            self._undeclared_senders = [name for name in self.call_order("on_outgoing")
+                                        if not self.modules[name].channels and self.implements(name, "on_outgoing")]
+        return self._undeclared_senders
+
     def impls(self, module: str, hook: str) -> list[pluggy.HookImpl]:
         found = self._impls.get((module, hook))
         if found is None:

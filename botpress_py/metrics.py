@@ -33,6 +33,15 @@ HELP = {
     "bp_http_connections_timed_out_total": "Connections closed because a request's headers or body came too late.",
 }
 
+# Every counter without labels the core increments, shown at 0 from the start: an alert or a rate()
+# never meets a missing series (bp_events_failed_total, labelled, is registered by the pipeline).
+COUNTERS = (
+    "bp_events_received_total", "bp_events_duplicate_total", "bp_events_done_total", "bp_events_dropped_total",
+    "bp_events_error_total", "bp_events_sent_total", "bp_events_send_retried_total", "bp_events_send_failed_total",
+    "bp_events_retried_total", "bp_events_sent_mark_failed_total", "bp_http_requests_total",
+    "bp_http_connections_refused_total", "bp_http_connections_timed_out_total",
+)
+
 Gauge = Callable[[], "float | Mapping[str, float]"]
 
 
@@ -43,7 +52,7 @@ def labelled(name: str, **labels: str) -> str:
 
 class Metrics:
     def __init__(self) -> None:
-        self.counters: dict[str, float] = defaultdict(float)
+        self.counters: dict[str, float] = defaultdict(float, dict.fromkeys(COUNTERS, 0.0))
         # A gauge reads one value, or one value per label set ({'direction="in"': 3.0}).
         self.gauges: dict[str, Gauge] = {}
 

@@ -1,4 +1,4 @@
-"""The event pipeline (DESIGN.md section 7): durable inbox and outbox, per-conversation order.
+"""The event pipeline: durable inbox and outbox, per-conversation order (docs/architecture.md).
 
 Incoming: a channel's ``bot.receive(events)`` stores them (group commit) and returns; one
 worker per conversation then runs the incoming middleware and every module's
@@ -6,7 +6,7 @@ worker per conversation then runs the incoming middleware and every module's
 mark and those replies are committed in ONE transaction: after a crash an event is either
 still pending (and replays from scratch) or done with its replies stored, so completed work
 is never redone. Outgoing: one worker per conversation runs the outgoing middleware and
-hands each stored event to the channels' ``on_outgoing`` in order, retrying transient
+hands each stored event to its channel's ``on_outgoing`` in order, retrying transient
 failures with backoff and recording permanent ones. Whatever is stored and not done when
 the process dies is replayed at the next start.
 
@@ -15,7 +15,8 @@ Memory stays bounded: events of a bot that is not mounted, and events arriving w
 sent: a slow Graph API must not pile replies up in memory either), are not queued. They stay pending in
 the inbox (the bot is *parked*), and a resumer reads them back in arrival order, a batch at a
 time, once the bot is mounted and memory has room. A parked bot's new events are parked too,
-so a conversation's order never depends on which path an event took.
+so a conversation's order never depends on which path an event took. Which bots take events,
+and their modules' contexts, come from the bot gate (gate.py), never from the bot registry.
 
 One bad event never hurts another: the shared transactions split themselves to find a guilty
 item (storage/group_commit.py), a reply that cannot be stored is refused at ``send()``, and an
@@ -33,11 +34,11 @@ import time
 from collections.abc import Awaitable, Iterable
 from typing import Any
 
-from .bots import BotRegistry, ShuttingDown
 from .conversation_queues import ConversationQueues
 from .event_feed import EventFeed
 from .events import DeliveryError, IOEvent, Middleware, masked_copy, payload_preview, validate_outgoing_payload
 from .failed_events import FailedCounts, FailedEvents, RetryPolicy
+from .gate import BotGate, MountedBot, ShuttingDown
 from .loader import ModuleLoader
 from .logthrottle import LogThrottle
 from .metrics import Metrics, labelled
@@ -81,10 +82,11 @@ _FAILED_OUTGOING = labelled("bp_events_failed_total", direction="outgoing")
 
 
 class EventPipeline(IncomingProcessing):
-    def __init__(self, storage: Storage, registry: BotRegistry, loader: ModuleLoader, metrics: Metrics,
+    def __init__(self, storage: Storage, gate: BotGate, loader: ModuleLoader, metrics: Metrics,
                  retry: RetryPolicy | None = None) -> None:
         self.storage = storage
-        self.registry = registry
+        self.gate = gate
+        gate.add_listener(self)  # bot_opened: a parked bot's stored events can flow again
         self.loader = loader
         self.metrics = metrics
         self.retry = retry or RetryPolicy()
@@ -107,6 +109,7 @@ class EventPipeline(IncomingProcessing):
         self._accepting = True
         self.ack_timeout = DEFAULT_ACK_TIMEOUT  # storage.ackTimeout
         self._unstored = 0  # received events whose inbox commit is not done yet
+        self._stopping = asyncio.Event()  # set by drain(): retry backoffs end, their items stay stored
         # Incoming events in memory (queued or being processed), in all and per bot.
         self._held = 0
         self._held_by_bot: dict[str, int] = {}
@@ -169,8 +172,7 @@ class EventPipeline(IncomingProcessing):
 
     # -- parking: events that stay in storage until their bot can take them -----------------------
     def _takes_events(self, bot_id: str) -> bool:
-        record = self.registry.records.get(bot_id)
-        return record is not None and record.state == "mounted" and record.mounted.is_set()
+        return self.gate.takes_events(bot_id)
 
     def _queue_incoming(self, event: IOEvent) -> None:
         self._held += 1
@@ -205,8 +207,8 @@ class EventPipeline(IncomingProcessing):
     def parked_bots(self) -> set[str]:
         return set(self._parked)
 
-    def bot_mounted(self, bot_id: str) -> None:
-        """Called by the registry once a bot is mounted: its stored events can flow again."""
+    def bot_opened(self, bot_id: str) -> None:
+        """The gate opened for a bot (it was mounted): its stored events can flow again."""
         if bot_id in self._parked:
             self._resume(bot_id)
 
@@ -286,15 +288,15 @@ class EventPipeline(IncomingProcessing):
             event.direction = "outgoing"
             if not event.preview:
                 event.preview = payload_preview(event.payload)
-        record = self.registry.records.get(events[0].botId)
-        if record is not None and record.state == "mounted":
+        bot = self.gate.current(events[0].botId)
+        if bot is not None:
             # Transform before storing: a retry after a restart sends what was transformed.
-            events = [e for e in events if await self._transform("transform_output", e, record)]
+            events = [e for e in events if await self._transform("transform_output", e, bot)]
             if not events:
                 return
         # Encoded here, once: a reply that cannot be stored fails the bot logic that sent it, and
         # never reaches (and fails) a transaction shared with other conversations' events.
-        encoded = [self._encode_reply(event, record) for event in events]
+        encoded = [self._encode_reply(event, bot) for event in events]
         collector = current_replies.get()
         if collector is not None and collector.open:
             collector.events.extend(events)
@@ -369,12 +371,12 @@ class EventPipeline(IncomingProcessing):
             if wait > 0:
                 # A retry backoff; a stopping server does not wait for it: the row stays pending.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.registry.closing.wait(), wait)
-                if self.registry.closing.is_set():
+                    await asyncio.wait_for(self._stopping.wait(), wait)
+                if self._stopping.is_set():
                     return
             try:
-                async with self.registry.using(event.botId) as record:
-                    message_id = await self._run_outgoing(event, record.contexts)
+                async with self.gate.using(event.botId) as bot:
+                    message_id = await self._run_outgoing(event, bot)
             except KeyError:
                 log.warning("outgoing event %s for unknown bot %s left in the outbox", event.id, event.botId)
                 return
@@ -432,15 +434,24 @@ class EventPipeline(IncomingProcessing):
                       describe_error(exc, masked=bool(event.flags.get("mask"))))
             return False
 
-    async def _run_outgoing(self, event: IOEvent, contexts: dict[str, Any]) -> str | None:
+    async def _run_outgoing(self, event: IOEvent, bot: MountedBot) -> str | None:
+        """Outgoing middleware, then the ``on_outgoing`` of the module that sends the event's channel."""
+        contexts = bot.contexts
         for module, mw in self.middleware_out:
             ctx = contexts.get(module)
             if ctx is not None and await maybe_await(mw.handler(event, ctx)) is False:
                 raise _Dropped(f"dropped by middleware {mw.name}")
-        for name, ctx in contexts.items():
+        senders = self.loader.senders_of(event.channel)
+        for name in senders:
+            ctx = contexts.get(name)
+            if ctx is None:
+                continue
             for result in await self.loader.call(name, "on_outgoing", event=event, bot=ctx):
                 if result:
                     return event.flags.get("channelMessageId")
+            if name == self.loader.channel_senders.get(event.channel):
+                raise DeliveryError(f"module {name} sends channel {event.channel!r} but did not send this event "
+                                    "(its on_outgoing returned no true value)", permanent=True)
         # Permanent: retrying for an hour would hold every later reply of the conversation.
         raise DeliveryError(f"no mounted module sends on channel {event.channel!r} for bot {event.botId} "
                             "(is the channel module on for this bot? see GET /status)", permanent=True)
@@ -479,7 +490,8 @@ class EventPipeline(IncomingProcessing):
     async def drain(self, timeout: float) -> bool:
         """Stop accepting, finish queued work up to ``timeout``; the rest is replayed next start."""
         self._accepting = False
-        self.registry.closing.set()  # workers waiting for a bot or a backoff give up their item
+        self._stopping.set()  # workers waiting for a backoff give up their item
+        self.gate.shut()  # and so do those waiting for a bot to be mounted
         deadline = time.monotonic() + timeout
         for task in list(self._resumers.values()):
             task.cancel()  # what they have not queued yet stays stored

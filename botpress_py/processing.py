@@ -14,11 +14,11 @@ import inspect
 import logging
 from typing import TYPE_CHECKING, Any
 
-from .bots import BotRecord, BotRegistry, ShuttingDown
 from .config.server_config import parse_duration
 from .event_feed import EventFeed
-from .events import IOEvent, Middleware, masked_copy
+from .events import EVENT_FIELDS, IOEvent, Middleware, masked_copy
 from .failed_events import RetryPolicy
+from .gate import BotGate, MountedBot, ShuttingDown
 from .loader import ModuleLoader
 from .logthrottle import LogThrottle
 from .metrics import Metrics
@@ -27,8 +27,6 @@ from .storage import Completion, GroupCommitCompletions, Storage
 from .storage.common import describe_error, event_json, unserialisable_path
 
 log = logging.getLogger("botpress_py.pipeline")
-
-_EVENT_FIELDS = tuple(IOEvent.__dataclass_fields__)
 
 
 class _ReplyCollector:
@@ -52,7 +50,7 @@ _current_module: contextvars.ContextVar[str | None] = contextvars.ContextVar("bo
 class IncomingProcessing:
     if TYPE_CHECKING:
         storage: Storage
-        registry: BotRegistry
+        gate: BotGate
         loader: ModuleLoader
         metrics: Metrics
         retry: RetryPolicy
@@ -60,6 +58,7 @@ class IncomingProcessing:
         middleware_in: list[tuple[str, Middleware]]
         _attempts: dict[str, int]
         feed: EventFeed
+        _stopping: asyncio.Event
         # A full disk fails every conversation at once: one line per bot and kind of failure, then
         # every 10 s a line with the count of those held back (each event stays listed as failed).
         _log_throttle: LogThrottle
@@ -97,8 +96,8 @@ class IncomingProcessing:
 
     async def _run_bot_logic(self, event: IOEvent) -> Completion | None:
         try:
-            async with self.registry.using(event.botId) as record:
-                await self._attach_context(event, record)
+            async with self.gate.using(event.botId) as bot:
+                await self._attach_context(event, bot)
                 # History keeps the event as it arrived: what middleware adds later (a profile the
                 # operator chose not to store, say) must not reach storage.
                 masked = masked_copy(event) if event.flags.get("mask") else None
@@ -106,12 +105,12 @@ class IncomingProcessing:
                 collector = _ReplyCollector()
                 token = current_replies.set(collector)
                 try:
-                    status, error = await self._run_incoming(event, record)
+                    status, error = await self._run_incoming(event, bot)
                 finally:
                     current_replies.reset(token)
                     collector.open = False
         except KeyError:
-            if event.botId in self.registry.records:
+            if self.gate.knows(event.botId):
                 raise  # not the missing bot: a processing failure like any other
             # The bot's folder is gone: keep the event stored (not done) for an operator to see.
             log.warning("event %s for unknown bot %s left in the inbox", event.id, event.botId)
@@ -138,10 +137,9 @@ class IncomingProcessing:
                 log, logging.WARNING, ("count", event.botId, type(exc)),
                 "bot %s: could not count the failed attempt of event %s: %s", event.botId, event.id,
                 describe_error(exc, masked=bool(event.flags.get("mask"))))
-        closing = self.registry.closing
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(closing.wait(), delay)
-        return not closing.is_set()
+            await asyncio.wait_for(self._stopping.wait(), delay)
+        return not self._stopping.is_set()
 
     async def _fail_incoming(self, event: IOEvent, attempts: int, error: str) -> None:
         try:
@@ -161,8 +159,8 @@ class IncomingProcessing:
             self._count_failed(event.botId, "incoming")
             self.feed.publish(event, "failed")
 
-    async def _run_incoming(self, event: IOEvent, record: BotRecord) -> tuple[str, str | None]:
-        contexts = record.contexts
+    async def _run_incoming(self, event: IOEvent, bot: MountedBot) -> tuple[str, str | None]:
+        contexts = bot.contexts
         if event.silent:
             return "done", None
         for module, mw in self.middleware_in:
@@ -178,13 +176,14 @@ class IncomingProcessing:
                 return "error", f"middleware {mw.name}: {type(exc).__name__}: {exc}"
             finally:
                 _current_module.reset(token)
-        if not await self._transform("transform_input", event, record):
+        if not await self._transform("transform_input", event, bot):
             return "dropped", "dropped by transform_input"
         errors = []
-        for name, ctx in list(contexts.items()):
+        # Each module on its own, in hook order (tryfirst, plain, trylast): one failing stops no other.
+        for name in self.loader.call_order("on_incoming", contexts):
             token = _current_module.set(name)
             try:
-                await self.loader.call(name, "on_incoming", event=event, bot=ctx)
+                await self.loader.call(name, "on_incoming", event=event, bot=contexts[name])
             except Exception as exc:
                 log.exception("bot %s: module %s on_incoming failed on event %s", event.botId, name, event.id)
                 errors.append(f"{name}: {type(exc).__name__}: {exc}")
@@ -192,7 +191,7 @@ class IncomingProcessing:
                 _current_module.reset(token)
         return ("error", "; ".join(errors)) if errors else ("done", None)
 
-    async def _attach_context(self, event: IOEvent, record: BotRecord) -> None:
+    async def _attach_context(self, event: IOEvent, bot: MountedBot) -> None:
         """``event.flags["session"]`` and ``event.user``, from one storage read.
 
         The session says whether the conversation is new, or back after ``sessionTimeout``;
@@ -202,7 +201,7 @@ class IncomingProcessing:
         last = context.last_event_at
         timeout = event.flags.get("sessionTimeout")  # a channel's own setting wins, in seconds
         if not isinstance(timeout, int | float) or timeout <= 0:
-            timeout = parse_duration(record.config.get("sessionTimeout") or "30m")
+            timeout = parse_duration(bot.config.get("sessionTimeout") or "30m")
         expired = last is not None and event.createdOn - last > timeout * 1000
         event.flags["session"] = {"new": last is None, "expired": expired, "lastEventAt": last}
 
@@ -216,33 +215,32 @@ class IncomingProcessing:
         if stored is not None and stored.get("profile") is not None:
             event.user.setdefault("profile", stored["profile"])
 
-    async def _transform(self, hook: str, event: IOEvent, record: BotRecord) -> bool:
+    async def _transform(self, hook: str, event: IOEvent, bot: MountedBot) -> bool:
         """Modules' ``hook`` then the bot's transformers.py; False drops the event. Errors are contained."""
-        for name, ctx in list(record.contexts.items()):
+        for name in self.loader.call_order(hook, bot.contexts):
             try:
-                results = await self.loader.call(name, hook, event=event, bot=ctx)
+                results = await self.loader.call(name, hook, event=event, bot=bot.contexts[name])
             except Exception:
                 log.exception("bot %s: module %s %s failed on event %s; it goes on unchanged",
                               event.botId, name, hook, event.id)
                 continue
             if any(r is False for r in results):
                 return False
-        if record.transformers is not None:
-            return await record.transformers.run(hook, event)
+        if bot.transformers is not None:
+            return await bot.transformers.run(hook, event)
         return True
 
-    def _encode_reply(self, event: IOEvent, record: BotRecord | None) -> str:
+    def _encode_reply(self, event: IOEvent, bot: MountedBot | None) -> str:
         try:
             return event_json(event)
         except (TypeError, ValueError, RecursionError, OverflowError) as exc:
-            found = unserialisable_path({name: getattr(event, name) for name in _EVENT_FIELDS}, "")
+            found = unserialisable_path({name: getattr(event, name) for name in EVENT_FIELDS}, "")
             where, reason = found or ("the event", describe_error(exc))
             module = _current_module.get()
             sender = f"bot {event.botId}" + (f", module {module}" if module else "")
-            transforms = [name for name in (record.contexts if record else {})
+            transforms = [name for name in self.loader.call_order("transform_output", bot.contexts if bot else ())
                           if self.loader.implements(name, "transform_output")]
-            if record is not None and record.transformers is not None and \
-                    "transform_output" in record.transformers.functions:
+            if bot is not None and bot.transformers is not None and "transform_output" in bot.transformers.functions:
                 transforms.append("transformers.py")
             after = f" (after transform_output of {', '.join(transforms)})" if transforms else ""
             raise ValueError(f"{sender}: cannot send a {event.type!r} reply whose {where} cannot be stored: "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import os
 import socket
@@ -33,6 +34,7 @@ from .connections import (
 )
 from .context import ConfigProblem, ServerContext
 from .failed_events import RetryPolicy
+from .gate import BotGate
 from .http_middleware import CorsPolicy, http_middleware, marking_admin_check
 from .loader import ModuleLoader, discover_module_folders
 from .logthrottle import LogThrottle
@@ -43,6 +45,7 @@ from .site import ModuleAssets, SitePages
 from .state import StorageKeyValue, StorageUserStore
 from .storage import Storage, StorageKeyError, StorageUnavailable, open_storage
 from .watcher import DataWatcher
+from .wording import plural
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +58,28 @@ class StartupError(Exception):
     def __init__(self, problems: list[ConfigProblem]) -> None:
         super().__init__("\n".join(str(p) for p in problems))
         self.problems = problems
+
+
+class ListenError(OSError):
+    """The listening socket could not be opened: says where, why, and how to choose another port."""
+
+    def __init__(self, host: str, port: int, cause: OSError) -> None:
+        where = f"{host or '*'}:{port}"
+        if cause.errno == errno.EADDRINUSE:
+            reason = "the address is already in use (another botpress-py, or another program, listens there)"
+            other = port + 1 if 0 < port < 65535 else 3001
+            hint = f"stop it, or pick another port: botpress-py start --port {other} (or PORT={other})"
+        elif cause.errno == errno.EACCES:
+            reason = "permission denied (ports below 1024 need privileges)"
+            hint = "pick a port above 1023 with --port or PORT"
+        elif cause.errno == errno.EADDRNOTAVAIL or isinstance(cause, socket.gaierror):
+            reason = f"no such local address ({cause.strerror or cause})"
+            hint = "fix httpServer.host in botpress.config.json, BP_HOST or --host"
+        else:
+            reason = cause.strerror or str(cause)
+            hint = "pick another host or port with --host/BP_HOST and --port/PORT"
+        super().__init__(cause.errno, f"cannot listen on {where}: {reason}; {hint}")
+        self.host, self.port = host, port
 
 
 class BotpressServer:
@@ -79,6 +104,7 @@ class BotpressServer:
         self.resolver = ModuleConfigResolver(self.data_dir, self.env)
         self.config: ServerConfig | None = None
         self.storage: Storage | None = None
+        self.gate = BotGate()
         self.registry: BotRegistry | None = None
         self.pipeline: EventPipeline | None = None
         self.watcher: DataWatcher | None = None
@@ -97,6 +123,7 @@ class BotpressServer:
         self.log_throttle = LogThrottle()
         self.fd_limit: int | None = None
         self._loop_errors = LoopErrorLog(self.log_throttle, self._describe_connections)
+        self._served = False  # start() finished: only then does a stop say "stopped"
 
     @property
     def url(self) -> str:
@@ -142,14 +169,16 @@ class BotpressServer:
                                               f"cannot open: {type(exc).__name__}: {exc}",
                                               storage.open_failure_hint())]) from None
         storage = self.storage
+        # Wired once: the registry opens and closes the bot gate, the pipeline reads it; modules'
+        # BotContexts hand their events straight to the pipeline.
+        self.pipeline = EventPipeline(storage, self.gate, self.loader, self.metrics,
+                                      RetryPolicy.from_config(self.config.data.get("storage", {})))
         self.registry = BotRegistry(data_dir=self.data_dir, loader=self.loader, resolver=self.resolver,
                                     external_url=self.external_url,
                                     kv=lambda ns: StorageKeyValue(storage, ns),
-                                    users=lambda bot_id: StorageUserStore(storage, bot_id))
-        self.pipeline = EventPipeline(storage, self.registry, self.loader, self.metrics,
-                                      RetryPolicy.from_config(self.config.data.get("storage", {})))
+                                    users=lambda bot_id: StorageUserStore(storage, bot_id),
+                                    gate=self.gate, events=self.pipeline)
         self.pipeline.ack_timeout = parse_duration(storage_config.get("ackTimeout", "5s"))
-        self.registry.pipeline = self.pipeline
         self._register_gauges()
 
         # Bind first (port 0 becomes a real port, so external_url is right for modules), but
@@ -178,8 +207,9 @@ class BotpressServer:
         self._sock = None  # the site owns it now
         await self._call_modules("on_server_ready", lambda name: {"server": self.module_contexts[name]})
         self._start_background()
-        log.info("botpress-py %s listening on %s (external URL %s), %d bots", __version__, self.url,
-                 self.external_url(), len(self.registry.records))
+        self._served = True
+        log.info("botpress-py %s listening on %s (external URL %s), %s", __version__, self.url,
+                 self.external_url(), plural(len(self.registry.records), "bot"))
 
     def _connection_limits(self) -> ConnectionLimits:
         assert self.config
@@ -224,7 +254,8 @@ class BotpressServer:
                 request_stop=self.request_stop)
         app.router.add_get("/status", self.handle_status)
         app.router.add_get("/metrics", self.handle_metrics)
-        AdminApi(self.registry, self.loader, admin_check).add_routes(app)
+        AdminApi(self.registry, self.loader, admin_check, self.pipeline.failed if self.pipeline else None) \
+            .add_routes(app)
         self.admin_views = AdminViews(self.registry, self.storage, self.pipeline.feed, admin_check,
                                       self.admin_auth.session_alive)
         self.admin_views.add_routes(app)
@@ -270,7 +301,7 @@ class BotpressServer:
         return server.open_connections if isinstance(server, GuardedServer) else 0
 
     async def _call_modules(self, hook: str, kwargs_for: Any) -> None:
-        for name in list(self.loader.modules):
+        for name in self.loader.call_order(hook):
             try:
                 await self.loader.call(name, hook, **kwargs_for(name))
             except Exception as exc:
@@ -433,20 +464,25 @@ class BotpressServer:
         if self.storage:
             await self.storage.close()
         self._loop_errors.uninstall()
-        log.info("botpress-py stopped")
+        if self._served:
+            log.info("botpress-py stopped")
+            self._served = False
 
 
 def _bind(host: str, port: int, backlog: int) -> socket.socket:
     """A listening socket on the first address ``host`` resolves to (IPv4 or IPv6)."""
-    family, _, _, _, address = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM,
-                                                  flags=socket.AI_PASSIVE)[0]
+    try:
+        family, _, _, _, address = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM,
+                                                      flags=socket.AI_PASSIVE)[0]
+    except OSError as exc:
+        raise ListenError(host, port, exc) from None
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind(address)
         sock.listen(backlog)
-    except OSError:
+    except OSError as exc:
         sock.close()
-        raise
+        raise ListenError(host, port, exc) from None
     sock.setblocking(False)
     return sock

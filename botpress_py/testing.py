@@ -1,6 +1,8 @@
-"""Helpers for tests of the core and of modules: a real server on a free port, bot folders.
+"""Helpers for tests of the core and of modules: a real server on a free port, bot folders,
+the command line in this process.
 
-Part of the package (not tests/) so module tests beside each module can use it too.
+Part of the package (not tests/) so module tests beside each module can use it too: with
+``botpress_py.sdk`` (and ``botpress_py.browser_testing``) it is all a module's tests import.
 """
 
 from __future__ import annotations
@@ -13,6 +15,15 @@ from pathlib import Path
 from typing import Any
 
 from .server import BotpressServer
+
+__all__ = ["BotpressServer", "base_env", "make_bot", "run_cli", "run_server", "wait_for", "write_json"]
+
+
+def run_cli(argv: list[str]) -> int:
+    """``botpress-py <argv>`` in this process; returns its exit status (what a shell would see)."""
+    from .cli import main  # the command line loads modules: only when a test runs a verb
+
+    return main(argv)
 
 
 def write_json(path: Path, data: Any) -> Path:

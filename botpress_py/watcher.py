@@ -1,4 +1,4 @@
-"""Watches ``data/`` and remounts a bot whose files changed (DESIGN.md section 6).
+"""Watches ``data/`` and remounts a bot whose files changed (docs/configuration.md).
 
 Polling rather than inotify: it behaves the same on every filesystem (bind mounts, network
 shares, editors that replace files) and needs no dependency. A scan stats each known file and

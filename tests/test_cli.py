@@ -150,3 +150,47 @@ def test_start_refuses_unknown_database_url_clearly(data_dir: Path, capsys: Any,
     err = capsys.readouterr().err
     assert "DATABASE_URL" in err and "postgres" in err and "hunter2" not in err
     assert "Traceback" not in err
+
+
+async def test_users_erase_without_channel_erases_on_every_declared_channel(
+        data_dir: Path, env: dict, echo: Any, capsys: Any, monkeypatch: Any) -> None:
+    """The core knows no channel by name: the default is every channel the loaded modules declare."""
+    monkeypatch.setenv("BP_MODULES_PATH", env["BP_MODULES_PATH"])
+    make_bot(data_dir, "alpha")
+    async with run_server(data_dir, env, modules=["echo"], admin={"token": "t"}) as srv:
+        users = srv.registry.records["alpha"].contexts["echo"].users
+        await users.save("u1", "test", {"first_name": "Bo"})
+        await users.save("u1", "elsewhere", {"first_name": "Bo"})
+        code = await asyncio.to_thread(main, ["users", "erase", "--bot", "alpha", "--user", "u1",
+                                              "--data", str(data_dir), "--url", srv.url, "--token", "t"])
+        assert code == 0
+        assert "erased user u1 of bot alpha on test via the running server: 1 row" in capsys.readouterr().out
+        assert await users.get("u1", "test") is None
+        assert await users.get("u1", "elsewhere") is not None  # a channel nobody declares is left alone
+
+
+def test_check_counts_agree_with_their_nouns(data_dir: Path, capsys: Any) -> None:
+    make_bot(data_dir, "alpha")
+    write_json(data_dir / "global" / "botpress.config.json", {"modules": [{"location": "MODULES_ROOT/qna"}]})
+    (data_dir / "bots" / "alpha" / "qna.json").write_text("{", encoding="utf-8")
+    assert main(["check", "--data", str(data_dir)]) == 1
+    assert capsys.readouterr().out.splitlines()[-1].startswith(
+        f"FAILED: 1 problem in {data_dir} (checked 1 module (qna), 1 bot)")
+
+
+def test_a_port_in_use_is_named_with_how_to_pick_another_and_no_stopped_line(
+        data_dir: Path, capsys: Any, caplog: Any) -> None:
+    import logging
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        port = busy.getsockname()[1]
+        with caplog.at_level(logging.INFO, logger="botpress_py"):
+            assert main(["start", "--data", str(data_dir), "--port", str(port), "--host", "127.0.0.1"]) == 1
+    err = capsys.readouterr().err
+    assert f"error: cannot listen on 127.0.0.1:{port}: the address is already in use" in err
+    assert f"--port {port + 1} (or PORT={port + 1})" in err
+    assert "Traceback" not in err
+    messages = [record.getMessage() for record in caplog.records]
+    assert "botpress-py stopped" not in messages, messages

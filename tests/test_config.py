@@ -1,4 +1,4 @@
-"""botpress.config.json and module config resolution (DESIGN.md sections 3 and 5)."""
+"""botpress.config.json and module config resolution (docs/configuration.md)."""
 
 from __future__ import annotations
 
@@ -16,9 +16,9 @@ from botpress_py.config.server_config import (
     parse_size,
 )
 from botpress_py.loader import ModuleLoader
-from botpress_py.testing import make_bot, write_json
+from botpress_py.testing import make_bot, run_server, write_json
 
-from .conftest import FIXTURE_MODULES
+from .conftest import FIXTURE_MODULES, REPO_ROOT
 
 
 def test_missing_config_is_created_with_defaults_and_schema(data_dir: Path) -> None:
@@ -226,3 +226,16 @@ def test_connection_limits_and_admin_origins_have_defaults_and_are_checked(data_
     config = load_server_config(data_dir, {}, [])
     assert sorted(p.pointer for p in config.problems) == ["/admin/cors/origins/1", "/admin/cors/origins/2",
                                                           "/httpServer/bodyTimeout", "/httpServer/maxConnections"]
+
+
+async def test_a_modules_own_file_schemas_are_written_for_editors(tmp_path: Path) -> None:
+    """qna.schema.json lands next to qna's config schema, where a bot's qna.json "$schema" points."""
+    data = tmp_path / "data"
+    make_bot(data, "alpha")
+    async with run_server(data, {}, modules=["qna"]):
+        written = data / "assets" / "modules" / "qna" / "qna.schema.json"
+        shipped = REPO_ROOT / "modules" / "qna" / "qna.schema.json"
+        assert json.loads(written.read_text()) == json.loads(shipped.read_text())
+    sample = json.loads((REPO_ROOT / "data" / "bots" / "welcome-bot" / "qna.json").read_text())
+    assert (REPO_ROOT / "data" / "bots" / "welcome-bot" / sample["$schema"]).resolve() == \
+        (REPO_ROOT / "data" / "assets" / "modules" / "qna" / "qna.schema.json").resolve()

@@ -179,7 +179,7 @@ async def test_events_cli_lists_retries_and_discards_through_the_server_and_with
         assert "pending again" in captured.out and "no-such-event" in captured.err
         await wait_for(lambda: texts(echo, "u1") == ["echo: refuse me"], 10)
         assert await cli("discard", "--bot", "alpha", "--all", "--direction", "outgoing") == 0
-        assert "discarded 1 failed events of bot alpha" in capsys.readouterr().out
+        assert "discarded 1 failed event of bot alpha" in capsys.readouterr().out
         assert await cli("retry") == 2 and await cli("retry", "--all") == 2  # nothing named / no --bot
         assert await cli("retry", "x", "--bot", "alpha", "--all") == 2
         assert srv.pipeline.failed_counts.totals() == {"incoming": 1, "outgoing": 0}
@@ -191,7 +191,7 @@ async def test_events_cli_lists_retries_and_discards_through_the_server_and_with
     [left] = json.loads(capsys.readouterr().out)
     assert left["userId"] == "u2"
     assert await cli("retry", "--bot", "alpha", "--all", url=closed) == 0
-    assert "retried 1 failed events of bot alpha" in capsys.readouterr().out
+    assert "retried 1 failed event of bot alpha" in capsys.readouterr().out
     async with run_server(data_dir, {**env, **db.env}, modules=["echo"], storage=NO_RETRIES,
                           admin={"token": TOKEN}) as srv:
         await wait_for(lambda: texts(echo, "u2") == ["echo: refuse me"], 10)

@@ -1,4 +1,4 @@
-"""Module discovery and loading; broken modules are reported and the rest load (issue 2)."""
+"""Module discovery and loading; broken modules are reported and the rest load."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The event pipeline through a real server and the echo test channel (DESIGN.md section 7)."""
+"""The event pipeline through a real server and the echo test channel (docs/architecture.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The running server: routing, runtime enable/disable/reload, admin API, HTTP limits (issue 2)."""
+"""The running server: routing, runtime enable/disable/reload, admin API, HTTP limits."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The event loop and webhook acks keep flowing while storage runs a slow query (issue 4)."""
+"""The event loop and webhook acks keep flowing while storage runs a slow query."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Module config resolution (DESIGN.md section 5).
+"""Module config resolution (docs/architecture.md, "The external contract"; docs/configuration.md).
 
 Precedence, lowest to highest: schema defaults < data/global/config/<module>.json <
 env BP_MODULE_<MODULE>_<OPTION> < data/bots/<botId>/config/<module>.json, merged per
@@ -60,8 +60,19 @@ class ModuleConfigResolver:
         return self.data_dir / "assets" / "modules" / module / "config.schema.json"
 
     def prepare(self, module: LoadedModule) -> None:
-        """Write the schema for editors and create the global file with $schema + defaults."""
+        """Write the schemas for editors and create the global file with $schema + defaults.
+
+        Besides the config schema, every other ``<name>.schema.json`` of the module folder (the
+        schema of a file the module reads from bot folders, such as a qna.json) is copied next to
+        it, so such files can point their ``$schema`` at ``data/assets/modules/<module>/``.
+        """
         write_json_atomic(self.schema_file(module.name), _editor_schema(module.schema))
+        for own in sorted(module.folder.glob("*.schema.json")) if module.folder else []:
+            if own.name != "config.schema.json":
+                try:
+                    write_json_atomic(self.schema_file(module.name).parent / own.name, load_json_file(own))
+                except (OSError, ConfigFileError) as exc:  # only editors miss it
+                    log.warning("module %s: %s not copied for editors: %s", module.name, own.name, exc)
         path = self.global_file(module.name)
         if not path.exists():
             data = {"$schema": f"../../assets/modules/{module.name}/config.schema.json",

@@ -1,4 +1,4 @@
-"""``data/global/botpress.config.json``: schema, defaults, env overrides (DESIGN.md section 3)."""
+"""``data/global/botpress.config.json``: schema, defaults, env overrides (docs/configuration.md)."""
 
 from __future__ import annotations
 

@@ -128,7 +128,8 @@ class Storage(ABC):
 
     @abstractmethod
     async def schema_version(self) -> int:
-        """The migration version applied (0 for an empty database)."""
+        """The migration version applied (0 for an empty database). Public for tools and the migration
+        tests: which version a database is at (a newer one is refused at open)."""
 
     def is_transient_failure(self, exc: BaseException) -> bool:
         """True when a failed write says nothing about what was written: the database is locked,
@@ -162,7 +163,8 @@ class Storage(ABC):
 
     async def inbox_pending(self, limit: int = 1000, after_seq: int = 0,
                             bot_id: str | None = None) -> list[tuple[int, IOEvent]]:
-        """Unprocessed events with seq > after_seq (of one bot, or of all), ascending seq (arrival order)."""
+        """Unprocessed events with seq > after_seq (of one bot, or of all), ascending seq (arrival order).
+        Public for tools and tests: what a restart would replay (the pipeline reads ``inbox_pending_rows``)."""
         return [(row.seq, row.event) for row in await self.inbox_pending_rows(limit, after_seq, bot_id)]
 
     @abstractmethod
@@ -174,9 +176,12 @@ class Storage(ABC):
     async def inbox_pending_counts(self) -> dict[str, int]:
         """How many unprocessed events each bot has (bots with none are left out)."""
 
-    @abstractmethod
     async def inbox_done(self, event_ids: list[str], status: str = "done", error: str | None = None) -> None:
-        """Record events as processed (``done``, ``dropped`` or ``error`` with a reason)."""
+        """Record events as processed (``done``, ``dropped`` or ``error`` with a reason), without replies or
+        history. Public for tools and tests that set an event's state; the pipeline records a processed
+        event with its replies through ``inbox_complete``, which this calls."""
+        if event_ids:
+            await self.inbox_complete([Completion(event_id, status, error) for event_id in event_ids])
 
     @abstractmethod
     async def inbox_complete(self, completions: list[Completion]) -> list[list[int]]:
@@ -260,15 +265,11 @@ class Storage(ABC):
     @abstractmethod
     async def outbox_get(self, event_id: str) -> OutboxRow | None: ...
 
-    async def outbox_sent(self, event: IOEvent, *, attempts: int, channel_message_id: str | None,
-                          stored: IOEvent) -> None:
-        """One transaction: mark the event sent, keep ``stored`` as its stored form (``event`` itself or
-        a masked copy) and append ``stored`` to message history with the channel's message id."""
-        await self.outbox_sent_many([SentMark(event, attempts, channel_message_id, stored)])
-
     @abstractmethod
     async def outbox_sent_many(self, marks: list[SentMark]) -> list[None]:
-        """``outbox_sent`` for several events in ONE transaction (group commit of sent marks)."""
+        """In ONE transaction (group commit of sent marks), for each mark: the event is sent, ``stored``
+        (the event itself or a masked copy) is its stored form, and ``stored`` joins message history with
+        the channel's message id."""
 
     @abstractmethod
     async def outbox_redact(self, event: IOEvent) -> None:
@@ -285,7 +286,9 @@ class Storage(ABC):
 
     @abstractmethod
     async def message_record(self, event: IOEvent, channel_message_id: str | None = None) -> None:
-        """Append to message history and touch the conversation (bot, channel, thread, user)."""
+        """Append to message history and touch the conversation (bot, channel, thread, user). Public for
+        importing history from elsewhere and for tests; the pipeline records history inside its own
+        transactions (``inbox_complete``, ``outbox_sent_many``), never with this."""
 
     @abstractmethod
     async def messages_for(self, bot_id: str, channel: str, user_id: str, limit: int = 100, *,
@@ -324,8 +327,9 @@ class Storage(ABC):
 
     async def incoming_context(self, bot_id: str, channel: str, thread_id: str | None,
                                user_id: str) -> IncomingContext:
-        """``conversation_last_event``, ``user_get`` and ``contact_of`` at once (backends answer it in one
-        round trip: it runs before every incoming event's bot logic)."""
+        """``conversation_last_event``, ``user_get`` and ``contact_of`` at once. It runs before every
+        incoming event's bot logic, so the SQLite and PostgreSQL backends answer it in one round trip
+        (one thread hand-off, one query); this default, for a backend that does not, makes three."""
         return IncomingContext(await self.conversation_last_event(bot_id, channel, thread_id, user_id),
                                await self.user_get(bot_id, channel, user_id),
                                await self.contact_of(bot_id, channel, user_id))

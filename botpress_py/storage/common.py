@@ -8,7 +8,7 @@ import uuid
 from collections.abc import Iterator, Sequence
 from typing import Any, TypeVar
 
-from ..events import IOEvent, masked_copy, new_event_id, now_ms
+from ..events import EVENT_FIELDS, IOEvent, masked_copy, new_event_id, now_ms
 from .crypto import EventCipher, UnreadableStoredValue, is_encrypted
 
 # What processing an incoming event can end in (bot logic ran); ``failed`` and ``discarded``
@@ -31,7 +31,7 @@ def to_json(value: Any) -> str:
     return _ENCODER.encode(value)
 
 
-_EVENT_FIELDS = tuple(IOEvent.__dataclass_fields__)
+_EVENT_FIELDS = EVENT_FIELDS
 
 
 def event_json(event: IOEvent) -> str:

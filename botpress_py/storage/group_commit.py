@@ -1,4 +1,4 @@
-"""Group commit (DESIGN.md section 7): many concurrent writers, one transaction.
+"""Group commit (docs/architecture.md, "Durability points"): many concurrent writers, one transaction.
 
 A webhook may answer 200 only once its events are stored. Committing each request on its
 own costs one transaction (and on SQLite one WAL write) per request; instead the requests

@@ -45,6 +45,7 @@ from .conversation_list import PostgresConversationList
 from .crypto import EventCipher
 from .errors import POSTGRES_NOT_NOW, postgres_unavailable
 from .migrations import POSTGRES_MIGRATIONS, SCHEMA_MIGRATIONS_TABLE, Migration, missing_migrations
+from .postgres_context import PostgresIncomingContext
 from .postgres_failed import PostgresFailedEvents
 
 log = logging.getLogger("botpress_py.storage")
@@ -59,7 +60,7 @@ _ERASE_VACUUM_SECONDS = 30.0
 _MAINTENANCE_SECONDS = 3600.0
 
 
-class PostgresStorage(PostgresFailedEvents, PostgresConversationList, Storage):
+class PostgresStorage(PostgresFailedEvents, PostgresConversationList, PostgresIncomingContext, Storage):
     """Storage in PostgreSQL, optionally inside its own ``schema`` (created when missing).
 
     Seq numbers come from sequences, which hand them out before commit: under concurrent
@@ -269,13 +270,6 @@ class PostgresStorage(PostgresFailedEvents, PostgresConversationList, Storage):
     async def inbox_pending_counts(self) -> dict[str, int]:
         rows = await self._fetch("SELECT bot_id, COUNT(*) AS n FROM inbox WHERE status = 'pending' GROUP BY bot_id")
         return {row["bot_id"]: int(row["n"]) for row in rows}
-
-    async def inbox_done(self, event_ids: list[str], status: str = "done", error: str | None = None) -> None:
-        require_status(status, INBOX_DONE_STATUSES, "inbox")
-        if not event_ids:
-            return
-        async with self._transaction() as conn:
-            await _mark_inbox(conn, list(event_ids), status, stored_error(error, self.cipher), self._clock())
 
     async def inbox_complete(self, completions: list[Completion]) -> list[list[int]]:
         for completion in completions:

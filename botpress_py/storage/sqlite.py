@@ -309,14 +309,6 @@ class SQLiteStorage(SQLiteFailedEvents, SQLiteConversationList, Storage):
         rows = await self._fetchall("SELECT bot_id, COUNT(*) FROM inbox WHERE status = 'pending' GROUP BY bot_id")
         return {bot_id: int(count) for bot_id, count in rows}
 
-    async def inbox_done(self, event_ids: list[str], status: str = "done", error: str | None = None) -> None:
-        require_status(status, INBOX_DONE_STATUSES, "inbox")
-        if not event_ids:
-            return
-        now = self._clock()
-        errors = stored_error(error, self.cipher)
-        await self._write(lambda db: _mark_inbox(db, event_ids, status, errors, now))
-
     async def inbox_complete(self, completions: list[Completion]) -> list[list[int]]:
         for completion in completions:
             require_status(completion.status, INBOX_DONE_STATUSES, "inbox")

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from aiohttp import web
 
-from botpress_py.sdk import BotContext, LogThrottle
+from botpress_py.sdk import BotContext
 
 from .payloads import BadInput, client_message_id, conversation_id, incoming_event, incoming_payload, public_message
 
@@ -30,7 +30,6 @@ if TYPE_CHECKING:
     from .channel import WebChannel
 
 HISTORY_MAX_PAGE = 200
-_throttle = LogThrottle(60)
 
 
 def fail(status: type[web.HTTPException], error: str, **extra: Any) -> NoReturn:
@@ -78,8 +77,8 @@ class BotApi:
                  hint="send 'Authorization: Bearer <token>' with the token from POST .../visitors")
         user_id = self.channel.tokens.verify(self.bot.id, token.strip())
         if user_id is None:
-            _throttle.log(self.bot.logger, 30, "bad-token", "web chat: refused a request with an invalid visitor "
-                          "token (bot %s)", self.bot.id)
+            self.channel.log_throttle.log(self.bot.logger, 30, "bad-token", "web chat: refused a request with an "
+                                          "invalid visitor token (bot %s)", self.bot.id)
             fail(web.HTTPUnauthorized, "invalid visitor token", headers={"WWW-Authenticate": "Bearer"},
                  hint="get a new identity with POST .../visitors")
         return user_id

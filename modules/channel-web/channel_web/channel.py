@@ -10,7 +10,7 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from botpress_py.sdk import BotContext, IOEvent, ServerContext
+from botpress_py.sdk import BotContext, IOEvent, LogThrottle, ServerContext
 
 from .api import BotApi, settings
 from .page import chat_page, unknown_bot_page
@@ -39,6 +39,8 @@ class WebChannel:
         self.tokens = VisitorTokens(b"")
         self.limiter = RateLimiter()
         self.hub = SocketHub()
+        # Lines a visitor can trigger (a bad token) at most once a minute each, per server.
+        self.log_throttle = LogThrottle(60)
 
     # -- server --------------------------------------------------------------------------------
     def start(self, server: ServerContext) -> None:
@@ -80,8 +82,7 @@ class WebChannel:
 
     # -- delivery ---------------------------------------------------------------------------------
     async def send(self, event: IOEvent, bot: BotContext) -> bool | None:
-        if event.channel != CHANNEL:
-            return None
+        """Deliver a "web" event (module.json declares the channel: no other reaches here)."""
         key = (bot.id, event.target)
         if event.payload.get("type") == "typing":
             value = event.payload.get("value")

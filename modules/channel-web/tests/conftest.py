@@ -18,7 +18,7 @@ for folder in (MODULE_DIR, REPO_ROOT, Path(__file__).resolve().parent):
 
 from webchat_testkit import WebChat, shipped_data, start_web_server  # noqa: E402
 
-from botpress_py.server import BotpressServer  # noqa: E402
+from botpress_py.testing import BotpressServer  # noqa: E402
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ import aiohttp
 import pytest
 from webchat_testkit import WebChat
 
-from botpress_py.server import BotpressServer
+from botpress_py.testing import BotpressServer
 
 
 async def test_a_visitor_says_hello_and_reads_the_answer_with_its_quick_replies(chat: WebChat) -> None:

@@ -11,8 +11,7 @@ from playwright.async_api import expect
 from webchat_testkit import ChatPage, shipped_data, start_web_server, web_channel
 
 from botpress_py.sdk import IOEvent
-from botpress_py.server import BotpressServer
-from botpress_py.testing import make_bot, wait_for
+from botpress_py.testing import BotpressServer, make_bot, wait_for
 
 SLOW = 15_000  # ms: a condition waited for, never a sleep
 

@@ -10,8 +10,7 @@ import pytest
 from webchat_testkit import WebChat, web_channel
 
 from botpress_py.sdk import IOEvent
-from botpress_py.server import BotpressServer
-from botpress_py.testing import wait_for
+from botpress_py.testing import BotpressServer, wait_for
 
 
 async def receive(ws: aiohttp.ClientWebSocketResponse, kind: str, timeout: float = 10.0) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from typing import Any
 from aiohttp import web
 from playwright.async_api import expect
 
-from botpress_py.server import BotpressServer
+from botpress_py.testing import BotpressServer
 
 SLOW = 15_000
 

@@ -11,8 +11,7 @@ from typing import Any
 
 import aiohttp
 
-from botpress_py.server import BotpressServer
-from botpress_py.testing import run_server, wait_for
+from botpress_py.testing import BotpressServer, run_server, wait_for
 
 MODULE_DIR = Path(__file__).resolve().parents[1]
 REPO_ROOT = MODULE_DIR.parents[1]

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from botpress_py.sdk import ConfigProblem, load_json_file, validate_instance
+from botpress_py.sdk import ConfigFileError, ConfigProblem, load_json_file, validate_instance
 
 from .matching import normalise
 
@@ -84,12 +84,8 @@ def load_document(path: Path) -> tuple[dict[str, Any] | None, list[ConfigProblem
     file = str(path)
     try:
         data = load_json_file(path, file)
-    except Exception as exc:
-        # ConfigFileError is not re-exported by the sdk; it carries its problems.
-        problems = getattr(exc, "problems", None)
-        if problems is None:
-            raise
-        return None, list(problems)
+    except ConfigFileError as exc:
+        return None, list(exc.problems)
     problems = check_document(data, file)
     return (None, problems) if problems else (data, [])
 

@@ -29,9 +29,10 @@ def answers_of(entry_id: str) -> list[dict[str, Any]]:
 
 
 class Client:
-    def __init__(self, session: aiohttp.ClientSession, url: str) -> None:
+    def __init__(self, session: aiohttp.ClientSession, url: str, server: Any = None) -> None:
         self.session = session
         self.url = url
+        self.server = server
         # The test channel's record outlives one server; users of each test are its own.
         self.prefix = uuid.uuid4().hex[:8]
 
@@ -70,13 +71,13 @@ def copy_sample_bot(data: Path) -> Path:
 
 
 @contextlib.asynccontextmanager
-async def serve(data: Path) -> AsyncIterator[Client]:
+async def serve(data: Path, modules: tuple[str, ...] = ("qna", "qna-test-channel")) -> AsyncIterator[Client]:
     env = {"BP_MODULES_PATH": os.pathsep.join([str(REPO_ROOT / "modules"), str(FIXTURE_MODULES)])}
     async with (
-        run_server(data, env, modules=["qna", "qna-test-channel"]) as srv,
+        run_server(data, env, modules=list(modules)) as srv,
         aiohttp.ClientSession() as session,
     ):
-        yield Client(session, srv.url)
+        yield Client(session, srv.url, srv)
 
 
 @pytest.fixture
@@ -92,6 +93,7 @@ async def test_sample_bot_mounts_with_qna_on(server: tuple[Client, Path]) -> Non
     bot = status["bots"]["welcome-bot"]
     assert bot["state"] == "mounted"
     assert bot["modules"]["qna"] == {"state": "on"}
+    assert "moduleErrors" not in status  # qna's hooks all match the core's hookspecs
 
 
 async def test_sample_bot_answers_through_the_real_pipeline(server: tuple[Client, Path]) -> None:
@@ -165,3 +167,47 @@ async def test_broken_qna_at_startup_shows_qna_error_and_answers_nothing(tmp_pat
         await client.say("u1", "postback", payload="GET_STARTED")
         await client.say("u1", "text", text="__ping__")
         assert await client.sent_at_least("u1", 1) == [{"type": "text", "text": "pong"}]
+
+
+async def test_two_servers_in_one_process_answer_each_from_their_own_qna_file(tmp_path: Path) -> None:
+    """No module state is shared between servers: the same bot id in two data folders, two answers."""
+    folders = []
+    for name in ("one", "two"):
+        qna_file = copy_sample_bot(tmp_path / name) / "qna.json"
+        doc = json.loads(json.dumps(SAMPLE_QNA))
+        doc["entries"][1]["answers"] = [{"type": "text", "text": f"Hello from server {name}"}]
+        qna_file.write_text(json.dumps(doc), encoding="utf-8")
+        folders.append(tmp_path / name)
+    second = shutil.copytree(folders[1] / "bots" / "welcome-bot", folders[1] / "bots" / "second-bot")
+    (second / "bot.config.json").write_text('{"name": "Second"}', encoding="utf-8")
+    async with serve(folders[0]) as one:
+        async with serve(folders[1]) as two:
+            await one.say("u1", "text", text="hi")
+            await two.say("u1", "text", text="hi")
+            assert await one.sent_at_least("u1", 1) == [{"type": "text", "text": "Hello from server one"}]
+            assert await two.sent_at_least("u1", 1) == [{"type": "text", "text": "Hello from server two"}]
+            # Each server's qna holds the indexes of its own bots only.
+            qna_one = one.server.loader.modules["qna"].plugin
+            qna_two = two.server.loader.modules["qna"].plugin
+            assert sorted(qna_one.indexes) == ["welcome-bot"]
+            assert sorted(qna_two.indexes) == ["second-bot", "welcome-bot"]
+        # The second server stopped and unmounted its welcome-bot: the first one's still answers.
+        assert sorted(qna_one.indexes) == ["welcome-bot"]
+        await one.say("u2", "text", text="hi")
+        assert await one.sent_at_least("u2", 1) == [{"type": "text", "text": "Hello from server one"}]
+
+
+async def test_an_answer_from_another_module_keeps_the_qna_fallback_quiet(tmp_path: Path) -> None:
+    """qna is listed first but runs last (trylast): a message another module answered, or marked
+    handled, gets no fallback; qna still answers the rest, its fallback included."""
+    data = tmp_path / "data"
+    copy_sample_bot(data)
+    async with serve(data, ("qna", "qna-test-channel", "qna-test-logic")) as client:
+        await client.say("u1", "text", text="weather in Paris")
+        await client.say("u1", "text", text="human please")
+        await client.say("u1", "text", text="what is the airspeed of a swallow")
+        await client.say("u1", "text", text="hi")
+        await client.say("u1", "text", text="__ping__")
+        expected = [{"type": "text", "text": "Sunny, 21°C"}, *SAMPLE_QNA["fallback"], *answers_of("greeting"),
+                    {"type": "text", "text": "pong"}]
+        assert await client.sent_at_least("u1", len(expected)) == expected
