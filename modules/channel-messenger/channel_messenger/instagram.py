@@ -34,7 +34,7 @@ from .instagram_rendering import render_instagram_payload
 from .instagram_settings import INSTAGRAM
 from .outgoing import Outgoing
 from .pages import PageAlreadyClaimed, PageBinding, PageRegistry
-from .profile import ProfileConfigError, sync_instagram_profile
+from .profile import ProfileConfigError, desired_instagram_profile, sync_instagram_profile
 from .rendering import Rendering
 from .settings import MODULE, MessengerSettings, is_placeholder
 from .webhook import EntryKind, WebhookEndpoint
@@ -128,6 +128,10 @@ class InstagramChannel:
         if not settings.instagram.enabled:
             self.accounts.release(bot.id)
             return Connection()
+        try:
+            desired_instagram_profile(settings.instagram)  # a setting Meta would refuse: say so before any call
+        except ProfileConfigError as exc:
+            return self._refused(bot, f"{exc} (in {_bot_file(bot.id)})")
         account = settings.instagram.account_id
         if not account:
             try:
@@ -172,8 +176,6 @@ class InstagramChannel:
             await asyncio.wait_for(sync_instagram_profile(binding.graph, state, binding.page_id,
                                                           binding.settings.instagram, binding.bot.logger),
                                    PROFILE_TIMEOUT)
-        except ProfileConfigError as exc:
-            reason = f"Instagram ice breakers not pushed: {exc} (in {_bot_file(binding.bot_id)})"
         except GraphApiError as exc:
             reason = f"Instagram ice breakers not updated ({exc}); they are retried at the next mount"
         except TimeoutError:

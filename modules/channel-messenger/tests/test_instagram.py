@@ -159,7 +159,7 @@ async def test_instagram_deliveries_are_signed_with_the_bots_app_secret(
         assert (await meta.post(body, secret="not-the-app-secret"))[0] == 403
         # Signed by the other bot's App: its entries for shop's account are not shop's to take.
         assert (await meta.post(body, secret=SECRET_B))[0] == 200
-        assert "Webhook entry for Instagram account %s skipped: the request was not signed" % ACCOUNT_A in caplog.text
+        assert f"Webhook entry for Instagram account {ACCOUNT_A} skipped: the request was not signed" in caplog.text
         # The per-bot URL serves only that bot's account.
         assert (await meta.post(body, bot="other", secret=SECRET_B))[0] == 200
         assert messages_to(emulator, IGSID) == []

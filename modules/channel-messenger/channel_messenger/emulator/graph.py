@@ -41,13 +41,13 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from . import attachments as attachment_api
-from . import instagram as instagram_api
 from .attachments import AttachmentStore
+from .attachments import add_control_routes as add_attachment_routes
 from .control import ControlApi
 from .events import WEBHOOK_PATH, made_up_profile, signed, user_event, user_message, webhook_body
 from .faults import Fault, GraphError, error_response
 from .instagram import InstagramAccounts
+from .instagram import add_control_routes as add_instagram_routes
 from .replies import ReplyCollector, recipient_of
 from .routing import ConversationRouting
 from .send_checks import MESSAGING_TYPES, PROFILE_FIELDS, SENDER_ACTIONS, check_message, check_profile
@@ -133,8 +133,8 @@ class GraphEmulator(ControlApi):
     def make_app(self) -> web.Application:
         app = web.Application(client_max_size=30 * 1024 * 1024)
         self.add_control_routes(app)
-        instagram_api.add_control_routes(app, self)
-        attachment_api.add_control_routes(app, self.attachments)
+        add_instagram_routes(app, self)
+        add_attachment_routes(app, self.attachments)
         app.router.add_route("*", r"/{version:" + _VERSION + r"}/{tail:.*}", self._dispatch)
         app.on_cleanup.append(self._close_http)
         return app

@@ -20,7 +20,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import aiohttp
 from aiohttp import web
@@ -29,9 +29,6 @@ from .control import shown_call
 from .events import user_event
 from .replies import ReplyCollector
 from .send_checks import check_ice_breakers
-
-if TYPE_CHECKING:
-    from .graph import GraphEmulator
 
 DEMO_INSTAGRAM_ACCOUNT = "17841400000000001"  # linked to the demo Page by ``botpress-py messenger emulator``
 MAX_TEXT_BYTES = 1000
@@ -170,8 +167,9 @@ class InstagramAccounts:
                     raise self.error(400, 100, "(#100) Instagram templates take only web_url and postback buttons")
 
 
-def add_control_routes(app: web.Application, emulator: GraphEmulator) -> None:
-    """``GET /_emulator/instagram`` and ``POST /_emulator/instagram/send`` (an Instagram user writes)."""
+def add_control_routes(app: web.Application, emulator: Any) -> None:
+    """``GET /_emulator/instagram`` and ``POST /_emulator/instagram/send`` (an Instagram user writes) of a
+    ``GraphEmulator`` (its ``instagram``, ``post_webhook``, ``collect``; not imported: graph.py imports this)."""
     accounts = emulator.instagram
 
     async def info(request: web.Request) -> web.Response:
