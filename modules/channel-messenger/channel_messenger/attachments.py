@@ -16,8 +16,9 @@ How it goes, per (platform, Page, media type, URL):
   ``ATTACHMENT_TTL_SECONDS`` (Meta lets them expire after 90 days), then the URL is sent and
   uploaded again;
 - a send with a stored id that Meta refuses as an invalid parameter (code 100: Meta documents no
-  code of its own for an expired or deleted attachment) forgets the id, sends the same message by
-  its URL at once, and uploads it again.
+  code of its own for an expired or deleted attachment) is sent again at once by its URL; when
+  that is accepted, the id is forgotten and the URL uploaded again (when it is refused too, the id
+  was not the trouble and is kept).
 
 Only attachments rendered with ``is_reusable: true`` (every image, file, video and audio payload)
 are handled: a ``custom`` payload without it is sent exactly as given. ``reuseAttachments: false``
@@ -125,9 +126,13 @@ class Attachments:
             except GraphApiError as exc:
                 if not means_gone(exc):
                     raise
+                # By its URL at once. Should Meta refuse that too, the id was not the trouble: it is kept.
+                answer = await binding.graph.send(step)
                 await self._forget(key)
                 binding.bot.logger.info("A stored %s attachment of %s %s was refused (%s): sent by its URL and "
                                         "uploaded again", kind, binding.platform, binding.page_id, exc)
+                self._upload_later(binding, key, kind, url)
+                return answer
         answer = await binding.graph.send(step)
         self._upload_later(binding, key, kind, url)
         return answer

@@ -113,6 +113,25 @@ async def test_an_id_meta_no_longer_knows_is_sent_by_url_at_once_and_uploaded_ag
         assert await ask(meta, emulator, "43", "m3") == by_id(second)
 
 
+async def test_an_id_is_kept_when_meta_refuses_the_url_too(
+        data: Path, emulator: GraphEmulator, http: aiohttp.ClientSession) -> None:
+    add_bot(data, "shop", TOKEN_A, qna=QNA)
+    async with serve(data) as server:
+        meta = FakeMeta(http, server)
+        await ask(meta, emulator, "41", "m1")
+        first = await uploaded(emulator, 1)
+        await kept(server, first)
+        # Meta refuses the user, whatever is sent (code 100, "No matching user found"): not the id's fault.
+        emulator.fail_next(2, status=400, code=100, subcode=2018001, path="/messages$", has="message",
+                           message="(#100) No matching user found")
+        assert await meta.say(PAGE_A, "42", "cat", mid="m2") == 200
+        await emulator.wait_for(lambda e: len([c for c in e.calls if c.get("fault")]) == 2)
+        faulted = [c["json"]["message"] for c in emulator.calls if c.get("fault")]
+        assert faulted == [by_id(first), BY_URL]
+        assert await ask(meta, emulator, "43", "m3") == by_id(first), "the id is still used"
+    assert len(uploads(emulator)) == 1
+
+
 async def test_an_id_is_renewed_before_meta_lets_it_expire(
         data: Path, emulator: GraphEmulator, http: aiohttp.ClientSession) -> None:
     add_bot(data, "shop", TOKEN_A, qna=QNA)
