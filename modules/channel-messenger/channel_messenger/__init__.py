@@ -14,6 +14,7 @@ from botpress_py.sdk import BotContext, IOEvent, Middleware, ServerContext, hook
 
 from .channel import MessengerChannel
 from .incoming import CHANNEL
+from .instagram_settings import INSTAGRAM
 
 if TYPE_CHECKING:
     from .cli.one_terminal import OneTerminal
@@ -70,10 +71,10 @@ class MessengerModule:
 
     @hookimpl
     def transform_output(self, event: IOEvent, bot: BotContext) -> None:
-        """Data protection: whatever module sends a Messenger user a message (a reply, a notify, a proactive
-        ``bot.send``), it is flagged ``mask`` before it is first stored when ``maskOutgoingMessages`` is on,
-        so storage keeps it encrypted until sent and masked after."""
-        if event.channel == CHANNEL and bot.config.get("maskOutgoingMessages") is True:
+        """Data protection: whatever module sends a Messenger or Instagram user a message (a reply, a notify, a
+        proactive ``bot.send``), it is flagged ``mask`` before it is first stored when ``maskOutgoingMessages``
+        is on, so storage keeps it encrypted until sent and masked after."""
+        if event.channel in (CHANNEL, INSTAGRAM) and bot.config.get("maskOutgoingMessages") is True:
             event.flags["mask"] = True
 
     @hookimpl

@@ -16,11 +16,14 @@ from typing import Any
 from botpress_py.sdk import BotContext, IOEvent, LogThrottle, ServerContext
 
 from .api import MessengerApi
+from .attachments import Attachments
 from .contacts import Contacts
 from .disabled import DisabledBots
 from .graph_client import GraphApiError, GraphClient, PageGraph, failure_hint
 from .handover import Handover
 from .incoming import CHANNEL, apply_incoming_flags
+from .instagram import InstagramChannel
+from .instagram_settings import INSTAGRAM
 from .outgoing import Outgoing
 from .pages import PAGE_STATE_KEY, PageAlreadyClaimed, PageBinding, PageRegistry
 from .profile import ProfileConfigError, desired_profile, sync_profile
@@ -70,9 +73,13 @@ class MessengerChannel:
         self.webhook = WebhookEndpoint(self.registry, self.deliver, self._global_config)
         self.contacts = Contacts(self.registry)
         self.handover = Handover()
-        self.outgoing = Outgoing(self.registry, self.handover)
+        self.attachments = Attachments()  # media URLs uploaded once per Page (attachments.py)
+        self.outgoing = Outgoing(self.registry, self.handover, self.attachments)
         self.window = MessagingWindow()
         self.disabled = DisabledBots(self.registry, self._page_graph)
+        # The Instagram account linked to each bot's Page: its own webhook object, registry and sends.
+        self.instagram = InstagramChannel(self.handover, self.window, self.attachments)
+        self.instagram.attach(self.webhook)
         self._throttle = LogThrottle(60.0)
 
     def _global_config(self) -> dict[str, Any]:
@@ -83,12 +90,15 @@ class MessengerChannel:
         """Server start: the pool, and the any-bot webhook routes."""
         self.server = server
         self.contacts.server = server
+        self.attachments.start(server.state)
         await self.graph.start()
         self.webhook.add_routes(server.router)
 
     async def stop(self) -> None:
         self.registry.clear()
+        self.instagram.clear()
         self.disabled.clear()
+        await self.attachments.close()
         await self.window.close()
         await self.handover.close()
         await self.graph.close()
@@ -108,7 +118,7 @@ class MessengerChannel:
         self.disabled.forget(bot.id)
         settings = MessengerSettings.from_config(bot.config)
         if not settings.enabled:
-            self.registry.release(bot.id)
+            self._release(bot.id)
             bot.set_status("off", f"enabled is false in {enabled_source(bot)}")
             return
         try:
@@ -116,22 +126,33 @@ class MessengerChannel:
             # Remembered so a user erase run without a server (no GET /me) still finds this bot's Page.
             if await bot.state.get(PAGE_STATE_KEY) != binding.page_id:  # a read is cheaper than a write
                 await bot.state.set(PAGE_STATE_KEY, binding.page_id)
-            reason = await self._push_profile(binding)
+            # The Page's profile and its Instagram account side by side: the mount's time budget holds both.
+            outcomes = await asyncio.gather(self._push_profile(binding),
+                                            self.instagram.connect(binding, self._server().state),
+                                            return_exceptions=True)
+            for outcome in outcomes:
+                if isinstance(outcome, BaseException):
+                    raise outcome
+            reason, instagram = outcomes
         except MountRefused as refused:
-            self.registry.release(bot.id)
+            self._release(bot.id)
             bot.logger.error("channel-messenger is not connected for bot '%s': %s", bot.id, refused)
             bot.set_status("error", str(refused))
             return
         except BaseException:
             # Cancelled (the core's mount timeout) or a storage failure: leave no half-connected Page.
-            self.registry.release(bot.id)
+            self._release(bot.id)
             raise
         self.webhook.add_routes(bot.router, bot.id)
         MessengerApi(bot.id, server=self._server(), registry=self.registry, handover=self.handover,
                      window=self.window).add_routes(bot)
-        bot.set_status("on", reason)
+        bot.set_status(*self.instagram.status(reason, instagram))
         bot.logger.info("channel-messenger connected bot '%s' to page %s%s", bot.id, binding.page_id,
                         f" ({binding.page_name})" if binding.page_name else "")
+
+    def _release(self, bot_id: str) -> None:
+        self.registry.release(bot_id)
+        self.instagram.release(bot_id)
 
     def _server(self) -> ServerContext:
         if self.server is None:
@@ -196,12 +217,14 @@ class MessengerChannel:
     def unmount(self, bot: BotContext) -> None:
         """Stop sending for the bot's Page; no Graph call (the profile stays as pushed)."""
         binding = self.registry.park(bot.id)
+        self.instagram.park(bot.id)
         if binding is not None:
             bot.logger.info("channel-messenger disconnected bot '%s' from page %s", bot.id, binding.page_id)
 
     async def bot_disabled(self, bot: BotContext) -> None:
         """A configured bot is disabled (at start or at runtime): keep its Page's deliveries (disabled.py)."""
         await self.disabled.disabled(bot)
+        await self.instagram.bot_disabled(bot, self.registry.waiting_for(bot.id))
 
     async def erase_user(self, bot: BotContext, user_id: str, channel: str) -> None:
         """Forget what the channel keeps about the user (the core erased the rest).
@@ -212,6 +235,9 @@ class MessengerChannel:
         messaging window needs a tag again, and one into a thread another app owns is refused
         (2018300) and teaches the channel the owner anew.
         """
+        if channel == INSTAGRAM:
+            await self.instagram.erase_user(bot, user_id)
+            return
         if channel != CHANNEL:
             return
         binding = self.registry.by_bot(bot.id) or self.registry.waiting_for(bot.id)
@@ -248,5 +274,7 @@ class MessengerChannel:
         await self.contacts.enrich(event, bot)
 
     async def send(self, event: IOEvent, bot: BotContext) -> bool | None:
-        """``on_outgoing``: deliver an event of channel "messenger" (outgoing.py); None for other channels."""
+        """``on_outgoing``: deliver an event of channel "messenger" (outgoing.py) or "instagram" (instagram.py)."""
+        if event.channel == INSTAGRAM:
+            return await self.instagram.send(event, bot)
         return await self.outgoing.send(event, bot)

@@ -232,11 +232,13 @@ class GraphClient:
         body: Any = None,
         logger: logging.Logger = log,
         quiet: bool = False,
+        timeout: float | None = None,
     ) -> dict[str, Any]:
         """One Graph call with retries; returns the JSON answer or raises GraphApiError.
 
         Each failed attempt is logged at warning, or at debug when ``quiet``: for lookups whose
         caller reports a failure itself (once per Page), since they fail alike for every user.
+        ``timeout`` replaces the pool's per-attempt timeout (an upload Meta fetches for long).
         """
         query = dict(params or {})
         query["access_token"] = access_token
@@ -252,12 +254,15 @@ class GraphClient:
             attempt += 1
             error: GraphApiError
             try:
-                async with session.request(method, url, params=query, json=body) as response:
+                async with session.request(method, url, params=query, json=body,
+                                           **({"timeout": aiohttp.ClientTimeout(total=timeout)} if timeout else {})
+                                           ) as response:
                     raw = await response.read()
                     status = response.status
                     retry_after_header = response.headers.get("Retry-After")
             except TimeoutError:
-                error = GraphApiError(f"{what} failed: no answer within {self.timeout:g} s", permanent=False)
+                error = GraphApiError(f"{what} failed: no answer within {timeout or self.timeout:g} s",
+                                      permanent=False)
             except aiohttp.ClientError as exc:
                 reason = _redact(str(exc), secrets) or type(exc).__name__
                 error = GraphApiError(f"{what} failed: {type(exc).__name__}: {reason}", permanent=False)
@@ -303,7 +308,7 @@ class PageGraph:
         return f"<PageGraph {self.base_url}>"
 
     async def _call(self, method: str, path: str, *, params: dict[str, str] | None = None,
-                    body: Any = None, quiet: bool = False) -> dict[str, Any]:
+                    body: Any = None, quiet: bool = False, timeout: float | None = None) -> dict[str, Any]:
         return await self.client.call(
             method,
             self.base_url + path,
@@ -314,6 +319,7 @@ class PageGraph:
             body=body,
             logger=self.logger,
             quiet=quiet,
+            timeout=timeout,
         )
 
     async def me(self) -> dict[str, Any]:
@@ -323,6 +329,25 @@ class PageGraph:
     async def send(self, body: dict[str, Any]) -> dict[str, Any]:
         """Send API: a message or a sender action; returns ``{recipient_id, message_id?}``."""
         return await self._call("POST", "/me/messages", body=body)
+
+    async def upload_attachment(self, page_id: str, kind: str, url: str, *, platform: str | None = None,
+                                timeout: float | None = None) -> dict[str, Any]:
+        """Attachment Upload API: Meta fetches ``url`` and keeps it for this Page; returns ``{attachment_id}``.
+
+        ``platform="instagram"`` uploads for the Page's Instagram account (attachments.py).
+        """
+        body: dict[str, Any] = {"message": {"attachment": {"type": kind, "payload": {"url": url,
+                                                                                      "is_reusable": True}}}}
+        if platform:
+            body["platform"] = platform
+        return await self._call("POST", f"/{page_id}/message_attachments", body=body, quiet=True, timeout=timeout)
+
+    async def instagram_account(self, page_id: str) -> str | None:
+        """The id of the Instagram professional account linked to the Page, or None when none is."""
+        answer = await self._call("GET", f"/{page_id}", params={"fields": "instagram_business_account"})
+        linked = answer.get("instagram_business_account")
+        account = linked.get("id") if isinstance(linked, dict) else None
+        return str(account) if account is not None and str(account).isdigit() else None
 
     async def user_profile(self, psid: str, fields: str) -> dict[str, Any]:
         """A user's profile fields (contacts.py reports failures, once per Page)."""
@@ -357,8 +382,13 @@ class PageGraph:
             body["metadata"] = metadata
         return await self._call("POST", f"/me/{action}_thread_control", body=body)
 
-    async def set_profile(self, fields: dict[str, Any]) -> dict[str, Any]:
+    async def set_profile(self, fields: dict[str, Any], *, platform: str | None = None) -> dict[str, Any]:
+        """Messenger Profile API; ``platform="instagram"``: the profile of the Page's Instagram account."""
+        if platform:
+            return await self._call("POST", "/me/messenger_profile", params={"platform": platform},
+                                    body={"platform": platform, **fields})
         return await self._call("POST", "/me/messenger_profile", body=fields)
 
-    async def delete_profile(self, fields: list[str]) -> dict[str, Any]:
-        return await self._call("DELETE", "/me/messenger_profile", body={"fields": fields})
+    async def delete_profile(self, fields: list[str], *, platform: str | None = None) -> dict[str, Any]:
+        params = {"platform": platform} if platform else None
+        return await self._call("DELETE", "/me/messenger_profile", params=params, body={"fields": fields})

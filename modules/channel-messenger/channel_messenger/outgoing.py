@@ -15,33 +15,43 @@ from typing import Any
 
 from botpress_py.sdk import BotContext, DeliveryError, IOEvent
 
+from .attachments import Attachments
 from .graph_client import GraphApiError, failure_hint
 from .handover import Handover, describe
 from .incoming import CHANNEL
 from .pages import PageBinding, PageRegistry
-from .rendering import Pause, RenderError, RenderOptions, render_payload
+from .rendering import Pause, RenderError, Rendering, RenderOptions, render_payload
 
 MEMORY_LIMIT = 10_000  # bound on each of the small in-memory maps below
 
 
 class Outgoing:
-    """``on_outgoing`` for channel "messenger": the sends of every connected Page."""
+    """``on_outgoing`` for channel "messenger": the sends of every connected Page.
 
-    def __init__(self, registry: PageRegistry, handover: Handover) -> None:
+    A subclass sends another channel of the same Send API (instagram.py): it names its ``channel``
+    and ``platform``, and gives its own ``render`` (and registry of bindings).
+    """
+
+    channel = CHANNEL
+    platform = "Messenger"  # in errors: "cannot send this … payload on Messenger"
+    connection = "channel-messenger"  # in errors: "channel-messenger is not connected for bot …"
+
+    def __init__(self, registry: PageRegistry, handover: Handover, attachments: Attachments | None = None) -> None:
         self.registry = registry
         self.handover = handover
+        self.attachments = attachments
         self._last_message_at: dict[tuple[str, str], float] = {}  # (page, psid) -> loop time of the last send
         self._marked_seen: OrderedDict[str, None] = OrderedDict()  # incoming event ids already marked seen
         self._progress: dict[str, int] = {}  # event id -> steps sent before a transient failure
 
     async def send(self, event: IOEvent, bot: BotContext) -> bool | None:
-        """Deliver an outgoing event of channel "messenger"; None for other channels."""
-        if event.channel != CHANNEL:
+        """Deliver an outgoing event of this channel ("messenger"); None for other channels."""
+        if event.channel != self.channel:
             return None
         binding = self.registry.by_bot(bot.id)
         if binding is None:
             raise DeliveryError(
-                f"channel-messenger is not connected for bot '{bot.id}' (see its status in GET /status)",
+                f"{self.connection} is not connected for bot '{bot.id}' (see its status in GET /status)",
                 permanent=True,
             )
         if not event.target:
@@ -59,7 +69,7 @@ class Outgoing:
             return True
         tag = event.flags.get("tag")
         try:
-            rendering = render_payload(
+            rendering = self.render(
                 event.payload,
                 event.target,
                 messaging_type="RESPONSE" if event.incomingEventId else "UPDATE",
@@ -71,14 +81,15 @@ class Outgoing:
                 ),
             )
         except RenderError as exc:
-            raise DeliveryError(f"cannot send this {event.type} payload on Messenger: {exc}", permanent=True) from None
+            raise DeliveryError(f"cannot send this {event.type} payload on {self.platform}: {exc}",
+                                permanent=True) from None
         if event.flags.get("mask") and rendering.notes:
             # Notes quote bits of the text: with masking on, only say that something was reshaped.
-            bot.logger.info("Messenger rendering of event %s: %d limit(s) reshaped the message", event.id,
+            bot.logger.info("%s rendering of event %s: %d limit(s) reshaped the message", self.platform, event.id,
                             len(rendering.notes))
         else:
             for note in rendering.notes:
-                bot.logger.info("Messenger rendering of event %s: %s", event.id, note)
+                bot.logger.info("%s rendering of event %s: %s", self.platform, event.id, note)
 
         if rendering.steps and event.incomingEventId and settings.allows("mark_seen"):
             await self._mark_seen(binding, event)
@@ -94,7 +105,7 @@ class Outgoing:
             else:
                 await self._pace(binding, event.target)
                 try:
-                    answer = await binding.graph.send(step)
+                    answer = await self._send_message(binding, step)
                 except GraphApiError as exc:
                     await self._on_send_failure(binding, event, index, exc)
                     raise
@@ -107,6 +118,17 @@ class Outgoing:
             # The core records it with the sent event (Messenger's mid, e.g. to match reply_to).
             event.flags["channelMessageId"] = ",".join(message_ids)
         return True
+
+    @staticmethod
+    def render(payload: dict[str, Any], recipient: str, **options: Any) -> Rendering:
+        """The Send API steps of one standard payload (rendering.py)."""
+        return render_payload(payload, recipient, **options)
+
+    async def _send_message(self, binding: PageBinding, step: dict[str, Any]) -> dict[str, Any]:
+        """One message; a media URL goes by its stored attachment_id when there is one (attachments.py)."""
+        if self.attachments is None:
+            return await binding.graph.send(step)
+        return await self.attachments.send(binding, step)
 
     def _remember_progress(self, event_id: str, done: int) -> None:
         if event_id not in self._progress and len(self._progress) >= MEMORY_LIMIT:

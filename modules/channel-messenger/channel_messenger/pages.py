@@ -27,6 +27,16 @@ class PageBinding:
     def bot_id(self) -> str:
         return self.bot.id
 
+    @property
+    def platform(self) -> str:
+        """What this binding answers on: "messenger" here; an Instagram account's binding says "instagram"."""
+        return "messenger"
+
+    @property
+    def facebook_page_id(self) -> str:
+        """The Page whose token speaks for the binding (uploads go to ``/{page-id}/message_attachments``)."""
+        return self.page_id
+
 
 class PageAlreadyClaimed(Exception):
     def __init__(self, page_id: str, owner: str, claimant: str) -> None:

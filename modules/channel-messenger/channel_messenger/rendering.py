@@ -20,6 +20,7 @@ Lengths are counted in UTF-16 code units, the stricter of the ways Meta may coun
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -115,19 +116,21 @@ def _last_boundary(window: str, pattern: re.Pattern[str], floor: int) -> int | N
     return best
 
 
-def split_text(text: str, limit: int = MAX_TEXT) -> list[str]:
+def split_text(text: str, limit: int = MAX_TEXT, *, measure: Callable[[str], int] = fb_len,
+               prefix: Callable[[str, int], str] = _prefix_within) -> list[str]:
     """Split ``text`` into chunks of at most ``limit`` UTF-16 units, at the most natural boundary.
 
     Preference: paragraph break, line break, sentence end, whitespace, and only then a hard
     cut. A boundary is used only if it keeps at least half a chunk, so no chunk is tiny.
+    ``measure`` and ``prefix`` count otherwise (Instagram counts UTF-8 bytes).
     """
     chunks: list[str] = []
     rest = text.strip()
     while rest:
-        if fb_len(rest) <= limit:
+        if measure(rest) <= limit:
             chunks.append(rest)
             break
-        window = _prefix_within(rest, limit)
+        window = prefix(rest, limit)
         # The boundary may sit right after the window (e.g. the space after a full-length sentence).
         lookahead = rest[: len(window) + 1]
         floor = len(window) // 2
@@ -175,6 +178,11 @@ def generic_template(elements: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 class _Renderer:
+    """Messenger's renderer; a subclass renders for another platform of the Send API (instagram_rendering.py)."""
+
+    platform = "Messenger"
+    custom_key = "messenger"  # a ``custom`` payload's key holding what to send as is
+
     def __init__(self, recipient: str, messaging_type: str, tag: str | None, options: RenderOptions) -> None:
         self.recipient = recipient
         self.messaging_type = messaging_type
@@ -201,8 +209,11 @@ class _Renderer:
         self.note(f"{what} is longer than {MAX_PAYLOAD} characters: cut")
         return _prefix_within(value, MAX_PAYLOAD)
 
+    def split(self, text: str) -> list[str]:
+        return split_text(text)
+
     def texts(self, text: str) -> list[str]:
-        chunks = split_text(text)
+        chunks = self.split(text)
         if len(chunks) > 1:
             self.note(f"text of {fb_len(text)} characters split into {len(chunks)} messages")
         return chunks
@@ -403,14 +414,15 @@ class _Renderer:
 
     # custom -------------------------------------------------------------------------------
     def custom(self, payload: dict[str, Any]) -> None:
-        if "messenger" not in payload:
-            self.note("custom payload has no 'messenger' key: nothing to send on Messenger")
+        key = self.custom_key
+        if key not in payload:
+            self.note(f"custom payload has no '{key}' key: nothing to send on {self.platform}")
             return
-        raw = payload["messenger"]
+        raw = payload[key]
         items = raw if isinstance(raw, list) else [raw]
         for item in items:
             if not isinstance(item, dict) or not item:
-                raise RenderError("custom 'messenger' must be a Send API message object (or a list of them)")
+                raise RenderError(f"custom '{key}' must be a Send API message object (or a list of them)")
             action = item.get("sender_action")
             if isinstance(action, str) and len(item) == 1:
                 if action in self.options.disabled_actions:
@@ -428,11 +440,12 @@ def render_payload(
     messaging_type: str = "RESPONSE",
     tag: str | None = None,
     options: RenderOptions | None = None,
+    renderer_class: type[_Renderer] = _Renderer,
 ) -> Rendering:
     """Render one standard outgoing payload to Send API steps for ``recipient`` (a PSID)."""
     if not isinstance(payload, dict):
         raise RenderError("payload must be an object")
-    renderer = _Renderer(recipient, messaging_type, tag, options or RenderOptions())
+    renderer = renderer_class(recipient, messaging_type, tag, options or RenderOptions())
     kind = payload.get("type")
     handlers = {
         "text": renderer.text,
@@ -448,6 +461,6 @@ def render_payload(
     }
     handler = handlers.get(str(kind))
     if handler is None:
-        raise RenderError(f"payload type {kind!r} cannot be sent on Messenger")
+        raise RenderError(f"payload type {kind!r} cannot be sent on {renderer.platform}")
     handler(payload)
     return renderer.out

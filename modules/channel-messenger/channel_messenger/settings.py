@@ -6,6 +6,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from .instagram_settings import InstagramSettings
+
 MODULE = "channel-messenger"
 DEFAULT_GRAPH_API_URL = "https://graph.facebook.com"
 DEFAULT_GRAPH_API_VERSION = "v25.0"
@@ -45,9 +47,13 @@ class MessengerSettings:
     app_secret: str = ""
     verify_token: str = ""
     page_id: str = ""
-    greeting: str = ""
+    greeting: str | tuple[Any, ...] = ""  # one text for every locale, or per-locale {locale, text} items
     get_started: str = ""
     persistent_menu: tuple[Any, ...] = ()
+    ice_breakers: tuple[Any, ...] = ()
+    whitelisted_domains: tuple[str, ...] = ()
+    reuse_attachments: bool = True  # attachments.py: media URLs uploaded once per Page, then sent by id
+    instagram: InstagramSettings = field(default_factory=InstagramSettings)
     chat_user_auth_seconds: int = 86400
     disabled_actions: frozenset[str] = field(default_factory=frozenset)
     graph_api_url: str = DEFAULT_GRAPH_API_URL
@@ -72,15 +78,22 @@ class MessengerSettings:
 
         delay = config.get("messageDelay", 0)
         menu = config.get("persistentMenu") or []
+        greeting = config.get("greeting")
+        ice_breakers = config.get("iceBreakers") or []
+        domains = config.get("whitelistedDomains") or []
         return cls(
             enabled=config.get("enabled") is True,
             access_token=text("accessToken"),
             app_secret=text("appSecret"),
             verify_token=text("verifyToken"),
             page_id=text("pageId"),
-            greeting=text("greeting"),
+            greeting=tuple(greeting) if isinstance(greeting, list) else text("greeting"),
             get_started=text("getStarted"),
             persistent_menu=tuple(menu) if isinstance(menu, list) else (),
+            ice_breakers=tuple(ice_breakers) if isinstance(ice_breakers, list) else (),
+            whitelisted_domains=tuple(d for d in domains if isinstance(d, str)) if isinstance(domains, list) else (),
+            reuse_attachments=config.get("reuseAttachments", True) is not False,
+            instagram=InstagramSettings.from_config(config.get("instagram")),
             chat_user_auth_seconds=parse_duration(config.get("chatUserAuthDuration", "24h")),
             disabled_actions=frozenset(a for a in config.get("disabledActions") or [] if a in SENDER_ACTIONS),
             graph_api_url=(text("graphApiUrl", DEFAULT_GRAPH_API_URL) or DEFAULT_GRAPH_API_URL).rstrip("/"),

@@ -1,7 +1,10 @@
 """The Messenger webhook: Meta's verification handshake (GET) and signed event deliveries (POST).
 
 Served both per bot (``/api/v1/bots/<botId>/mod/channel-messenger/webhook``) and for any bot
-(``/api/v1/bots/___/mod/channel-messenger/webhook``, entries routed by Page id). A POST is
+(``/api/v1/bots/___/mod/channel-messenger/webhook``, entries routed by Page id). Deliveries of
+``object: "page"`` are Messenger's; other objects are read by the ``EntryKind`` registered for
+them (``"instagram"``: entries of Instagram accounts, instagram.py), and any other object is
+answered 404. A POST is
 trusted only through its signature: an entry is dispatched to a bot only when that bot's
 appSecret produced the signature, so one Facebook App cannot inject events for another
 App's Page even when both are served by this server.
@@ -15,6 +18,7 @@ import json
 import logging
 import traceback
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -94,6 +98,16 @@ def _deeper_than(value: Any, limit: int) -> bool:
     return False
 
 
+@dataclass(frozen=True, slots=True)
+class EntryKind:
+    """How the entries of one webhook ``object`` are read: which binding an entry id belongs to, and how
+    one of its messaging events becomes IOEvents (``map_event(raw, entry id, standby=, received_ms=)``)."""
+
+    lookup: Callable[[str], PageBinding | None]
+    map_event: Callable[..., list[IOEvent]]
+    noun: str  # in log lines: "page", "Instagram account"
+
+
 class _Batches:
     """The events of one delivery, grouped by the bot they are for."""
 
@@ -123,6 +137,12 @@ class WebhookEndpoint:
         # bot id -> (registry version, global config, secrets): rebuilt only when a Page binding
         # or the global config changed, not per request (it costs O(bots) to build).
         self._secrets: dict[str | None, tuple[int, Mapping[str, Any], list[str]]] = {}
+        self.objects: dict[str, EntryKind] = {"page": EntryKind(
+            lambda page: registry.by_page(page) or registry.parked(page), map_messaging_event, "page")}
+
+    def add_object(self, name: str, kind: EntryKind) -> None:
+        """Read deliveries of another webhook ``object`` (signed with the same app secrets)."""
+        self.objects[name] = kind
 
     def add_routes(self, router: ModuleRouter, bot_id: str | None = None) -> None:
         """``GET`` and ``POST /webhook`` on a router: the any-bot one, or a bot's own (only its Page served)."""
@@ -215,21 +235,24 @@ class WebhookEndpoint:
         if not isinstance(body, dict):
             self._warn(("body", bot_id), "Webhook POST refused (%s): body is not a JSON object", where)
             return _text(400, "body must be a JSON object")
-        if body.get("object") != "page":
+        kind = self.objects.get(body["object"]) if isinstance(body.get("object"), str) else None
+        if kind is None:
             shown = body.get("object") if isinstance(body.get("object"), str) else kind_of(body.get("object"))
-            self._warn(("object", bot_id), "Webhook POST for object %r ignored (%s): only 'page' is handled",
-                       shown[:40], where, level=logging.INFO)
-            return _text(404, "only object 'page' is handled")
+            handled = " and ".join(repr(name) for name in self.objects)
+            self._warn(("object", bot_id), "Webhook POST for object %r ignored (%s): only %s handled",
+                       shown[:40], where, handled + (" are" if len(self.objects) > 1 else " is"), level=logging.INFO)
+            return _text(404, f"only object {handled} {'are' if len(self.objects) > 1 else 'is'} handled")
         entries = body.get("entry", [])
         if not isinstance(entries, list):
             self._warn(("body", bot_id), "Webhook POST refused (%s): 'entry' is %s, not a list", where,
                        kind_of(entries))
             return _text(400, "'entry' must be a list")
 
-        batches = await self._read_entries(entries, bot_id, valid)
+        batches = await self._read_entries(entries, bot_id, valid, kind)
         return await self._store(batches)
 
-    async def _read_entries(self, entries: list[Any], bot_id: str | None, valid: set[str]) -> _Batches:
+    async def _read_entries(self, entries: list[Any], bot_id: str | None, valid: set[str],
+                            kind: EntryKind) -> _Batches:
         """Every readable event of the delivery, by bot. Bounded per event, with a turn of the event loop
         every ``YIELD_EVERY`` events: a 6,000-event delivery must not hold everyone else up."""
         batches = _Batches()
@@ -240,7 +263,7 @@ class WebhookEndpoint:
             if seen % YIELD_EVERY == 0:
                 await asyncio.sleep(0)
             try:
-                binding = self._route(entry, index, bot_id, valid)
+                binding = self._route(entry, index, bot_id, valid, kind)
             except Exception as exc:  # last resort: a bug must cost this entry only
                 self._failed("entry", exc)
                 continue
@@ -252,45 +275,45 @@ class WebhookEndpoint:
                 if seen % YIELD_EVERY == 0:
                     await asyncio.sleep(0)
                 if isinstance(item, Malformed):
-                    self._skipped(page_id, item)
+                    self._skipped(page_id, item, kind)
                     continue
                 raw_event, standby = item
                 try:
-                    batches.add(binding, map_messaging_event(raw_event, page_id, standby=standby,
-                                                             received_ms=received))
+                    batches.add(binding, kind.map_event(raw_event, page_id, standby=standby, received_ms=received))
                 except Malformed as exc:
-                    self._skipped(page_id, exc)
+                    self._skipped(page_id, exc, kind)
                 except Exception as exc:  # last resort: a bug must cost this event only
                     self._failed("event", exc)
         return batches
 
-    def _route(self, entry: Any, index: int, bot_id: str | None, valid: set[str]) -> PageBinding | None:
+    def _route(self, entry: Any, index: int, bot_id: str | None, valid: set[str],
+               kind: EntryKind) -> PageBinding | None:
         """The binding an entry is for, or None (logged) when it is not ours or cannot be read."""
         where = _Where(bot_id)
         if not isinstance(entry, dict):
-            self._skipped("?", Malformed(f"entry[{index}]", f"expected an object, got {kind_of(entry)}"))
+            self._skipped("?", Malformed(f"entry[{index}]", f"expected an object, got {kind_of(entry)}"), kind)
             return None
         try:
             page_id = an_id(entry.get("id"), f"entry[{index}].id")
         except Malformed as exc:
-            self._skipped("?", exc)
+            self._skipped("?", exc, kind)
             return None
-        binding = self.registry.by_page(page_id) or self.registry.parked(page_id)
+        binding = kind.lookup(page_id)
         if binding is None or (bot_id is not None and binding.bot_id != bot_id):
             # A busy Page nobody serves must not flood the log: once a minute per Page.
-            self._warn(("page", page_id, bot_id), "Webhook entry for page %s skipped (%s): no connected bot has "
-                       "this page", page_id, where, level=logging.INFO)
+            self._warn((kind.noun, page_id, bot_id), "Webhook entry for %s %s skipped (%s): no connected bot has "
+                       "this %s", kind.noun, page_id, where, kind.noun, level=logging.INFO)
             return None
         if binding.settings.app_secret not in valid:
-            self._warn(("foreign", page_id), "Webhook entry for page %s skipped: the request was not signed with "
-                       "the appSecret of bot '%s'", page_id, binding.bot_id)
+            self._warn(("foreign", page_id), "Webhook entry for %s %s skipped: the request was not signed with "
+                       "the appSecret of bot '%s'", kind.noun, page_id, binding.bot_id)
             return None
         return binding
 
-    def _skipped(self, page_id: str, problem: Malformed) -> None:
+    def _skipped(self, page_id: str, problem: Malformed, kind: EntryKind) -> None:
         # The field and what is wrong with it, never its value (it may be a user's text).
-        self._warn(("malformed", page_id, problem.field), "Webhook event of page %s skipped: %s: %s", page_id,
-                   problem.field, problem.reason)
+        self._warn(("malformed", page_id, problem.field), "Webhook event of %s %s skipped: %s: %s", kind.noun,
+                   page_id, problem.field, problem.reason)
 
     def _failed(self, what: str, exc: Exception) -> None:
         frame = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None

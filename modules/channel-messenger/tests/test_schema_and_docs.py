@@ -15,13 +15,15 @@ from botpress_py.sdk import validate_instance
 
 MODULE_DIR = Path(__file__).resolve().parents[1]
 DOC = MODULE_DIR.parents[1] / "docs" / "channels" / "messenger.md"
+INSTAGRAM_DOC = MODULE_DIR.parents[1] / "docs" / "channels" / "instagram.md"
 SCHEMA = json.loads((MODULE_DIR / "config.schema.json").read_text())
 PROPERTIES: dict[str, Any] = SCHEMA["properties"]
 MESSENGER_MD_FIELDS = {"enabled", "accessToken", "appSecret", "verifyToken", "greeting", "getStarted",
                        "persistentMenu", "chatUserAuthDuration", "disabledActions", "pageId", "graphApiUrl",
                        "graphApiVersion", "typingIndicators", "messageDelay", "requestProfile",
                        "updateContactProfiles", "mergeContactProfiles", "storeProfiles", "maskIncomingMessages",
-                       "maskOutgoingMessages", "sessionTimeout", "handoverTarget", "disabledBotDeliveries"}
+                       "maskOutgoingMessages", "sessionTimeout", "handoverTarget", "disabledBotDeliveries",
+                       "iceBreakers", "whitelistedDomains", "reuseAttachments", "instagram"}
 
 
 def defaults() -> dict[str, Any]:
@@ -110,25 +112,58 @@ def test_schema_accepts_real_configs() -> None:
                                      "call_to_actions": [{"type": "postback", "title": "A", "payload": "A"}]}]) == []
 
 
-def doc_reference_rows() -> dict[str, tuple[str, str]]:
-    """key -> (type, default) from the doc's "Config reference" table."""
-    text = DOC.read_text(encoding="utf-8")
+def doc_reference_rows(doc: Path = DOC) -> dict[str, tuple[str, str]]:
+    """key (``instagram.accountId`` for a nested one) -> (type, default) from the doc's "Config reference" table."""
+    text = doc.read_text(encoding="utf-8")
     section = text.split("## Config reference", 1)[1].split("\n## ", 1)[0]
     rows = {}
     for line in section.splitlines():
-        match = re.match(r"^\| `([A-Za-z]+)` \| (\w+) \| `(.*?)` \|", line)
+        match = re.match(r"^\| `([A-Za-z.]+)` \| ([\w ]+?) \| `(.*?)` \|", line)
         if match:
+            assert match.group(1) not in rows, f"{match.group(1)} has two rows"
             rows[match.group(1)] = (match.group(2), match.group(3))
     return rows
 
 
-def test_doc_reference_table_matches_the_schema_exactly() -> None:
-    rows = doc_reference_rows()
-    assert set(rows) == set(PROPERTIES), "every schema key documented, nothing else"
-    for key, spec in PROPERTIES.items():
+def schema_keys(properties: dict[str, Any] = PROPERTIES, prefix: str = "") -> dict[str, dict[str, Any]]:
+    """Every key of the schema, the keys of an object option as ``option.key``."""
+    found: dict[str, dict[str, Any]] = {}
+    for key, spec in properties.items():
+        found[prefix + key] = spec
+        if spec.get("type") == "object":
+            found.update(schema_keys(spec.get("properties") or {}, f"{prefix}{key}."))
+    return found
+
+
+def shown_type(spec: dict[str, Any]) -> str:
+    kind = spec["type"]
+    return " or ".join(kind) if isinstance(kind, list) else kind
+
+
+def assert_rows_match(rows: dict[str, tuple[str, str]], keys: dict[str, dict[str, Any]]) -> None:
+    assert set(rows) == set(keys), "every schema key documented, nothing else"
+    for key, spec in keys.items():
         doc_type, doc_default = rows[key]
-        assert doc_type == spec["type"], key
+        assert doc_type == shown_type(spec), key
         assert json.loads(doc_default) == spec["default"], key
+
+
+def test_doc_reference_table_matches_the_schema_exactly() -> None:
+    assert_rows_match(doc_reference_rows(), schema_keys())
+
+
+def test_instagram_doc_reference_table_matches_the_instagram_keys_exactly() -> None:
+    keys = {k: v for k, v in schema_keys().items() if k.startswith("instagram")}
+    assert set(keys) == {"instagram", "instagram.enabled", "instagram.accountId", "instagram.iceBreakers"}
+    assert_rows_match(doc_reference_rows(INSTAGRAM_DOC), keys)
+
+
+def test_instagram_doc_names_the_setup_it_needs() -> None:
+    text = INSTAGRAM_DOC.read_text(encoding="utf-8")
+    for needle in ("<EXTERNAL_URL>/api/v1/bots/___/mod/channel-messenger/webhook", "instagram_manage_messages",
+                   "instagram_basic", "pages_messaging", "messaging_postbacks", '"object": "instagram"',
+                   "instagram_business_account", "data/bots/welcome-bot/config/channel-messenger.json"):
+        assert needle in text, needle
 
 
 def test_doc_names_the_webhook_url_and_files() -> None:

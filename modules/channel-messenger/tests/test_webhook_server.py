@@ -96,7 +96,9 @@ async def test_missing_wrong_and_malformed(three_bots: FakeMeta, emulator: Graph
     assert (await three_bots.post(body, headers={"X-Hub-Signature-256": "sha256=deadbeef"}))[0] == 403
     assert (await three_bots.post(None, raw=b"{not json", secret=None))[0] == 403, "unsigned is refused first"
     assert (await three_bots.post(None, raw=b"{not json"))[0] == 400
-    assert (await three_bots.post({"object": "instagram", "entry": []}))[0] == 404
+    assert (await three_bots.post({"object": "whatsapp_business_account", "entry": []}))[0] == 404
+    assert (await three_bots.post({"object": ["page"], "entry": []}))[0] == 404
+    assert (await three_bots.post({"object": "instagram", "entry": []}))[0] == 200, "Instagram is read too"
     assert (await three_bots.post({"object": "page", "entry": "x"}))[0] == 400
     assert (await three_bots.post({"object": "page", "entry": [{"id": PAGE_A}]}))[0] == 200, "no messaging: fine"
     assert messages_with(emulator, TOKEN_A) == []

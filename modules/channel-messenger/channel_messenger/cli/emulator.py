@@ -19,6 +19,7 @@ from botpress_py.sdk import DataFolder
 
 from ..emulator.demo import DEMO_APP_SECRET, DEMO_PAGE_ID, DEMO_PAGE_NAME, DEMO_PORT, DEMO_TOKEN
 from ..emulator.graph import GraphEmulator
+from ..emulator.instagram import DEMO_INSTAGRAM_ACCOUNT
 from .emulator_config import CommandError, configure_for_emulator, unconfigure_emulator
 
 
@@ -128,6 +129,8 @@ async def _run_emulator(args: argparse.Namespace, pages: dict[str, dict[str, Any
                         folder: DataFolder) -> int:
     emulator = GraphEmulator(pages, app_secret=args.app_secret or None, any_user=True, server_url=server,
                              seed=args.seed)
+    first_page = next(iter(pages))
+    emulator.instagram.link(first_page, DEMO_INSTAGRAM_ACCOUNT, "emulator_shop")  # to try "instagram": {...}
     if args.fail_rate > 0:
         emulator.add_rule(status=500, code=1200, rate=args.fail_rate, is_transient=True)
     if args.latency > 0:
@@ -152,6 +155,8 @@ async def _run_emulator(args: argparse.Namespace, pages: dict[str, dict[str, Any
         lines += [f"  page {pid} \"{p['name']}\"  accessToken {p['token']}" for pid, p in pages.items()]
         lines.append(f"  appSecret {args.app_secret}: signs webhooks posted to {server} (POST /_emulator/send)"
                      if args.app_secret else f"  no --app-secret: webhooks cannot be signed (server {server})")
+        lines.append(f"  instagram account {DEMO_INSTAGRAM_ACCOUNT} linked to page {first_page} "
+                     "(POST /_emulator/instagram/send)")
         if args.configure:
             try:
                 path, written = configure_for_emulator(folder, args.configure, url, page["token"],

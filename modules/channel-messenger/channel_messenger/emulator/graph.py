@@ -41,9 +41,13 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from .attachments import AttachmentStore
+from .attachments import add_control_routes as add_attachment_routes
 from .control import ControlApi
 from .events import WEBHOOK_PATH, made_up_profile, signed, user_event, user_message, webhook_body
 from .faults import Fault, GraphError, error_response
+from .instagram import InstagramAccounts
+from .instagram import add_control_routes as add_instagram_routes
 from .replies import ReplyCollector, recipient_of
 from .routing import ConversationRouting
 from .send_checks import MESSAGING_TYPES, PROFILE_FIELDS, SENDER_ACTIONS, check_message, check_profile
@@ -95,8 +99,13 @@ class GraphEmulator(ControlApi):
         self._http: aiohttp.ClientSession | None = None
         self.listeners: list[Callable[[dict[str, Any]], None]] = []  # called with each record once answered
         self.pages: dict[str, _Page] = {}
+        # Instagram accounts linked to Pages (instagram.py) and uploaded attachments (attachments.py).
+        self.instagram = InstagramAccounts(GraphError)
+        self.attachments = AttachmentStore(GraphError)
         for page_id, spec in (pages or {}).items():
             self.add_page(page_id, spec["token"], spec.get("name", f"Page {page_id}"), spec.get("app_secret"))
+            if spec.get("instagram"):
+                self.instagram.link(page_id, str(spec["instagram"]))
         self.users: dict[str, dict[str, Any]] = dict(users or {})
         self.profile_rate_limit = profile_rate_limit
         # Thread owners (handover), people with ids on several Pages, profile field permissions.
@@ -124,6 +133,8 @@ class GraphEmulator(ControlApi):
     def make_app(self) -> web.Application:
         app = web.Application(client_max_size=30 * 1024 * 1024)
         self.add_control_routes(app)
+        add_instagram_routes(app, self)
+        add_attachment_routes(app, self.attachments)
         app.router.add_route("*", r"/{version:" + _VERSION + r"}/{tail:.*}", self._dispatch)
         app.on_cleanup.append(self._close_http)
         return app
@@ -139,14 +150,16 @@ class GraphEmulator(ControlApi):
         return found
 
     async def post_webhook(self, server: str, page_id: str, events: list[dict[str, Any]], *,
-                           bot: str = "___") -> tuple[int, str]:
-        """Sign ``events`` of ``page_id`` with the app secret and post them to ``server``; (status, body)."""
+                           bot: str = "___", body: dict[str, Any] | None = None) -> tuple[int, str]:
+        """Sign ``events`` of ``page_id`` (or a whole ``body``, e.g. an Instagram delivery of the Page's account)
+        with the app secret and post them to ``server``; (status, body)."""
         page = self.pages.get(str(page_id))
         secret = (page.app_secret if page else None) or self.app_secret
         if not secret:
             raise LookupError("the emulator has no app secret to sign webhooks with: start it with --app-secret "
                               "(the appSecret the bot uses)")
-        raw, headers = self.signed(self.webhook_body(str(page_id), events), secret)
+        self.instagram.note_delivery(body)
+        raw, headers = self.signed(body if body is not None else self.webhook_body(str(page_id), events), secret)
         if self._http is None or self._http.closed:
             self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
         async with self._http.post(server.rstrip("/") + WEBHOOK_PATH.format(bot=bot), data=raw,
@@ -372,6 +385,13 @@ class GraphEmulator(ControlApi):
             return self._send(page, body)
         if path in ("/me/messenger_profile", f"/{page.id}/messenger_profile"):
             return self._profile(method, page, body, query)
+        uploaded = self.attachments.route(method, path, page.id, body,
+                                          instagram_linked=self.instagram.account_of(page.id) is not None)
+        if uploaded is not None:
+            return uploaded
+        page_fields = self.instagram.route(method, path, page.id, page.name, query)
+        if page_fields is not None:
+            return page_fields
         routed = self.routing.route(method, path, page.id, {p.id: p.name for p in self.pages.values()}, body, query)
         if routed is not None:
             return routed
@@ -415,10 +435,17 @@ class GraphEmulator(ControlApi):
         if messaging_type == "MESSAGE_TAG" and not body.get("tag"):
             raise GraphError(400, 100, "(#100) Tag is required for MESSAGE_TAG messaging type")
         check_message(body["message"])
+        platform = self.instagram.platform_of(page.id, psid)
+        self.instagram.check_message(platform, body["message"])
+        self.attachments.check_send(page.id, platform, body["message"])
         return {"recipient_id": psid, "message_id": f"m_emulated_{next(self._ids)}"}
 
     # -- Messenger Profile API ----------------------------------------------------------------
     def _profile(self, method: str, page: _Page, body: Any, query: dict[str, str]) -> dict[str, Any]:
+        if (query.get("platform") or (body.get("platform") if isinstance(body, dict) else None)) == "instagram":
+            if method != "GET":
+                self._profile_rate_limit(page)  # counted with the Page's own profile calls
+            return self.instagram.profile(method, page.id, body, query)
         if method == "GET":
             fields = [f for f in query.get("fields", "").split(",") if f]
             if not fields:

@@ -129,6 +129,42 @@ def check_attachment(attachment: Any) -> None:
     raise _param(f"unsupported template_type {template!r}")
 
 
+def _locales(items: list[Any], what: str) -> None:
+    locales = [item.get("locale") for item in items]
+    if "default" not in locales:
+        raise _param(f"{what} needs an entry with locale default")
+    if len(set(locales)) != len(locales):
+        raise _param(f"{what} gives a locale more than once")
+
+
+def check_ice_breakers(value: Any) -> None:
+    """Meta's localized ice breakers: [{call_to_actions: [{question, payload}] (1 to 4), locale}], a default one."""
+    if not isinstance(value, list) or not value:
+        raise _param("ice_breakers must be a non-empty array")
+    if not all(isinstance(item, dict) and "call_to_actions" in item for item in value):
+        raise _param("ice_breakers must use the localized format: [{call_to_actions, locale}]")
+    _locales(value, "ice_breakers")
+    for item in value:
+        actions = item.get("call_to_actions")
+        if not isinstance(actions, list) or not 1 <= len(actions) <= 4:
+            raise _param("ice_breakers call_to_actions must have 1 to 4 questions")
+        for action in actions:
+            if not isinstance(action, dict) or not isinstance(action.get("question"), str) \
+                    or not action["question"] or not isinstance(action.get("payload"), str) or not action["payload"]:
+                raise _param("each ice breaker needs a question and a payload")
+            if _units(action["payload"]) > 1000:
+                raise _param("ice breaker payload has more than 1000 characters")
+
+
+def check_whitelisted_domains(value: Any) -> None:
+    if not isinstance(value, list) or not value or len(value) > 50:
+        raise _param("whitelisted_domains must be an array of 1 to 50 domains")
+    for domain in value:
+        host = re.match(r"^https://([^/:]+)", domain) if isinstance(domain, str) else None
+        if host is None or host.group(1) == "localhost" or re.fullmatch(r"[0-9.]+", host.group(1)):
+            raise _param("whitelisted_domains must be https URLs with a domain name (no IP address, no localhost)")
+
+
 def check_profile(body: dict[str, Any], *, has_get_started: bool) -> None:
     greeting = body.get("greeting")
     if greeting is not None:
@@ -139,6 +175,11 @@ def check_profile(body: dict[str, Any], *, has_get_started: bool) -> None:
                 raise _param("each greeting needs locale and text")
             if _units(item["text"]) > 160:
                 raise _param("greeting text must be at most 160 characters")
+        _locales(greeting, "greeting")
+    if body.get("ice_breakers") is not None:
+        check_ice_breakers(body["ice_breakers"])
+    if body.get("whitelisted_domains") is not None:
+        check_whitelisted_domains(body["whitelisted_domains"])
     get_started = body.get("get_started")
     if get_started is not None and (not isinstance(get_started, dict) or not get_started.get("payload")):
         raise _param("get_started needs a payload")
