@@ -85,7 +85,10 @@ class MessengerModule:
         """Before bot logic: the Messenger user's profile and cross-Page contact (contacts.py)."""
         return [Middleware("messenger-user", "incoming", self.channel.enrich, order=10,
                            description="Messenger profile (requestProfile) and contact across Pages "
-                                       "(mergeContactProfiles) on event.user")]
+                                       "(mergeContactProfiles) on event.user"),
+                Middleware("messenger-media", "incoming", self.channel.attach_media, order=20,
+                           description="The user's attachment, downloaded into media storage, on "
+                                       "event.payload.media (downloadMedia, mediaWait)")]
 
     @hookimpl
     def register_commands(self, subparsers: Any) -> None:

@@ -21,6 +21,7 @@ from .disabled import DisabledBots
 from .graph_client import GraphApiError, GraphClient, PageGraph, failure_hint
 from .handover import Handover
 from .incoming import CHANNEL, apply_incoming_flags
+from .media import MediaDownloads
 from .outgoing import Outgoing
 from .pages import PAGE_STATE_KEY, PageAlreadyClaimed, PageBinding, PageRegistry
 from .profile import ProfileConfigError, desired_profile, sync_profile
@@ -73,6 +74,7 @@ class MessengerChannel:
         self.outgoing = Outgoing(self.registry, self.handover)
         self.window = MessagingWindow()
         self.disabled = DisabledBots(self.registry, self._page_graph)
+        self.media = MediaDownloads()
         self._throttle = LogThrottle(60.0)
 
     def _global_config(self) -> dict[str, Any]:
@@ -91,6 +93,7 @@ class MessengerChannel:
         self.disabled.clear()
         await self.window.close()
         await self.handover.close()
+        await self.media.close()
         await self.graph.close()
 
     # -- mount ------------------------------------------------------------------------------
@@ -232,6 +235,7 @@ class MessengerChannel:
         live = self.server.get_bot(binding.bot_id) if self.server is not None else None
         bot = live or binding.bot
         apply_incoming_flags(binding.settings, events)
+        self.media.reserve(bot, binding.settings, events)  # the stored events name their files' URLs
         owners = self.handover.owners
         try:
             # Notes kept beside the events: O(1) per event, written later; never worth losing the events for.
@@ -241,11 +245,21 @@ class MessengerChannel:
         except Exception as exc:
             self._throttle.log(bot.logger, logging.WARNING, ("notes", bot.id), "Thread owner or messaging window "
                                "of page %s not updated: %s: %s", binding.page_id, type(exc).__name__, exc)
-        await bot.receive(events)
+        stored = await bot.receive(events)
+        self.media.prefetch(bot, binding.settings, stored)  # downloads start; the webhook answers now
 
     async def enrich(self, event: IOEvent, bot: BotContext) -> None:
         """Incoming middleware: the user's profile and cross-Page contact, for bot logic."""
         await self.contacts.enrich(event, bot)
+
+    def settings_of(self, bot: BotContext) -> MessengerSettings:
+        binding = self.registry.by_bot(bot.id)
+        return binding.settings if binding is not None else MessengerSettings.from_config(bot.config)
+
+    async def attach_media(self, event: IOEvent, bot: BotContext) -> None:
+        """Incoming middleware: the event's downloaded attachment (media.py) on ``payload.media``."""
+        if event.channel == CHANNEL:
+            await self.media.attach(event, bot, self.settings_of(bot))
 
     async def send(self, event: IOEvent, bot: BotContext) -> bool | None:
         """``on_outgoing``: deliver an event of channel "messenger" (outgoing.py); None for other channels."""

@@ -21,7 +21,8 @@ MESSENGER_MD_FIELDS = {"enabled", "accessToken", "appSecret", "verifyToken", "gr
                        "persistentMenu", "chatUserAuthDuration", "disabledActions", "pageId", "graphApiUrl",
                        "graphApiVersion", "typingIndicators", "messageDelay", "requestProfile",
                        "updateContactProfiles", "mergeContactProfiles", "storeProfiles", "maskIncomingMessages",
-                       "maskOutgoingMessages", "sessionTimeout", "handoverTarget", "disabledBotDeliveries"}
+                       "maskOutgoingMessages", "sessionTimeout", "handoverTarget", "disabledBotDeliveries",
+                       "downloadMedia", "mediaMaxBytes", "mediaWait", "rerunOnEdit", "humanTakeoverPause", "appId"}
 
 
 def defaults() -> dict[str, Any]:
