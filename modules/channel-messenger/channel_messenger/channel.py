@@ -15,6 +15,7 @@ from typing import Any
 
 from botpress_py.sdk import BotContext, IOEvent, LogThrottle, ServerContext
 
+from .answering import Answering
 from .api import MessengerApi
 from .contacts import Contacts
 from .disabled import DisabledBots
@@ -26,6 +27,7 @@ from .outgoing import Outgoing
 from .pages import PAGE_STATE_KEY, PageAlreadyClaimed, PageBinding, PageRegistry
 from .profile import ProfileConfigError, desired_profile, sync_profile
 from .settings import MODULE, MessengerSettings
+from .takeover import HumanTakeover
 from .webhook import WebhookEndpoint
 from .window import MessagingWindow
 
@@ -75,6 +77,8 @@ class MessengerChannel:
         self.window = MessagingWindow()
         self.disabled = DisabledBots(self.registry, self._page_graph)
         self.media = MediaDownloads()
+        self.answering = Answering()
+        self.takeover = HumanTakeover(self.handover.owners)
         self._throttle = LogThrottle(60.0)
 
     def _global_config(self) -> dict[str, Any]:
@@ -239,8 +243,9 @@ class MessengerChannel:
         owners = self.handover.owners
         try:
             # Notes kept beside the events: O(1) per event, written later; never worth losing the events for.
+            our_app = await self.takeover.apply(bot, binding, events)  # a person answering from Meta's inbox
             if not owners.unchanged_by(bot, binding.page_id, events):
-                await owners.observe(bot, binding.page_id, events, bot.logger)
+                await owners.observe(bot, binding.page_id, events, bot.logger, our_app)
             self.window.note(bot, binding.page_id, events)
         except Exception as exc:
             self._throttle.log(bot.logger, logging.WARNING, ("notes", bot.id), "Thread owner or messaging window "
@@ -256,11 +261,17 @@ class MessengerChannel:
         binding = self.registry.by_bot(bot.id)
         return binding.settings if binding is not None else MessengerSettings.from_config(bot.config)
 
-    async def attach_media(self, event: IOEvent, bot: BotContext) -> None:
-        """Incoming middleware: the event's downloaded attachment (media.py) on ``payload.media``."""
+    async def before_bot_logic(self, event: IOEvent, bot: BotContext) -> None:
+        """Incoming middleware: what replies will need of the event (answering.py), and its downloaded
+        attachment (media.py) on ``payload.media``."""
         if event.channel == CHANNEL:
+            self.answering.note(event)
             await self.media.attach(event, bot, self.settings_of(bot))
 
     async def send(self, event: IOEvent, bot: BotContext) -> bool | None:
         """``on_outgoing``: deliver an event of channel "messenger" (outgoing.py); None for other channels."""
-        return await self.outgoing.send(event, bot)
+        sent = await self.outgoing.send(event, bot)
+        mids = event.flags.get("channelMessageId")
+        if sent and isinstance(mids, str):
+            self.takeover.sent(mids)  # their echoes are the bot's own (takeover.py)
+        return sent

@@ -13,8 +13,10 @@ import asyncio
 from collections import OrderedDict
 from typing import Any
 
-from botpress_py.sdk import BotContext, DeliveryError, IOEvent
+from botpress_py.sdk import BotContext, DeliveryError, IOEvent, now_ms
 
+from .actions import PAGE_ACTIONS, send_page_action
+from .comments import as_private_reply, private_reply
 from .graph_client import GraphApiError, failure_hint
 from .handover import Handover, describe
 from .incoming import CHANNEL
@@ -57,6 +59,10 @@ class Outgoing:
         if event.payload.get("type") == "handover":
             await self.handover.payload(bot, binding, event)
             return True
+        if event.payload.get("type") in PAGE_ACTIONS:  # a reaction, a public reply to a comment
+            await send_page_action(binding, event)
+            return True
+        comment = private_reply(event)  # an answer to a comment: Meta's one private reply (comments.py)
         tag = event.flags.get("tag")
         try:
             rendering = render_payload(
@@ -72,6 +78,8 @@ class Outgoing:
             )
         except RenderError as exc:
             raise DeliveryError(f"cannot send this {event.type} payload on Messenger: {exc}", permanent=True) from None
+        if comment is not None:
+            rendering = as_private_reply(rendering, comment, now_ms())
         if event.flags.get("mask") and rendering.notes:
             # Notes quote bits of the text: with masking on, only say that something was reshaped.
             bot.logger.info("Messenger rendering of event %s: %d limit(s) reshaped the message", event.id,
@@ -80,7 +88,7 @@ class Outgoing:
             for note in rendering.notes:
                 bot.logger.info("Messenger rendering of event %s: %s", event.id, note)
 
-        if rendering.steps and event.incomingEventId and settings.allows("mark_seen"):
+        if rendering.steps and event.incomingEventId and comment is None and settings.allows("mark_seen"):
             await self._mark_seen(binding, event)
         start = self._progress.get(event.id, 0)
         message_ids: list[str] = []
@@ -101,6 +109,8 @@ class Outgoing:
                 self._last_message_at[(binding.page_id, event.target)] = asyncio.get_running_loop().time()
                 if answer.get("message_id"):
                     message_ids.append(str(answer["message_id"]))
+                if comment is not None and answer.get("recipient_id"):
+                    event.flags["privateReplyRecipient"] = str(answer["recipient_id"])  # the author's PSID
             self._remember_progress(event.id, index + 1)
         self._progress.pop(event.id, None)
         if message_ids:

@@ -22,6 +22,7 @@ from aiohttp import web
 
 from botpress_py.sdk import IOEvent, LogThrottle, ModuleRouter, StorageUnavailable, now_ms
 
+from .comments import entry_comments
 from .incoming import entry_events, map_messaging_event
 from .pages import PageBinding, PageRegistry
 from .signature import SIGNATURE_SHA1, SIGNATURE_SHA256, matching_secrets
@@ -262,6 +263,14 @@ class WebhookEndpoint:
                     self._skipped(page_id, exc)
                 except Exception as exc:  # last resort: a bug must cost this event only
                     self._failed("event", exc)
+            try:  # Page feed changes: comments on the Page's posts (comments.py)
+                for change in entry_comments(entry, page_id, received):
+                    if isinstance(change, Malformed):
+                        self._skipped(page_id, change)
+                    else:
+                        batches.add(binding, [change])
+            except Exception as exc:
+                self._failed("change", exc)
         return batches
 
     def _route(self, entry: Any, index: int, bot_id: str | None, valid: set[str]) -> PageBinding | None:
