@@ -1,12 +1,13 @@
 """What a reply needs to know of the message it answers, remembered between bot logic and the outbox.
 
-An outgoing event names only the incoming event it answers (``incomingEventId``). Two kinds of reply need
-more: a ``reaction`` without ``mid`` reacts to the user's message (its Messenger mid), and a reply to a
-``comment`` event goes to that comment as Meta's one private reply. The incoming middleware notes both just
-before bot logic runs (``note``); ``transform_output``, which runs while bot logic replies and before the
-reply is stored, copies them into the reply (``prepare``): into its payload (``mid``, ``commentId``) or its
-flags (``privateReply``). Stored with the reply, they survive a restart; the notes themselves are memory
-only, and a replayed event is noted again by the middleware before its bot logic runs again.
+An outgoing event names only the incoming event it answers (``incomingEventId``). Some replies need more:
+a reaction without ``message_id`` reacts to the user's message (its Messenger mid), a public reply without
+``comment_id`` answers the comment, and any other reply to a ``comment`` event goes to that comment as
+Meta's one private reply (actions.py, comments.py). The incoming middleware notes them just before bot
+logic runs (``note``); ``transform_output``, which runs while bot logic replies and before the reply is
+stored, copies them into the reply (``prepare``): into its payload or its flags (``privateReply``). Stored
+with the reply, they survive a restart; the notes themselves are memory only, and a replayed event is
+noted again by the middleware before its bot logic runs again.
 """
 
 from __future__ import annotations
@@ -16,12 +17,13 @@ from typing import Any
 
 from botpress_py.sdk import IOEvent
 
+from .actions import page_action
 from .comments import comment_context
 from .incoming import CHANNEL
 
 MAX_NOTES = 10_000
 # Replies that are no message of their own: they never use up a comment's one private reply.
-NOT_MESSAGES = frozenset({"reaction", "comment-reply", "typing", "handover"})
+NOT_MESSAGES = frozenset({"typing", "handover"})
 
 
 class Answering:
@@ -51,16 +53,18 @@ class Answering:
         note = self._notes.get(event.incomingEventId or "")
         if note is None:
             return
-        kind = event.payload.get("type")
-        if kind == "reaction" and not event.payload.get("mid") and note.get("mid"):
-            event.payload["mid"] = note["mid"]
+        action = page_action(event.payload)
         comment = note.get("comment")
-        if comment is None:
+        if action is not None:
+            kind, native = action
+            if kind == "reaction" and note.get("mid"):
+                payload = native.setdefault("payload", {})
+                if isinstance(payload, dict):
+                    payload.setdefault("message_id", note["mid"])
+            elif kind == "public_reply" and comment is not None:
+                native["public_reply"].setdefault("comment_id", comment["commentId"])
             return
-        if kind == "comment-reply":
-            event.payload.setdefault("commentId", comment["commentId"])
-            return
-        if kind in NOT_MESSAGES:
+        if comment is None or event.payload.get("type") in NOT_MESSAGES:
             return
         # Meta allows one private reply per comment: the first message of bot logic's answer is it.
         event.flags["privateReply"] = {**comment, "used": note["privateReplies"] > 0}

@@ -14,7 +14,7 @@ Send API and ``recipient: {"comment_id"}``, within **7 days** of the comment. Bo
 event with ``bot.reply`` like any message: the first message goes as that private reply (answering.py marks
 it), every later one is refused with the reason, and so is one past the 7 days. Meta answers with the
 author's PSID; once the person answers in Messenger the conversation continues there, in that PSID's own
-conversation. A ``comment-reply`` payload ``{"type": "comment-reply", "text"}`` answers in public instead,
+conversation. ``{"type": "custom", "messenger": {"public_reply": {"message"}}}`` answers in public instead,
 under the comment (Graph ``POST /{comment-id}/comments``, permission ``pages_manage_engagement``).
 """
 
@@ -123,15 +123,15 @@ def as_private_reply(rendering: Rendering, comment: dict[str, Any], now_ms: int)
     return Rendering(steps=steps, notes=rendering.notes)
 
 
-async def public_reply(binding: PageBinding, event: IOEvent) -> str:
-    """A ``comment-reply`` payload: a public answer under the comment; returns the new comment's id."""
-    comment_id = event.payload.get("commentId")
-    text = event.payload.get("text")
+async def public_reply(binding: PageBinding, reply: dict[str, Any]) -> str:
+    """A ``public_reply`` (``{"message", "comment_id"}``): an answer under the comment; the new comment's id."""
+    comment_id = reply.get("comment_id")
+    text = reply.get("message")
     if not isinstance(comment_id, str) or optional_id(comment_id) is None:
-        raise DeliveryError("a comment-reply needs the \"commentId\" to answer (a reply to a comment event has it)",
+        raise DeliveryError("a public_reply needs the \"comment_id\" to answer (a reply to a comment event has it)",
                             permanent=True)
     if not isinstance(text, str) or not text.strip() or len(text) > MAX_PUBLIC_REPLY_CHARS:
-        raise DeliveryError(f"a comment-reply needs a \"text\" of 1 to {MAX_PUBLIC_REPLY_CHARS} characters",
+        raise DeliveryError(f"a public_reply needs a \"message\" of 1 to {MAX_PUBLIC_REPLY_CHARS} characters",
                             permanent=True)
     answer = await binding.graph.reply_to_comment(comment_id, text)
     return str(answer.get("id") or "")

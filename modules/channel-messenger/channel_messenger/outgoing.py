@@ -15,7 +15,7 @@ from typing import Any
 
 from botpress_py.sdk import BotContext, DeliveryError, IOEvent, now_ms
 
-from .actions import PAGE_ACTIONS, send_page_action
+from .actions import page_action, send_page_action
 from .comments import as_private_reply, private_reply
 from .graph_client import GraphApiError, failure_hint
 from .handover import Handover, describe
@@ -59,8 +59,9 @@ class Outgoing:
         if event.payload.get("type") == "handover":
             await self.handover.payload(bot, binding, event)
             return True
-        if event.payload.get("type") in PAGE_ACTIONS:  # a reaction, a public reply to a comment
-            await send_page_action(binding, event)
+        action = page_action(event.payload)  # a reaction, a public reply to a comment (actions.py)
+        if action is not None:
+            await send_page_action(binding, event, *action)
             return True
         comment = private_reply(event)  # an answer to a comment: Meta's one private reply (comments.py)
         tag = event.flags.get("tag")

@@ -12,9 +12,9 @@ Incoming (Meta's webhook references: ``message_reactions``, ``message_edits``, `
 They reach bot logic like messages (qna answers none of them) and are recorded in history. These
 functions build their parts from checked values only (validation.py); incoming.py makes the events.
 
-Outgoing: a ``reaction`` payload ``{"type": "reaction", "emoji": "👍", "mid"?, "action"?: "react"|"unreact"}``
-becomes the Send API sender action ``react`` (or ``unreact``) with ``payload.message_id`` (and
-``payload.reaction``). Without ``mid``, the message answered is reacted to (answering.py fills it in).
+Outgoing: ``{"type": "custom", "messenger": {"sender_action": "react", "payload": {"reaction": "👍",
+"message_id"?}}}`` (or ``"unreact"``) is sent as that Send API sender action (Meta's "Sender Actions" guide,
+2026). Without ``message_id``, the message answered is reacted to (answering.py fills it in).
 """
 
 from __future__ import annotations
@@ -76,23 +76,20 @@ def rerun_edits(events: list[IOEvent]) -> None:
                              "edited": True, "numEdit": event.payload.get("numEdit")}
 
 
-def reaction_body(event: IOEvent) -> dict[str, Any]:
-    """The Send API sender action of an outgoing ``reaction`` payload; DeliveryError (permanent) when it cannot
-    be sent at all."""
-    payload = event.payload
-    action = payload.get("action") or "react"
-    if action not in REACTION_ACTIONS:
-        raise DeliveryError(f"reaction action {action!r} is neither \"react\" nor \"unreact\"", permanent=True)
-    mid = payload.get("mid")
+def reaction_body(psid: str, native: dict[str, Any]) -> dict[str, Any]:
+    """The Send API body of a ``custom`` reaction (``{"sender_action", "payload": {"message_id", "reaction"}}``);
+    DeliveryError (permanent) when it cannot be sent at all."""
+    action = native.get("sender_action")
+    payload = native.get("payload") if isinstance(native.get("payload"), dict) else {}
+    mid = payload.get("message_id")
     if not isinstance(mid, str) or not mid:
-        raise DeliveryError("a reaction needs the \"mid\" of the message to react to (a reply to a user's message "
-                            "reacts to that message by itself)", permanent=True)
-    body: dict[str, Any] = {"recipient": {"id": event.target}, "sender_action": action,
-                            "payload": {"message_id": mid}}
+        raise DeliveryError("a reaction needs payload.message_id, the message to react to (a reply to a user's "
+                            "message reacts to that message by itself)", permanent=True)
+    body: dict[str, Any] = {"recipient": {"id": psid}, "sender_action": action, "payload": {"message_id": mid}}
     if action == "react":
-        emoji = payload.get("emoji")
+        emoji = payload.get("reaction")
         if not isinstance(emoji, str) or not emoji.strip() or len(emoji) > MAX_EMOJI_CHARS:
-            raise DeliveryError(f"a reaction needs an \"emoji\" (at most {MAX_EMOJI_CHARS} characters)",
+            raise DeliveryError(f"a reaction needs payload.reaction, an emoji (at most {MAX_EMOJI_CHARS} characters)",
                                 permanent=True)
         body["payload"]["reaction"] = emoji.strip()
     return body
