@@ -1,5 +1,11 @@
-"""Thread control (conversation routing): who answers a conversation, the bot or another app, and
-handing it over.
+"""Thread control under conversation routing: who answers a conversation, the bot or another app, and
+handing it over (docs/channels/messenger.md, "Handing a conversation to a person").
+
+Meta replaced the Handover Protocol with conversation routing, which keeps its calls and events:
+``pass`` and ``release`` work everywhere, ``take`` and ``request`` may be refused on a Page with a
+default app, and handover events name the new owner (``new_owner_app_id``), which is believed once
+the bot's own app id is known (takeover.py). A person answering from Meta's inbox pauses the bot for
+the user: a thread owner with an end time (``until``), which ``get`` forgets once it has passed.
 
 Messenger gives each conversation (Page, user) one *thread owner*. While another app owns it
 (Meta's Page Inbox, where the Page's people answer, or a human-agent tool), the bot receives
