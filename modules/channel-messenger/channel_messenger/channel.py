@@ -225,6 +225,7 @@ class MessengerChannel:
         pages = {binding.page_id} if binding and binding.page_id else set()
         pages |= {p for p in (str(bot.config.get("pageId") or ""), await bot.state.get(PAGE_STATE_KEY))
                   if isinstance(p, str) and p}
+        await self.media.forget_user(bot, user_id)  # a download in flight must not keep a file after the erase
         for page_id in pages:
             await self.handover.owners.set_ours(bot, page_id, user_id)
             await self.window.forget(bot, page_id, user_id)

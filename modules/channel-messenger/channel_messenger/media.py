@@ -97,6 +97,7 @@ class MediaDownloads:
         self._http: aiohttp.ClientSession | None = None
         self._slots = asyncio.Semaphore(CONCURRENCY)
         self._tasks: OrderedDict[str, asyncio.Task[dict[str, Any]]] = OrderedDict()  # event id -> download
+        self._whose: dict[str, tuple[str, str, str]] = {}  # event id -> (bot id, user id, media id), while tracked
         self._throttle = LogThrottle(60.0)
 
     async def close(self) -> None:
@@ -106,6 +107,7 @@ class MediaDownloads:
         # Cancelled or failed: a download dies with the server (its event downloads again after a restart).
         await asyncio.gather(*tasks, return_exceptions=True)
         self._tasks.clear()
+        self._whose.clear()
         if self._http is not None:
             await self._http.close()
             self._http = None
@@ -148,7 +150,7 @@ class MediaDownloads:
             return task
         if len(self._tasks) >= MAX_TRACKED:
             for done in [key for key, each in self._tasks.items() if each.done()]:
-                del self._tasks[done]
+                self._forget(done)
             if len(self._tasks) >= MAX_TRACKED:
                 return None  # too many waiting: the middleware starts this one when its event's turn comes
         media = reserved_media(event)
@@ -156,9 +158,26 @@ class MediaDownloads:
         task = asyncio.create_task(self._download(bot, settings, event, media["id"]),
                                    name=f"messenger-media-{event.id}")
         self._tasks[event.id] = task
+        self._whose[event.id] = (bot.id, event.target, media["id"])
         if event.silent:  # no middleware will collect it: forget it once done
-            task.add_done_callback(lambda _: self._tasks.pop(event.id, None))
+            task.add_done_callback(lambda _: self._forget(event.id))
         return task
+
+    def _forget(self, event_id: str) -> None:
+        self._tasks.pop(event_id, None)
+        self._whose.pop(event_id, None)
+
+    async def forget_user(self, bot: BotContext, user_id: str) -> None:
+        """A user erase: their downloads still running stop, and what one stored meanwhile goes too."""
+        mine = [(event_id, media_id) for event_id, (bot_id, user, media_id) in list(self._whose.items())
+                if bot_id == bot.id and user == user_id]
+        for event_id, media_id in mine:
+            task = self._tasks.get(event_id)
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+            self._forget(event_id)
+            await bot.media.delete(media_id)
 
     # -- before bot logic -------------------------------------------------------------------------
     async def attach(self, event: IOEvent, bot: BotContext, settings: MessengerSettings) -> None:
@@ -176,9 +195,9 @@ class MediaDownloads:
             outcome = await asyncio.wait_for(asyncio.shield(task), settings.events.media_wait_ms / 1000)
         except TimeoutError:
             event.payload["media"] = {**media, "status": "pending"}
-            task.add_done_callback(lambda _: self._tasks.pop(event.id, None))
+            task.add_done_callback(lambda _: self._forget(event.id))
             return
-        self._tasks.pop(event.id, None)
+        self._forget(event.id)
         event.payload["media"] = outcome
 
     # -- the download -----------------------------------------------------------------------------

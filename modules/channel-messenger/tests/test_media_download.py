@@ -4,6 +4,7 @@ and gone after an erase."""
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -168,3 +169,37 @@ async def test_with_downloads_off_nothing_is_fetched_or_reserved(
         assert event["type"] == "image" and "media" not in event["payload"]
         assert event["payload"]["url"] == host["photo.png"], "Meta's own (temporary) URL stays"
         assert host.hits["photo.png"] == 0
+
+
+async def test_an_erase_stops_the_users_download_in_flight_so_no_file_outlives_it(
+        tmp_path: Path, emulator: GraphEmulator, host: MediaHost, http: aiohttp.ClientSession) -> None:
+    data, spy = rig(tmp_path, emulator, mediaWait="100ms")
+    async with serve(data) as server:
+        assert await post_events(FakeMeta(http, server), PAGE_A,
+                                 [attachment(PAGE_A, "67", "image", host["slow.png"], "m_inflight")]) == 200
+        [media] = await media_seen(spy)
+        assert media["status"] == "pending"
+        async with http.delete(f"{server.url}/api/v1/admin/bots/{BOT}/users/messenger/67",
+                               headers={"Authorization": f"Bearer {ADMIN}"}) as response:
+            assert response.status == 200
+        assert messenger(server).media._tasks == {}, "the download was stopped by the erase"
+        host.release.set()  # the host would answer now: nobody is left to take the file
+        assert (await fetch(http, server, media["url"]))[0] == 404
+        assert await server.storage.media_get(BOT, media["id"]) is None
+
+
+async def test_a_disabled_bots_users_media_is_kept_before_metas_urls_expire(
+        tmp_path: Path, emulator: GraphEmulator, host: MediaHost, http: aiohttp.ClientSession) -> None:
+    data, spy = rig(tmp_path, emulator, pageId=PAGE_A)
+    bot_file = data / "bots" / BOT / "bot.config.json"
+    bot_file.write_text(json.dumps({**json.loads(bot_file.read_text()), "disabled": True}))
+    async with serve(data) as server:
+        meta = FakeMeta(http, server)
+        await wait_for(lambda: messenger(server).registry.parked(PAGE_A) is not None)
+        assert await post_events(meta, PAGE_A, [attachment(PAGE_A, "68", "image", host["photo.png"], "m_dis")]) == 200
+        [(_, stored)] = await server.storage.inbox_pending(bot_id=BOT)
+        media_id = stored.payload["media"]["id"]
+        await wait_for(lambda: server.storage.media_get(BOT, media_id), timeout=10)  # downloaded while disabled
+        assert await meta.admin(BOT, "enable") == 200
+        [media] = await media_seen(spy)
+        assert media["status"] == "stored" and media["id"] == media_id and host.hits["photo.png"] == 1
