@@ -114,12 +114,12 @@ async def burst(server: Any, emulator: GraphEmulator, cdn_url: str, files: int, 
         assert status == 200
     acked = time.perf_counter() - started
 
+    count = "SELECT count(*) FROM media WHERE user_id LIKE 'b%'"  # this burst's users only
+
     async def all_stored() -> bool:
-        table = "media"
         if backend == "SQLite":
-            rows = await storage._fetchall(f"SELECT count(*) FROM {table}")
-            return int(rows[0][0]) >= files
-        return int(await storage._fetchval(f"SELECT count(*) FROM {table}")) >= files
+            return int((await storage._fetchall(count))[0][0]) >= files
+        return int(await storage._fetchval(count)) >= files
 
     await wait_for(all_stored, timeout=600, interval=0.05)
     spent = time.perf_counter() - started
@@ -127,8 +127,10 @@ async def burst(server: Any, emulator: GraphEmulator, cdn_url: str, files: int, 
     print("| acknowledged in s | all stored in s | files/s | MB/s |\n|---|---|---|---|")
     print(f"| {acked:.2f} | {spent:.2f} | {files / spent:.1f} | {files * size / spent / 1e6:.1f} |")
 
-    ids = [row[0] for row in (await storage._fetchall("SELECT media_id FROM media LIMIT 50")
-                              if backend == "SQLite" else await storage._fetch("SELECT media_id FROM media LIMIT 50"))]
+    pick = "SELECT media_id, size FROM media WHERE user_id LIKE 'b%' LIMIT 50"
+    picked = await storage._fetchall(pick) if backend == "SQLite" else await storage._fetch(pick)
+    ids = [row[0] for row in picked]
+    assert all(int(row[1]) == size for row in picked), "every file stored whole"
     async with aiohttp.ClientSession() as http:
         started = time.perf_counter()
         served = 0
@@ -136,8 +138,9 @@ async def burst(server: Any, emulator: GraphEmulator, cdn_url: str, files: int, 
         async def fetch(media_id: str) -> None:
             nonlocal served
             async with http.get(f"{server.url}/api/v1/bots/bench/media/{media_id}") as response:
-                served += len(await response.read())
+                body = await response.read()  # read first: "served += len(await ...)" would lose updates
                 assert response.status == 200
+                served += len(body)
 
         for _ in range(4):
             await asyncio.gather(*(fetch(media_id) for media_id in ids))
