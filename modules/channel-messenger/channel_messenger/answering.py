@@ -23,7 +23,7 @@ from .incoming import CHANNEL
 
 MAX_NOTES = 10_000
 # Replies that are no message of their own: they never use up a comment's one private reply.
-NOT_MESSAGES = frozenset({"typing", "handover"})
+NOT_MESSAGES = frozenset({"typing"})
 
 
 class Answering:
@@ -64,7 +64,11 @@ class Answering:
             elif kind == "public_reply" and comment is not None:
                 native["public_reply"].setdefault("comment_id", comment["commentId"])
             return
-        if comment is None or event.payload.get("type") in NOT_MESSAGES:
+        if comment is None:
+            return
+        if event.payload.get("type") in NOT_MESSAGES:
+            # Addressed to the comment too, so that it renders to nothing (no typing without a conversation).
+            event.flags["privateReply"] = {**comment, "used": False}
             return
         # Meta allows one private reply per comment: the first message of bot logic's answer is it.
         event.flags["privateReply"] = {**comment, "used": note["privateReplies"] > 0}

@@ -103,6 +103,9 @@ def as_private_reply(rendering: Rendering, comment: dict[str, Any], now_ms: int)
     Sender actions and pauses are left out (there is no conversation yet to show them in). Raises a
     permanent DeliveryError when Meta's rules forbid the reply: it is recorded as failed with the reason.
     """
+    messages = [step for step in rendering.steps if not isinstance(step, Pause) and "message" in step]
+    if not messages:
+        return Rendering(notes=rendering.notes)  # a typing indicator: nothing to show without a conversation
     if comment.get("used"):
         raise DeliveryError("not sent: Meta allows one private reply per comment, and this comment has had it; the "
                             "conversation continues once the person answers in Messenger", permanent=True,
@@ -112,14 +115,11 @@ def as_private_reply(rendering: Rendering, comment: dict[str, Any], now_ms: int)
         days = (now_ms - created) / 86_400_000
         raise DeliveryError(f"not sent: private replies are allowed within 7 days of the comment, and this one is "
                             f"{days:.1f} days old", permanent=True, code="private_reply_window")
-    messages = [step for step in rendering.steps if not isinstance(step, Pause) and "message" in step]
     if len(messages) > 1:
         raise DeliveryError(f"not sent: a private reply is one message, and this payload needs {len(messages)} "
                             "(shorten the text, or answer in Messenger once the person writes)", permanent=True,
                             code="private_reply_too_long")
-    steps: list[dict[str, Any] | Pause] = []
-    for message in messages:
-        steps.append({**message, "recipient": {"comment_id": comment["commentId"]}})
+    steps: list[dict[str, Any] | Pause] = [{**messages[0], "recipient": {"comment_id": comment["commentId"]}}]
     return Rendering(steps=steps, notes=rendering.notes)
 
 
