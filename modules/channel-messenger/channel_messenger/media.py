@@ -197,6 +197,10 @@ class MediaDownloads:
             event.payload["media"] = {**media, "status": "pending"}
             task.add_done_callback(lambda _: self._forget(event.id))
             return
+        except Exception as exc:  # a bug in the download: this event's file is lost, its bot logic runs on
+            bot.logger.exception("Media of event %s: the download failed unexpectedly", event.id)
+            outcome = {"id": media["id"], "status": "failed",
+                       "error": f"{type(exc).__name__} (a bug: please report it)"}
         self._forget(event.id)
         event.payload["media"] = outcome
 
