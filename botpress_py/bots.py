@@ -19,7 +19,7 @@ from types import MappingProxyType
 from typing import Any, Literal
 
 from .config.module_config import ModuleConfigResolver
-from .context import BotContext, ConfigProblem, EventSink, KeyValueStore, ModuleState, UserStore
+from .context import BotContext, ConfigProblem, EventSink, KeyValueStore, MediaStore, ModuleState, UserStore
 from .events import IOEvent
 from .gate import BotGate, MountedBot
 from .jsonfiles import ConfigFileError, load_json_file, validate_instance, write_json_atomic
@@ -123,6 +123,8 @@ class _ContextHost:
         self.set_module_status = registry.set_module_status
         self.kv = registry.kv
         self.users = registry.users
+        if registry.media_store is not None:
+            self.media = registry.media_store
 
 
 class BotRegistry:
@@ -137,6 +139,7 @@ class BotRegistry:
         users: Callable[[str], UserStore],
         gate: BotGate | None = None,
         events: EventSink | None = None,
+        media: Callable[[str], MediaStore] | None = None,
     ) -> None:
         self.data_dir = data_dir
         self.bots_dir = data_dir / "bots"
@@ -145,6 +148,7 @@ class BotRegistry:
         self._external_url = external_url
         self._kv = kv
         self._users = users
+        self.media_store = media  # bot id -> its bot.media (None: a command without storage)
         # Which bots take events: opened here once a bot is mounted, read by the pipeline.
         self.gate = gate if gate is not None else BotGate()
         self._host = _ContextHost(events if events is not None else NoEvents(), self)

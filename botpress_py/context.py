@@ -7,6 +7,7 @@ behind them stay private, so the core can change without breaking modules.
 from __future__ import annotations
 
 import logging
+import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,6 +83,58 @@ class UserStore(Protocol):
         ...
 
 
+class MediaStore(Protocol):
+    """Files of one bot's users (``bot.media``), kept in the server's storage and served at a stable URL."""
+
+    max_bytes: int  # storage.media.maxBytes: put refuses more
+
+    def new_id(self) -> str:
+        """A fresh media id (128 random bits): reserve it before the file is stored, to hand out its URL."""
+        ...
+
+    def url(self, media_id: str) -> str:
+        """``<external URL>/api/v1/bots/<bot>/media/<id>``: the file's stable URL."""
+        ...
+
+    async def put(self, data: bytes, *, content_type: str, user_id: str, channel: str, media_id: str | None = None,
+                  filename: str | None = None) -> dict[str, Any]:
+        """Store a file; its info: ``id``, ``url``, ``contentType``, ``size``, ``channel``, ``userId``,
+        ``filename``, ``createdOn``."""
+        ...
+
+    async def info(self, media_id: str) -> dict[str, Any] | None: ...
+
+    async def read(self, media_id: str) -> tuple[dict[str, Any], bytes] | None: ...
+
+    async def delete(self, media_id: str) -> bool: ...
+
+
+class NoMedia:
+    """``bot.media`` where no storage runs (a command outside the server, a hand-made context)."""
+
+    max_bytes = 0
+
+    @staticmethod
+    def new_id() -> str:
+        return secrets.token_hex(16)
+
+    def url(self, media_id: str) -> str:
+        raise RuntimeError("no media storage here (a command outside the server)")
+
+    async def put(self, data: bytes, *, content_type: str, user_id: str, channel: str, media_id: str | None = None,
+                  filename: str | None = None) -> dict[str, Any]:
+        raise RuntimeError("no media storage here (a command outside the server)")
+
+    async def info(self, media_id: str) -> dict[str, Any] | None:
+        return None
+
+    async def read(self, media_id: str) -> tuple[dict[str, Any], bytes] | None:
+        return None
+
+    async def delete(self, media_id: str) -> bool:
+        return False
+
+
 class EventSink(Protocol):
     """Where a bot's events go: the event pipeline (stores them, then processes or delivers them)."""
 
@@ -135,6 +188,9 @@ class BotContext:
         self.logger = logging.getLogger(f"botpress_py.bot.{bot_id}.{module}")
         self.state: KeyValueStore = host.kv(f"{module}:bot:{bot_id}")
         self.users: UserStore = host.users(bot_id)
+        # Hosts made by hand (a test's, a command's) may have no media storage: then nothing is kept.
+        media = getattr(host, "media", None)
+        self.media: MediaStore = media(bot_id) if media is not None else NoMedia()
 
     def __repr__(self) -> str:
         return f"<BotContext bot={self.id!r} module={self.module!r}>"

@@ -8,7 +8,7 @@ may change without notice.
 
 from __future__ import annotations
 
-from .context import BotContext, ConfigProblem, KeyValueStore, ModuleState, ServerContext, UserStore
+from .context import BotContext, ConfigProblem, KeyValueStore, MediaStore, ModuleState, ServerContext, UserStore
 from .datafolder import DataFolder, ModuleConfig
 from .events import (
     CARD_ACTIONS,
@@ -24,6 +24,7 @@ from .events import (
 from .hookspecs import hookimpl
 from .jsonfiles import ConfigFileError, load_json_file, validate_instance
 from .logthrottle import LogThrottle
+from .media import MediaTooLarge
 from .routing import ModuleRouter
 from .storage.base import StorageUnavailable
 
@@ -38,6 +39,8 @@ __all__ = [
     "IOEvent",
     "KeyValueStore",
     "LogThrottle",
+    "MediaStore",
+    "MediaTooLarge",
     "Middleware",
     "ModuleConfig",
     "ModuleRouter",

@@ -38,6 +38,7 @@ from .gate import BotGate
 from .http_middleware import CorsPolicy, http_middleware, marking_admin_check
 from .loader import ModuleLoader, discover_module_folders
 from .logthrottle import LogThrottle
+from .media import MediaRoute, StorageMediaStore, media_max_bytes
 from .metrics import Metrics
 from .pipeline import EventPipeline
 from .routing import ModuleRouter
@@ -177,7 +178,9 @@ class BotpressServer:
                                     external_url=self.external_url,
                                     kv=lambda ns: StorageKeyValue(storage, ns),
                                     users=lambda bot_id: StorageUserStore(storage, bot_id),
-                                    gate=self.gate, events=self.pipeline)
+                                    gate=self.gate, events=self.pipeline,
+                                    media=lambda bot_id: StorageMediaStore(storage, bot_id, self.external_url,
+                                                                           media_max_bytes(storage_config)))
         self.pipeline.ack_timeout = parse_duration(storage_config.get("ackTimeout", "5s"))
         self._register_gauges()
 
@@ -261,6 +264,7 @@ class BotpressServer:
         self.admin_views.add_routes(app)
         AdminPage(self.admin_auth, __version__).add_routes(app)
         app.router.add_route("*", r"/api/v1/bots/{botId}/mod/{module}{tail:(/.*)?}", self.dispatch)
+        MediaRoute(self.storage).add_routes(app)
         app.router.add_route("*", r"/api/v1/bots/{botId}{tail:(/.*)?}", self.dispatch_bot_other)
         assets = ModuleAssets({name: m.assets_dir for name, m in self.loader.modules.items() if m.assets_dir})
         app.router.add_get("/assets/modules/{module}/{path:.+}", assets.handle)
@@ -338,13 +342,15 @@ class BotpressServer:
         events_age = parse_duration(retention.get("events", "7d"))
         messages_age = parse_duration(retention.get("messages", "90d"))
         failed_age = parse_duration(retention.get("failed", "30d"))
+        media_age = parse_duration(retention.get("media", "90d"))
         interval = parse_duration(storage_cfg.get("purgeInterval", "1h"))
         while True:
             now = time.time()
             try:
                 counts = await self.storage.purge(processed_before=int((now - events_age) * 1000),
                                                   messages_before=int((now - messages_age) * 1000),
-                                                  failed_before=int((now - failed_age) * 1000))
+                                                  failed_before=int((now - failed_age) * 1000),
+                                                  media_before=int((now - media_age) * 1000))
                 if any(counts.values()):
                     log.info("storage purge removed %s", counts)
                 # Failed events are counted as they come and go; purges and erases take some

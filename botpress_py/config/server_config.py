@@ -133,6 +133,20 @@ SERVER_CONFIG_SCHEMA: dict[str, Any] = {
                         "failed": {"type": "string", "pattern": _DURATION, "default": "30d",
                                    "description": "Failed and discarded events (both directions), counted "
                                                   "from when they failed or were discarded."},
+                        "media": {"type": "string", "pattern": _DURATION, "default": "90d",
+                                  "description": "Media files (bot.media: what users sent), counted from when "
+                                                 "they were stored."},
+                    },
+                },
+                "media": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "description": "Media storage (bot.media): files kept in the same database, served at "
+                                   "/api/v1/bots/{botId}/media/{mediaId}.",
+                    "properties": {
+                        "maxBytes": {"type": "integer", "minimum": 1, "maximum": 104857600, "default": 26214400,
+                                     "description": "Largest file bot.media.put accepts, in bytes (25 MB: "
+                                                    "Messenger's own attachment limit)."},
                     },
                 },
                 "purgeInterval": {"type": "string", "pattern": _DURATION, "default": "1h",

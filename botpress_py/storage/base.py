@@ -22,6 +22,7 @@ from typing import Any, Literal
 
 from ..events import IOEvent
 from .crypto import EventCipher
+from .media_rows import StoredMedia
 
 OutboxStatus = Literal["pending", "sent", "failed", "dropped", "discarded"]
 Direction = Literal["incoming", "outgoing"]
@@ -334,13 +335,28 @@ class Storage(ABC):
                                await self.user_get(bot_id, channel, user_id),
                                await self.contact_of(bot_id, channel, user_id))
 
+    # -- media: files users sent, kept as blobs (see docs/storage.md, "Media") --------------------------
+    async def media_put(self, media: StoredMedia) -> None:
+        """Store a media file (its ``data`` must be set), in one transaction of its own."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no media")
+
+    async def media_get(self, bot_id: str, media_id: str, *, with_data: bool = True) -> StoredMedia | None:
+        """One bot's media file, or None; ``with_data=False`` reads the metadata only."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no media")
+
+    async def media_delete(self, bot_id: str, media_id: str) -> bool:
+        """Delete one bot's media file; False when there was none."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no media")
+
     @abstractmethod
     async def erase_user(self, bot_id: str, channel: str, user_id: str) -> dict[str, int]:
-        """Delete the user, their conversations, messages, inbox, outbox and contact rows; counts per table."""
+        """Delete the user, their conversations, messages, media, inbox, outbox and contact rows; counts per
+        table."""
 
     @abstractmethod
     async def purge(self, *, processed_before: int, messages_before: int,
-                    failed_before: int | None = None) -> dict[str, int]:
+                    failed_before: int | None = None, media_before: int | None = None) -> dict[str, int]:
         """Delete processed inbox rows and sent/dropped outbox rows older than ``processed_before``,
-        failed and discarded rows of both older than ``failed_before`` (default: ``processed_before``)
-        and messages older than ``messages_before`` (ms epoch); counts per table."""
+        failed and discarded rows of both older than ``failed_before`` (default: ``processed_before``),
+        messages older than ``messages_before`` and, when ``media_before`` is given, media stored before it
+        (ms epoch); counts per table."""

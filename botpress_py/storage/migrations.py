@@ -232,12 +232,34 @@ _POSTGRES_FAILED_EVENTS = (
     *_FAILED_INDEXES,
 )
 
+
+def _media(*, integer: str, blob: str) -> tuple[str, ...]:
+    """Version 6: media users sent (and modules keep), as blobs in the same storage, so that every
+    node of a cluster reads them and an erase or the purge deletes them with the rest. ``media_id``
+    is 128 random bits: it is what makes a media URL unguessable."""
+    return (
+        f"""CREATE TABLE media (
+            media_id TEXT PRIMARY KEY,
+            bot_id TEXT NOT NULL,
+            channel TEXT NOT NULL,
+            user_id TEXT NOT NULL,
+            content_type TEXT NOT NULL,
+            size {integer} NOT NULL,
+            filename TEXT,
+            data {blob} NOT NULL,
+            created_at {integer} NOT NULL)""",
+        "CREATE INDEX media_by_user ON media (bot_id, channel, user_id)",
+        "CREATE INDEX media_by_age ON media (created_at)",
+    )
+
+
 SQLITE_MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial schema", _initial_schema(serial="INTEGER PRIMARY KEY AUTOINCREMENT", integer="INTEGER")),
     Migration(2, "contacts", _contacts(integer="INTEGER")),
     Migration(3, "pending events by bot", _PENDING_BY_BOT),
     Migration(4, "no per-user index on the queues", _NO_QUEUE_USER_INDEXES),
     Migration(5, "failed events", _SQLITE_FAILED_EVENTS),
+    Migration(6, "media", _media(integer="INTEGER", blob="BLOB")),
 )
 
 POSTGRES_MIGRATIONS: tuple[Migration, ...] = (
@@ -246,6 +268,7 @@ POSTGRES_MIGRATIONS: tuple[Migration, ...] = (
     Migration(3, "pending events by bot", _PENDING_BY_BOT),
     Migration(4, "no per-user index on the queues", _NO_QUEUE_USER_INDEXES),
     Migration(5, "failed events", _POSTGRES_FAILED_EVENTS),
+    Migration(6, "media", _media(integer="BIGINT", blob="BYTEA")),
 )
 
 LATEST_VERSION = SQLITE_MIGRATIONS[-1].version

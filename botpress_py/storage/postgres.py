@@ -47,20 +47,22 @@ from .errors import POSTGRES_NOT_NOW, postgres_unavailable
 from .migrations import POSTGRES_MIGRATIONS, SCHEMA_MIGRATIONS_TABLE, Migration, missing_migrations
 from .postgres_context import PostgresIncomingContext
 from .postgres_failed import PostgresFailedEvents
+from .postgres_media import PostgresMedia
 
 log = logging.getLogger("botpress_py.storage")
 
 # Any constant works: it only has to be the same for every botpress-py migrating this database.
 _MIGRATION_LOCK = 0x62707079  # "bpy"
 # The tables an erase deletes from, vacuumed after it; and how long that VACUUM may take.
-_ERASED_TABLES = ("users", "conversations", "messages", "inbox", "outbox", "contacts")
+_ERASED_TABLES = ("users", "conversations", "messages", "inbox", "outbox", "contacts", "media")
 _ERASE_VACUUM_SECONDS = 30.0
 # Migrations and the purge may rightly take long on a big database (an index build, a day of rows):
 # they are not bounded by storage.queryTimeout, only by this.
 _MAINTENANCE_SECONDS = 3600.0
 
 
-class PostgresStorage(PostgresFailedEvents, PostgresConversationList, PostgresIncomingContext, Storage):
+class PostgresStorage(PostgresFailedEvents, PostgresConversationList, PostgresIncomingContext, PostgresMedia,
+                      Storage):
     """Storage in PostgreSQL, optionally inside its own ``schema`` (created when missing).
 
     Seq numbers come from sequences, which hand them out before commit: under concurrent
@@ -447,7 +449,7 @@ class PostgresStorage(PostgresFailedEvents, PostgresConversationList, PostgresIn
     async def erase_user(self, bot_id: str, channel: str, user_id: str) -> dict[str, int]:
         counts: dict[str, int] = {}
         async with self._transaction() as conn:
-            for table in ("users", "conversations", "messages", "inbox", "outbox", "contacts"):
+            for table in _ERASED_TABLES:
                 status = await conn.execute(
                     f"DELETE FROM {table} WHERE bot_id = $1 AND channel = $2 AND user_id = $3",
                     bot_id,
@@ -484,7 +486,7 @@ class PostgresStorage(PostgresFailedEvents, PostgresConversationList, PostgresIn
                                    [(event_id, reason, self._clock()) for event_id, reason in unreadable])
 
     async def purge(self, *, processed_before: int, messages_before: int,
-                    failed_before: int | None = None) -> dict[str, int]:
+                    failed_before: int | None = None, media_before: int | None = None) -> dict[str, int]:
         failed_before = processed_before if failed_before is None else failed_before
         # Finished rows are kept for storage.retention.events; failed and discarded ones for .failed.
         statements = [
@@ -502,6 +504,8 @@ class PostgresStorage(PostgresFailedEvents, PostgresConversationList, PostgresIn
             await _allow_long_statements(conn)
             for table, sql, before in statements:
                 counts[table] += _row_count(await conn.execute(sql, before, timeout=_MAINTENANCE_SECONDS))
+        if media_before is not None:
+            counts["media"] = await self._purge_media(media_before)
         return counts
 
 

@@ -49,6 +49,7 @@ from .crypto import EventCipher
 from .errors import sqlite_unavailable
 from .migrations import SCHEMA_MIGRATIONS_TABLE, SQLITE_MIGRATIONS, Migration, missing_migrations
 from .sqlite_failed import SQLiteFailedEvents
+from .sqlite_media import SQLiteMedia
 from .sqlite_threads import NORMAL, URGENT, Checkpointer, PriorityWriter, run_transaction
 
 log = logging.getLogger("botpress_py.storage")
@@ -67,7 +68,7 @@ T = TypeVar("T")
 Db = sqlite3.Connection
 
 
-class SQLiteStorage(SQLiteFailedEvents, SQLiteConversationList, Storage):
+class SQLiteStorage(SQLiteFailedEvents, SQLiteConversationList, SQLiteMedia, Storage):
     """Storage in one SQLite file (WAL mode); the event loop's thread never runs SQLite.
 
     Every transaction is one function handed to the writer thread (one hand-off per transaction;
@@ -469,7 +470,7 @@ class SQLiteStorage(SQLiteFailedEvents, SQLiteConversationList, Storage):
         def erase(db: Db) -> dict[str, int]:
             return {table: db.execute(f"DELETE FROM {table} WHERE bot_id = ? AND channel = ? AND user_id = ?",
                                       who).rowcount
-                    for table in ("users", "conversations", "messages", "contacts")}
+                    for table in ("users", "conversations", "messages", "contacts", "media")}
 
         counts = await self._write(erase)
         for table in ("inbox", "outbox"):
@@ -484,7 +485,7 @@ class SQLiteStorage(SQLiteFailedEvents, SQLiteConversationList, Storage):
                     lambda db, sql=sql, start=start: db.execute(sql, (start, start + _ERASE_SLICE, *who)).rowcount)
         await self._truncate_wal()
         return {table: counts[table] for table in ("users", "conversations", "messages", "inbox", "outbox",
-                                                   "contacts")}
+                                                   "contacts", "media")}
 
     async def _truncate_wal(self) -> None:
         """After an erase: wait (bounded) for a TRUNCATE checkpoint, so the WAL's old page images of the
@@ -517,7 +518,7 @@ class SQLiteStorage(SQLiteFailedEvents, SQLiteConversationList, Storage):
                 [(reason, now, event_id) for event_id, reason in unreadable]))
 
     async def purge(self, *, processed_before: int, messages_before: int,
-                    failed_before: int | None = None) -> dict[str, int]:
+                    failed_before: int | None = None, media_before: int | None = None) -> dict[str, int]:
         failed_before = processed_before if failed_before is None else failed_before
         conditions = [
             ("inbox", f"status IN {_FINISHED['inbox']} AND processed_at < ?", processed_before),
@@ -537,6 +538,8 @@ class SQLiteStorage(SQLiteFailedEvents, SQLiteConversationList, Storage):
                 counts[table] += deleted
                 if deleted < _PURGE_CHUNK:
                     break
+        if media_before is not None:
+            counts["media"] = await self._purge_media(media_before)
         return counts
 
 

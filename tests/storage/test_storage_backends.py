@@ -542,7 +542,8 @@ async def test_erase_user_removes_that_user_only(backend: Backend, storage: Stor
     await populate("erase-me", bot="bot-b")  # same user id under another bot: not the same person
 
     counts = await storage.erase_user("bot-a", "messenger", "erase-me")
-    assert counts == {"users": 1, "conversations": 1, "messages": 4, "inbox": 3, "outbox": 2, "contacts": 0}
+    assert counts == {"users": 1, "conversations": 1, "messages": 4, "inbox": 3, "outbox": 2, "contacts": 0,
+                      "media": 0}
 
     assert await storage.user_get("bot-a", "messenger", "erase-me") is None
     assert await storage.messages_for("bot-a", "messenger", "erase-me") == []

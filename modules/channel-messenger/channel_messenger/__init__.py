@@ -74,8 +74,12 @@ class MessengerModule:
         """Data protection: whatever module sends a Messenger or Instagram user a message (a reply, a notify, a
         proactive ``bot.send``), it is flagged ``mask`` before it is first stored when ``maskOutgoingMessages``
         is on, so storage keeps it encrypted until sent and masked after."""
-        if event.channel in (CHANNEL, INSTAGRAM) and bot.config.get("maskOutgoingMessages") is True:
+        if event.channel not in (CHANNEL, INSTAGRAM):
+            return
+        if bot.config.get("maskOutgoingMessages") is True:
             event.flags["mask"] = True
+        if event.channel == CHANNEL:
+            self.channel.answering.prepare(event)  # a reaction's mid, a comment's private reply
 
     @hookimpl
     async def on_user_erase(self, bot: BotContext, user_id: str, channel: str) -> None:
@@ -86,7 +90,11 @@ class MessengerModule:
         """Before bot logic: the Messenger user's profile and cross-Page contact (contacts.py)."""
         return [Middleware("messenger-user", "incoming", self.channel.enrich, order=10,
                            description="Messenger profile (requestProfile) and contact across Pages "
-                                       "(mergeContactProfiles) on event.user")]
+                                       "(mergeContactProfiles) on event.user"),
+                Middleware("messenger-event", "incoming", self.channel.before_bot_logic, order=20,
+                           description="The user's attachment, downloaded into media storage, on "
+                                       "event.payload.media (downloadMedia, mediaWait); what replies need of "
+                                       "the event (the mid a reaction answers, the comment a private reply goes to)")]
 
     @hookimpl
     def register_commands(self, subparsers: Any) -> None:

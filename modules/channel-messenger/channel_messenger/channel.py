@@ -15,6 +15,7 @@ from typing import Any
 
 from botpress_py.sdk import BotContext, IOEvent, LogThrottle, ServerContext
 
+from .answering import Answering
 from .api import MessengerApi
 from .attachments import Attachments
 from .contacts import Contacts
@@ -24,10 +25,12 @@ from .handover import Handover
 from .incoming import CHANNEL, apply_incoming_flags
 from .instagram import InstagramChannel
 from .instagram_settings import INSTAGRAM
+from .media import MediaDownloads
 from .outgoing import Outgoing
 from .pages import PAGE_STATE_KEY, PageAlreadyClaimed, PageBinding, PageRegistry
 from .profile import ProfileConfigError, desired_profile, sync_profile
 from .settings import MODULE, MessengerSettings
+from .takeover import HumanTakeover
 from .webhook import WebhookEndpoint
 from .window import MessagingWindow
 
@@ -80,6 +83,9 @@ class MessengerChannel:
         # The Instagram account linked to each bot's Page: its own webhook object, registry and sends.
         self.instagram = InstagramChannel(self.handover, self.window, self.attachments)
         self.instagram.attach(self.webhook)
+        self.media = MediaDownloads()
+        self.answering = Answering()
+        self.takeover = HumanTakeover(self.handover.owners)
         self._throttle = LogThrottle(60.0)
 
     def _global_config(self) -> dict[str, Any]:
@@ -101,6 +107,7 @@ class MessengerChannel:
         await self.attachments.close()
         await self.window.close()
         await self.handover.close()
+        await self.media.close()
         await self.graph.close()
 
     # -- mount ------------------------------------------------------------------------------
@@ -244,6 +251,7 @@ class MessengerChannel:
         pages = {binding.page_id} if binding and binding.page_id else set()
         pages |= {p for p in (str(bot.config.get("pageId") or ""), await bot.state.get(PAGE_STATE_KEY))
                   if isinstance(p, str) and p}
+        await self.media.forget_user(bot, user_id)  # a download in flight must not keep a file after the erase
         for page_id in pages:
             await self.handover.owners.set_ours(bot, page_id, user_id)
             await self.window.forget(bot, page_id, user_id)
@@ -258,23 +266,41 @@ class MessengerChannel:
         live = self.server.get_bot(binding.bot_id) if self.server is not None else None
         bot = live or binding.bot
         apply_incoming_flags(binding.settings, events)
+        self.media.reserve(bot, binding.settings, events)  # the stored events name their files' URLs
         owners = self.handover.owners
         try:
             # Notes kept beside the events: O(1) per event, written later; never worth losing the events for.
+            our_app = await self.takeover.apply(bot, binding, events)  # a person answering from Meta's inbox
             if not owners.unchanged_by(bot, binding.page_id, events):
-                await owners.observe(bot, binding.page_id, events, bot.logger)
+                await owners.observe(bot, binding.page_id, events, bot.logger, our_app)
             self.window.note(bot, binding.page_id, events)
         except Exception as exc:
             self._throttle.log(bot.logger, logging.WARNING, ("notes", bot.id), "Thread owner or messaging window "
                                "of page %s not updated: %s: %s", binding.page_id, type(exc).__name__, exc)
-        await bot.receive(events)
+        stored = await bot.receive(events)
+        self.media.prefetch(bot, binding.settings, stored)  # downloads start; the webhook answers now
 
     async def enrich(self, event: IOEvent, bot: BotContext) -> None:
         """Incoming middleware: the user's profile and cross-Page contact, for bot logic."""
         await self.contacts.enrich(event, bot)
 
+    def settings_of(self, bot: BotContext) -> MessengerSettings:
+        binding = self.registry.by_bot(bot.id)
+        return binding.settings if binding is not None else MessengerSettings.from_config(bot.config)
+
+    async def before_bot_logic(self, event: IOEvent, bot: BotContext) -> None:
+        """Incoming middleware: what replies will need of the event (answering.py), and its downloaded
+        attachment (media.py) on ``payload.media``."""
+        if event.channel == CHANNEL:
+            self.answering.note(event)
+            await self.media.attach(event, bot, self.settings_of(bot))
+
     async def send(self, event: IOEvent, bot: BotContext) -> bool | None:
         """``on_outgoing``: deliver an event of channel "messenger" (outgoing.py) or "instagram" (instagram.py)."""
         if event.channel == INSTAGRAM:
             return await self.instagram.send(event, bot)
-        return await self.outgoing.send(event, bot)
+        sent = await self.outgoing.send(event, bot)
+        mids = event.flags.get("channelMessageId")
+        if sent and isinstance(mids, str):
+            self.takeover.sent(mids)  # their echoes are the bot's own (takeover.py)
+        return sent

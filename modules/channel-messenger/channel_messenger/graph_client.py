@@ -382,6 +382,10 @@ class PageGraph:
             body["metadata"] = metadata
         return await self._call("POST", f"/me/{action}_thread_control", body=body)
 
+    async def reply_to_comment(self, comment_id: str, message: str) -> dict[str, Any]:
+        """A public reply under a comment of the Page's feed: ``{"id"}`` of the new comment."""
+        return await self._call("POST", f"/{comment_id}/comments", body={"message": message})
+
     async def set_profile(self, fields: dict[str, Any], *, platform: str | None = None) -> dict[str, Any]:
         """Messenger Profile API; ``platform="instagram"``: the profile of the Page's Instagram account."""
         if platform:

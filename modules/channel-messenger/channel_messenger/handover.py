@@ -1,5 +1,11 @@
-"""Thread control (conversation routing): who answers a conversation, the bot or another app, and
-handing it over.
+"""Thread control under conversation routing: who answers a conversation, the bot or another app, and
+handing it over (docs/channels/messenger.md, "Handing a conversation to a person").
+
+Meta replaced the Handover Protocol with conversation routing, which keeps its calls and events:
+``pass`` and ``release`` work everywhere, ``take`` and ``request`` may be refused on a Page with a
+default app, and handover events name the new owner (``new_owner_app_id``), which is believed once
+the bot's own app id is known (takeover.py). A person answering from Meta's inbox pauses the bot for
+the user: a thread owner with an end time (``until``), which ``get`` forgets once it has passed.
 
 Messenger gives each conversation (Page, user) one *thread owner*. While another app owns it
 (Meta's Page Inbox, where the Page's people answer, or a human-agent tool), the bot receives
@@ -31,6 +37,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 import zlib
 from typing import Any
 
@@ -79,6 +86,10 @@ def _valid(stored: Any) -> dict[str, Owner]:
 def describe(owner: Owner) -> str:
     """A sentence for logs and failed-send reasons (no user data)."""
     who = owner.get("owner") or ANOTHER_APP
+    if owner.get("until"):
+        person = "a person in the Page Inbox" if who == PAGE_INBOX_APP_ID else f"a person using app {who}"
+        until = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(int(owner["until"]) / 1000))
+        return f"{person} answered the user (human takeover): the bot is paused for them until {until}"
     if who == RELEASED:
         return "the bot released the conversation (thread control) and has not got it back"
     name = "the Page Inbox" if who == PAGE_INBOX_APP_ID else who if who == ANOTHER_APP else f"app {who}"
@@ -90,8 +101,11 @@ def owner_view(owner: Owner | None) -> dict[str, Any]:
     if owner is None:
         return {"app": "bot"}
     app = owner.get("owner")
-    return {"app": "none" if app == RELEASED else app, "since": owner.get("since"), "reason": owner.get("reason"),
+    view = {"app": "none" if app == RELEASED else app, "since": owner.get("since"), "reason": owner.get("reason"),
             "description": describe(owner)}
+    if owner.get("until"):
+        view["pausedUntil"] = owner["until"]
+    return view
 
 
 def metadata_text(value: Any) -> str | None:
@@ -117,6 +131,7 @@ class ThreadOwners:
         self._flusher: asyncio.Task[None] | None = None
         self._flushing = asyncio.Lock()
         self._throttle = LogThrottle(60.0)
+        self.clock = now_ms  # when human-takeover pauses end (takeover.py); a test may move it
 
     async def close(self) -> None:
         """Write what is still waiting (the server stops after the module unmounts)."""
@@ -151,9 +166,41 @@ class ThreadOwners:
         return shards
 
     async def get(self, bot: BotContext, page_id: str, psid: str) -> Owner | None:
-        """Who owns the thread when it is not the bot; None while the bot answers it."""
+        """Who owns the thread when it is not the bot; None while the bot answers it (a human-takeover pause
+        that has ended is forgotten here)."""
         key = _key(page_id, psid)
-        return (await self._threads(bot))[_shard(key)].get(key)
+        shards = await self._threads(bot)
+        owner = shards[_shard(key)].get(key)
+        if owner is not None and self.ended(owner):
+            self._put(bot, shards, key, None)
+            self._flush_later()
+            return None
+        return owner
+
+    def ended(self, owner: Owner) -> bool:
+        """A human-takeover pause whose time is over (other owners never end by themselves)."""
+        until = owner.get("until")
+        return isinstance(until, int) and until <= self.clock()
+
+    def known(self, bot: BotContext, page_id: str, psid: str) -> bool | None:
+        """Whether a thread has an owner record (None: the bot's owners are not loaded yet); no storage wait."""
+        shards = self._bots.get(bot.id)
+        if shards is None:
+            return None
+        key = _key(page_id, psid)
+        return key in shards[_shard(key)]
+
+    async def pause(self, bot: BotContext, page_id: str, psid: str, app_id: str, until: int, reason: str) -> bool:
+        """A person answers the user: the bot is silent until ``until`` (ms), unless another app owns the thread
+        outright (then that handover decides). Learnt from the webhook: written within a second. True when set."""
+        key = _key(page_id, psid)
+        shards = await self._threads(bot)
+        current = shards[_shard(key)].get(key)
+        if current is not None and not current.get("until") and not self.ended(current):
+            return False
+        self._put(bot, shards, key, {"owner": app_id, "since": self.clock(), "until": until, "reason": reason})
+        self._flush_later()
+        return True
 
     def _put(self, bot: BotContext, shards: list[dict[str, Owner]], key: str, owner: Owner | None) -> bool:
         """Change one thread in memory and note its shard for the flusher; True when something changed."""
@@ -226,8 +273,12 @@ class ThreadOwners:
                 return False
         return True
 
-    async def observe(self, bot: BotContext, page_id: str, events: list[IOEvent], logger: logging.Logger) -> None:
-        """Learn ownership changes from a webhook's events, in their order: O(1) each, written later."""
+    async def observe(self, bot: BotContext, page_id: str, events: list[IOEvent], logger: logging.Logger,
+                      our_app: str = "") -> None:
+        """Learn ownership changes from a webhook's events, in their order: O(1) each, written later.
+
+        ``our_app``: the bot's own app id when known (conversation routing names the new owner of a thread
+        in its handover events; without it, where the event arrives says it: ``messaging`` or ``standby``)."""
         shards = await self._threads(bot)  # awaits storage only the first time for a bot
         changed = False
         for event in events:
@@ -238,9 +289,12 @@ class ThreadOwners:
             key = _key(page_id, psid)
             current = shards[_shard(key)].get(key)
             if event.type == "handover":
-                changed |= self._handover(bot, shards, page_id, event, standby, logger)
+                changed |= self._handover(bot, shards, page_id, event, standby, logger, our_app)
+            elif current is not None and current.get("until") and not standby:
+                if self.ended(current):  # the human-takeover pause is over: the bot answers this user again
+                    changed |= self._put(bot, shards, key, None)
             elif event.type in USER_EVENT_TYPES:
-                if standby and current is None:
+                if standby and (current is None or current.get("until")):  # (a pause gives way to the owner)
                     changed |= self._put(bot, shards, key, {"owner": ANOTHER_APP, "since": event.createdOn,
                                                             "reason": "user events arrive as standby"})
                     self._tell(logger, page_id, "standby", "Page %s: another app owns a conversation (standby); "
@@ -257,11 +311,17 @@ class ThreadOwners:
         self._throttle.log(logger, logging.INFO, (page_id, what), message, page_id)
 
     def _handover(self, bot: BotContext, shards: list[dict[str, Owner]], page_id: str, event: IOEvent,
-                  standby: bool, logger: logging.Logger) -> bool:
+                  standby: bool, logger: logging.Logger, our_app: str = "") -> bool:
         action = event.payload.get("action")
         detail = event.payload.get("detail") if isinstance(event.payload.get("detail"), dict) else {}
         new_owner = optional_id(detail.get("new_owner_app_id")) or ANOTHER_APP
         key = _key(page_id, event.target)
+        if our_app and new_owner != ANOTHER_APP and action in ("pass_thread_control", "take_thread_control"):
+            # Conversation routing names the new owner: believe it over where the event arrived.
+            standby = new_owner != our_app
+            if action == "take_thread_control" and not standby:
+                self._tell(logger, page_id, "passed", "Page %s: thread control is back with the bot; it answers again")
+                return self._put(bot, shards, key, None)
         if action == "pass_thread_control":
             if standby:
                 return self._put(bot, shards, key, {"owner": new_owner, "since": event.createdOn,

@@ -1,8 +1,9 @@
 """Messenger webhook events → IOEvents (channel "messenger", target = sender PSID, threadId = Page id).
 
 Events that must never be answered (echoes of the Page's own sends, deliveries, reads,
-reactions, opt-ins, handovers and everything arriving as ``standby``) are still recorded,
-flagged ``{"silent": True}`` so the pipeline stores them without calling bot logic.
+opt-ins, handovers and everything arriving as ``standby``) are still recorded, flagged
+``{"silent": True}`` so the pipeline stores them without calling bot logic. Reactions, edits
+and unsent messages (reactions.py) and page comments (comments.py) reach bot logic.
 
 Every value taken from the body goes through validation.py first: an event that cannot be
 read raises ``Malformed`` (the webhook skips it and logs why), and what is kept is storable.
@@ -18,6 +19,7 @@ from typing import Any
 
 from botpress_py.sdk import IOEvent, now_ms, payload_preview
 
+from .reactions import Parts, deleted_parts, edit_parts, reaction_parts, rerun_edits
 from .rendering import SAY_PREFIX
 from .settings import MessengerSettings
 from .validation import (
@@ -39,9 +41,9 @@ CHANNEL = "messenger"
 # What a user does (as opposed to signals and the Page's own echoes): it opens the messaging window,
 # and arriving as standby or not it tells who owns the conversation.
 USER_EVENT_TYPES = frozenset({"text", "quick_reply", "postback", "image", "audio", "video", "file", "sticker",
-                              "fallback", "location", "attachment", "referral"})
+                              "fallback", "location", "attachment", "referral", "reaction"})
 HANDOVER_KEYS = ("pass_thread_control", "take_thread_control", "request_thread_control", "app_roles")
-SIGNAL_KEYS = ("delivery", "read", "reaction", "optin", "account_linking", "policy_enforcement")
+SIGNAL_KEYS = ("delivery", "read", "optin", "account_linking", "policy_enforcement")
 PREVIEW_CHARS = 1000  # a preview is for history lists and logs: a 5 MB text needs no 5 MB preview
 MAX_URL_CHARS = 4096
 MAX_KIND_CHARS = 64
@@ -141,6 +143,8 @@ def _message_events(message: dict[str, Any], user: str, ctx: _Context) -> list[I
     if isinstance(reply_to, dict) and reply_to.get("mid") is not None:
         try:
             common["replyTo"] = a_mid(reply_to["mid"], "message.reply_to.mid")
+            if isinstance(reply_to.get("is_self_reply"), bool):
+                common["replyToSelf"] = reply_to["is_self_reply"]
         except Malformed:
             pass  # only informative: the message itself stands without it
     if mid:
@@ -212,6 +216,11 @@ def _required(user: str, key: str) -> str:
     return user
 
 
+def _from_parts(parts: Parts, user: str, ctx: _Context) -> IOEvent:
+    kind, payload, preview, dedupe = parts
+    return _event(kind, payload, user=user, ctx=ctx, dedupe=dedupe, preview=preview)
+
+
 def map_messaging_event(raw: Any, page_id: str, *, standby: bool = False,
                         received_ms: int | None = None) -> list[IOEvent]:
     """One entry of ``messaging`` (or ``standby``) → IOEvents; unknown shapes are recorded silently.
@@ -226,6 +235,8 @@ def map_messaging_event(raw: Any, page_id: str, *, standby: bool = False,
 
     if raw.get("message") is not None:
         message = object_at(raw["message"], "message")
+        if message.get("is_deleted") is True and message.get("is_echo") is not True:
+            return [_from_parts(deleted_parts(message), _required(sender, "sender"), ctx)]
         if message.get("is_echo") is True:
             # The Page's own send: the user is the recipient, and nobody answers it.
             echo_flags = {**ctx.flags, "echo": True}
@@ -249,6 +260,15 @@ def map_messaging_event(raw: Any, page_id: str, *, standby: bool = False,
         return [_event("referral", payload, user=_required(sender, "sender"), ctx=ctx,
                        dedupe=content_hash(sender, ctx.when.key, "referral", kept(referral)),
                        preview=f"[referral] {ref}".strip())]
+
+    if raw.get("message_edit") is not None:
+        return [_from_parts(edit_parts(object_at(raw["message_edit"], "message_edit")), _required(sender, "sender"),
+                            ctx)]
+
+    if raw.get("reaction") is not None:
+        body = object_at(raw["reaction"], "reaction")
+        key = content_hash(sender, ctx.when.key, "reaction", kept(body))
+        return [_from_parts(reaction_parts(body, key), _required(sender, "sender"), ctx)]
 
     for signal in SIGNAL_KEYS:
         if raw.get(signal) is not None:
@@ -306,7 +326,9 @@ def map_entry(entry: dict[str, Any], page_id: str, *,
 
 
 def apply_incoming_flags(settings: MessengerSettings, events: list[IOEvent]) -> None:
-    """The bot's data-protection and session settings, as flags the core acts on."""
+    """The bot's data-protection and session settings, as flags the core acts on; edits as the bot wants them."""
+    if settings.events.rerun_on_edit:
+        rerun_edits(events)
     for event in events:
         # An echo is the Page's own message (the bot's, or a person's in the Page Inbox).
         if settings.mask_outgoing if event.flags.get("echo") else settings.mask_incoming:

@@ -13,9 +13,11 @@ import asyncio
 from collections import OrderedDict
 from typing import Any
 
-from botpress_py.sdk import BotContext, DeliveryError, IOEvent
+from botpress_py.sdk import BotContext, DeliveryError, IOEvent, now_ms
 
+from .actions import page_action, send_page_action
 from .attachments import Attachments
+from .comments import as_private_reply, private_reply
 from .graph_client import GraphApiError, failure_hint
 from .handover import Handover, describe
 from .incoming import CHANNEL
@@ -67,6 +69,11 @@ class Outgoing:
         if event.payload.get("type") == "handover":
             await self.handover.payload(bot, binding, event)
             return True
+        action = page_action(event.payload)  # a reaction, a public reply to a comment (actions.py)
+        if action is not None:
+            await send_page_action(binding, event, *action)
+            return True
+        comment = private_reply(event)  # an answer to a comment: Meta's one private reply (comments.py)
         tag = event.flags.get("tag")
         try:
             rendering = self.render(
@@ -83,6 +90,8 @@ class Outgoing:
         except RenderError as exc:
             raise DeliveryError(f"cannot send this {event.type} payload on {self.platform}: {exc}",
                                 permanent=True) from None
+        if comment is not None:
+            rendering = as_private_reply(rendering, comment, now_ms())
         if event.flags.get("mask") and rendering.notes:
             # Notes quote bits of the text: with masking on, only say that something was reshaped.
             bot.logger.info("%s rendering of event %s: %d limit(s) reshaped the message", self.platform, event.id,
@@ -91,7 +100,7 @@ class Outgoing:
             for note in rendering.notes:
                 bot.logger.info("%s rendering of event %s: %s", self.platform, event.id, note)
 
-        if rendering.steps and event.incomingEventId and settings.allows("mark_seen"):
+        if rendering.steps and event.incomingEventId and comment is None and settings.allows("mark_seen"):
             await self._mark_seen(binding, event)
         start = self._progress.get(event.id, 0)
         message_ids: list[str] = []
@@ -112,6 +121,8 @@ class Outgoing:
                 self._last_message_at[(binding.page_id, event.target)] = asyncio.get_running_loop().time()
                 if answer.get("message_id"):
                     message_ids.append(str(answer["message_id"]))
+                if comment is not None and answer.get("recipient_id"):
+                    event.flags["privateReplyRecipient"] = str(answer["recipient_id"])  # the author's PSID
             self._remember_progress(event.id, index + 1)
         self._progress.pop(event.id, None)
         if message_ids:

@@ -6,6 +6,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from .event_settings import EventSettings
 from .instagram_settings import InstagramSettings
 
 MODULE = "channel-messenger"
@@ -69,6 +70,7 @@ class MessengerSettings:
     session_timeout_seconds: int = 0  # 0: the bot's own sessionTimeout (bot.config.json)
     handover_target: str = "inbox"
     disabled_bot_deliveries: str = "store"  # "store" | "drop": a disabled bot's Page's deliveries
+    events: EventSettings = field(default_factory=EventSettings)  # media, edits, human takeover
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> MessengerSettings:
@@ -109,6 +111,7 @@ class MessengerSettings:
             session_timeout_seconds=parse_duration(config.get("sessionTimeout") or "", 0),
             handover_target=text("handoverTarget", "inbox") or "inbox",
             disabled_bot_deliveries="drop" if config.get("disabledBotDeliveries") == "drop" else "store",
+            events=EventSettings.from_config(config),
         )
 
     @property

@@ -26,6 +26,7 @@ from aiohttp import web
 
 from botpress_py.sdk import IOEvent, LogThrottle, ModuleRouter, StorageUnavailable, now_ms
 
+from .comments import entry_comments
 from .incoming import entry_events, map_messaging_event
 from .pages import PageBinding, PageRegistry
 from .signature import SIGNATURE_SHA1, SIGNATURE_SHA256, matching_secrets
@@ -106,6 +107,7 @@ class EntryKind:
     lookup: Callable[[str], PageBinding | None]
     map_event: Callable[..., list[IOEvent]]
     noun: str  # in log lines: "page", "Instagram account"
+    feed: bool = False  # its entries may carry Page ``changes`` (comments on the Page's posts)
 
 
 class _Batches:
@@ -138,7 +140,7 @@ class WebhookEndpoint:
         # or the global config changed, not per request (it costs O(bots) to build).
         self._secrets: dict[str | None, tuple[int, Mapping[str, Any], list[str]]] = {}
         self.objects: dict[str, EntryKind] = {"page": EntryKind(
-            lambda page: registry.by_page(page) or registry.parked(page), map_messaging_event, "page")}
+            lambda page: registry.by_page(page) or registry.parked(page), map_messaging_event, "page", feed=True)}
 
     def add_object(self, name: str, kind: EntryKind) -> None:
         """Read deliveries of another webhook ``object`` (signed with the same app secrets)."""
@@ -284,6 +286,16 @@ class WebhookEndpoint:
                     self._skipped(page_id, exc, kind)
                 except Exception as exc:  # last resort: a bug must cost this event only
                     self._failed("event", exc)
+            if not kind.feed:
+                continue
+            try:  # Page feed changes: comments on the Page's posts (comments.py)
+                for change in entry_comments(entry, page_id, received):
+                    if isinstance(change, Malformed):
+                        self._skipped(page_id, change, kind)
+                    else:
+                        batches.add(binding, [change])
+            except Exception as exc:
+                self._failed("change", exc)
         return batches
 
     def _route(self, entry: Any, index: int, bot_id: str | None, valid: set[str],

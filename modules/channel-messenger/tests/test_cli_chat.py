@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 from emulator_testkit import USER, botpress_py, cli_env, rig, run_cli  # noqa: F401  (cli_env: a fixture)
 
+from botpress_py.testing import wait_for
+
 pytestmark = pytest.mark.usefixtures("cli_env")
 SETTLE = "0.4"  # seconds of quiet that end a bot turn (default 1): keeps the tests quick
 
@@ -37,7 +39,7 @@ async def test_chat_with_piped_input(tmp_path: Path, capsys: pytest.CaptureFixtu
         f"Chatting with Welcome Bot (bot welcome-bot, page 100000000000001) as user {USER}, through the emulator "
         f"at {r.emu}.",
         "Type a message; a number picks a choice; /restart taps Get Started; /menu shows the persistent menu; "
-        "/quit leaves.",
+        "/react 👍 reacts to the bot's last message; /image URL-or-path sends a photo; /quit leaves.",
         "(Page greeting) Hi {{user_first_name}}!",
         "(This Page has a Get Started button: /restart taps it.)",
     ]
@@ -125,3 +127,35 @@ async def test_chat_as_a_separate_process(tmp_path: Path) -> None:
     assert "you> hi\nWelcome Bot: Hi there! 😊 Good to see you." in out
     assert "you> 2\n  → What can you do?\nWelcome Bot: I can show you around" in out
     assert out.endswith("bye\n")
+
+
+async def test_chat_sends_a_reaction_and_photos_and_shows_them(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    photo = tmp_path / "cat.png"
+    photo.write_bytes(b"\x89PNG\r\n\x1a\n" + b"a cat" * 100)
+    async with rig(tmp_path) as r:
+        typed = ["/react 👍", "hello", "/react 👍", f"/image {photo}", "/image", "/image /no/such/file.png", "/quit"]
+        monkeypatch.setattr("sys.stdin", io.StringIO("\n".join(typed) + "\n"))
+        code, out, err = await run_cli(capsys, *chat_args(r))
+        history = await r.server.storage.messages_for("welcome-bot", "messenger", USER)
+        incoming = [m for m in history if m["direction"] == "incoming"]
+        assert (code, err) == (0, "")
+        assert "you> /react 👍\n(nothing to react to yet: the bot has not written)\n" in out
+        assert "you> /react 👍\n  (you reacted 👍 to \"What would you like to do?\")\n" in out
+        assert f"you> /image {photo}\n  (you sent a photo: {photo})\n" in out
+        assert "you> /image\n  (you sent a photo: a sample picture)\n" in out
+        assert "error: no file /no/such/file.png: give a URL (https://...) or the path of an image" in out
+        assert "(no reply within" not in out, "a reaction or a photo needs no answer"
+        # The server got them as Meta delivers them: a reaction to the bot's message, and two photos kept.
+        assert [m["type"] for m in incoming] == ["text", "reaction", "image", "image"]
+        assert incoming[1]["payload"]["emoji"] == "👍" and incoming[1]["payload"]["mid"].startswith("m_emulated_")
+        kept = []
+        for image in incoming[2:]:
+            url = r.server.url + "/api/v1/bots/welcome-bot/media/" + image["payload"]["media"]["id"]
+
+            async def stored(url: str = url) -> bytes:
+                async with r.http.get(url) as response:
+                    return await response.read() if response.status == 200 else b""
+
+            kept.append(await wait_for(stored, timeout=15))
+        assert kept[0] == photo.read_bytes() and kept[1].startswith(b"\x89PNG"), "the file, then the sample picture"

@@ -99,19 +99,25 @@ def test_echo_is_silent_and_targets_the_user() -> None:
     assert e.target == USER and e.threadId == PAGE
 
 
-def test_delivery_read_reaction_optin_handover_are_silent() -> None:
+def test_delivery_read_optin_handover_are_silent() -> None:
     raws = [
         event(delivery={"mids": ["m_1"], "watermark": TS}),
         event(read={"watermark": TS}),
-        event(reaction={"reaction": "love", "emoji": "❤", "action": "react", "mid": "m_1"}),
         event(optin={"ref": "x"}),
         event(pass_thread_control={"new_owner_app_id": "1", "metadata": "m"}),
         event(something_new={"a": 1}),
     ]
     events = [one(r) for r in raws]
-    assert [e.type for e in events] == ["delivery", "read", "reaction", "optin", "handover", "unknown"]
+    assert [e.type for e in events] == ["delivery", "read", "optin", "handover", "unknown"]
     assert all(e.silent for e in events)
     assert all(e.dedupeKey for e in events)
+
+
+def test_a_reaction_reaches_bot_logic_with_the_message_it_is_about() -> None:
+    e = one(event(reaction={"reaction": "love", "emoji": "❤", "action": "react", "mid": "m_1"}))
+    assert e.type == "reaction" and not e.silent and e.dedupeKey
+    assert e.payload == {"type": "reaction", "action": "react", "mid": "m_1", "emoji": "❤", "reaction": "love"}
+    assert e.preview == "[react ❤]"
 
 
 def test_reaction_changes_are_not_deduplicated_away() -> None:

@@ -23,7 +23,8 @@ MESSENGER_MD_FIELDS = {"enabled", "accessToken", "appSecret", "verifyToken", "gr
                        "graphApiVersion", "typingIndicators", "messageDelay", "requestProfile",
                        "updateContactProfiles", "mergeContactProfiles", "storeProfiles", "maskIncomingMessages",
                        "maskOutgoingMessages", "sessionTimeout", "handoverTarget", "disabledBotDeliveries",
-                       "iceBreakers", "whitelistedDomains", "reuseAttachments", "instagram"}
+                       "iceBreakers", "whitelistedDomains", "reuseAttachments", "instagram",
+                       "downloadMedia", "mediaMaxBytes", "mediaWait", "rerunOnEdit", "humanTakeoverPause", "appId"}
 
 
 def defaults() -> dict[str, Any]:

@@ -44,6 +44,11 @@ async def test_chat_with_the_sample_bot_in_one_terminal(tmp_path: Path) -> None:
         await term.type("1")
         turn = await term.expect("Back to the menu")
         assert turn.startswith("\nyou> 1\n  → Take the tour\nWelcome Bot: Here's the short tour.")
+        # The user reacts to the bot's last message and sends a photo: the chat shows both.
+        await term.type("/react 👍")
+        await term.expect("you> /react 👍\n  (you reacted 👍 to \"")
+        await term.type("/image")
+        await term.expect("you> /image\n  (you sent a photo: a sample picture)")
         await term.type("/quit")
         code, rest, err = await term.finish()
     assert code == 0, err

@@ -111,6 +111,9 @@ EVENT_SHAPES = [
     _event(delivery={"mids": [MIDS], "watermark": NOW}),
     _event(read={"watermark": NOW}),
     _event(reaction={"reaction": "love", "emoji": TEXT, "action": "react", "mid": MIDS}),
+    _event(reaction={"action": "unreact", "mid": MIDS}),
+    _event(message_edit={"mid": MIDS, "text": TEXT, "num_edit": st.integers(0, 5)}),
+    _event(message={"mid": MIDS, "is_deleted": True}),
     _event(referral={"ref": TEXT, "source": "SHORTLINK", "type": "OPEN_THREAD"}),
     _event(optin={"ref": TEXT}),
     _event(pass_thread_control={"new_owner_app_id": st.integers(1, 10**15), "metadata": TEXT}),
@@ -118,8 +121,15 @@ EVENT_SHAPES = [
     _event(something_new={"a": TEXT}),
 ]
 EVENTS = st.one_of(*(perturbed(shape) for shape in EVENT_SHAPES))
+# Page feed changes: comments on the Page's posts (and what is ignored: edits, removals, other items).
+CHANGES = perturbed({"field": st.sampled_from(["feed", "feed", "mention"]), "value": {
+    "from": {"id": mostly(RANDOM_USERS, EDGE_NUMBERS), "name": TEXT}, "message": TEXT,
+    "post_id": st.integers(1, 10**6).map(lambda n: f"1001_{n}"), "comment_id": MIDS,
+    "created_time": st.integers(NOW // 1000 - 10**6, NOW // 1000), "item": st.sampled_from(["comment", "post"]),
+    "verb": st.sampled_from(["add", "add", "edited", "remove"])}})
 ENTRIES = perturbed({"id": st.sampled_from(PAGES), "time": NOW,
-                     "messaging": st.lists(EVENTS, max_size=4), "standby": st.lists(EVENTS, max_size=2)})
+                     "messaging": st.lists(EVENTS, max_size=4), "standby": st.lists(EVENTS, max_size=2),
+                     "changes": st.lists(CHANGES, max_size=2)})
 # The top level is left alone more often: a body that is not a page delivery is only refused as a whole.
 BODIES = st.fixed_dictionaries({
     "object": st.integers(0, 9).flatmap(lambda n: ANY if n == 0 else st.just("page")),

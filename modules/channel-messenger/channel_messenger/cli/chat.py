@@ -51,6 +51,6 @@ def cmd_chat(args: argparse.Namespace) -> int:
             except CommandError as exc:
                 screen.say(f"error: {exc}")
                 continue
-            screen.turn_over(collector, conversation.timeout)
+            screen.turn_over(collector, conversation.timeout, expect_reply=request.get("expect_reply", True))
     screen.say("bye")
     return 0

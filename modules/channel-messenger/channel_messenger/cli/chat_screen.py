@@ -16,7 +16,7 @@ from ..emulator.replies import ReplyCollector
 from .terminal_render import TurnPrinter
 
 CHAT_HELP = ("Type a message; a number picks a choice; /restart taps Get Started; /menu shows the persistent "
-             "menu; /quit leaves.")
+             "menu; /react 👍 reacts to the bot's last message; /image URL-or-path sends a photo; /quit leaves.")
 QUIT_COMMANDS = ("/quit", "/exit", "/q")
 QUIT = "/quit"  # what ``ChatScreen.interpret`` answers for a line that ends the chat
 
@@ -50,6 +50,18 @@ def settle_for(message_delay: Any) -> float:
     return max(1.0, float(message_delay) / 1000 + 0.5) if isinstance(message_delay, int | float) else 1.0
 
 
+def _gist(message: dict[str, Any]) -> str:
+    """A few words for a message of the bot: its text, a card's title, or the kind of attachment."""
+    if isinstance(message.get("text"), str):
+        return message["text"]
+    attachment = message.get("attachment") if isinstance(message.get("attachment"), dict) else {}
+    payload = attachment.get("payload") if isinstance(attachment.get("payload"), dict) else {}
+    elements = payload.get("elements") if isinstance(payload.get("elements"), list) else []
+    if elements and isinstance(elements[0], dict) and elements[0].get("title"):
+        return str(elements[0]["title"])
+    return str(payload.get("text") or f"[{attachment.get('type', 'message')}]")
+
+
 class ChatScreen:
     """Prints the chat and interprets typed lines; ``interactive`` when a person types at a terminal
     (a piped line is echoed after ``you>`` instead, so a transcript reads like the chat)."""
@@ -59,6 +71,7 @@ class ChatScreen:
         self.out = out
         self.interactive = interactive
         self.printer = TurnPrinter(target.name, width=terminal_width(out))
+        self.last_bot_message: tuple[str, str] | None = None  # (mid, text) of the bot's last message
 
     def say(self, text: str) -> None:
         print(text, file=self.out, flush=True)
@@ -77,6 +90,10 @@ class ChatScreen:
         """One Send API call of the bot's turn, as it arrives."""
         for line in self.printer.lines_for(call):
             self.say(line)
+        message = (call.get("json") or {}).get("message")
+        mid = (call.get("answer") or {}).get("message_id")
+        if call.get("accepted") and isinstance(message, dict) and mid:
+            self.last_bot_message = (str(mid), _gist(message))
 
     def interpret(self, line: str) -> dict[str, Any] | str | None:
         """A typed line: the keyword arguments of a turn to send, ``QUIT``, or None when it is handled here."""
@@ -94,8 +111,8 @@ class ChatScreen:
         self.printer.new_turn()
         return request
 
-    def turn_over(self, collector: ReplyCollector, timeout: float) -> None:
-        if collector.timed_out:
+    def turn_over(self, collector: ReplyCollector, timeout: float, *, expect_reply: bool = True) -> None:
+        if collector.timed_out and expect_reply:
             self.say(f"(no reply within {timeout:g} s)")
 
     def end_of_input(self) -> None:
@@ -123,6 +140,16 @@ class ChatScreen:
                 else:
                     lines.append(f"  [↗] {item.get('title')}  {item.get('url', '')}")
             return "\n".join(lines)
+        command, _, argument = line.partition(" ")
+        if command == "/react":
+            if self.last_bot_message is None:
+                return "(nothing to react to yet: the bot has not written)"
+            emoji = argument.strip() or "👍"
+            self.say(f"  (you reacted {emoji} to \"{self.last_bot_message[1][:60]}\")")
+            return {"react": emoji, "mid": self.last_bot_message[0], "expect_reply": False}
+        if command == "/image":
+            self.say(f"  (you sent a photo: {argument.strip() or 'a sample picture'})")
+            return {"image": argument.strip(), "expect_reply": False}
         if line.isdigit() and printer.choices:
             number = int(line)
             if not 1 <= number <= len(printer.choices):

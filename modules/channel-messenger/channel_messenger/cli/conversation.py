@@ -18,10 +18,12 @@ import requests
 
 from botpress_py.sdk import DataFolder
 
-from ..emulator.events import WEBHOOK_PATH, signed, user_event, webhook_body
+from ..emulator.activity import SAMPLE_IMAGE
+from ..emulator.events import WEBHOOK_PATH, signed, webhook_body
 from ..emulator.replies import ReplyCollector
 from ..graph_client import appsecret_proof
 from ..settings import DEFAULT_GRAPH_API_URL, DEFAULT_GRAPH_API_VERSION, MODULE
+from .chat_media import ChatInputError, chat_event, is_url, read_media_file
 from .chat_screen import ChatTarget, settle_for
 from .emulator_config import ChannelConfig, CommandError, channel_config
 
@@ -68,11 +70,15 @@ class Conversation:
         self.close()
 
     # -- one turn -------------------------------------------------------------------------------
-    def turn(self, *, text: str | None = None, postback: str | None = None, quick_reply: str | None = None,
-             title: str | None = None, on_call: Callable[[dict[str, Any]], None] | None = None) -> ReplyCollector:
-        """Send one user event; follow the replies (``on_call`` sees each call as it arrives)."""
+    def turn(self, *, on_call: Callable[[dict[str, Any]], None] | None = None, expect_reply: bool = True,
+             **request: Any) -> ReplyCollector:
+        """Send one user event (``text``, ``postback`` or ``quick_reply`` with ``title``; ``react`` with ``mid``;
+        ``image``); follow the replies (``on_call`` sees each call as it arrives)."""
         t = self.target
-        event = user_event(t.page_id, t.psid, text=text, postback=postback, quick_reply=quick_reply, title=title)
+        try:
+            event = chat_event(t.page_id, t.psid, request, image_url=self._image_url)
+        except ChatInputError as exc:
+            raise CommandError(str(exc)) from None
         raw, headers = signed(webhook_body(t.page_id, [event]), t.app_secret)
         url = t.server + WEBHOOK_PATH.format(bot=t.bot_id)
         try:
@@ -92,7 +98,8 @@ class Conversation:
         if response.status_code != 200:
             raise CommandError(f"the server answered the webhook with {response.status_code}: "
                                f"{_error_text(response)}")
-        collector = ReplyCollector(t.psid, t.page_id, timeout=self.timeout, settle=t.settle)
+        collector = ReplyCollector(t.psid, t.page_id, timeout=self.timeout if expect_reply else min(self.timeout, 2.0),
+                                   settle=t.settle)
         while not collector.done():
             wait = min(max(collector.wait_hint(), 0.05), POLL_STEP)
             try:
@@ -108,6 +115,20 @@ class Conversation:
                 if on_call is not None:
                     on_call(call)
         return collector
+
+    def _image_url(self, named: str) -> str:
+        """A photo's URL: as given, the emulator's sample, or a local file hosted by the emulator."""
+        if is_url(named):
+            return named
+        if not named:
+            return f"{self.target.emulator}/_emulator/media/{SAMPLE_IMAGE}"
+        data, content_type, name = read_media_file(named)
+        try:
+            response = self.http.post(f"{self.target.emulator}/_emulator/media", params={"name": name}, data=data,
+                                      headers={"Content-Type": content_type}, timeout=30)
+            return str(response.json()["url"])
+        except (requests.RequestException, ValueError, KeyError):
+            raise ChatInputError(f"the emulator at {self.target.emulator} did not take the file") from None
 
     def no_reply_message(self, what: str) -> str:
         t = self.target

@@ -27,11 +27,11 @@ from botpress_py.sdk import ConfigFileError, DataFolder, ServerContext, load_jso
 
 from ..channel import MessengerChannel
 from ..emulator.demo import DEMO_APP_SECRET, DEMO_PAGE_ID, DEMO_PAGE_NAME, DEMO_PORT, DEMO_TOKEN, DEMO_USER
-from ..emulator.events import user_event
 from ..emulator.graph import GraphEmulator
 from ..emulator.replies import ReplyCollector
 from ..profile import desired_profile
 from ..settings import MODULE
+from .chat_media import ChatInputError, chat_event, is_url, read_media_file
 from .chat_screen import QUIT, ChatScreen, ChatTarget, settle_for
 from .emulator_config import CommandError, configure_for_emulator, real_page_file, unconfigure_emulator
 from .stdin_lines import StdinLines
@@ -193,7 +193,7 @@ class OneTerminal:
             except ChatError as exc:
                 screen.say(f"error: {exc}")
                 continue
-            screen.turn_over(collector, REPLY_TIMEOUT)
+            screen.turn_over(collector, REPLY_TIMEOUT, expect_reply=request.get("expect_reply", True))
         screen.say("bye")
 
     def _target(self) -> ChatTarget | None:
@@ -223,7 +223,10 @@ class OneTerminal:
         """Post one user event to the bot's webhook, signed, and follow the bot's replies at the emulator."""
         emulator = self.emulator
         assert emulator is not None
-        event = user_event(target.page_id, target.psid, **request)
+        try:
+            event = chat_event(target.page_id, target.psid, request, image_url=self._image_url)
+        except (ChatInputError, OSError) as exc:
+            raise ChatError(str(exc)) from None
         since = emulator.last_seq
         try:
             status, text = await emulator.post_webhook(target.server, target.page_id, [event], bot=target.bot_id)
@@ -231,8 +234,19 @@ class OneTerminal:
             raise ChatError(f"the server did not take the message: {exc or type(exc).__name__}") from None
         if status != 200:
             raise ChatError(f"the server answered the webhook with {status}: {text.strip()[:300]}")
-        collector = ReplyCollector(target.psid, target.page_id, timeout=REPLY_TIMEOUT, settle=target.settle)
+        timeout = REPLY_TIMEOUT if request.get("expect_reply", True) else 2.0  # a reaction needs no answer
+        collector = ReplyCollector(target.psid, target.page_id, timeout=timeout, settle=target.settle)
         return await emulator.collect(collector, since, on_call=screen.show_call)
+
+    def _image_url(self, named: str) -> str:
+        """A photo's URL: as given, the emulator's sample, or a local file the emulator hosts (like Meta's CDN)."""
+        assert self.emulator is not None
+        if is_url(named):
+            return named
+        if not named:
+            return self.emulator.sample_image_url()
+        data, content_type, name = read_media_file(named)
+        return self.emulator.host_media(data, content_type, name)
 
     # -- at server stop ------------------------------------------------------------------------------
     async def stop_chat(self) -> None:

@@ -75,6 +75,10 @@ class TurnPrinter:
         action = body.get("sender_action")
         if action == "typing_on":
             return [f"{self.name}: {TYPING}"]
+        if action in ("react", "unreact"):
+            emoji = (body.get("payload") or {}).get("reaction", "")
+            return [f"{self.name} reacted {emoji} to your message" if action == "react"
+                    else f"{self.name} took back its reaction"]
         if action is not None:
             return []  # typing_off and mark_seen show nothing worth a line
         message = body.get("message")

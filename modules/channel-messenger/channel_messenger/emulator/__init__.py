@@ -6,12 +6,24 @@
 - routing.py: conversation routing (handover), ids across Pages, profile permissions;
 - faults.py: planned errors, stalls and rates of errors;
 - events.py: webhook deliveries as Meta makes them, signed;
+- activity.py: photos, reactions, edits, unsent messages, Page Inbox answers and post comments, the
+  media the emulator hosts, and the Graph routes that answer them (react, private and public replies);
 - replies.py: when a bot's turn is over, from the calls it made;
 - demo.py: the demo Page the command line uses.
 
 Developer tooling only: the channel itself (the package above) never imports it.
 """
 
+from .activity import (
+    attachment_event,
+    comment_change,
+    edit_event,
+    feed_body,
+    inbox_echo,
+    reaction_event,
+    reply_event,
+    unsend_event,
+)
 from .demo import DEMO_APP_SECRET, DEMO_PAGE_ID, DEMO_PAGE_NAME, DEMO_PORT, DEMO_TOKEN, DEMO_USER
 from .events import signed, user_event, user_message, webhook_body
 from .faults import Fault, GraphError
@@ -32,8 +44,16 @@ __all__ = [
     "GraphEmulator",
     "GraphError",
     "ReplyCollector",
+    "attachment_event",
+    "comment_change",
+    "edit_event",
+    "feed_body",
     "handover_event",
+    "inbox_echo",
+    "reaction_event",
+    "reply_event",
     "signed",
+    "unsend_event",
     "user_event",
     "user_message",
     "webhook_body",

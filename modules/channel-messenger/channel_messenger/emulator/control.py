@@ -5,8 +5,10 @@ asks of the emulator from outside its process.
 - ``GET /_emulator/calls?since=SEQ&psid=&page=&wait=SECONDS`` (tokens hidden; ``wait`` holds
   the answer until a matching call arrives), ``DELETE /_emulator/calls``;
 - ``GET|POST|DELETE /_emulator/faults``: planned errors, stalls and rates of errors;
-- ``POST /_emulator/send``: a user writes to the Page; the emulator signs the webhook with the
-  app secret and posts it to the server, like Facebook does.
+- ``POST /_emulator/send``: a user writes to the Page (or sends a photo, reacts, edits, unsends,
+  comments on a post; a person answers from the Page Inbox: activity.py); the emulator signs the
+  webhook with the app secret and posts it to the server, like Facebook does;
+- ``GET /_emulator/media/{name}``, ``POST /_emulator/media``: files users send, hosted like Meta's CDN.
 """
 
 from __future__ import annotations
@@ -17,7 +19,6 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from .events import user_event
 from .faults import fault_options
 from .replies import ReplyCollector
 
@@ -101,7 +102,8 @@ class ControlApi:
         return web.json_response({"faults": []})
 
     async def _send_from_user(self, request: web.Request) -> web.Response:
-        """``{page?, psid, text | postback | quick_reply, title?, server?, bot?, wait?, timeout?, settle?}``.
+        """``{page?, psid, text | postback | quick_reply | image | react | ... (activity.py), title?, server?, bot?,
+        wait?, timeout?, settle?}``.
 
         Posts the user's event to the server's webhook, signed like Facebook does, and answers
         ``{status, body, event, since}`` (``status``: the server's answer); with ``wait`` true it
@@ -117,8 +119,7 @@ class ControlApi:
                 raise ValueError(f"page must be one of {sorted(self.pages)}")
             if not psid:
                 raise ValueError("psid (the user's id) is required")
-            event = user_event(page_id, psid, text=spec.get("text"), postback=spec.get("postback"),
-                               quick_reply=spec.get("quick_reply"), title=spec.get("title"))
+            body, event = self.delivery_for(page_id, psid, spec)  # activity.py
             timeout = float(spec.get("timeout", 10.0))
             settle = float(spec.get("settle", 1.0))
         except (ValueError, TypeError) as exc:
@@ -129,7 +130,7 @@ class ControlApi:
                                                "or give \"server\" in the request"}, status=400)
         since = self.last_seq
         try:
-            status, text = await self.post_webhook(server, page_id, [event], bot=str(spec.get("bot") or "___"))
+            status, text = await self.post_delivery(server, page_id, body, bot=str(spec.get("bot") or "___"))
         except LookupError as exc:
             return web.json_response({"error": str(exc)}, status=409)
         except (aiohttp.ClientError, TimeoutError) as exc:

@@ -41,6 +41,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from .activity import ActivityApi, check_sender_action
 from .attachments import AttachmentStore
 from .attachments import add_control_routes as add_attachment_routes
 from .control import ControlApi
@@ -50,7 +51,7 @@ from .instagram import InstagramAccounts
 from .instagram import add_control_routes as add_instagram_routes
 from .replies import ReplyCollector, recipient_of
 from .routing import ConversationRouting
-from .send_checks import MESSAGING_TYPES, PROFILE_FIELDS, SENDER_ACTIONS, check_message, check_profile
+from .send_checks import MESSAGING_TYPES, PROFILE_FIELDS, check_message, check_profile
 
 _VERSION = r"v[0-9]+\.[0-9]+"
 
@@ -65,7 +66,7 @@ class _Page:
     profile_calls: deque[float] = field(default_factory=deque)
 
 
-class GraphEmulator(ControlApi):
+class GraphEmulator(ControlApi, ActivityApi):
     """A fake Graph API server. ``pages``: ``{page_id: {"token", "name", "app_secret"?}}``.
 
     ``app_secret`` (for all pages, or per page) makes the emulator check ``appsecret_proof``
@@ -118,6 +119,7 @@ class GraphEmulator(ControlApi):
         self._runner: web.AppRunner | None = None
         self.port: int | None = None
         self.host = "127.0.0.1"
+        self.init_activity()  # hosted media, comments (activity.py)
 
     # -- setup --------------------------------------------------------------------------------
     def add_page(self, page_id: str, token: str, name: str = "", app_secret: str | None = None) -> None:
@@ -135,6 +137,7 @@ class GraphEmulator(ControlApi):
         self.add_control_routes(app)
         add_instagram_routes(app, self)
         add_attachment_routes(app, self.attachments)
+        self.add_activity_routes(app)
         app.router.add_route("*", r"/{version:" + _VERSION + r"}/{tail:.*}", self._dispatch)
         app.on_cleanup.append(self._close_http)
         return app
@@ -153,13 +156,20 @@ class GraphEmulator(ControlApi):
                            bot: str = "___", body: dict[str, Any] | None = None) -> tuple[int, str]:
         """Sign ``events`` of ``page_id`` (or a whole ``body``, e.g. an Instagram delivery of the Page's account)
         with the app secret and post them to ``server``; (status, body)."""
+        return await self.post_delivery(server, page_id, body if body is not None
+                                        else self.webhook_body(str(page_id), events), bot=bot)
+
+    async def post_delivery(self, server: str, page_id: str, body: dict[str, Any], *,
+                            bot: str = "___") -> tuple[int, str]:
+        """Sign a whole delivery (``messaging`` events, ``feed`` changes, an Instagram delivery) as Meta does and
+        post it to ``server``."""
         page = self.pages.get(str(page_id))
         secret = (page.app_secret if page else None) or self.app_secret
         if not secret:
             raise LookupError("the emulator has no app secret to sign webhooks with: start it with --app-secret "
                               "(the appSecret the bot uses)")
         self.instagram.note_delivery(body)
-        raw, headers = self.signed(body if body is not None else self.webhook_body(str(page_id), events), secret)
+        raw, headers = self.signed(body, secret)
         if self._http is None or self._http.closed:
             self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
         async with self._http.post(server.rstrip("/") + WEBHOOK_PATH.format(bot=bot), data=raw,
@@ -340,6 +350,7 @@ class GraphEmulator(ControlApi):
             record["page"] = page.id
             answer = self._route(request.method, path, page, body, query)
             record["accepted"] = True
+            record["answer"] = answer
             return web.json_response(answer)
         except GraphError as exc:
             record["error"] = {"status": exc.status, "code": exc.code, "message": exc.message}
@@ -392,7 +403,8 @@ class GraphEmulator(ControlApi):
         page_fields = self.instagram.route(method, path, page.id, page.name, query)
         if page_fields is not None:
             return page_fields
-        routed = self.routing.route(method, path, page.id, {p.id: p.name for p in self.pages.values()}, body, query)
+        routed = self.routing.route(method, path, page.id, {p.id: p.name for p in self.pages.values()}, body, query) \
+            or self.comment_route(method, path, page.id, body)
         if routed is not None:
             return routed
         match = re.fullmatch(r"/([0-9]+)", path)
@@ -418,15 +430,15 @@ class GraphEmulator(ControlApi):
         if not isinstance(recipient, dict) or not (recipient.get("id") or recipient.get("user_ref")
                                                     or recipient.get("comment_id")):
             raise GraphError(400, 100, "(#100) The parameter recipient is required")
-        psid = str(recipient.get("id") or recipient.get("user_ref") or recipient.get("comment_id"))
+        if recipient.get("comment_id") and not recipient.get("id"):
+            return self.private_reply(page.id, body)  # activity.py: one per comment, within 7 days
+        psid = str(recipient.get("id") or recipient.get("user_ref"))
         has_message, has_action = "message" in body, "sender_action" in body
         if has_message == has_action:
             raise GraphError(400, 100, "(#100) Exactly one of message and sender_action must be set")
         self.routing.check_send(page.id, psid)  # only the thread owner may send
         if has_action:
-            if body["sender_action"] not in SENDER_ACTIONS:
-                raise GraphError(400, 100, "(#100) Param sender_action must be one of {TYPING_ON, TYPING_OFF, "
-                                 "MARK_SEEN}")
+            check_sender_action(body)  # typing, seen, react and unreact (activity.py)
             return {"recipient_id": psid}
         messaging_type = body.get("messaging_type")
         if messaging_type not in MESSAGING_TYPES:
