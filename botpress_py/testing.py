@@ -10,13 +10,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 from .server import BotpressServer
 
-__all__ = ["BotpressServer", "base_env", "make_bot", "run_cli", "run_server", "wait_for", "write_json"]
+__all__ = ["BotpressServer", "base_env", "make_bot", "run_cli", "run_server", "send_retry_backoff", "wait_for",
+           "write_json"]
 
 
 def run_cli(argv: list[str]) -> int:
@@ -76,6 +77,23 @@ async def run_server(data_dir: Path, env: Mapping[str, str] | None = None, *,
         yield server
     finally:
         await server.stop()
+
+
+@contextlib.contextmanager
+def send_retry_backoff(first_seconds: float) -> Iterator[None]:
+    """Within the block, a failed send of any server in this process is retried after ``first_seconds``
+    (doubled for each attempt after) instead of 1 s: a test of an outage need not last minutes.
+
+    Delays already scheduled keep theirs; nested blocks restore the outer value on exit.
+    """
+    from . import delivery
+
+    saved = delivery.RETRY_BASE_SECONDS
+    delivery.RETRY_BASE_SECONDS = first_seconds
+    try:
+        yield
+    finally:
+        delivery.RETRY_BASE_SECONDS = saved
 
 
 async def wait_for(predicate: Callable[[], Any], timeout: float = 5.0, interval: float = 0.02) -> Any:
