@@ -380,13 +380,14 @@ def _load_modules_quietly(data_dir: Path, env: dict[str, str]) -> ModuleLoader:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    parser = build_parser(_modules_for_cli(argv))
-    args = parser.parse_args(argv)
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return 2
+    """``botpress-py ARGV``; returns the exit status. Ctrl+C at any point, loading modules included, is 130."""
     try:
+        argv = sys.argv[1:] if argv is None else argv
+        parser = build_parser(_modules_for_cli(argv))
+        args = parser.parse_args(argv)
+        if not getattr(args, "func", None):
+            parser.print_help()
+            return 2
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         # Ctrl+C in any verb (a chat, a simulation, the emulator) ends it quietly, as a shell expects.
