@@ -91,7 +91,8 @@ def cmd_start(args: argparse.Namespace) -> int:
         requested.cancel()
         log.info("shutting down")
         await server.stop()
-        return 0
+        # Ctrl+C or SIGTERM: a normal stop (0); a module's request: the status it asked for.
+        return server.stop_status if server.stop_requested.is_set() else 0
 
     return asyncio.run(run())
 

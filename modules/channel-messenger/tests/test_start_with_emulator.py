@@ -96,7 +96,7 @@ async def test_a_bot_that_does_not_exist_is_refused_and_nothing_is_written(tmp_p
     data = shipped_data(tmp_path)
     async with terminal(*start_args(data, "--emulator-bot", "nobody")) as term:
         code, out, err = await term.finish()
-    assert code == 0, err  # the server stops at once, as asked; the error says why
+    assert code == 1, err  # the server stops at once, and a script sees the refusal; the error says why
     assert f"error: start --emulator: --emulator-bot nobody: no such bot in {data / 'bots'} (bots: welcome-bot)" in err
     assert "Chatting with" not in out
     assert not (data / MESSENGER_FILE).exists()
@@ -110,7 +110,7 @@ async def test_a_bot_on_a_real_page_is_not_taken_over(tmp_path: Path) -> None:
     write_json(data / MESSENGER_FILE, real)
     async with terminal(*start_args(data)) as term:
         code, _, err = await term.finish()
-    assert code == 0, err
+    assert code == 1, err
     assert "error: start --emulator: bot 'welcome-bot' is connected to a real Page" in err
     assert "chat with another bot (--emulator-bot ID)" in err
     assert "EAA-a-real-page-token" not in err

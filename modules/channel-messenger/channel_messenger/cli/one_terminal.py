@@ -133,7 +133,7 @@ class OneTerminal:
     def _give_up(self, reason: str) -> None:
         self.failed = True
         print(f"error: start --emulator: {reason}", file=sys.stderr, flush=True)
-        self.server.request_stop(f"start --emulator: {reason}")
+        self.server.request_stop(f"start --emulator: {reason}", status=1)
 
     def _quiet_console(self) -> None:
         """The server's log into a file while the chat runs; only errors still reach the terminal."""
