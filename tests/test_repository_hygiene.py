@@ -1,4 +1,4 @@
-"""What a fresh clone must keep out of version control: secrets written at run time."""
+"""What a fresh clone must keep out of version control: secrets, storage and logs written at run time."""
 
 from __future__ import annotations
 
@@ -30,6 +30,14 @@ def ignored(path: str) -> bool:
     "data/storage/core.sqlite",
 ])
 def test_secrets_written_at_run_time_are_ignored(path: str) -> None:
+    assert ignored(path)
+
+
+@pytest.mark.parametrize("path", [
+    "data/logs/start-emulator.log",  # start --emulator's server log
+    "data/logs/any-other.log",
+])
+def test_logs_written_at_run_time_are_ignored(path: str) -> None:
     assert ignored(path)
 
 
