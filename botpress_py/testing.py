@@ -7,6 +7,7 @@ Part of the package (not tests/) so module tests beside each module can use it t
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import json
@@ -16,8 +17,8 @@ from typing import Any
 
 from .server import BotpressServer
 
-__all__ = ["BotpressServer", "base_env", "make_bot", "run_cli", "run_server", "send_retry_backoff", "wait_for",
-           "write_json"]
+__all__ = ["BotpressServer", "base_env", "make_bot", "parse_cli", "run_cli", "run_server", "send_retry_backoff",
+           "wait_for", "write_json"]
 
 
 def run_cli(argv: list[str]) -> int:
@@ -25,6 +26,15 @@ def run_cli(argv: list[str]) -> int:
     from .cli import main  # the command line loads modules: only when a test runs a verb
 
     return main(argv)
+
+
+def parse_cli(argv: list[str]) -> argparse.Namespace:
+    """The options ``botpress-py <argv>`` would run with, without running it (the verbs and options of the
+    modules found through ``--data`` or ``BP_DATA_PATH`` included). An unknown verb or option raises
+    SystemExit(2), with argparse's message on stderr: a test that a documented command exists as written."""
+    from .cli import _modules_for_cli, build_parser
+
+    return build_parser(_modules_for_cli(argv)).parse_args(argv)
 
 
 def write_json(path: Path, data: Any) -> Path:

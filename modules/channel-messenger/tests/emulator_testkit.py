@@ -1,5 +1,5 @@
 """Helpers for the emulator and ``botpress-py messenger`` tests: a real server wired to a real emulator,
-and the command line run as a user runs it (``botpress_py.cli.main`` in a thread, or a subprocess)."""
+and the command line run as a user runs it (``botpress_py.testing.run_cli`` in a thread, or a subprocess)."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ import aiohttp
 import pytest
 from channel_messenger.emulator import DEMO_APP_SECRET, DEMO_PAGE_ID, DEMO_TOKEN, GraphEmulator
 
-from botpress_py import cli
+from botpress_py import testing
 from botpress_py.testing import make_bot, run_server, write_json
 
 MODULE = "channel-messenger"
@@ -114,7 +114,7 @@ async def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, 
     logger = logging.getLogger("botpress_py")
     level = logger.level
     try:
-        code = await asyncio.to_thread(cli.main, list(argv))
+        code = await asyncio.to_thread(testing.run_cli, list(argv))
     finally:
         logger.setLevel(level)
     out, err = capsys.readouterr()
