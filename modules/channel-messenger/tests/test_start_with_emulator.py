@@ -56,6 +56,9 @@ async def test_chat_with_the_sample_bot_in_one_terminal(tmp_path: Path) -> None:
     assert "channel-messenger connected bot 'welcome-bot' to page 100000000000001" in log
     assert "stop requested: module channel-messenger: the chat ended" in log
     assert not (data / MESSENGER_FILE).exists(), "the bot's file is as before: there was none"
+    # The Page keeps the profile the server pushed for the next run, as a Facebook Page does.
+    kept = json.loads((data / "emulator" / "page-profiles.json").read_text())
+    assert kept["100000000000001"]["get_started"] == {"payload": "GET_STARTED"}
 
 
 async def test_end_of_input_stops_everything(tmp_path: Path) -> None:

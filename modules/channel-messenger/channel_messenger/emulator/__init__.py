@@ -7,7 +7,8 @@
 - faults.py: planned errors, stalls and rates of errors;
 - events.py: webhook deliveries as Meta makes them, signed;
 - replies.py: when a bot's turn is over, from the calls it made;
-- demo.py: the demo Page the command line uses.
+- demo.py: the demo Page the command line uses;
+- page_profiles.py: the Pages' Messenger profiles, kept from one run to the next.
 
 Developer tooling only: the channel itself (the package above) never imports it.
 """

@@ -36,6 +36,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -44,6 +45,7 @@ from aiohttp import web
 from .control import ControlApi
 from .events import WEBHOOK_PATH, made_up_profile, signed, user_event, user_message, webhook_body
 from .faults import Fault, GraphError, error_response
+from .page_profiles import ProfilesFileError, load_profiles, save_profiles
 from .replies import ReplyCollector, recipient_of
 from .routing import ConversationRouting
 from .send_checks import MESSAGING_TYPES, PROFILE_FIELDS, SENDER_ACTIONS, check_message, check_profile
@@ -72,7 +74,8 @@ class GraphEmulator(ControlApi):
     ``POST /_emulator/send`` posts webhooks to (a request may name another); ``seed`` makes fault
     rates repeatable. ``routing`` (a ``ConversationRouting``) holds thread owners, one person's
     PSIDs on several Pages (``routing.add_person``) and per-Page profile permissions
-    (``routing.grant_fields``).
+    (``routing.grant_fields``). ``profiles_file`` keeps each Page's Messenger profile across restarts, as
+    Facebook does (page_profiles.py); without it a Page starts with no profile.
     """
 
     def __init__(
@@ -85,7 +88,16 @@ class GraphEmulator(ControlApi):
         any_user: bool = False,
         server_url: str | None = None,
         seed: int | None = None,
+        profiles_file: Path | None = None,
     ) -> None:
+        self.profiles_file = profiles_file
+        self.profiles_problem: str | None = None  # why the kept profiles could not be loaded or saved
+        self._kept_profiles: dict[str, dict[str, Any]] = {}
+        if profiles_file is not None:
+            try:
+                self._kept_profiles = load_profiles(profiles_file)
+            except ProfilesFileError as exc:
+                self.profiles_problem = f"{exc}: the Pages start with no Messenger profile"
         self.app_secret = app_secret
         self.any_user = any_user
         self.server_url = server_url
@@ -112,7 +124,8 @@ class GraphEmulator(ControlApi):
 
     # -- setup --------------------------------------------------------------------------------
     def add_page(self, page_id: str, token: str, name: str = "", app_secret: str | None = None) -> None:
-        self.pages[str(page_id)] = _Page(str(page_id), token, name or f"Page {page_id}", app_secret)
+        self.pages[str(page_id)] = _Page(str(page_id), token, name or f"Page {page_id}", app_secret,
+                                         profile=dict(self._kept_profiles.get(str(page_id), {})))
 
     @property
     def url(self) -> str:
@@ -438,13 +451,28 @@ class GraphEmulator(ControlApi):
                 raise GraphError(400, 100, "(#100) You must delete the persistent menu before the get started button")
             for name in fields:
                 page.profile.pop(name, None)
+            self._keep_profile(page)
             return {"result": "success"}
         unknown = [k for k in body if k not in PROFILE_FIELDS]
         if unknown or not body:
             raise GraphError(400, 100, f"(#100) Unknown or missing profile fields: {unknown}")
         check_profile(body, has_get_started="get_started" in page.profile or "get_started" in body)
         page.profile.update(body)
+        self._keep_profile(page)
         return {"result": "success"}
+
+    def _keep_profile(self, page: _Page) -> None:
+        """Save the Page's profile for the next run; a few hundred bytes, at most ~10 times per 10 minutes."""
+        if self.profiles_file is None:
+            return
+        if page.profile:
+            self._kept_profiles[page.id] = dict(page.profile)
+        else:
+            self._kept_profiles.pop(page.id, None)
+        try:
+            save_profiles(self.profiles_file, self._kept_profiles)
+        except OSError as exc:  # the call itself succeeded: only the next run would not have the profile
+            self.profiles_problem = f"cannot write {self.profiles_file}: {exc.strerror or exc}"
 
     def _profile_rate_limit(self, page: _Page) -> None:
         if not self.profile_rate_limit:
