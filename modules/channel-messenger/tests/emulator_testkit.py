@@ -122,7 +122,11 @@ async def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, 
 
 
 def subprocess_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("BP_", "PORT", "EXTERNAL_URL"))}
+    """The environment of a ``botpress-py`` process a test starts: none of the developer's BP_* settings, and no
+    DATABASE_URL, so a server it starts keeps its storage in the test's own data folder (a shared database
+    would carry what one test's server remembers, e.g. a pushed Messenger profile, into another's)."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("BP_", "PORT", "EXTERNAL_URL")) and k != "DATABASE_URL"}
     env.update({"BP_MODULES_PATH": str(MODULES_ROOT), "PYTHONUNBUFFERED": "1", "PYTHONIOENCODING": "utf-8",
                 "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)})
     env.update(extra)
