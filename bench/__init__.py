@@ -1,1 +1,1 @@
-"""Benchmarks of botpress-py (issue 6). Not part of the test run; see bench/README.md."""
+"""Benchmarks of botpress-py. Not part of the test run; see bench/README.md."""

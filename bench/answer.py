@@ -1,4 +1,4 @@
-"""Answering side by side (issue 17): botpress-py against Bottender and opsdroid, same run.
+"""Answering side by side: botpress-py against Bottender and opsdroid, same run.
 
     python -m bench.peers setup                # once: the peers, into bench/.peers/
     python -m bench.run answer [--repeat 3] [--answer-targets ...]

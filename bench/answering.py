@@ -1,5 +1,5 @@
 """Answered events/s under wrk, counted at the local Graph API: the measurement behind the
-``answer`` (issue 17) and ``cluster`` (issue 13) tables.
+``answer`` and ``cluster`` tables.
 
 One *run* is one server process (tree) already listening: wrk warms it up, then loads it for
 ``--duration`` seconds with pre-signed deliveries (one "hello" from a new user per POST).

@@ -1,4 +1,4 @@
-"""Scale-out (issue 13): answered events/s with 1 worker on SQLite, 1 and 2 workers on PostgreSQL.
+"""Scale-out: answered events/s with 1 worker on SQLite, 1 and 2 workers on PostgreSQL.
 
     DATABASE_URL=postgresql://root@127.0.0.1:5432/test python -m bench.run cluster [--repeat 2]
 

@@ -38,8 +38,8 @@ from bench.targets import (
 )
 from bench.wrk import WrkResult, run_wrk
 
-# Reference points of issue 6, measured on the reference machine where the bare-aiohttp
-# ceiling (asyncio loop) acked about 13,000 req/s.
+# Reference points of the first ingest measurements (docs/benchmarks.md), taken on the reference
+# machine where the bare-aiohttp ceiling (asyncio loop) acked about 13,000 req/s.
 REFERENCE_CEILING = 13_000.0
 REFERENCES = {"opsdroid 0.31 (no signature check)": 3_500.0, "Bottender 1.5.5": 2_900.0}
 

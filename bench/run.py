@@ -26,8 +26,8 @@ from pathlib import Path
 from bench.common import LOAD_CORE, SERVER_CORE, pin_to_load_core, use_uvloop
 
 SCENARIOS = ("ingest", "e2e", "answer", "scale", "cluster")
-# wrk connections when --connections is not given: ingest and scale keep issue 6's 64; the
-# answering comparisons use issue 17's 32.
+# wrk connections when --connections is not given: ingest and scale keep the 64 of the first
+# measurements; the answering comparisons use 32 (docs/benchmarks.md).
 DEFAULT_CONNECTIONS = {"ingest": 64, "e2e": 64, "answer": 32, "scale": 64, "cluster": 32}
 ANSWER_TARGETS = ("ceiling", "ingest", "answer", "answer-seen", "bottender", "opsdroid")
 

@@ -1,3 +1,3 @@
-from .cli import main
+from .entry_point import main
 
 raise SystemExit(main())

@@ -91,7 +91,8 @@ def cmd_start(args: argparse.Namespace) -> int:
         requested.cancel()
         log.info("shutting down")
         await server.stop()
-        return 0
+        # Ctrl+C or SIGTERM: a normal stop (0); a module's request: the status it asked for.
+        return server.stop_status if server.stop_requested.is_set() else 0
 
     return asyncio.run(run())
 
@@ -380,13 +381,14 @@ def _load_modules_quietly(data_dir: Path, env: dict[str, str]) -> ModuleLoader:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    parser = build_parser(_modules_for_cli(argv))
-    args = parser.parse_args(argv)
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return 2
+    """``botpress-py ARGV``; returns the exit status. Ctrl+C at any point, loading modules included, is 130."""
     try:
+        argv = sys.argv[1:] if argv is None else argv
+        parser = build_parser(_modules_for_cli(argv))
+        args = parser.parse_args(argv)
+        if not getattr(args, "func", None):
+            parser.print_help()
+            return 2
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         # Ctrl+C in any verb (a chat, a simulation, the emulator) ends it quietly, as a shell expects.

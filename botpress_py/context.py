@@ -244,7 +244,7 @@ class ServerContext:
         site_router: ModuleRouter | None = None,
         bot_state: Any = None,
         options: Mapping[str, Any] | None = None,
-        request_stop: Callable[[str], None] | None = None,
+        request_stop: Callable[[str, int], None] | None = None,
     ) -> None:
         self.module = module
         self.config = config
@@ -281,11 +281,15 @@ class ServerContext:
             raise ValueError(f"secret name {name!r}: use letters, digits, '-' and '_'")
         return load_or_create_secret(self.data_dir / "secrets" / f"{self.module}.{name}.key")
 
-    def request_stop(self, reason: str) -> None:
+    def request_stop(self, reason: str, status: int = 0) -> None:
         """Ask the server to stop cleanly (as Ctrl+C would), e.g. when a terminal chat the module runs
-        ends; ``reason`` is logged. A server not run by the CLI only records the request."""
+        ends; ``reason`` is logged. ``status`` is the exit status of ``botpress-py start`` (0 to 255; not 0
+        when the module refuses to go on, so that a script sees the failure). A server not run by the
+        CLI only records the request; the first request is the one that counts."""
+        if isinstance(status, bool) or not isinstance(status, int) or not 0 <= status <= 255:
+            raise ValueError(f"request_stop: status must be an integer from 0 to 255, not {status!r}")
         if self._request_stop is not None:
-            self._request_stop(f"module {self.module}: {reason}")
+            self._request_stop(f"module {self.module}: {reason}", status)
 
     def require_admin(self, request: web.Request) -> None:
         """Raise 401/403 unless the request carries the admin bearer token."""

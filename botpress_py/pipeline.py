@@ -2,12 +2,12 @@
 
 Incoming: a channel's ``bot.receive(events)`` stores them (group commit) and returns; one
 worker per conversation then runs the incoming middleware and every module's
-``on_incoming``. The replies bot logic sends meanwhile are collected, and the "processed"
+``on_incoming`` (processing.py). The replies bot logic sends meanwhile are collected, and the "processed"
 mark and those replies are committed in ONE transaction: after a crash an event is either
 still pending (and replays from scratch) or done with its replies stored, so completed work
 is never redone. Outgoing: one worker per conversation runs the outgoing middleware and
 hands each stored event to its channel's ``on_outgoing`` in order, retrying transient
-failures with backoff and recording permanent ones. Whatever is stored and not done when
+failures with backoff and recording permanent ones (delivery.py). Whatever is stored and not done when
 the process dies is replayed at the next start.
 
 Memory stays bounded: events of a bot that is not mounted, and events arriving while
@@ -27,42 +27,33 @@ conversation moves on (failed_events.py).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import random
 import time
-from collections.abc import Awaitable, Iterable
-from typing import Any
+from collections.abc import Iterable
 
 from .conversation_queues import ConversationQueues
+from .delivery import OutgoingDelivery
 from .event_feed import EventFeed
-from .events import DeliveryError, IOEvent, Middleware, masked_copy, payload_preview, validate_outgoing_payload
+from .events import IOEvent, Middleware, payload_preview, validate_outgoing_payload
 from .failed_events import FailedCounts, FailedEvents, RetryPolicy
-from .gate import BotGate, MountedBot, ShuttingDown
+from .gate import BotGate
 from .loader import ModuleLoader
 from .logthrottle import LogThrottle
 from .metrics import Metrics, labelled
-from .processing import IncomingProcessing, current_replies, maybe_await
+from .processing import IncomingProcessing, current_replies
 from .storage import (
     STORED_AS_FAILED,
     GroupCommitCompletions,
     GroupCommitInbox,
     GroupCommitSent,
     OutboxRow,
-    SentMark,
     Storage,
 )
 from .storage.base import StorageUnavailable
 from .storage.bounded import await_commit
-from .storage.common import describe_error
 
 log = logging.getLogger(__name__)
 
-RETRY_BASE_SECONDS = 1.0
-RETRY_MAX_SECONDS = 300.0
-# 20 attempts: 1+2+...+256 s, then 300 s each, about an hour of trying; past that the
-# failure is recorded instead of retried forever.
-RETRY_MAX_ATTEMPTS = 20
 # Events held in memory (incoming ones queued or being processed, and outgoing ones waiting to
 # be sent) before new incoming ones stay in storage.
 # Each costs a few kB while it waits (bench/: RSS 289 MB with 10,000 at a 10-events-per-POST burst),
@@ -81,7 +72,7 @@ _FAILED_INCOMING = labelled("bp_events_failed_total", direction="incoming")
 _FAILED_OUTGOING = labelled("bp_events_failed_total", direction="outgoing")
 
 
-class EventPipeline(IncomingProcessing):
+class EventPipeline(IncomingProcessing, OutgoingDelivery):
     def __init__(self, storage: Storage, gate: BotGate, loader: ModuleLoader, metrics: Metrics,
                  retry: RetryPolicy | None = None) -> None:
         self.storage = storage
@@ -356,136 +347,6 @@ class EventPipeline(IncomingProcessing):
         self.metrics.inc(_FAILED_INCOMING if direction == "incoming" else _FAILED_OUTGOING)
         self.failed_counts.add(bot_id, direction)
 
-    # -- outgoing ----------------------------------------------------------------------------------
-    async def _deliver(self, row: OutboxRow) -> None:
-        try:
-            await self._deliver_held(row)
-        finally:
-            self._sending -= 1
-            self._memory_freed()
-
-    async def _deliver_held(self, row: OutboxRow) -> None:
-        event = row.event
-        while True:
-            wait = row.next_attempt_at / 1000 - time.time()
-            if wait > 0:
-                # A retry backoff; a stopping server does not wait for it: the row stays pending.
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stopping.wait(), wait)
-                if self._stopping.is_set():
-                    return
-            try:
-                async with self.gate.using(event.botId) as bot:
-                    message_id = await self._run_outgoing(event, bot)
-            except KeyError:
-                log.warning("outgoing event %s for unknown bot %s left in the outbox", event.id, event.botId)
-                return
-            except ShuttingDown:
-                return  # stays pending in the outbox; sent after the next start
-            except DeliveryError as exc:
-                if exc.permanent or row.attempts + 1 >= RETRY_MAX_ATTEMPTS:
-                    await self._fail(row, str(exc))
-                    return
-                await self._schedule_retry(row, str(exc), exc.retry_after)
-                continue
-            except _Dropped as dropped:
-                await self._record_outgoing(event, "its drop", self.storage.outbox_update(
-                    event.id, status="dropped", attempts=row.attempts, error=str(dropped)))
-                await self._record_outgoing(event, "its masked form", self._redact_if_masked(event))
-                return
-            except Exception as exc:
-                # A bug in a channel is retried like a transient failure, within the cap.
-                log.exception("bot %s: delivery of %s raised", event.botId, event.id)
-                if row.attempts + 1 >= RETRY_MAX_ATTEMPTS:
-                    await self._fail(row, f"{type(exc).__name__}: {exc}")
-                    return
-                await self._schedule_retry(row, f"{type(exc).__name__}: {exc}", None)
-                continue
-            self.metrics.inc("bp_events_sent_total")
-            self.feed.publish(event, "sent")
-            await self._mark_sent(row, message_id)
-            return
-
-    async def _mark_sent(self, row: OutboxRow, message_id: str | None) -> None:
-        event = row.event
-        try:
-            stored = masked_copy(event) if event.flags.get("mask") else event
-            await self.sent.add([SentMark(event, row.attempts + 1, message_id, stored)])
-            return
-        except Exception as exc:
-            # Failed by itself (the group commit splits a failed batch): the others are recorded.
-            self.metrics.inc("bp_events_sent_mark_failed_total")
-            log.error("bot %s: event %s was delivered but could not be recorded as sent (%s); recording its "
-                      "status without history", event.botId, event.id,
-                      describe_error(exc, masked=bool(event.flags.get("mask"))))
-        # Without this the event stays pending, and the next start would send it again.
-        await self._record_outgoing(event, "its sent status", self.storage.outbox_update(
-            event.id, status="sent", attempts=row.attempts + 1, channel_message_id=message_id))
-        await self._record_outgoing(event, "its masked form", self._redact_if_masked(event))
-
-    async def _record_outgoing(self, event: IOEvent, what: str, write: Awaitable[Any]) -> bool:
-        """Await a storage write about an outgoing event; a failure is logged, not raised (the
-        event then stays as last stored: a pending one is sent after the next start)."""
-        try:
-            await write
-            return True
-        except Exception as exc:
-            log.error("bot %s: could not store %s for outgoing event %s: %s", event.botId, what, event.id,
-                      describe_error(exc, masked=bool(event.flags.get("mask"))))
-            return False
-
-    async def _run_outgoing(self, event: IOEvent, bot: MountedBot) -> str | None:
-        """Outgoing middleware, then the ``on_outgoing`` of the module that sends the event's channel."""
-        contexts = bot.contexts
-        for module, mw in self.middleware_out:
-            ctx = contexts.get(module)
-            if ctx is not None and await maybe_await(mw.handler(event, ctx)) is False:
-                raise _Dropped(f"dropped by middleware {mw.name}")
-        senders = self.loader.senders_of(event.channel)
-        for name in senders:
-            ctx = contexts.get(name)
-            if ctx is None:
-                continue
-            for result in await self.loader.call(name, "on_outgoing", event=event, bot=ctx):
-                if result:
-                    return event.flags.get("channelMessageId")
-            if name == self.loader.channel_senders.get(event.channel):
-                raise DeliveryError(f"module {name} sends channel {event.channel!r} but did not send this event "
-                                    "(its on_outgoing returned no true value)", permanent=True)
-        # Permanent: retrying for an hour would hold every later reply of the conversation.
-        raise DeliveryError(f"no mounted module sends on channel {event.channel!r} for bot {event.botId} "
-                            "(is the channel module on for this bot? see GET /status)", permanent=True)
-
-    async def _schedule_retry(self, row: OutboxRow, error: str, retry_after: float | None) -> None:
-        row.attempts += 1
-        delay = retry_after if retry_after is not None else min(
-            RETRY_MAX_SECONDS, RETRY_BASE_SECONDS * 2 ** (row.attempts - 1))
-        delay *= random.uniform(0.8, 1.2)  # jitter: conversations that failed together retry apart
-        row.next_attempt_at = int((time.time() + delay) * 1000)
-        self.metrics.inc("bp_events_send_retried_total")
-        log.warning("bot %s: send of %s failed (attempt %d), retrying in %.1fs: %s",
-                    row.event.botId, row.event.id, row.attempts, delay, error)
-        # Not stored: the retry happens all the same, only a restart would not know its schedule.
-        await self._record_outgoing(row.event, "its retry schedule", self.storage.outbox_update(
-            row.event.id, status="pending", attempts=row.attempts, next_attempt_at=row.next_attempt_at, error=error))
-
-    async def _fail(self, row: OutboxRow, error: str) -> None:
-        self.metrics.inc("bp_events_send_failed_total")
-        log.error("bot %s: send of %s failed permanently: %s", row.event.botId, row.event.id, error)
-        self.feed.publish(row.event, "failed")
-        if await self._record_outgoing(row.event, "its failure", self.storage.outbox_update(
-                row.event.id, status="failed", attempts=row.attempts + 1, error=error)):
-            self._count_failed(row.event.botId, "outgoing")
-        await self._record_outgoing(row.event, "its masked form", self._redact_if_masked(row.event))
-
-    async def _redact_if_masked(self, event: IOEvent) -> IOEvent:
-        """Once an outgoing event is finished (sent or failed), keep only its masked form if asked to."""
-        if not event.flags.get("mask"):
-            return event
-        masked = masked_copy(event)
-        await self.storage.outbox_redact(masked)
-        return masked
-
     # -- shutdown ----------------------------------------------------------------------------------
     async def drain(self, timeout: float) -> bool:
         """Stop accepting, finish queued work up to ``timeout``; the rest is replayed next start."""
@@ -503,7 +364,3 @@ class EventPipeline(IncomingProcessing):
         await self.sent.close()
         await self.inbox.close()
         return ok
-
-
-class _Dropped(Exception):
-    pass

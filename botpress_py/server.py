@@ -95,6 +95,7 @@ class BotpressServer:
         # Set when a module asks the server to stop (server.request_stop); the CLI stops it then.
         self.stop_requested = asyncio.Event()
         self.stop_reason = ""
+        self.stop_status = 0  # the exit status the module asked for (botpress-py start exits with it)
         self.env = dict(os.environ if env is None else env)
         if port is not None:
             self.env["PORT"] = str(port)
@@ -274,11 +275,12 @@ class BotpressServer:
         app.router.add_route("*", "/{tail:.*}", site.dispatch)
         return app
 
-    def request_stop(self, reason: str) -> None:
-        """Ask whoever runs this server (the CLI) to stop it cleanly, as Ctrl+C would."""
+    def request_stop(self, reason: str, status: int = 0) -> None:
+        """Ask whoever runs this server (the CLI) to stop it cleanly, as Ctrl+C would, then exit with ``status``."""
         if not self.stop_requested.is_set():
             self.stop_reason = reason
-            log.info("stop requested: %s", reason)
+            self.stop_status = status
+            log.info("stop requested: %s%s", reason, f" (exit status {status})" if status else "")
             self.stop_requested.set()
 
     def _report_module_problem(self, module: str, problem: str) -> None:

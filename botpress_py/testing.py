@@ -7,16 +7,18 @@ Part of the package (not tests/) so module tests beside each module can use it t
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 from .server import BotpressServer
 
-__all__ = ["BotpressServer", "base_env", "make_bot", "run_cli", "run_server", "wait_for", "write_json"]
+__all__ = ["BotpressServer", "base_env", "make_bot", "parse_cli", "run_cli", "run_server", "send_retry_backoff",
+           "wait_for", "write_json"]
 
 
 def run_cli(argv: list[str]) -> int:
@@ -24,6 +26,15 @@ def run_cli(argv: list[str]) -> int:
     from .cli import main  # the command line loads modules: only when a test runs a verb
 
     return main(argv)
+
+
+def parse_cli(argv: list[str]) -> argparse.Namespace:
+    """The options ``botpress-py <argv>`` would run with, without running it (the verbs and options of the
+    modules found through ``--data`` or ``BP_DATA_PATH`` included). An unknown verb or option raises
+    SystemExit(2), with argparse's message on stderr: a test that a documented command exists as written."""
+    from .cli import _modules_for_cli, build_parser
+
+    return build_parser(_modules_for_cli(argv)).parse_args(argv)
 
 
 def write_json(path: Path, data: Any) -> Path:
@@ -76,6 +87,23 @@ async def run_server(data_dir: Path, env: Mapping[str, str] | None = None, *,
         yield server
     finally:
         await server.stop()
+
+
+@contextlib.contextmanager
+def send_retry_backoff(first_seconds: float) -> Iterator[None]:
+    """Within the block, a failed send of any server in this process is retried after ``first_seconds``
+    (doubled for each attempt after) instead of 1 s: a test of an outage need not last minutes.
+
+    Delays already scheduled keep theirs; nested blocks restore the outer value on exit.
+    """
+    from . import delivery
+
+    saved = delivery.RETRY_BASE_SECONDS
+    delivery.RETRY_BASE_SECONDS = first_seconds
+    try:
+        yield
+    finally:
+        delivery.RETRY_BASE_SECONDS = saved
 
 
 async def wait_for(predicate: Callable[[], Any], timeout: float = 5.0, interval: float = 0.02) -> Any:

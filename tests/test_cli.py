@@ -179,9 +179,12 @@ def test_check_counts_agree_with_their_nouns(data_dir: Path, capsys: Any) -> Non
 
 
 def test_a_port_in_use_is_named_with_how_to_pick_another_and_no_stopped_line(
-        data_dir: Path, capsys: Any, caplog: Any) -> None:
+        data_dir: Path, capsys: Any, caplog: Any, monkeypatch: Any) -> None:
     import logging
 
+    # The test's own storage (SQLite in its data folder), never a database other runs share: the start must
+    # get as far as binding the port whatever that database holds.
+    monkeypatch.delenv("DATABASE_URL", raising=False)
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen(1)

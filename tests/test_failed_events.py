@@ -157,6 +157,11 @@ async def test_a_processing_failure_that_passes_is_retried_and_the_event_answere
         await post_in(s, srv, "u1", "refuse me")
         await post_in(s, srv, "u1", "queued behind it")
         await wait_for(lambda: srv.metrics.counters["bp_events_retried_total"] >= 1, 10)
+
+        async def attempt_counted() -> bool:  # the retry is counted, then its attempt stored
+            return (await db.inbox("u1"))[0][2] >= 1
+
+        await wait_for(attempt_counted, 10)
         assert texts(echo, "u1") == []  # the conversation waits while its event is retried
         [status, error, attempts] = (await db.inbox("u1"))[0]
         assert status == "pending" and attempts >= 1 and "history refused (injected fault)" in (error or "")

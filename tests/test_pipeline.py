@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,7 @@ import pytest
 
 from botpress_py.events import DeliveryError, IOEvent
 from botpress_py.storage import open_storage
-from botpress_py.testing import make_bot, run_server, wait_for
+from botpress_py.testing import make_bot, run_server, send_retry_backoff, wait_for
 
 
 async def say(s: aiohttp.ClientSession, srv: Any, bot: str, user: str, text: str, **extra: Any) -> int:
@@ -72,11 +73,14 @@ async def test_middleware_drops_and_silent_events_are_not_answered(data_dir: Pat
         assert [h for h, b in echo.CALLS].count("on_incoming") == 2  # neither dropped nor silent ran
 
 
-async def test_transient_failures_retry_in_order_permanent_recorded(data_dir: Path, env: dict, echo: Any,
-                                                                   monkeypatch: Any) -> None:
-    import botpress_py.pipeline as pipeline
+@pytest.fixture
+def quick_send_retries() -> Iterator[None]:
+    with send_retry_backoff(0.01):
+        yield
 
-    monkeypatch.setattr(pipeline, "RETRY_BASE_SECONDS", 0.01)
+
+async def test_transient_failures_retry_in_order_permanent_recorded(data_dir: Path, env: dict, echo: Any,
+                                                                   quick_send_retries: None) -> None:
     make_bot(data_dir, "alpha")
     echo.FAIL_NEXT_SENDS.extend([DeliveryError("busy"), DeliveryError("busy again", retry_after=0.01)])
     async with run_server(data_dir, env, modules=["echo"]) as srv, aiohttp.ClientSession() as s:
@@ -152,32 +156,30 @@ async def test_replies_sent_after_processing_go_straight_to_the_outbox(data_dir:
 
 
 async def test_shutdown_leaves_waiting_work_stored_and_next_start_finishes_it(
-        data_dir: Path, env: dict, echo: Any, monkeypatch: Any) -> None:
+        data_dir: Path, env: dict, echo: Any) -> None:
     """A send waiting for its retry and an event waiting for a disabled bot do not hold up the
     shutdown; both are done after the next start."""
-    import botpress_py.pipeline as pipeline
-
-    monkeypatch.setattr(pipeline, "RETRY_BASE_SECONDS", 3600.0)  # the retry would be far away
     make_bot(data_dir, "alpha")
     make_bot(data_dir, "beta")
     echo.FAIL_NEXT_SENDS.append(DeliveryError("graph is down"))
     loop = asyncio.get_running_loop()
-    async with run_server(data_dir, env, modules=["echo"]) as srv, aiohttp.ClientSession() as s:
-        await say(s, srv, "alpha", "u1", "first")
-        await wait_for(lambda: srv.metrics.counters["bp_events_send_retried_total"] == 1)
-        beta = srv.registry.records["beta"].contexts["echo"]
-        await srv.registry.set_disabled("beta", True)
-        await beta.receive([IOEvent(type="text", channel="test", direction="incoming", botId="beta",
-                                    target="u2", threadId="t", payload={"text": "while off"})])
-        stopping = loop.time()
+    with send_retry_backoff(3600.0):  # the retry would be far away
+        async with run_server(data_dir, env, modules=["echo"]) as srv, aiohttp.ClientSession() as s:
+            await say(s, srv, "alpha", "u1", "first")
+            await wait_for(lambda: srv.metrics.counters["bp_events_send_retried_total"] == 1)
+            beta = srv.registry.records["beta"].contexts["echo"]
+            await srv.registry.set_disabled("beta", True)
+            await beta.receive([IOEvent(type="text", channel="test", direction="incoming", botId="beta",
+                                        target="u2", threadId="t", payload={"text": "while off"})])
+            stopping = loop.time()
     assert loop.time() - stopping < 3  # neither the hour-long backoff nor the disabled bot held it
     assert echo.SENT == []
     make_bot(data_dir, "beta")  # enabled again
-    monkeypatch.setattr(pipeline, "RETRY_BASE_SECONDS", 0.01)
-    async with run_server(data_dir, env, modules=["echo"]) as srv:
-        # the stored retry keeps its schedule, so bring it forward as an operator's retry would
-        await wait_for(lambda: texts(echo, "u2") == ["echo: while off"])
-        assert [r.event.payload["text"] for r in await srv.storage.outbox_pending()] == ["echo: first"]
+    with send_retry_backoff(0.01):
+        async with run_server(data_dir, env, modules=["echo"]) as srv:
+            await wait_for(lambda: texts(echo, "u2") == ["echo: while off"])
+            # the stored retry keeps its schedule (an hour away): only an operator's retry brings it forward
+            assert [r.event.payload["text"] for r in await srv.storage.outbox_pending()] == ["echo: first"]
 
 
 async def test_retention_purges_processed_rows_in_the_background(data_dir: Path, env: dict, echo: Any) -> None:

@@ -1,4 +1,5 @@
-"""What a fresh clone must keep out of version control: secrets written at run time."""
+"""What a fresh clone must keep out of version control: secrets, storage, logs and tool state written at run
+time."""
 
 from __future__ import annotations
 
@@ -30,6 +31,15 @@ def ignored(path: str) -> bool:
     "data/storage/core.sqlite",
 ])
 def test_secrets_written_at_run_time_are_ignored(path: str) -> None:
+    assert ignored(path)
+
+
+@pytest.mark.parametrize("path", [
+    "data/logs/start-emulator.log",  # start --emulator's server log
+    "data/logs/any-other.log",
+    "data/emulator/page-profiles.json",  # the Messenger emulator's Pages, kept from one run to the next
+])
+def test_logs_and_tool_state_written_at_run_time_are_ignored(path: str) -> None:
     assert ignored(path)
 
 

@@ -43,6 +43,34 @@ def test_hook_register_start_options_reach_server_options_and_a_module_can_stop_
     assert "--echo-stop-when-ready" in help_text.stdout
 
 
+def test_a_module_that_asks_the_server_to_stop_with_a_status_makes_start_exit_with_it(data_dir: Path) -> None:
+    """``server.request_stop(reason, status=3)``: ``botpress-py start`` stops cleanly and exits 3, so that a
+    script sees the module's refusal; the log says which status was asked for."""
+    _echo_only(data_dir)
+    make_bot(data_dir, "alpha")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BP_") and k != "DATABASE_URL"}
+    env["BP_MODULES_PATH"] = str(FIXTURE_MODULES)
+    done = subprocess.run([sys.executable, "-m", "botpress_py", "start", "--data", str(data_dir), "--port", "0",
+                           "--host", "127.0.0.1", "--echo-stop-when-ready", "--echo-stop-status", "3"],
+                          env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 3, done.stderr
+    assert "stop requested: module echo: --echo-stop-when-ready was given (exit status 3)" in done.stderr
+    assert "botpress-py stopped" in done.stderr and "Traceback" not in done.stderr
+
+
+async def test_request_stop_refuses_a_status_that_is_not_an_exit_status(data_dir: Path, env: dict,
+                                                                        echo: Any) -> None:
+    async with run_server(data_dir, env, modules=["echo"]) as srv:
+        server = srv.module_contexts["echo"]
+        for bad in (256, -1, True, "1", 1.0):
+            with pytest.raises(ValueError, match=r"request_stop: status must be an integer from 0 to 255, not "):
+                server.request_stop("bad status", status=bad)  # type: ignore[arg-type]
+        assert not srv.stop_requested.is_set()
+        server.request_stop("a refusal", status=2)
+        server.request_stop("too late", status=0)  # the first request counts
+        assert (srv.stop_reason, srv.stop_status) == ("module echo: a refusal", 2)
+
+
 def test_ctrl_c_in_a_module_verb_ends_it_quietly(data_dir: Path, capsys: Any, monkeypatch: Any) -> None:
     monkeypatch.setenv("BP_MODULES_PATH", str(FIXTURE_MODULES))
     monkeypatch.setenv("BP_DATA_PATH", str(data_dir))

@@ -1,4 +1,10 @@
-"""The PostgreSQL backend (``DATABASE_URL=postgresql://...``), on an asyncpg connection pool."""
+"""The PostgreSQL backend (``DATABASE_URL=postgresql://...``), on an asyncpg connection pool.
+
+This file holds the pool, the transactions and the calls of ``Storage`` on the path of events;
+beside it: the statement helpers and row mapping (postgres_statements.py), the read before each
+event's bot logic (postgres_context.py), failed events (postgres_failed.py), the purge and a
+user's erase (postgres_maintenance.py).
+"""
 
 from __future__ import annotations
 
@@ -20,18 +26,15 @@ from .base import (
     PendingEvent,
     SentMark,
     Storage,
-    StorageUnavailable,
 )
 from .common import (
     ERROR_FOR_ROW,
     INBOX_DONE_STATUSES,
     OUTBOX_STATUSES,
-    error_from_stored,
     event_from_stored,
     event_json,
     first_occurrences,
     history_query,
-    message_params,
     new_contact_id,
     outgoing_encodings,
     readable_rows,
@@ -47,21 +50,28 @@ from .errors import POSTGRES_NOT_NOW, postgres_unavailable
 from .migrations import POSTGRES_MIGRATIONS, SCHEMA_MIGRATIONS_TABLE, Migration, missing_migrations
 from .postgres_context import PostgresIncomingContext
 from .postgres_failed import PostgresFailedEvents
+from .postgres_maintenance import PostgresMaintenance
 from .postgres_media import PostgresMedia
+from .postgres_statements import (
+    MAINTENANCE_SECONDS,
+    OUTBOX_COLUMNS,
+    allow_long_statements,
+    insert_outbox,
+    mark_inbox,
+    outbox_row,
+    quote_ident,
+    record_message,
+    take_seqs,
+)
 
 log = logging.getLogger("botpress_py.storage")
 
 # Any constant works: it only has to be the same for every botpress-py migrating this database.
 _MIGRATION_LOCK = 0x62707079  # "bpy"
-# The tables an erase deletes from, vacuumed after it; and how long that VACUUM may take.
-_ERASED_TABLES = ("users", "conversations", "messages", "inbox", "outbox", "contacts", "media")
-_ERASE_VACUUM_SECONDS = 30.0
-# Migrations and the purge may rightly take long on a big database (an index build, a day of rows):
-# they are not bounded by storage.queryTimeout, only by this.
-_MAINTENANCE_SECONDS = 3600.0
 
 
-class PostgresStorage(PostgresFailedEvents, PostgresConversationList, PostgresIncomingContext, PostgresMedia,
+class PostgresStorage(PostgresFailedEvents, PostgresMaintenance, PostgresConversationList, PostgresIncomingContext,
+                      PostgresMedia,
                       Storage):
     """Storage in PostgreSQL, optionally inside its own ``schema`` (created when missing).
 
@@ -180,11 +190,11 @@ class PostgresStorage(PostgresFailedEvents, PostgresConversationList, PostgresIn
         async with self._connection() as conn:
             while True:
                 async with conn.transaction():
-                    await _allow_long_statements(conn)
+                    await allow_long_statements(conn)
                     # The advisory lock (released at commit) serialises servers migrating the same
                     # database; reading the version after taking it sees their work.
                     await conn.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK,
-                                       timeout=_MAINTENANCE_SECONDS)
+                                       timeout=MAINTENANCE_SECONDS)
                     await conn.execute(SCHEMA_MIGRATIONS_TABLE["postgres"])
                     current = await conn.fetchval("SELECT COALESCE(MAX(version), 0) FROM schema_migrations")
                     todo = missing_migrations(self.migrations, int(current))
@@ -192,7 +202,7 @@ class PostgresStorage(PostgresFailedEvents, PostgresConversationList, PostgresIn
                         return
                     migration = todo[0]
                     for statement in migration.statements:
-                        await conn.execute(statement, timeout=_MAINTENANCE_SECONDS)
+                        await conn.execute(statement, timeout=MAINTENANCE_SECONDS)
                     await conn.execute(
                         "INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)",
                         migration.version,
@@ -230,7 +240,7 @@ class PostgresStorage(PostgresFailedEvents, PostgresConversationList, PostgresIn
         firsts = first_occurrences(events)
         fresh = [e for e, first in zip(events, firsts, strict=True) if first]
         async with self._transaction() as conn:
-            seqs = await _take_seqs(conn, "inbox", len(fresh))
+            seqs = await take_seqs(conn, "inbox", len(fresh))
             # ON CONFLICT DO NOTHING without a target covers both unique keys: the event id and
             # the (bot, channel, dedupe_key) partial index. RETURNING names the rows that went in.
             rows = await conn.fetch(
@@ -281,14 +291,14 @@ class PostgresStorage(PostgresFailedEvents, PostgresConversationList, PostgresIn
         now = self._clock()
         async with self._transaction() as conn:
             for completion in completions:
-                await _mark_inbox(conn, [completion.event_id], completion.status,
+                await mark_inbox(conn, [completion.event_id], completion.status,
                                   stored_error(completion.error, self.cipher), now)
                 if completion.redacted is not None:
                     await conn.execute("UPDATE inbox SET event = $2 WHERE event_id = $1",
                                        completion.event_id, event_json(completion.redacted))
                 if completion.message is not None:
-                    await _record_message(conn, completion.message, None)
-            seqs = await _insert_outbox(conn, [e for c in completions for e in c.outgoing], now, self.cipher,
+                    await record_message(conn, completion.message, None)
+            seqs = await insert_outbox(conn, [e for c in completions for e in c.outgoing], now, self.cipher,
                                         outgoing_encodings(completions))
         return split_by_sizes(seqs, [len(c.outgoing) for c in completions])
 
@@ -297,17 +307,17 @@ class PostgresStorage(PostgresFailedEvents, PostgresConversationList, PostgresIn
         if not events:
             return []
         async with self._transaction() as conn:
-            return await _insert_outbox(conn, events, self._clock(), self.cipher, encoded)
+            return await insert_outbox(conn, events, self._clock(), self.cipher, encoded)
 
     async def outbox_pending(self, limit: int = 1000, after_seq: int = 0) -> list[OutboxRow]:
         rows = await self._fetch(
-            f"SELECT {_OUTBOX_COLUMNS} FROM outbox WHERE status = 'pending' AND seq > $1 ORDER BY seq LIMIT $2",
+            f"SELECT {OUTBOX_COLUMNS} FROM outbox WHERE status = 'pending' AND seq > $1 ORDER BY seq LIMIT $2",
             after_seq,
             limit,
         )
         good, unreadable = readable_rows([(row["event_id"], row["event"], row) for row in rows], self.cipher)
         await self._fail_unreadable("outbox", unreadable)
-        return [_outbox_row(event, row, self.cipher) for event, row in good]
+        return [outbox_row(event, row, self.cipher) for event, row in good]
 
     async def outbox_update(
         self,
@@ -336,10 +346,10 @@ class PostgresStorage(PostgresFailedEvents, PostgresConversationList, PostgresIn
         )
 
     async def outbox_get(self, event_id: str) -> OutboxRow | None:
-        rows = await self._fetch(f"SELECT {_OUTBOX_COLUMNS} FROM outbox WHERE event_id = $1", event_id)
+        rows = await self._fetch(f"SELECT {OUTBOX_COLUMNS} FROM outbox WHERE event_id = $1", event_id)
         if not rows:
             return None
-        return _outbox_row(event_from_stored(rows[0]["event"], self.cipher), rows[0], self.cipher)
+        return outbox_row(event_from_stored(rows[0]["event"], self.cipher), rows[0], self.cipher)
 
     async def outbox_sent_many(self, marks: list[SentMark]) -> list[None]:
         if not marks:
@@ -354,7 +364,7 @@ class PostgresStorage(PostgresFailedEvents, PostgresConversationList, PostgresIn
                     " event = CASE WHEN $5 THEN $6 ELSE event END WHERE event_id = $1",
                     mark.event.id, mark.attempts, mark.channel_message_id, now, stored is not mark.event,
                     event_json(stored) if stored is not mark.event else None)
-                await _record_message(conn, stored, mark.channel_message_id)
+                await record_message(conn, stored, mark.channel_message_id)
         return [None] * len(marks)
 
     async def outbox_redact(self, event: IOEvent) -> None:
@@ -434,7 +444,7 @@ class PostgresStorage(PostgresFailedEvents, PostgresConversationList, PostgresIn
 
     async def message_record(self, event: IOEvent, channel_message_id: str | None = None) -> None:
         async with self._transaction() as conn:
-            await _record_message(conn, event, channel_message_id)
+            await record_message(conn, event, channel_message_id)
 
     async def messages_for(self, bot_id: str, channel: str, user_id: str, limit: int = 100, *,
                            thread_id: str | None = None, after_seq: int | None = None,
@@ -446,167 +456,4 @@ class PostgresStorage(PostgresFailedEvents, PostgresConversationList, PostgresIn
         return [{**json.loads(row["event"]), "channelMessageId": row["channel_message_id"], "seq": row["seq"]}
                 for row in ordered]
 
-    async def erase_user(self, bot_id: str, channel: str, user_id: str) -> dict[str, int]:
-        counts: dict[str, int] = {}
-        async with self._transaction() as conn:
-            for table in _ERASED_TABLES:
-                status = await conn.execute(
-                    f"DELETE FROM {table} WHERE bot_id = $1 AND channel = $2 AND user_id = $3",
-                    bot_id,
-                    channel,
-                    user_id,
-                )
-                counts[table] = _row_count(status)
-        await self._vacuum_after_erase()
-        return counts
-
-    async def _vacuum_after_erase(self) -> None:
-        """VACUUM the tables an erase deleted from (outside a transaction: VACUUM refuses to run in one).
-
-        Deleted rows stay in the table files until VACUUM; after it their space is free for reuse,
-        but PostgreSQL does not zero it, and its WAL and backups keep them longer (docs/storage.md).
-        """
-        try:
-            async with self._connection() as conn:
-                await conn.execute(f"SET statement_timeout = {int(_ERASE_VACUUM_SECONDS * 1000)}")
-                await conn.execute("VACUUM " + ", ".join(_ERASED_TABLES), timeout=_ERASE_VACUUM_SECONDS + 1)
-        except (StorageUnavailable, asyncpg.PostgresError) as exc:
-            # The erase itself is committed; autovacuum gets to the tables later.
-            log.warning("VACUUM after a user erase did not finish (%s); autovacuum will reclaim the rows later", exc)
-
-    async def _fail_unreadable(self, table: str, unreadable: list[tuple[str, str]]) -> None:
-        """See SQLiteStorage._fail_unreadable: rows written with another storage key fail, with the reason."""
-        if not unreadable:
-            return
-        log.error("%d stored %s event(s) cannot be decrypted and are marked failed: %s", len(unreadable), table,
-                  unreadable[0][1])
-        status, at = ("failed", "processed_at") if table == "inbox" else ("failed", "updated_at")
-        async with self._transaction() as conn:
-            await conn.executemany(f"UPDATE {table} SET status = '{status}', error = $2, {at} = $3 WHERE event_id = $1",
-                                   [(event_id, reason, self._clock()) for event_id, reason in unreadable])
-
-    async def purge(self, *, processed_before: int, messages_before: int,
-                    failed_before: int | None = None, media_before: int | None = None) -> dict[str, int]:
-        failed_before = processed_before if failed_before is None else failed_before
-        # Finished rows are kept for storage.retention.events; failed and discarded ones for .failed.
-        statements = [
-            ("inbox", "DELETE FROM inbox WHERE status IN ('done', 'dropped', 'error') AND processed_at < $1",
-             processed_before),
-            ("inbox", "DELETE FROM inbox WHERE status IN ('failed', 'discarded') AND processed_at < $1",
-             failed_before),
-            ("outbox", "DELETE FROM outbox WHERE status IN ('sent', 'dropped') AND updated_at < $1", processed_before),
-            ("outbox", "DELETE FROM outbox WHERE status IN ('failed', 'discarded') AND updated_at < $1",
-             failed_before),
-            ("messages", "DELETE FROM messages WHERE created_at < $1", messages_before),
-        ]
-        counts: dict[str, int] = {"inbox": 0, "outbox": 0, "messages": 0}
-        async with self._transaction() as conn:
-            await _allow_long_statements(conn)
-            for table, sql, before in statements:
-                counts[table] += _row_count(await conn.execute(sql, before, timeout=_MAINTENANCE_SECONDS))
-        if media_before is not None:
-            counts["media"] = await self._purge_media(media_before)
-        return counts
-
-
-_OUTBOX_COLUMNS = "seq, event_id, event, attempts, next_attempt_at, status, error"
-
-
-async def _allow_long_statements(conn: asyncpg.Connection) -> None:
-    """Lift storage.queryTimeout for the rest of this transaction (maintenance work, not a request's)."""
-    bound = int(_MAINTENANCE_SECONDS * 1000)
-    await conn.execute(f"SET LOCAL statement_timeout = {bound}; SET LOCAL lock_timeout = {bound}")
-
-
-async def _take_seqs(conn: asyncpg.Connection, table: str, count: int) -> list[int]:
-    """``count`` numbers from the table's seq sequence, ascending.
-
-    Taken up front and assigned in list order because PostgreSQL does not promise that a
-    multi-row INSERT draws defaults in the order of its input: seq order is processing order.
-    """
-    if count == 0:
-        return []
-    rows = await conn.fetch(
-        "SELECT nextval(pg_get_serial_sequence($1, 'seq')) AS seq FROM generate_series(1, $2)", table, count
-    )
-    return sorted(int(row["seq"]) for row in rows)
-
-
-def _outbox_row(event: IOEvent, row: asyncpg.Record, cipher: EventCipher) -> OutboxRow:
-    return OutboxRow(
-        seq=int(row["seq"]),
-        event=event,
-        attempts=int(row["attempts"]),
-        next_attempt_at=int(row["next_attempt_at"]),
-        status=row["status"],
-        error=error_from_stored(row["error"], cipher),
-    )
-
-
-def _row_count(status: str) -> int:
-    # asyncpg returns the command tag, e.g. "DELETE 3".
-    return int(status.rsplit(" ", 1)[-1])
-
-
-def quote_ident(name: str) -> str:
-    """A PostgreSQL identifier quoted as-is (so ``schema`` keeps its case and any character)."""
-    if not name or "\x00" in name:
-        raise ValueError("a PostgreSQL schema name must be non-empty text without NUL characters")
-    return '"' + name.replace('"', '""') + '"'
-
-
-async def _mark_inbox(conn: asyncpg.Connection, event_ids: list[str], status: str,
-                      errors: tuple[str | None, str | None], now: int) -> None:
-    clear, encrypted = errors
-    await conn.execute(
-        "UPDATE inbox SET status = $2, error = " + ERROR_FOR_ROW.format(encrypted="$5::text", clear="$3::text")
-        + ", processed_at = $4 WHERE event_id = ANY($1::text[])",
-        event_ids,
-        status,
-        clear,
-        now,
-        encrypted,
-    )
-
-
-async def _insert_outbox(conn: asyncpg.Connection, events: list[IOEvent], now: int, cipher: EventCipher,
-                         encoded: list[str] | None = None) -> list[int]:
-    if not events:
-        return []
-    texts = encoded if encoded is not None and len(encoded) == len(events) else [event_json(e) for e in events]
-    seqs = await _take_seqs(conn, "outbox", len(events))
-    await conn.execute(
-        "INSERT INTO outbox (seq, event_id, bot_id, channel, thread_id, user_id, event, created_at,"
-        " updated_at) SELECT s, i, b, c, t, u, e, $8, $8 FROM unnest($1::bigint[], $2::text[],"
-        " $3::text[], $4::text[], $5::text[], $6::text[], $7::text[]) AS r(s, i, b, c, t, u, e)",
-        seqs,
-        [e.id for e in events],
-        [e.botId for e in events],
-        [e.channel for e in events],
-        [e.threadId for e in events],
-        [e.target for e in events],
-        [stored_event(e, cipher, text) for e, text in zip(events, texts, strict=True)],
-        now,
-    )
-    return seqs
-
-
-async def _record_message(conn: asyncpg.Connection, event: IOEvent, channel_message_id: str | None) -> None:
-    await conn.execute(
-        "INSERT INTO messages (event_id, bot_id, channel, thread_id, user_id, direction, type, event,"
-        " preview, channel_message_id, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
-        " ON CONFLICT (event_id) DO UPDATE SET"
-        " channel_message_id = COALESCE(excluded.channel_message_id, messages.channel_message_id)",
-        *message_params(event, channel_message_id),
-    )
-    await conn.execute(
-        "INSERT INTO conversations (bot_id, channel, user_id, thread_id, created_at, last_event_at)"
-        " VALUES ($1, $2, $3, $4, $5, $5) ON CONFLICT (bot_id, channel, user_id, thread_id) DO UPDATE SET"
-        " last_event_at = GREATEST(conversations.last_event_at, excluded.last_event_at)",
-        event.botId,
-        event.channel,
-        event.target,
-        event.threadId or "",
-        event.createdOn,
-    )
 

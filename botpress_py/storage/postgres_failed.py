@@ -1,13 +1,15 @@
 """PostgresStorage's calls for failed events (retries and the dead-letter state); see ``Storage``.
 
 Apart from postgres.py so that each file keeps to one concern. Every call here is rare (a
-processing failure, an operator's listing, retry or discard): none is on the path of an event
-that goes well.
+processing failure, a stored row that cannot be decrypted, an operator's listing, retry or
+discard): none is on the path of an event that goes well.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Any
 
 import asyncpg
@@ -17,6 +19,8 @@ from .base import Direction, FailedEvent, StorageUnavailable
 from .common import ERROR_FOR_ROW, stored_error, stored_event
 from .crypto import EventCipher
 from .failed_rows import FAILED_COLUMNS, failed_event
+
+log = logging.getLogger("botpress_py.storage")
 
 _TABLES: dict[str, tuple[str, str]] = {  # direction -> (table, column of when it finished)
     "incoming": ("inbox", "processed_at"),
@@ -55,6 +59,8 @@ class PostgresFailedEvents:
 
         async def _fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]: ...
 
+        def _transaction(self) -> AbstractAsyncContextManager[asyncpg.Connection]: ...
+
     async def inbox_add_failed(self, event: IOEvent, error: str) -> bool:
         now = self._clock()
         rows = await self._fetch(
@@ -85,6 +91,17 @@ class PostgresFailedEvents:
             " SELECT bot_id, COUNT(*) AS n FROM failed GROUP BY bot_id", max_attempts,
             *stored_error(error, self.cipher), self._clock())
         return {row["bot_id"]: int(row["n"]) for row in rows}
+
+    async def _fail_unreadable(self, table: str, unreadable: list[tuple[str, str]]) -> None:
+        """See SQLiteFailedEvents._fail_unreadable: rows written with another storage key fail, with the reason."""
+        if not unreadable:
+            return
+        log.error("%d stored %s event(s) cannot be decrypted and are marked failed: %s", len(unreadable), table,
+                  unreadable[0][1])
+        status, at = ("failed", "processed_at") if table == "inbox" else ("failed", "updated_at")
+        async with self._transaction() as conn:
+            await conn.executemany(f"UPDATE {table} SET status = '{status}', error = $2, {at} = $3 WHERE event_id = $1",
+                                   [(event_id, reason, self._clock()) for event_id, reason in unreadable])
 
     async def failed_events(self, direction: Direction, *, bot_id: str | None = None, after_seq: int = 0,
                             limit: int = 100) -> list[FailedEvent]:

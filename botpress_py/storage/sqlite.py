@@ -1,4 +1,9 @@
-"""The embedded default backend: one SQLite file, driven from dedicated threads (sqlite_threads.py)."""
+"""The embedded default backend: one SQLite file, driven from dedicated threads (sqlite_threads.py).
+
+This file holds the connection, the transactions and the calls of ``Storage`` on the path of
+events; beside it: the SQL texts and statement helpers (sqlite_statements.py), failed events
+(sqlite_failed.py), the purge and a user's erase (sqlite_maintenance.py).
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,7 @@ import json
 import logging
 import os
 import sqlite3
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
@@ -29,12 +34,10 @@ from .common import (
     INBOX_DONE_STATUSES,
     OUTBOX_STATUSES,
     chunks,
-    error_from_stored,
     event_from_stored,
     event_json,
     first_occurrences,
     history_query,
-    message_params,
     new_contact_id,
     outgoing_encodings,
     readable_rows,
@@ -49,26 +52,40 @@ from .crypto import EventCipher
 from .errors import sqlite_unavailable
 from .migrations import SCHEMA_MIGRATIONS_TABLE, SQLITE_MIGRATIONS, Migration, missing_migrations
 from .sqlite_failed import SQLiteFailedEvents
+from .sqlite_maintenance import SQLiteMaintenance
 from .sqlite_media import SQLiteMedia
+from .sqlite_statements import (
+    CONTACT_SQL,
+    KV_UPSERT,
+    LAST_EVENT_SQL,
+    OUTBOX_COLUMNS,
+    ROWS_PER_INSERT,
+    USER_SQL,
+    Db,
+    contact_members,
+    current_version,
+    flatten,
+    insert_outbox,
+    mark_inbox,
+    outbox_row,
+    placeholders,
+    question_marks,
+    record_message,
+    run_for_effect,
+    user_dict,
+)
 from .sqlite_threads import NORMAL, URGENT, Checkpointer, PriorityWriter, run_transaction
 
 log = logging.getLogger("botpress_py.storage")
 
-# Rows per multi-row INSERT: 100 rows of at most 9 parameters stay under the 999 bound
-# variables of older SQLite builds.
-_ROWS_PER_INSERT = 100
-_IDS_PER_STATEMENT = 500
 # How long a checkpoint waits for the write lock or for readers before it gives up and retries
 # later: a TRUNCATE checkpoint holds off writers (webhook commits) while it waits.
 _CHECKPOINT_BUSY_MS = 10
-# How long an erase waits for the WAL to be truncated before it returns (the retries go on after).
-_ERASE_TRUNCATE_WAIT = 10.0
 
 T = TypeVar("T")
-Db = sqlite3.Connection
 
 
-class SQLiteStorage(SQLiteFailedEvents, SQLiteConversationList, SQLiteMedia, Storage):
+class SQLiteStorage(SQLiteFailedEvents, SQLiteMaintenance, SQLiteConversationList, SQLiteMedia, Storage):
     """Storage in one SQLite file (WAL mode); the event loop's thread never runs SQLite.
 
     Every transaction is one function handed to the writer thread (one hand-off per transaction;
@@ -226,7 +243,7 @@ class SQLiteStorage(SQLiteFailedEvents, SQLiteConversationList, SQLiteMedia, Sto
         def apply_next(db: Db) -> bool:
             # The version is read inside the write transaction: another process opening the
             # same file at the same time waits and then sees our migration as applied.
-            todo = missing_migrations(self.migrations, _current_version(db))
+            todo = missing_migrations(self.migrations, current_version(db))
             if not todo:
                 return False
             migration = todo[0]
@@ -253,10 +270,10 @@ class SQLiteStorage(SQLiteFailedEvents, SQLiteConversationList, SQLiteMedia, Sto
             return
         now = self._clock()
         rows = [(namespace, key, to_json(value), now) for key, value in items.items()]
-        await self._write(lambda db: _run(db.executemany, _KV_UPSERT, rows))
+        await self._write(lambda db: run_for_effect(db.executemany, KV_UPSERT, rows))
 
     async def kv_delete(self, namespace: str, key: str) -> None:
-        await self._write(lambda db: _run(db.execute, "DELETE FROM kv WHERE namespace = ? AND key = ?",
+        await self._write(lambda db: run_for_effect(db.execute, "DELETE FROM kv WHERE namespace = ? AND key = ?",
                                           (namespace, key)))
 
     # -- inbox ----------------------------------------------------------------------------------
@@ -273,15 +290,15 @@ class SQLiteStorage(SQLiteFailedEvents, SQLiteConversationList, SQLiteMedia, Sto
 
         def insert(db: Db) -> set[str]:
             inserted: set[str] = set()
-            for chunk in chunks(rows, _ROWS_PER_INSERT):
+            for chunk in chunks(rows, ROWS_PER_INSERT):
                 # DO NOTHING without a target covers both unique keys: the event id and the
                 # (bot, channel, dedupe_key) partial index. RETURNING names the rows that went in.
                 returned = db.execute(
                     "INSERT INTO inbox (event_id, bot_id, channel, thread_id, user_id, dedupe_key, event,"
                     " created_at) VALUES "
-                    + _placeholders(len(chunk), 8)
+                    + placeholders(len(chunk), 8)
                     + " ON CONFLICT DO NOTHING RETURNING event_id",
-                    _flatten(chunk),
+                    flatten(chunk),
                 ).fetchall()
                 inserted.update(row[0] for row in returned)
             return inserted
@@ -320,13 +337,13 @@ class SQLiteStorage(SQLiteFailedEvents, SQLiteConversationList, SQLiteMedia, Sto
 
         def complete(db: Db) -> list[int]:
             for completion in completions:
-                _mark_inbox(db, [completion.event_id], completion.status, stored_error(completion.error, cipher), now)
+                mark_inbox(db, [completion.event_id], completion.status, stored_error(completion.error, cipher), now)
                 if completion.redacted is not None:
                     db.execute("UPDATE inbox SET event = ? WHERE event_id = ?",
                                (event_json(completion.redacted), completion.event_id))
                 if completion.message is not None:
-                    _record_message(db, completion.message, None)
-            return _insert_outbox(db, [e for c in completions for e in c.outgoing], now, cipher,
+                    record_message(db, completion.message, None)
+            return insert_outbox(db, [e for c in completions for e in c.outgoing], now, cipher,
                                   outgoing_encodings(completions))
 
         seqs = await self._write(complete)
@@ -338,16 +355,16 @@ class SQLiteStorage(SQLiteFailedEvents, SQLiteConversationList, SQLiteMedia, Sto
             return []
         now = self._clock()
         cipher = self.cipher
-        return await self._write(lambda db: _insert_outbox(db, events, now, cipher, encoded))
+        return await self._write(lambda db: insert_outbox(db, events, now, cipher, encoded))
 
     async def outbox_pending(self, limit: int = 1000, after_seq: int = 0) -> list[OutboxRow]:
         rows = await self._fetchall(
-            f"SELECT {_OUTBOX_COLUMNS} FROM outbox WHERE status = 'pending' AND seq > ? ORDER BY seq LIMIT ?",
+            f"SELECT {OUTBOX_COLUMNS} FROM outbox WHERE status = 'pending' AND seq > ? ORDER BY seq LIMIT ?",
             (after_seq, limit),
         )
         good, unreadable = readable_rows([(row[1], row[2], row) for row in rows], self.cipher)
         await self._fail_unreadable("outbox", unreadable)
-        return [_outbox_row(event, row, self.cipher) for event, row in good]
+        return [outbox_row(event, row, self.cipher) for event, row in good]
 
     async def outbox_update(
         self,
@@ -362,20 +379,21 @@ class SQLiteStorage(SQLiteFailedEvents, SQLiteConversationList, SQLiteMedia, Sto
         require_status(status, OUTBOX_STATUSES, "outbox")
         clear, encrypted = stored_error(error, self.cipher)
         params = (status, attempts, next_attempt_at, encrypted, clear, channel_message_id, self._clock(), event_id)
-        await self._write(lambda db: _run(
+        await self._write(lambda db: run_for_effect(
             db.execute, "UPDATE outbox SET status = ?, attempts = ?, next_attempt_at = ?, error = "
             + ERROR_FOR_ROW.format(encrypted="?", clear="?")
             + ", channel_message_id = COALESCE(?, channel_message_id), updated_at = ? WHERE event_id = ?", params))
 
     async def outbox_get(self, event_id: str) -> OutboxRow | None:
-        rows = await self._fetchall(f"SELECT {_OUTBOX_COLUMNS} FROM outbox WHERE event_id = ?", (event_id,))
+        rows = await self._fetchall(f"SELECT {OUTBOX_COLUMNS} FROM outbox WHERE event_id = ?", (event_id,))
         if not rows:
             return None
-        return _outbox_row(event_from_stored(rows[0][2], self.cipher), rows[0], self.cipher)
+        return outbox_row(event_from_stored(rows[0][2], self.cipher), rows[0], self.cipher)
 
     async def outbox_redact(self, event: IOEvent) -> None:
         params = (event_json(event), event.id)
-        await self._write(lambda db: _run(db.execute, "UPDATE outbox SET event = ? WHERE event_id = ?", params))
+        await self._write(lambda db: run_for_effect(db.execute, "UPDATE outbox SET event = ? WHERE event_id = ?",
+                                                    params))
 
     async def outbox_sent_many(self, marks: list[SentMark]) -> list[None]:
         if not marks:
@@ -390,7 +408,7 @@ class SQLiteStorage(SQLiteFailedEvents, SQLiteConversationList, SQLiteMedia, Sto
                            " event = CASE WHEN ? THEN ? ELSE event END WHERE event_id = ?",
                            (mark.attempts, mark.channel_message_id, now, stored is not mark.event,
                             event_json(stored) if stored is not mark.event else None, mark.event.id))
-                _record_message(db, stored, mark.channel_message_id)
+                record_message(db, stored, mark.channel_message_id)
             return [None] * len(marks)
 
         return await self._write(sent)
@@ -398,7 +416,7 @@ class SQLiteStorage(SQLiteFailedEvents, SQLiteConversationList, SQLiteMedia, Sto
     # -- users, conversations, messages ---------------------------------------------------------
     async def conversation_last_event(self, bot_id: str, channel: str, thread_id: str | None,
                                       user_id: str) -> int | None:
-        rows = await self._fetchall(_LAST_EVENT_SQL, (bot_id, channel, user_id, thread_id or ""))
+        rows = await self._fetchall(LAST_EVENT_SQL, (bot_id, channel, user_id, thread_id or ""))
         return int(rows[0][0]) if rows else None
 
     async def contact_link(self, members: list[tuple[str, str, str]]) -> str:
@@ -415,7 +433,7 @@ class SQLiteStorage(SQLiteFailedEvents, SQLiteConversationList, SQLiteMedia, Sto
             contact = existing[0] if existing else new_contact_id()
             if len(existing) > 1:
                 db.execute("UPDATE contacts SET contact_id = ? WHERE contact_id IN "
-                           f"({_marks(len(existing) - 1)})", (contact, *existing[1:]))
+                           f"({question_marks(len(existing) - 1)})", (contact, *existing[1:]))
             db.executemany(
                 "INSERT INTO contacts (bot_id, channel, user_id, contact_id, created_at) VALUES (?, ?, ?, ?, ?)"
                 " ON CONFLICT (bot_id, channel, user_id) DO UPDATE SET contact_id = excluded.contact_id",
@@ -428,32 +446,32 @@ class SQLiteStorage(SQLiteFailedEvents, SQLiteConversationList, SQLiteMedia, Sto
                                user_id: str) -> IncomingContext:
         def read(db: Db) -> IncomingContext:
             # Three small reads, one thread hand-off (which costs more than the reads).
-            last = db.execute(_LAST_EVENT_SQL, (bot_id, channel, user_id, thread_id or "")).fetchall()
-            user = db.execute(_USER_SQL, (bot_id, channel, user_id)).fetchall()
-            contact = db.execute(_CONTACT_SQL, (bot_id, channel, user_id)).fetchall()
+            last = db.execute(LAST_EVENT_SQL, (bot_id, channel, user_id, thread_id or "")).fetchall()
+            user = db.execute(USER_SQL, (bot_id, channel, user_id)).fetchall()
+            contact = db.execute(CONTACT_SQL, (bot_id, channel, user_id)).fetchall()
             return IncomingContext(int(last[0][0]) if last else None,
-                                   _user_dict(bot_id, channel, user_id, user[0]) if user else None,
-                                   _contact_members(contact))
+                                   user_dict(bot_id, channel, user_id, user[0]) if user else None,
+                                   contact_members(contact))
 
         return await self._read(read)
 
     async def contact_of(self, bot_id: str, channel: str, user_id: str) -> ContactMembers:
-        return _contact_members(await self._fetchall(_CONTACT_SQL, (bot_id, channel, user_id)))
+        return contact_members(await self._fetchall(CONTACT_SQL, (bot_id, channel, user_id)))
 
     async def user_upsert(self, bot_id: str, channel: str, user_id: str, profile: dict[str, Any] | None) -> None:
         profile_text = None if profile is None else to_json(profile)
         params = (bot_id, channel, user_id, profile_text, self._clock(), self._clock())
-        await self._write(lambda db: _run(
+        await self._write(lambda db: run_for_effect(
             db.execute, "INSERT INTO users (bot_id, channel, user_id, profile, created_at, updated_at)"
             " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (bot_id, channel, user_id) DO UPDATE SET"
             " profile = COALESCE(excluded.profile, users.profile), updated_at = excluded.updated_at", params))
 
     async def user_get(self, bot_id: str, channel: str, user_id: str) -> dict[str, Any] | None:
-        rows = await self._fetchall(_USER_SQL, (bot_id, channel, user_id))
-        return _user_dict(bot_id, channel, user_id, rows[0]) if rows else None
+        rows = await self._fetchall(USER_SQL, (bot_id, channel, user_id))
+        return user_dict(bot_id, channel, user_id, rows[0]) if rows else None
 
     async def message_record(self, event: IOEvent, channel_message_id: str | None = None) -> None:
-        await self._write(lambda db: _record_message(db, event, channel_message_id))
+        await self._write(lambda db: record_message(db, event, channel_message_id))
 
     async def messages_for(self, bot_id: str, channel: str, user_id: str, limit: int = 100, *,
                            thread_id: str | None = None, after_seq: int | None = None,
@@ -464,195 +482,4 @@ class SQLiteStorage(SQLiteFailedEvents, SQLiteConversationList, SQLiteMedia, Sto
         ordered = reversed(rows) if newest_first else rows
         return [{**json.loads(text), "channelMessageId": mid, "seq": seq} for seq, text, mid in ordered]
 
-    async def erase_user(self, bot_id: str, channel: str, user_id: str) -> dict[str, int]:
-        who = (bot_id, channel, user_id)
 
-        def erase(db: Db) -> dict[str, int]:
-            return {table: db.execute(f"DELETE FROM {table} WHERE bot_id = ? AND channel = ? AND user_id = ?",
-                                      who).rowcount
-                    for table in ("users", "conversations", "messages", "contacts", "media")}
-
-        counts = await self._write(erase)
-        for table in ("inbox", "outbox"):
-            # No per-user index on the queues (migration 4): scan them by seq, one slice per
-            # transaction, so the write lock (and every webhook's commit) never waits long.
-            low, high = (await self._fetchall(f"SELECT COALESCE(MIN(seq), 0), COALESCE(MAX(seq), 0) FROM {table}"))[0]
-            counts[table] = 0
-            for start in range(int(low) - 1, int(high), _ERASE_SLICE):
-                sql = (f"DELETE FROM {table} WHERE seq > ? AND seq <= ? AND bot_id = ? AND channel = ? "
-                       "AND user_id = ?")
-                counts[table] += await self._write(
-                    lambda db, sql=sql, start=start: db.execute(sql, (start, start + _ERASE_SLICE, *who)).rowcount)
-        await self._truncate_wal()
-        return {table: counts[table] for table in ("users", "conversations", "messages", "inbox", "outbox",
-                                                   "contacts", "media")}
-
-    async def _truncate_wal(self) -> None:
-        """After an erase: wait (bounded) for a TRUNCATE checkpoint, so the WAL's old page images of the
-        erased rows are gone when the erase returns. The checkpoint thread keeps trying after the bound."""
-        checkpointer = self._checkpointer
-        if checkpointer is None:
-            return
-        truncated = asyncio.wrap_future(checkpointer.truncate())
-        truncated.add_done_callback(_outcome_seen)
-        done, _ = await asyncio.wait((truncated,), timeout=_ERASE_TRUNCATE_WAIT)
-        if not done or truncated.exception() is not None:
-            log.warning("the SQLite WAL of %s is not truncated yet after a user erase (a long read holds it, or "
-                        "the storage is closing); the checkpoint thread keeps trying while it runs", self.path)
-
-    async def _fail_unreadable(self, table: str, unreadable: list[tuple[str, str]]) -> None:
-        """Rows that cannot be decrypted (written with another storage key) fail with the reason, once:
-        skipped silently they would stay pending, and be read (and skipped) again at every start."""
-        if not unreadable:
-            return
-        log.error("%d stored %s event(s) cannot be decrypted and are marked failed: %s", len(unreadable), table,
-                  unreadable[0][1])
-        now = self._clock()
-        if table == "inbox":
-            await self._write(lambda db: db.executemany(
-                "UPDATE inbox SET status = 'failed', error = ?, processed_at = ? WHERE event_id = ?",
-                [(reason, now, event_id) for event_id, reason in unreadable]))
-        else:
-            await self._write(lambda db: db.executemany(
-                "UPDATE outbox SET status = 'failed', error = ?, updated_at = ? WHERE event_id = ?",
-                [(reason, now, event_id) for event_id, reason in unreadable]))
-
-    async def purge(self, *, processed_before: int, messages_before: int,
-                    failed_before: int | None = None, media_before: int | None = None) -> dict[str, int]:
-        failed_before = processed_before if failed_before is None else failed_before
-        conditions = [
-            ("inbox", f"status IN {_FINISHED['inbox']} AND processed_at < ?", processed_before),
-            ("inbox", f"status IN {_DEAD} AND processed_at < ?", failed_before),
-            ("outbox", f"status IN {_FINISHED['outbox']} AND updated_at < ?", processed_before),
-            ("outbox", f"status IN {_DEAD} AND updated_at < ?", failed_before),
-            ("messages", "created_at < ?", messages_before),
-        ]
-        counts: dict[str, int] = {"inbox": 0, "outbox": 0, "messages": 0}
-        for table, condition, before in conditions:
-            while True:
-                # Small transactions: a purge of a million rows must not hold the write lock
-                # (and every webhook commit behind it) for seconds.
-                sql = (f"DELETE FROM {table} WHERE rowid IN "
-                       f"(SELECT rowid FROM {table} WHERE {condition} LIMIT {_PURGE_CHUNK})")
-                deleted = await self._write(lambda db, sql=sql, before=before: db.execute(sql, (before,)).rowcount)
-                counts[table] += deleted
-                if deleted < _PURGE_CHUNK:
-                    break
-        if media_before is not None:
-            counts["media"] = await self._purge_media(media_before)
-        return counts
-
-
-_OUTBOX_COLUMNS = "seq, event_id, event, attempts, next_attempt_at, status, error"
-_LAST_EVENT_SQL = ("SELECT last_event_at FROM conversations WHERE bot_id = ? AND channel = ? AND user_id = ?"
-                   " AND thread_id = ?")
-_USER_SQL = "SELECT profile, created_at, updated_at FROM users WHERE bot_id = ? AND channel = ? AND user_id = ?"
-_CONTACT_SQL = ("SELECT c.contact_id, c.bot_id, c.channel, c.user_id FROM contacts c JOIN contacts me"
-                " ON me.contact_id = c.contact_id WHERE me.bot_id = ? AND me.channel = ? AND me.user_id = ?"
-                " ORDER BY c.created_at, c.bot_id, c.user_id")
-
-
-def _outcome_seen(future: asyncio.Future[Any]) -> None:
-    if not future.cancelled():
-        future.exception()  # looked at: its waiter may have stopped waiting
-
-
-def _user_dict(bot_id: str, channel: str, user_id: str, row: Sequence[Any]) -> dict[str, Any]:
-    profile, created, updated = row
-    return {
-        "id": user_id,
-        "channel": channel,
-        "botId": bot_id,
-        "profile": None if profile is None else json.loads(profile),
-        "createdOn": int(created),
-        "updatedOn": int(updated),
-    }
-
-
-def _contact_members(rows: Sequence[Sequence[Any]]) -> ContactMembers:
-    if not rows:
-        return None, []
-    return rows[0][0], [(r[1], r[2], r[3]) for r in rows]
-_KV_UPSERT = ("INSERT INTO kv (namespace, key, value, updated_at) VALUES (?, ?, ?, ?) "
-              "ON CONFLICT (namespace, key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at")
-_PURGE_CHUNK = 2000
-# Finished rows kept for storage.retention.events; failed and discarded ones for retention.failed.
-_FINISHED = {"inbox": "('done', 'dropped', 'error')", "outbox": "('sent', 'dropped')"}
-_DEAD = "('failed', 'discarded')"
-_ERASE_SLICE = 20_000  # queue rows scanned per erase transaction (a few ms)
-
-
-def _outbox_row(event: IOEvent, row: Sequence[Any], cipher: EventCipher) -> OutboxRow:
-    seq, _, _, attempts, next_attempt_at, status, error = row
-    return OutboxRow(
-        seq=int(seq),
-        event=event,
-        attempts=int(attempts),
-        next_attempt_at=int(next_attempt_at),
-        status=status,
-        error=error_from_stored(error, cipher),
-    )
-
-
-def _run(method: Callable[..., sqlite3.Cursor], sql: str, params: Any) -> None:
-    """Run a statement for its effect; its cursor is closed here, on the writer thread."""
-    method(sql, params).close()
-
-
-def _marks(count: int) -> str:
-    return ", ".join("?" * count)
-
-
-def _placeholders(rows: int, columns: int) -> str:
-    one = f"({_marks(columns)})"
-    return ", ".join([one] * rows)
-
-
-def _flatten(rows: Iterable[Sequence[Any]]) -> list[Any]:
-    return [value for row in rows for value in row]
-
-
-def _current_version(db: Db) -> int:
-    return int(db.execute("SELECT COALESCE(MAX(version), 0) FROM schema_migrations").fetchone()[0])
-
-
-def _mark_inbox(db: Db, event_ids: list[str], status: str, errors: tuple[str | None, str | None], now: int) -> None:
-    clear, encrypted = errors
-    error = ERROR_FOR_ROW.format(encrypted="?", clear="?")
-    for chunk in chunks(event_ids, _IDS_PER_STATEMENT):
-        db.execute(f"UPDATE inbox SET status = ?, error = {error}, processed_at = ?"
-                   f" WHERE event_id IN ({_marks(len(chunk))})", (status, encrypted, clear, now, *chunk))
-
-
-def _insert_outbox(db: Db, events: list[IOEvent], now: int, cipher: EventCipher,
-                   encoded: list[str] | None = None) -> list[int]:
-    texts: list[str | None] = list(encoded) if encoded is not None and len(encoded) == len(events) \
-        else [None] * len(events)
-    rows = [(e.id, e.botId, e.channel, e.threadId, e.target, stored_event(e, cipher, text), now, now)
-            for e, text in zip(events, texts, strict=True)]
-    seqs: dict[str, int] = {}
-    for chunk in chunks(rows, _ROWS_PER_INSERT):
-        # A multi-row VALUES inserts in list order, so seq follows the order of `events`.
-        returned = db.execute(
-            "INSERT INTO outbox (event_id, bot_id, channel, thread_id, user_id, event, created_at,"
-            " updated_at) VALUES " + _placeholders(len(chunk), 8) + " RETURNING event_id, seq",
-            _flatten(chunk),
-        ).fetchall()
-        seqs.update((event_id, int(seq)) for event_id, seq in returned)
-    return [seqs[e.id] for e in events]
-
-
-def _record_message(db: Db, event: IOEvent, channel_message_id: str | None) -> None:
-    db.execute(
-        "INSERT INTO messages (event_id, bot_id, channel, thread_id, user_id, direction, type, event,"
-        " preview, channel_message_id, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-        " ON CONFLICT (event_id) DO UPDATE SET"
-        " channel_message_id = COALESCE(excluded.channel_message_id, messages.channel_message_id)",
-        message_params(event, channel_message_id),
-    )
-    db.execute(
-        "INSERT INTO conversations (bot_id, channel, user_id, thread_id, created_at, last_event_at)"
-        " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (bot_id, channel, user_id, thread_id) DO UPDATE SET"
-        " last_event_at = MAX(conversations.last_event_at, excluded.last_event_at)",
-        (event.botId, event.channel, event.target, event.threadId or "", event.createdOn, event.createdOn),
-    )

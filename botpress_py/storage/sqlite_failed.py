@@ -1,12 +1,14 @@
 """SQLiteStorage's calls for failed events (retries and the dead-letter state); see ``Storage``.
 
 Apart from sqlite.py, which holds the connection and transaction machinery, so that each
-file keeps to one concern. Every call here is rare (a processing failure, an operator's
-listing, retry or discard): none is on the path of an event that goes well.
+file keeps to one concern. Every call here is rare (a processing failure, a stored row that
+cannot be decrypted, an operator's listing, retry or discard): none is on the path of an event
+that goes well.
 """
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -16,9 +18,11 @@ from .base import Direction, FailedEvent, StorageUnavailable
 from .common import ERROR_FOR_ROW, chunks, stored_error, stored_event
 from .crypto import EventCipher
 from .failed_rows import FAILED_COLUMNS, failed_event
+from .sqlite_statements import IDS_PER_STATEMENT
+
+log = logging.getLogger("botpress_py.storage")
 
 T = TypeVar("T")
-_IDS_PER_STATEMENT = 500
 _TABLES: dict[str, tuple[str, str]] = {  # direction -> (table, column of when it finished)
     "incoming": ("inbox", "processed_at"),
     "outgoing": ("outbox", "updated_at"),
@@ -74,6 +78,23 @@ class SQLiteFailedEvents:
             counts[bot_id] = counts.get(bot_id, 0) + 1
         return counts
 
+    async def _fail_unreadable(self, table: str, unreadable: list[tuple[str, str]]) -> None:
+        """Rows that cannot be decrypted (written with another storage key) fail with the reason, once:
+        skipped silently they would stay pending, and be read (and skipped) again at every start."""
+        if not unreadable:
+            return
+        log.error("%d stored %s event(s) cannot be decrypted and are marked failed: %s", len(unreadable), table,
+                  unreadable[0][1])
+        now = self._clock()
+        if table == "inbox":
+            await self._write(lambda db: db.executemany(
+                "UPDATE inbox SET status = 'failed', error = ?, processed_at = ? WHERE event_id = ?",
+                [(reason, now, event_id) for event_id, reason in unreadable]))
+        else:
+            await self._write(lambda db: db.executemany(
+                "UPDATE outbox SET status = 'failed', error = ?, updated_at = ? WHERE event_id = ?",
+                [(reason, now, event_id) for event_id, reason in unreadable]))
+
     async def failed_events(self, direction: Direction, *, bot_id: str | None = None, after_seq: int = 0,
                             limit: int = 100) -> list[FailedEvent]:
         table, finished = _TABLES[direction]
@@ -113,7 +134,7 @@ class SQLiteFailedEvents:
 
         def retry(db: sqlite3.Connection) -> list[Any]:
             rows: list[Any] = []
-            for chunk in chunks(event_ids, _IDS_PER_STATEMENT):
+            for chunk in chunks(event_ids, IDS_PER_STATEMENT):
                 rows += db.execute(
                     f"UPDATE {table} SET status = 'pending', {reset} WHERE status = 'failed' AND event_id IN"
                     f" ({', '.join('?' * len(chunk))}) RETURNING {FAILED_COLUMNS}, {finished}",
@@ -129,7 +150,7 @@ class SQLiteFailedEvents:
 
         def discard(db: sqlite3.Connection) -> list[str]:
             done: list[str] = []
-            for chunk in chunks(event_ids, _IDS_PER_STATEMENT):
+            for chunk in chunks(event_ids, IDS_PER_STATEMENT):
                 done += [row[0] for row in db.execute(
                     f"UPDATE {table} SET status = 'discarded', {finished} = ? WHERE status = 'failed' AND event_id"
                     f" IN ({', '.join('?' * len(chunk))}) RETURNING event_id", (now, *chunk)).fetchall()]

@@ -19,7 +19,7 @@ import asyncpg
 import pytest
 
 from botpress_py.storage import PostgresStorage, SQLiteStorage, Storage
-from botpress_py.storage.postgres import quote_ident
+from botpress_py.storage.postgres_statements import quote_ident
 
 PG_SKIP_REASON = "DATABASE_URL not set: PostgreSQL backend tests skipped; .ci/run sets it"
 

@@ -525,7 +525,7 @@ async def test_erase_user_removes_that_user_only(backend: Backend, storage: Stor
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     # SQLite scans its queues in slices of seq (no per-user index there): make them tiny, so the
     # rows of one user spread over many slices.
-    monkeypatch.setattr("botpress_py.storage.sqlite._ERASE_SLICE", 2)
+    monkeypatch.setattr("botpress_py.storage.sqlite_maintenance._ERASE_SLICE", 2)
 
     async def populate(user: str, bot: str = "bot-a") -> None:
         await storage.user_upsert(bot, "messenger", user, {"name": user})

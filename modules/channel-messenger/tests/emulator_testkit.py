@@ -1,5 +1,5 @@
 """Helpers for the emulator and ``botpress-py messenger`` tests: a real server wired to a real emulator,
-and the command line run as a user runs it (``botpress_py.cli.main`` in a thread, or a subprocess)."""
+and the command line run as a user runs it (``botpress_py.testing.run_cli`` in a thread, or a subprocess)."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ import aiohttp
 import pytest
 from channel_messenger.emulator import DEMO_APP_SECRET, DEMO_PAGE_ID, DEMO_TOKEN, GraphEmulator
 
-from botpress_py import cli
+from botpress_py import testing
 from botpress_py.testing import make_bot, run_server, write_json
 
 MODULE = "channel-messenger"
@@ -114,7 +114,7 @@ async def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, 
     logger = logging.getLogger("botpress_py")
     level = logger.level
     try:
-        code = await asyncio.to_thread(cli.main, list(argv))
+        code = await asyncio.to_thread(testing.run_cli, list(argv))
     finally:
         logger.setLevel(level)
     out, err = capsys.readouterr()
@@ -122,7 +122,11 @@ async def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, 
 
 
 def subprocess_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("BP_", "PORT", "EXTERNAL_URL"))}
+    """The environment of a ``botpress-py`` process a test starts: none of the developer's BP_* settings, and no
+    DATABASE_URL, so a server it starts keeps its storage in the test's own data folder (a shared database
+    would carry what one test's server remembers, e.g. a pushed Messenger profile, into another's)."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("BP_", "PORT", "EXTERNAL_URL")) and k != "DATABASE_URL"}
     env.update({"BP_MODULES_PATH": str(MODULES_ROOT), "PYTHONUNBUFFERED": "1", "PYTHONIOENCODING": "utf-8",
                 "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)})
     env.update(extra)

@@ -11,7 +11,7 @@ import pytest
 from channel_messenger import graph_client
 from channel_messenger.emulator import GraphEmulator
 
-from botpress_py.testing import make_bot, run_server, wait_for, write_json
+from botpress_py.testing import make_bot, run_server, send_retry_backoff, wait_for, write_json
 
 PAGE, TOKEN, SECRET = "7007", "EAA-outage-token", "outage-app-secret-123456"
 WORDS = ["one", "two", "three", "four"]
@@ -20,14 +20,12 @@ USERS = ["u-a", "u-b", "u-c"]
 
 @pytest.fixture
 def quick_backoffs(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Backoffs of milliseconds, the pipeline's and the Graph client's: the outage is short, the order
-    logic is what is tested."""
-    import botpress_py.pipeline as pipeline
-
-    monkeypatch.setattr(pipeline, "RETRY_BASE_SECONDS", 0.02)
+    """Backoffs of milliseconds, the server's send retries and the Graph client's: the outage is short,
+    the order logic is what is tested."""
     monkeypatch.setattr(graph_client, "BACKOFF_FIRST_SECONDS", 0.002)
     monkeypatch.setattr(graph_client, "BACKOFF_MAX_SECONDS", 0.01)
-    yield
+    with send_retry_backoff(0.02):
+        yield
 
 
 async def test_outage_then_every_reply_in_order(tmp_path: Path, quick_backoffs: None) -> None:

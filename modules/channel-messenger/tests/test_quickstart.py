@@ -15,8 +15,7 @@ from channel_messenger.cli.one_terminal import LOG_FILE
 from channel_messenger.emulator import DEMO_APP_SECRET, DEMO_PORT, DEMO_TOKEN
 from emulator_testkit import REPO_ROOT, botpress_py, cli_env, emulator_process, shipped_data  # noqa: F401
 
-from botpress_py import cli
-from botpress_py.testing import run_server, wait_for
+from botpress_py.testing import parse_cli, run_server, wait_for
 
 README = REPO_ROOT / "README.md"
 
@@ -41,8 +40,7 @@ def test_readme_commands_exist_and_values_match() -> None:
     assert {shlex.split(c)[2] for c in messenger} == {"emulator", "chat", "simulate"}
     for command in commands:
         argv = shlex.split(command)[1:]
-        parser = cli.build_parser(cli._modules_for_cli(argv))
-        parser.parse_args(argv)  # exits (SystemExit) on an unknown verb or option
+        parse_cli(argv)  # exits (SystemExit) on an unknown verb or option
     for value in (DEMO_TOKEN, DEMO_APP_SECRET, f"http://127.0.0.1:{DEMO_PORT}", '"enabled": false',
                   "https://graph.facebook.com", f"data/{LOG_FILE.as_posix()}", "--emulator-bot ID"):
         assert value in section

@@ -61,6 +61,9 @@ async def test_chat_with_the_sample_bot_in_one_terminal(tmp_path: Path) -> None:
     assert "channel-messenger connected bot 'welcome-bot' to page 100000000000001" in log
     assert "stop requested: module channel-messenger: the chat ended" in log
     assert not (data / MESSENGER_FILE).exists(), "the bot's file is as before: there was none"
+    # The Page keeps the profile the server pushed for the next run, as a Facebook Page does.
+    kept = json.loads((data / "emulator" / "page-profiles.json").read_text())
+    assert kept["100000000000001"]["get_started"] == {"payload": "GET_STARTED"}
 
 
 async def test_end_of_input_stops_everything(tmp_path: Path) -> None:
@@ -101,7 +104,7 @@ async def test_a_bot_that_does_not_exist_is_refused_and_nothing_is_written(tmp_p
     data = shipped_data(tmp_path)
     async with terminal(*start_args(data, "--emulator-bot", "nobody")) as term:
         code, out, err = await term.finish()
-    assert code == 0, err  # the server stops at once, as asked; the error says why
+    assert code == 1, err  # the server stops at once, and a script sees the refusal; the error says why
     assert f"error: start --emulator: --emulator-bot nobody: no such bot in {data / 'bots'} (bots: welcome-bot)" in err
     assert "Chatting with" not in out
     assert not (data / MESSENGER_FILE).exists()
@@ -115,7 +118,7 @@ async def test_a_bot_on_a_real_page_is_not_taken_over(tmp_path: Path) -> None:
     write_json(data / MESSENGER_FILE, real)
     async with terminal(*start_args(data)) as term:
         code, _, err = await term.finish()
-    assert code == 0, err
+    assert code == 1, err
     assert "error: start --emulator: bot 'welcome-bot' is connected to a real Page" in err
     assert "chat with another bot (--emulator-bot ID)" in err
     assert "EAA-a-real-page-token" not in err

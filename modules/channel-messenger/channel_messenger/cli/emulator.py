@@ -20,6 +20,7 @@ from botpress_py.sdk import DataFolder
 from ..emulator.demo import DEMO_APP_SECRET, DEMO_PAGE_ID, DEMO_PAGE_NAME, DEMO_PORT, DEMO_TOKEN
 from ..emulator.graph import GraphEmulator
 from ..emulator.instagram import DEMO_INSTAGRAM_ACCOUNT
+from ..emulator.page_profiles import PROFILES_FILE
 from .emulator_config import CommandError, configure_for_emulator, unconfigure_emulator
 
 
@@ -127,8 +128,10 @@ def cmd_emulator(args: argparse.Namespace) -> int:
 
 async def _run_emulator(args: argparse.Namespace, pages: dict[str, dict[str, Any]], server: str,
                         folder: DataFolder) -> int:
+    # The Pages keep their Messenger profile from one run to the next, as on Facebook (page_profiles.py).
+    profiles_file = folder.path / PROFILES_FILE if folder.path.is_dir() else None
     emulator = GraphEmulator(pages, app_secret=args.app_secret or None, any_user=True, server_url=server,
-                             seed=args.seed)
+                             seed=args.seed, profiles_file=profiles_file)
     first_page = next(iter(pages))
     emulator.instagram.link(first_page, DEMO_INSTAGRAM_ACCOUNT, "emulator_shop")  # to try "instagram": {...}
     if args.fail_rate > 0:
@@ -157,6 +160,11 @@ async def _run_emulator(args: argparse.Namespace, pages: dict[str, dict[str, Any
                      if args.app_secret else f"  no --app-secret: webhooks cannot be signed (server {server})")
         lines.append(f"  instagram account {DEMO_INSTAGRAM_ACCOUNT} linked to page {first_page} "
                      "(POST /_emulator/instagram/send)")
+        kept = [p for p in emulator.pages.values() if p.profile]
+        lines += [f"  page {p.id} has its Messenger profile of the last run ({', '.join(sorted(p.profile))}; "
+                  f"kept in {profiles_file})" for p in kept]
+        if emulator.profiles_problem:
+            print(f"warning: {emulator.profiles_problem}", file=sys.stderr, flush=True)
         if args.configure:
             try:
                 path, written = configure_for_emulator(folder, args.configure, url, page["token"],

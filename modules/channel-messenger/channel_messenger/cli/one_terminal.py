@@ -28,6 +28,7 @@ from botpress_py.sdk import ConfigFileError, DataFolder, ServerContext, load_jso
 from ..channel import MessengerChannel
 from ..emulator.demo import DEMO_APP_SECRET, DEMO_PAGE_ID, DEMO_PAGE_NAME, DEMO_PORT, DEMO_TOKEN, DEMO_USER
 from ..emulator.graph import GraphEmulator
+from ..emulator.page_profiles import PROFILES_FILE
 from ..emulator.replies import ReplyCollector
 from ..profile import desired_profile
 from ..settings import MODULE
@@ -102,8 +103,12 @@ class OneTerminal:
         self._quiet_console()
 
     async def _start_emulator(self, port: int) -> GraphEmulator:
+        # The Page keeps its Messenger profile from one run to the next, as on Facebook (page_profiles.py).
         emulator = GraphEmulator({DEMO_PAGE_ID: {"token": DEMO_TOKEN, "name": DEMO_PAGE_NAME}},
-                                 app_secret=DEMO_APP_SECRET, any_user=True, server_url=self.server.external_url)
+                                 app_secret=DEMO_APP_SECRET, any_user=True, server_url=self.server.external_url,
+                                 profiles_file=self.server.data_dir / PROFILES_FILE)
+        if emulator.profiles_problem:
+            print(f"warning: {emulator.profiles_problem}", file=sys.stderr, flush=True)
         try:
             await emulator.start(port)
         except OSError:
@@ -133,7 +138,7 @@ class OneTerminal:
     def _give_up(self, reason: str) -> None:
         self.failed = True
         print(f"error: start --emulator: {reason}", file=sys.stderr, flush=True)
-        self.server.request_stop(f"start --emulator: {reason}")
+        self.server.request_stop(f"start --emulator: {reason}", status=1)
 
     def _quiet_console(self) -> None:
         """The server's log into a file while the chat runs; only errors still reach the terminal."""
@@ -207,8 +212,8 @@ class OneTerminal:
                    "its Messenger channel is not connected: the error above (or in the server's log) says why")
             self._give_up(f"cannot chat with bot '{self.bot_id}': {why}")
             return None
-        # What the bot's config asks of the Page's profile (the emulator may not have it: the server pushes
-        # only what changed since its last push, which may have gone to an earlier emulator).
+        # What the bot's config asks of the Page's profile (the emulator keeps what the server pushed in
+        # earlier runs, but its file may have been deleted: the server pushes only what changed since).
         profile = desired_profile(binding.settings).fields
         greeting = next((g.get("text", "") for g in profile.get("greeting") or [] if g.get("locale") == "default"), "")
         menu = next((m.get("call_to_actions", []) for m in profile.get("persistent_menu") or []

@@ -9,7 +9,8 @@
 - activity.py: photos, reactions, edits, unsent messages, Page Inbox answers and post comments, the
   media the emulator hosts, and the Graph routes that answer them (react, private and public replies);
 - replies.py: when a bot's turn is over, from the calls it made;
-- demo.py: the demo Page the command line uses.
+- demo.py: the demo Page the command line uses;
+- page_profiles.py: the Pages' Messenger profiles, kept from one run to the next.
 
 Developer tooling only: the channel itself (the package above) never imports it.
 """

@@ -9,7 +9,9 @@ the control API (``POST /_emulator/faults``).
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import random
 import re
 import time
 from collections.abc import Callable
@@ -115,3 +117,71 @@ def fault_options(spec: Any) -> dict[str, Any]:
     if options["delay"] < 0:
         raise ValueError("delay must be >= 0 seconds")
     return options
+
+
+class PlannedFaults:
+    """The emulator's faults: planned for the next matching requests (``fail_next``) or in force as rules
+    (``add_rule``), and the error answer each gives."""
+
+    _faults: list[Fault]
+    _rules: list[Fault]
+    _random: random.Random
+
+    def fail_next(self, n: int = 1, *, status: int = 500, code: int | None = 1200, **kwargs: Any) -> None:
+        """The next ``n`` matching requests get this error (``path``, ``method``, ``when`` narrow the match).
+
+        ``when`` is a predicate on the JSON body, e.g. ``lambda b: "message" in b`` for messages only.
+        """
+        for _ in range(n):
+            self._faults.append(Fault(status=status, code=code, **kwargs))
+
+    def add_rule(self, *, status: int = 500, code: int | None = 1200, times: int | None = None,
+                 **kwargs: Any) -> Fault:
+        """Every matching request gets this error (``times`` answers, or until ``remove_rule``)."""
+        rule = Fault(status=status, code=code, remaining=times, **kwargs)
+        self._rules.append(rule)
+        return rule
+
+    def remove_rule(self, rule: Fault) -> None:
+        if rule in self._rules:
+            self._rules.remove(rule)
+
+    def clear_faults(self) -> None:
+        self._faults.clear()
+        self._rules.clear()
+
+    @property
+    def rules(self) -> list[Fault]:
+        """The rules in force (``add_rule``), in the order they are tried."""
+        return list(self._rules)
+
+    @property
+    def planned(self) -> list[Fault]:
+        """The faults planned for the next matching requests (``fail_next``)."""
+        return list(self._faults)
+
+    def _take_fault(self, method: str, path: str, body: Any) -> Fault | None:
+        for fault in self._faults:
+            if fault.matches(method, path, body):
+                self._faults.remove(fault)
+                return fault
+        for rule in self._rules:
+            if rule.matches(method, path, body) and (rule.rate >= 1.0 or self._random.random() < rule.rate):
+                if rule.remaining is not None:
+                    rule.remaining -= 1
+                    if rule.remaining <= 0:
+                        self._rules.remove(rule)
+                return rule
+        return None
+
+    async def _fault_response(self, request: web.Request, fault: Fault) -> web.StreamResponse:
+        if fault.delay:
+            await asyncio.sleep(fault.delay)  # a stalled Graph answer, by design
+        if fault.disconnect:
+            if request.transport is not None:
+                request.transport.close()
+            return web.Response(status=500)
+        if fault.code is None:
+            return web.Response(status=fault.status, text="<html>upstream error</html>", content_type="text/html")
+        return error_response(fault.status, fault.code, fault.message, fault.subcode, fault.error_type,
+                               fault.is_transient)

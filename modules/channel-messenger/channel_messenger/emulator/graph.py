@@ -36,6 +36,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -46,9 +47,10 @@ from .attachments import AttachmentStore
 from .attachments import add_control_routes as add_attachment_routes
 from .control import ControlApi
 from .events import WEBHOOK_PATH, made_up_profile, signed, user_event, user_message, webhook_body
-from .faults import Fault, GraphError, error_response
+from .faults import Fault, GraphError, PlannedFaults, error_response
 from .instagram import InstagramAccounts
 from .instagram import add_control_routes as add_instagram_routes
+from .page_profiles import ProfilesFileError, load_profiles, save_profiles
 from .replies import ReplyCollector, recipient_of
 from .routing import ConversationRouting
 from .send_checks import MESSAGING_TYPES, PROFILE_FIELDS, check_message, check_profile
@@ -66,7 +68,7 @@ class _Page:
     profile_calls: deque[float] = field(default_factory=deque)
 
 
-class GraphEmulator(ControlApi, ActivityApi):
+class GraphEmulator(ControlApi, ActivityApi, PlannedFaults):
     """A fake Graph API server. ``pages``: ``{page_id: {"token", "name", "app_secret"?}}``.
 
     ``app_secret`` (for all pages, or per page) makes the emulator check ``appsecret_proof``
@@ -77,7 +79,8 @@ class GraphEmulator(ControlApi, ActivityApi):
     ``POST /_emulator/send`` posts webhooks to (a request may name another); ``seed`` makes fault
     rates repeatable. ``routing`` (a ``ConversationRouting``) holds thread owners, one person's
     PSIDs on several Pages (``routing.add_person``) and per-Page profile permissions
-    (``routing.grant_fields``).
+    (``routing.grant_fields``). ``profiles_file`` keeps each Page's Messenger profile across restarts, as
+    Facebook does (page_profiles.py); without it a Page starts with no profile.
     """
 
     def __init__(
@@ -90,7 +93,16 @@ class GraphEmulator(ControlApi, ActivityApi):
         any_user: bool = False,
         server_url: str | None = None,
         seed: int | None = None,
+        profiles_file: Path | None = None,
     ) -> None:
+        self.profiles_file = profiles_file
+        self.profiles_problem: str | None = None  # why the kept profiles could not be loaded or saved
+        self._kept_profiles: dict[str, dict[str, Any]] = {}
+        if profiles_file is not None:
+            try:
+                self._kept_profiles = load_profiles(profiles_file)
+            except ProfilesFileError as exc:
+                self.profiles_problem = f"{exc}: the Pages start with no Messenger profile"
         self.app_secret = app_secret
         self.any_user = any_user
         self.server_url = server_url
@@ -123,7 +135,8 @@ class GraphEmulator(ControlApi, ActivityApi):
 
     # -- setup --------------------------------------------------------------------------------
     def add_page(self, page_id: str, token: str, name: str = "", app_secret: str | None = None) -> None:
-        self.pages[str(page_id)] = _Page(str(page_id), token, name or f"Page {page_id}", app_secret)
+        self.pages[str(page_id)] = _Page(str(page_id), token, name or f"Page {page_id}", app_secret,
+                                         profile=dict(self._kept_profiles.get(str(page_id), {})))
 
     @property
     def url(self) -> str:
@@ -224,53 +237,6 @@ class GraphEmulator(ControlApi, ActivityApi):
         await self.stop()
 
     # -- faults -------------------------------------------------------------------------------
-    def fail_next(self, n: int = 1, *, status: int = 500, code: int | None = 1200, **kwargs: Any) -> None:
-        """The next ``n`` matching requests get this error (``path``, ``method``, ``when`` narrow the match).
-
-        ``when`` is a predicate on the JSON body, e.g. ``lambda b: "message" in b`` for messages only.
-        """
-        for _ in range(n):
-            self._faults.append(Fault(status=status, code=code, **kwargs))
-
-    def add_rule(self, *, status: int = 500, code: int | None = 1200, times: int | None = None,
-                 **kwargs: Any) -> Fault:
-        """Every matching request gets this error (``times`` answers, or until ``remove_rule``)."""
-        rule = Fault(status=status, code=code, remaining=times, **kwargs)
-        self._rules.append(rule)
-        return rule
-
-    def remove_rule(self, rule: Fault) -> None:
-        if rule in self._rules:
-            self._rules.remove(rule)
-
-    def clear_faults(self) -> None:
-        self._faults.clear()
-        self._rules.clear()
-
-    @property
-    def rules(self) -> list[Fault]:
-        """The rules in force (``add_rule``), in the order they are tried."""
-        return list(self._rules)
-
-    @property
-    def planned(self) -> list[Fault]:
-        """The faults planned for the next matching requests (``fail_next``)."""
-        return list(self._faults)
-
-    def _take_fault(self, method: str, path: str, body: Any) -> Fault | None:
-        for fault in self._faults:
-            if fault.matches(method, path, body):
-                self._faults.remove(fault)
-                return fault
-        for rule in self._rules:
-            if rule.matches(method, path, body) and (rule.rate >= 1.0 or self._random.random() < rule.rate):
-                if rule.remaining is not None:
-                    rule.remaining -= 1
-                    if rule.remaining <= 0:
-                        self._rules.remove(rule)
-                return rule
-        return None
-
     # -- inspection ---------------------------------------------------------------------------
     def calls_to(self, path_regex: str, method: str | None = None) -> list[dict[str, Any]]:
         return [c for c in self.calls if re.search(path_regex, c["path"]) and (method is None or c["method"] == method)]
@@ -359,18 +325,6 @@ class GraphEmulator(ControlApi, ActivityApi):
             for listener in self.listeners:
                 listener(record)
             await self._notify()
-
-    async def _fault_response(self, request: web.Request, fault: Fault) -> web.StreamResponse:
-        if fault.delay:
-            await asyncio.sleep(fault.delay)  # a stalled Graph answer, by design
-        if fault.disconnect:
-            if request.transport is not None:
-                request.transport.close()
-            return web.Response(status=500)
-        if fault.code is None:
-            return web.Response(status=fault.status, text="<html>upstream error</html>", content_type="text/html")
-        return error_response(fault.status, fault.code, fault.message, fault.subcode, fault.error_type,
-                               fault.is_transient)
 
     def _authenticate(self, query: dict[str, str]) -> _Page:
         token = query.get("access_token", "")
@@ -477,13 +431,28 @@ class GraphEmulator(ControlApi, ActivityApi):
                 raise GraphError(400, 100, "(#100) You must delete the persistent menu before the get started button")
             for name in fields:
                 page.profile.pop(name, None)
+            self._keep_profile(page)
             return {"result": "success"}
         unknown = [k for k in body if k not in PROFILE_FIELDS]
         if unknown or not body:
             raise GraphError(400, 100, f"(#100) Unknown or missing profile fields: {unknown}")
         check_profile(body, has_get_started="get_started" in page.profile or "get_started" in body)
         page.profile.update(body)
+        self._keep_profile(page)
         return {"result": "success"}
+
+    def _keep_profile(self, page: _Page) -> None:
+        """Save the Page's profile for the next run; a few hundred bytes, at most ~10 times per 10 minutes."""
+        if self.profiles_file is None:
+            return
+        if page.profile:
+            self._kept_profiles[page.id] = dict(page.profile)
+        else:
+            self._kept_profiles.pop(page.id, None)
+        try:
+            save_profiles(self.profiles_file, self._kept_profiles)
+        except OSError as exc:  # the call itself succeeded: only the next run would not have the profile
+            self.profiles_problem = f"cannot write {self.profiles_file}: {exc.strerror or exc}"
 
     def _profile_rate_limit(self, page: _Page) -> None:
         if not self.profile_rate_limit:

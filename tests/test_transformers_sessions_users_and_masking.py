@@ -1,4 +1,5 @@
-"""Core parts of issue 7: transformers, sessions, users and contacts, masking, erase."""
+"""Around bot logic: transformers (hooks and the bot's own file), sessions, users and contacts, masked events, and
+erasing a user (the CLI and the admin API)."""
 
 from __future__ import annotations
 
