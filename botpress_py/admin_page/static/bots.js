@@ -89,7 +89,7 @@
     const table = view.root.querySelector('table.bots');
     table.replaceChild(body, table.tBodies[0]);
     const summary = view.root.querySelector('.summary');
-    summary.textContent = ids.length + ' bots, ' + ids.filter((id) => bots[id].state === 'mounted').length +
+    summary.textContent = ids.length + (ids.length === 1 ? ' bot, ' : ' bots, ') + ids.filter((id) => bots[id].state === 'mounted').length +
       ' mounted · botpress-py ' + (status.version || '') + ' · up ' + Math.round(status.uptime || 0) + ' s';
     const errors = view.root.querySelector('.module-errors');
     A.clear(errors);
