@@ -175,7 +175,7 @@ async def test_every_metric_a_real_server_serves_is_documented_and_no_other(tmp_
 
 
 # -- citations -----------------------------------------------------------------------------------
-# Files of the Messenger module, whose layout is being redone on another branch; the list only shrinks.
+# Files allowed to name the outside design file (none now); the list only shrinks.
 DESIGN_CITES_ELSEWHERE: set[str] = set()
 
 
