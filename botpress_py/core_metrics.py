@@ -6,12 +6,16 @@ missing series. Labels are bounded: bot id, channel, direction; never a user id 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import Counter, Histogram
 
 from .metrics import ModuleMetrics
+
+if TYPE_CHECKING:
+    from .events import IOEvent
 
 # Seconds from a webhook's arrival to its answer: Meta wants the 200 within seconds.
 ACK_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -81,3 +85,11 @@ class CoreMetrics:
         g("bp_http_connections_open", "HTTP connections open now.", open_connections)
         g("bp_incoming_parked_bots", "Bots whose new events stay in storage until they are mounted or memory has room.",
           lambda: len(pipeline.parked_bots()))
+
+    def delivered(self, event: IOEvent) -> None:
+        """An outgoing event was delivered: counted, and a reply's end-to-end latency observed."""
+        self.events_sent.inc()
+        self.events_out.labels(event.botId, event.channel).inc()
+        received = event.flags.get("incomingReceivedAt")
+        if isinstance(received, int | float) and not isinstance(received, bool):
+            self.reply_latency.labels(event.channel).observe(max(0.0, time.time() - received / 1000))
