@@ -80,6 +80,15 @@ class CoreMetrics:
         g("bp_bots_mounted", "Bots currently mounted.",
           lambda: sum(r.state == "mounted" for r in registry.records.values()))
         g("bp_bots_known", "Bots found under data/bots.", lambda: len(registry.records))
+        g("bp_bots_error", "Bots not mounted because of an error (GET /status says why).",
+          lambda: sum(r.status()["state"] == "error" for r in registry.records.values()))
+
+        def module_errors() -> dict[tuple[str, str], float]:
+            return {(bot_id, module): float(entry.get("state") == "error")
+                    for bot_id, record in list(registry.records.items())
+                    for module, entry in record.status()["modules"].items()}
+        g("bp_bot_module_error", "1 while a module is in error for a bot (GET /status gives the reason), else 0.",
+          module_errors, ("bot", "module"))
         g("bp_incoming_queued", "Incoming events queued in memory for processing.", lambda: pipeline.incoming.pending())
         g("bp_outgoing_queued", "Outgoing events queued in memory for delivery.", lambda: pipeline.outgoing.pending())
         g("bp_http_connections_open", "HTTP connections open now.", open_connections)
