@@ -204,3 +204,12 @@ def test_the_code_cites_the_docs_in_the_repository_not_a_design_file_outside_it(
     assert "DESIGN.md" not in gitignore
     assert citing - DESIGN_CITES_ELSEWHERE == set()
     assert DESIGN_CITES_ELSEWHERE - citing == set(), "a file stopped citing DESIGN.md: drop it from the list"
+
+
+def test_the_sample_alert_rules_use_only_documented_metrics() -> None:
+    text = (DOCS / "alerts.yml").read_text(encoding="utf-8")
+    documented = documented_metrics()
+    used = {re.sub(r"_(bucket|sum|count)$", "", name) for name in re.findall(r"\bbp_[a-z0-9_]+", text)}
+    assert used and used <= set(documented), f"alerts.yml uses undocumented metrics: {used - set(documented)}"
+    assert text.count("- alert:") == text.count("expr:") > 5
+    assert "(alerts.yml)" in OPERATIONS_MD.read_text(encoding="utf-8")
