@@ -3,8 +3,8 @@
 ``botpress-py start --log-format json`` (or ``logs.format`` in botpress.config.json) writes lines a
 log shipper reads as they are: time, level, logger, message, and what the line is about (request
 id, bot, channel, user hash, event id; see log_context). ``logs.levels`` sets a level per module
-name (``channel-messenger``: its ``botpress_py.module.channel-messenger…`` loggers and its per-bot
-``botpress_py.bot.<id>.channel-messenger`` ones) or per logger name prefix (``botpress_py.storage``).
+name (``my-module``: its ``botpress_py.module.my-module…`` loggers and its per-bot
+``botpress_py.bot.<id>.my-module`` ones) or per logger name prefix (``botpress_py.storage``).
 """
 
 from __future__ import annotations

@@ -188,7 +188,7 @@ SERVER_CONFIG_SCHEMA: dict[str, Any] = {
                                          "BP_LOG_LEVEL win."},
                 "levels": {"type": "object", "default": {},
                            "additionalProperties": {"enum": ["debug", "info", "warning", "error"]},
-                           "description": "Level per module name (\"channel-messenger\": its loggers and its "
+                           "description": "Level per module name (\"my-module\": its loggers and its "
                                           "bots' loggers) or per logger name prefix (\"botpress_py.storage\")."},
             },
         },
