@@ -78,15 +78,20 @@ class CoreMetrics:
         """The gauges read at scrape time from the bot registry and the pipeline."""
         g = self.gauge
         g("bp_bots_mounted", "Bots currently mounted.",
-          lambda: sum(r.state == "mounted" for r in registry.records.values()))
+          lambda: sum(r.state == "mounted" for r in list(registry.records.values())))
         g("bp_bots_known", "Bots found under data/bots.", lambda: len(registry.records))
         g("bp_bots_error", "Bots not mounted because of an error (GET /status says why).",
-          lambda: sum(r.status()["state"] == "error" for r in registry.records.values()))
+          lambda: sum(r.status()["state"] == "error" for r in list(registry.records.values())))
 
         def module_errors() -> dict[tuple[str, str], float]:
-            return {(bot_id, module): float(entry.get("state") == "error")
-                    for bot_id, record in list(registry.records.items())
-                    for module, entry in record.status()["modules"].items()}
+            # Copies of what the event loop may change meanwhile: /metrics is written in a thread.
+            out: dict[tuple[str, str], float] = {}
+            for bot_id, record in list(registry.records.items()):
+                shown = record.shown_during_remount
+                modules = shown["modules"] if shown is not None else record.modules
+                for module, entry in list(modules.items()):
+                    out[bot_id, module] = float(entry.get("state") == "error")
+            return out
         g("bp_bot_module_error", "1 while a module is in error for a bot (GET /status gives the reason), else 0.",
           module_errors, ("bot", "module"))
         g("bp_incoming_queued", "Incoming events queued in memory for processing.", lambda: pipeline.incoming.pending())

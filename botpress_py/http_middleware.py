@@ -23,7 +23,7 @@ from aiohttp import hdrs, web
 from .admin import json_error
 from .connections import log_malformed
 from .core_metrics import CoreMetrics
-from .log_context import REQUEST_ID_HEADER, request_scope, sane_request_id
+from .log_context import REQUEST_ID_HEADER, acked_channels, request_scope, sane_request_id
 from .logthrottle import LogThrottle
 
 log = logging.getLogger(__name__)
@@ -121,7 +121,7 @@ def http_middleware(metrics: CoreMetrics, limit: int, limit_text: str, cors: Cor
         request_id = sane_request_id(request.headers.get(REQUEST_ID_HEADER))
         # The scope is reset when the request ends: the next request on a kept-alive connection
         # runs in the same task and must not inherit this one's id.
-        with request_scope(request_id) as channels:
+        with request_scope(request_id) as fields:
             try:
                 response = await _answer(request, handler)
             except web.HTTPException as exc:
@@ -129,6 +129,7 @@ def http_middleware(metrics: CoreMetrics, limit: int, limit_text: str, cors: Cor
                 raise
             if not response.prepared:  # a stream (a WebSocket) sent its headers already
                 response.headers[REQUEST_ID_HEADER] = request_id
+            channels = acked_channels(fields)
             if channels and response.status < 300:
                 # It stored incoming events and said so: how long the platform waited for its 200.
                 elapsed = time.monotonic() - started

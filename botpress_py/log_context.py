@@ -12,13 +12,11 @@ the log holding who the user is.
 
 from __future__ import annotations
 
-import contextlib
 import contextvars
 import hashlib
 import hmac
 import os
 import re
-from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from .events import new_event_id
@@ -28,11 +26,13 @@ if TYPE_CHECKING:
 
 REQUEST_ID_HEADER = "X-Request-Id"
 # An incoming id is honoured only when it cannot break a log line or a header: short, plain characters.
-_SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")
+_SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]*")
 
-_fields: contextvars.ContextVar[dict[str, str] | None] = contextvars.ContextVar("bp_log_fields", default=None)
-# The channels whose events the current HTTP request stored: its answer is then an acknowledgement.
-_acked_channels: contextvars.ContextVar[set[str] | None] = contextvars.ContextVar("bp_acked_channels", default=None)
+_fields: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar("bp_log_fields", default=None)
+# Keys of the fields dict that are not log fields: the current request's acknowledged channels, and
+# the (channel, user id) a user hash is made from when a line is written (most lines never are).
+_ACKED = "_acked"
+_USER = "_user"
 
 _hash_key = os.urandom(32)  # replaced by the server's stored key, so that hashes stay the same after a restart
 
@@ -48,59 +48,80 @@ def user_hash(channel: str, user_id: str) -> str:
 
 def sane_request_id(value: str | None) -> str:
     """The incoming id when it is sane, else a new one."""
-    if value and _SANE_REQUEST_ID.fullmatch(value):
+    if value and len(value) <= 64 and _SANE_REQUEST_ID.fullmatch(value):
         return value
     return new_event_id()
 
 
-def current_fields() -> dict[str, str]:
+def current_fields() -> dict[str, Any]:
+    """The log fields in force (for a formatter: ``log_fields`` turns them into what is written)."""
     return _fields.get() or {}
+
+
+def log_fields(fields: dict[str, Any]) -> dict[str, str]:
+    out = {k: v for k, v in fields.items() if not k.startswith("_")}
+    user = fields.get(_USER)
+    if user is not None:
+        out["user"] = user_hash(*user)
+    return out
 
 
 def current_request_id() -> str | None:
     return current_fields().get("request_id")
 
 
-@contextlib.contextmanager
-def log_scope(**fields: str | None) -> Iterator[None]:
-    """Lines logged inside carry these fields (None values are left out)."""
-    merged = {**current_fields(), **{k: v for k, v in fields.items() if v}}
-    token = _fields.set(merged)
-    try:
-        yield
-    finally:
-        _fields.reset(token)
+class _Scope:
+    """Sets the log fields for a ``with`` block (a class, not a generator: it runs for every request and event)."""
+
+    __slots__ = ("fields", "token")
+
+    def __init__(self, fields: dict[str, Any]) -> None:
+        self.fields = fields
+
+    def __enter__(self) -> dict[str, Any]:
+        self.token = _fields.set(self.fields)
+        return self.fields
+
+    def __exit__(self, *exc: object) -> None:
+        _fields.reset(self.token)
 
 
-def event_fields(event: IOEvent) -> dict[str, Any]:
-    return {"request_id": event.flags.get("requestId") or None, "bot": event.botId or None,
-            "channel": event.channel or None, "event_id": event.id,
-            "user": user_hash(event.channel, event.target) if event.target else None}
+def log_scope(**fields: str | None) -> _Scope:
+    """Lines logged inside carry these fields (None values are left out) besides those in force."""
+    return _Scope({**current_fields(), **{k: v for k, v in fields.items() if v}})
 
 
-@contextlib.contextmanager
-def event_scope(event: IOEvent) -> Iterator[None]:
-    with log_scope(**event_fields(event)):
-        yield
+def event_scope(event: IOEvent) -> _Scope:
+    """Lines logged inside are about this event (its request, bot, channel, user and id)."""
+    fields: dict[str, Any] = {"event_id": event.id}
+    request_id = event.flags.get("requestId")
+    if request_id:
+        fields["request_id"] = request_id
+    if event.botId:
+        fields["bot"] = event.botId
+    if event.channel:
+        fields["channel"] = event.channel
+    if event.target:
+        fields[_USER] = (event.channel, event.target)
+    return _Scope(fields)
 
 
-@contextlib.contextmanager
-def request_scope(request_id: str) -> Iterator[set[str]]:
-    """An HTTP request's scope; yields the set of channels whose events it stores."""
-    channels: set[str] = set()
-    ack_token = _acked_channels.set(channels)
-    try:
-        with log_scope(request_id=request_id):
-            yield channels
-    finally:
-        _acked_channels.reset(ack_token)
+def request_scope(request_id: str) -> _Scope:
+    """An HTTP request's scope; ``with`` gives its fields, whose ``acked_channels`` are filled by the
+    events the request stores."""
+    return _Scope({"request_id": request_id, _ACKED: set()})
+
+
+def acked_channels(fields: dict[str, Any]) -> set[str]:
+    return fields[_ACKED]
 
 
 def stamp_incoming(events: list[IOEvent], received_at: int) -> None:
     """Give incoming events the current request id (a new one outside a request) and their arrival
     time: both are stored with the event, so processing after a restart still has them."""
-    request_id = current_request_id() or new_event_id()
-    channels = _acked_channels.get()
+    fields = current_fields()
+    request_id = fields.get("request_id") or new_event_id()
+    channels = fields.get(_ACKED)
     for event in events:
         event.flags.setdefault("requestId", request_id)
         event.flags.setdefault("receivedAt", received_at)

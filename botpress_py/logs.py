@@ -17,7 +17,7 @@ from typing import IO, Any
 
 import orjson
 
-from .log_context import current_fields
+from .log_context import current_fields, log_fields
 
 LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 FORMATS = ("text", "json")
@@ -36,9 +36,8 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname.lower(),
             "logger": record.name,
         }
-        fields = getattr(record, "bp_fields", None)
-        if fields is None:
-            fields = current_fields()
+        raw = getattr(record, "bp_fields", None)
+        fields = log_fields(raw if raw is not None else current_fields())
         for key in CONTEXT_FIELDS:
             if key in fields:
                 line[key] = fields[key]

@@ -368,7 +368,10 @@ class BotpressServer:
         return web.json_response(body)
 
     async def handle_metrics(self, request: web.Request) -> web.Response:
-        return web.Response(body=self.metrics.render(), headers={"Content-Type": CONTENT_TYPE})
+        # In a thread: with thousands of bots the per-bot series take a good part of a second to write,
+        # which must not stall webhooks. The gauges read at scrape time tolerate it (copies, no awaits).
+        body = await asyncio.to_thread(self.metrics.render)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
 
     async def dispatch(self, request: web.Request) -> web.StreamResponse:
         """Route /api/v1/bots/{botId}/mod/{module}/... to the module's router for that bot."""
