@@ -90,17 +90,22 @@ _installed: logging.Handler | None = None
 
 
 def configure_logging(level: str = "info", fmt: str = "text", levels: Mapping[str, str] | None = None,
-                      stream: IO[str] | None = None) -> logging.Handler:
-    """Install the server's one log handler on the root logger (replacing the one installed before)."""
+                      stream: IO[str] | None = None, force: bool = False) -> logging.Handler | None:
+    """Install the server's one log handler on the root logger (replacing the one installed before).
+
+    Like ``logging.basicConfig``, it leaves alone a process whose logging someone else set up (a test
+    runner, a program embedding the server), unless ``force``; it then returns None."""
     global _installed
     if fmt not in FORMATS:
         raise ValueError(f"log format {fmt!r}: use one of {', '.join(FORMATS)}")
     default = LEVELS[level.lower()]
     per_logger = {key: LEVELS[value.lower()] for key, value in (levels or {}).items()}
+    root = logging.getLogger()
+    if not force and any(h is not _installed for h in root.handlers):
+        return None
     handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT))
     handler.addFilter(LevelFilter(default, per_logger))
-    root = logging.getLogger()
     if _installed is not None:
         root.removeHandler(_installed)
     root.addHandler(handler)

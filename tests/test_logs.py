@@ -43,7 +43,7 @@ def test_levels_match_module_names_their_bots_and_logger_prefixes() -> None:
 
 def test_json_lines_carry_the_context_and_the_traceback(restore_root: None) -> None:
     out = io.StringIO()
-    configure_logging("info", "json", {"noisy": "error"}, stream=out)
+    configure_logging("info", "json", {"noisy": "error"}, stream=out, force=True)
     log = logging.getLogger("botpress_py.test_logs")
     with log_scope(request_id="r-1", bot="shop", channel="test", user="abc", event_id="e1"):
         log.info("hello %s", "there")
@@ -60,7 +60,7 @@ def test_json_lines_carry_the_context_and_the_traceback(restore_root: None) -> N
     assert first["level"] == "info" and first["logger"] == "botpress_py.test_logs" and first["time"].endswith("Z")
     assert "RuntimeError: boom" in lines[1]["exc_info"] and "exc_info" not in first
     with pytest.raises(ValueError, match="log format 'xml'"):
-        configure_logging("info", "xml")
+        configure_logging("info", "xml", force=True)
 
 
 def test_request_ids_are_honoured_only_when_sane() -> None:
