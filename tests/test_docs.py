@@ -154,24 +154,34 @@ def test_docs_index_lists_every_doc() -> None:
 
 
 # -- /metrics ------------------------------------------------------------------------------------
-def documented_metrics() -> dict[str, str]:
-    """Metric name (labels left out) -> its type, from the table of docs/configuration.md "GET /metrics"."""
-    rows = table_rows(section(CONFIGURATION_MD.read_text(encoding="utf-8"), "## GET /metrics"))
-    return {name.split("{", 1)[0]: re.split(r"(?<!\\)\|", row)[2].strip() for name, row in rows.items()}
+OPERATIONS_MD = DOCS / "operations.md"
+
+
+def documented_metrics() -> dict[str, tuple[str, str]]:
+    """Metric name -> (type, source: "core" or a module), from docs/operations.md "Metrics reference"."""
+    rows = table_rows(section(OPERATIONS_MD.read_text(encoding="utf-8"), "## Metrics reference"))
+    cells = {name: [c.strip() for c in re.split(r"(?<!\\)\|", row)] for name, row in rows.items()}
+    return {name: (c[2], c[4]) for name, c in cells.items()}
 
 
 async def test_every_metric_a_real_server_serves_is_documented_and_no_other(tmp_path: Path) -> None:
+    """A server with every bundled module: the core's metrics and each module's (made when it starts)."""
     import aiohttp
 
     from botpress_py.testing import make_bot, run_server
 
+    modules = sorted(p.name for p in (REPO_ROOT / "modules").iterdir() if (p / "module.json").is_file())
     data = tmp_path / "data"
     make_bot(data, "alpha")
-    async with run_server(data, {}, modules=["qna"]) as server, aiohttp.ClientSession() as http, \
+    async with run_server(data, {}, modules=modules) as server, aiohttp.ClientSession() as http, \
             http.get(f"{server.url}/metrics") as response:
         text = await response.text()
-    served = dict(re.findall(r"^# TYPE (\S+) (\S+)$", text, re.M))
-    assert served == documented_metrics()
+    served = dict(re.findall(r"^# TYPE (bp_\S+) (\S+)$", text, re.M))
+    documented = documented_metrics()
+    assert {name: documented.get(name, ("undocumented", ""))[0] for name in served} == served
+    assert set(documented) <= set(served), f"documented but not served: {set(documented) - set(served)}"
+    sources = {source for _, source in documented.values()}
+    assert sources <= {"core", *modules}, f"unknown sources in the metrics table: {sources - {'core', *modules}}"
 
 
 # -- citations -----------------------------------------------------------------------------------
@@ -193,3 +203,12 @@ def test_the_code_cites_the_docs_in_the_repository_not_a_design_file_outside_it(
     assert "DESIGN.md" not in gitignore
     assert citing - DESIGN_CITES_ELSEWHERE == set()
     assert DESIGN_CITES_ELSEWHERE - citing == set(), "a file stopped citing DESIGN.md: drop it from the list"
+
+
+def test_the_sample_alert_rules_use_only_documented_metrics() -> None:
+    text = (DOCS / "alerts.yml").read_text(encoding="utf-8")
+    documented = documented_metrics()
+    used = {re.sub(r"_(bucket|sum|count)$", "", name) for name in re.findall(r"\bbp_[a-z0-9_]+", text)}
+    assert used and used <= set(documented), f"alerts.yml uses undocumented metrics: {used - set(documented)}"
+    assert text.count("- alert:") == text.count("expr:") > 5
+    assert "(alerts.yml)" in OPERATIONS_MD.read_text(encoding="utf-8")
