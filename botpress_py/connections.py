@@ -265,19 +265,37 @@ class LoopErrorLog:
         self._resources = resources
         self._previous: Any = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._uninstalled = False
 
     def install(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop, self._previous = loop, loop.get_exception_handler()
+        self._uninstalled = False
         loop.set_exception_handler(self)
 
     def uninstall(self) -> None:
-        if self._loop is not None and self._loop.get_exception_handler() is self:
-            self._loop.set_exception_handler(self._previous)
-        self._loop = None
+        """Hand every report back to the previous handler, except the late accept retries.
+
+        asyncio schedules an accept retry a second after an out-of-files error; it can fire after
+        the server closed its listener and this handler would otherwise be gone: keep answering
+        for those (and only those) while the loop lives.
+        """
+        self._uninstalled = True
+
+    def _pass_on(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        if self._previous is not None:
+            self._previous(loop, context)
+        else:
+            loop.default_exception_handler(context)
 
     def __call__(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
         exc = context.get("exception")
         message = str(context.get("message") or "unhandled error in the event loop")
+        if self._uninstalled:
+            if isinstance(exc, (ValueError, OSError)) and "_start_serving" in repr(context.get("handle")):
+                log.debug("a retry to accept connections ran after the listener closed: %s", exc)
+            else:
+                self._pass_on(loop, context)
+            return
         if isinstance(exc, OSError) and exc.errno in _OUT_OF_RESOURCES and "accept" in message:
             self._throttle.log(log, logging.ERROR, ("accept", exc.errno),
                                "cannot accept new connections: %s (%s); they wait in the listen backlog "
