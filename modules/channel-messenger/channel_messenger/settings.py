@@ -11,7 +11,7 @@ from .instagram_settings import InstagramSettings
 
 MODULE = "channel-messenger"
 DEFAULT_GRAPH_API_URL = "https://graph.facebook.com"
-DEFAULT_GRAPH_API_VERSION = "v25.0"
+DEFAULT_GRAPH_API_VERSION = "v27.0"  # the newest in graph_versions.json
 SENDER_ACTIONS = frozenset({"typing_on", "typing_off", "mark_seen"})
 PAGE_INBOX_APP_ID = "263902037430900"  # Meta's Page Inbox: where a handover to a human goes by default
 

@@ -54,6 +54,7 @@ from .page_profiles import ProfilesFileError, load_profiles, save_profiles
 from .replies import ReplyCollector, recipient_of
 from .routing import ConversationRouting
 from .send_checks import MESSAGING_TYPES, PROFILE_FIELDS, check_message, check_profile
+from .subscriptions import PageSubscriptions
 
 _VERSION = r"v[0-9]+\.[0-9]+"
 
@@ -123,6 +124,7 @@ class GraphEmulator(ControlApi, ActivityApi, PlannedFaults):
         self.profile_rate_limit = profile_rate_limit
         # Thread owners (handover), people with ids on several Pages, profile field permissions.
         self.routing = ConversationRouting(GraphError)
+        self.subscriptions = PageSubscriptions(GraphError)  # the Pages' webhook fields (subscribed_apps)
         self.calls: list[dict[str, Any]] = []
         self._faults: deque[Fault] = deque()
         self._rules: list[Fault] = []
@@ -137,6 +139,10 @@ class GraphEmulator(ControlApi, ActivityApi, PlannedFaults):
     def add_page(self, page_id: str, token: str, name: str = "", app_secret: str | None = None) -> None:
         self.pages[str(page_id)] = _Page(str(page_id), token, name or f"Page {page_id}", app_secret,
                                          profile=dict(self._kept_profiles.get(str(page_id), {})))
+
+    def replace_token(self, page_id: str, token: str) -> None:
+        """The Page's token changes (it expired, or was regenerated): the old one now gets Meta's 190."""
+        self.pages[str(page_id)].token = token
 
     @property
     def url(self) -> str:
@@ -350,6 +356,9 @@ class GraphEmulator(ControlApi, ActivityApi, PlannedFaults):
             return self._send(page, body)
         if path in ("/me/messenger_profile", f"/{page.id}/messenger_profile"):
             return self._profile(method, page, body, query)
+        subscribed = self.subscriptions.route(method, path, page.id, query)
+        if subscribed is not None:
+            return subscribed
         uploaded = self.attachments.route(method, path, page.id, body,
                                           instagram_linked=self.instagram.account_of(page.id) is not None)
         if uploaded is not None:
