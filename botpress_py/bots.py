@@ -24,6 +24,7 @@ from .events import IOEvent
 from .gate import BotGate, MountedBot
 from .jsonfiles import ConfigFileError, load_json_file, validate_instance, write_json_atomic
 from .loader import ModuleLoader
+from .metrics import ModuleMetrics
 from .routing import ModuleRouter
 from .transformers import TRANSFORMERS_FILE, BotTransformers, load_bot_transformers
 
@@ -125,6 +126,7 @@ class _ContextHost:
         self.users = registry.users
         if registry.media_store is not None:
             self.media = registry.media_store
+        self.metrics = registry.metrics
 
 
 class BotRegistry:
@@ -140,6 +142,7 @@ class BotRegistry:
         gate: BotGate | None = None,
         events: EventSink | None = None,
         media: Callable[[str], MediaStore] | None = None,
+        metrics: ModuleMetrics | None = None,
     ) -> None:
         self.data_dir = data_dir
         self.bots_dir = data_dir / "bots"
@@ -149,6 +152,8 @@ class BotRegistry:
         self._kv = kv
         self._users = users
         self.media_store = media  # bot id -> its bot.media (None: a command without storage)
+        # The server's metrics; a command outside the server gets a registry nobody reads.
+        self.metrics = metrics if metrics is not None else ModuleMetrics()
         # Which bots take events: opened here once a bot is mounted, read by the pipeline.
         self.gate = gate if gate is not None else BotGate()
         self._host = _ContextHost(events if events is not None else NoEvents(), self)

@@ -24,8 +24,8 @@ from typing import Any
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
+from .core_metrics import CoreMetrics
 from .logthrottle import LogThrottle
-from .metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +123,7 @@ class ConnectionLog(logging.LoggerAdapter):  # type: ignore[type-arg]
 class GuardedServer(web.Server):
     """aiohttp's server with a cap on open connections and deadlines for headers and body."""
 
-    def __init__(self, handler: Any, *, request_factory: Any, limits: ConnectionLimits, metrics: Metrics,
+    def __init__(self, handler: Any, *, request_factory: Any, limits: ConnectionLimits, metrics: CoreMetrics,
                  throttle: LogThrottle, **kwargs: Any) -> None:
         super().__init__(handler, request_factory=self._start_request, **kwargs)
         self._app_request_factory = request_factory
@@ -168,7 +168,7 @@ class GuardedServer(web.Server):
                 timer.cancel()
 
     def refuse(self, transport: asyncio.BaseTransport) -> None:
-        self._metrics.inc("bp_http_connections_refused_total")
+        self._metrics.connections_refused.inc()
         self._throttle.log(log, logging.WARNING, "connection-cap",
                            "refusing new connections: %d are open, the cap (httpServer.maxConnections) is %d",
                            len(self._open), self.limits.max_connections)
@@ -213,7 +213,7 @@ class GuardedServer(web.Server):
                          self.limits.body_timeout)
 
     def _close_late(self, handler: web.RequestHandler, why: str, seconds: float) -> None:
-        self._metrics.inc("bp_http_connections_timed_out_total")
+        self._metrics.connections_timed_out.inc()
         self._throttle.log(log, logging.INFO, why, "closed the connection from %s: " + why,
                            _peer(handler), seconds)
         handler.force_close()
@@ -239,7 +239,7 @@ class GuardedAppRunner(web.AppRunner):
     """An AppRunner serving through a :class:`GuardedServer` (``_make_server`` is the runner's hook
     for the server it serves with)."""
 
-    def __init__(self, app: web.Application, *, limits: ConnectionLimits, metrics: Metrics,
+    def __init__(self, app: web.Application, *, limits: ConnectionLimits, metrics: CoreMetrics,
                  throttle: LogThrottle, **kwargs: Any) -> None:
         super().__init__(app, keepalive_timeout=limits.keepalive_timeout, logger=ConnectionLog(throttle), **kwargs)
         self._guard = (limits, metrics, throttle)

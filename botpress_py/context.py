@@ -15,6 +15,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from .events import IOEvent
+from .metrics import ModuleMetrics
 from .routing import ModuleRouter
 from .secretfiles import load_or_create_secret
 
@@ -191,6 +192,9 @@ class BotContext:
         # Hosts made by hand (a test's, a command's) may have no media storage: then nothing is kept.
         media = getattr(host, "media", None)
         self.media: MediaStore = media(bot_id) if media is not None else NoMedia()
+        # The server's metrics (the same object for every module and bot); a hand-made host gets its own.
+        metrics = getattr(host, "metrics", None)
+        self.metrics: ModuleMetrics = metrics if metrics is not None else ModuleMetrics()
 
     def __repr__(self) -> str:
         return f"<BotContext bot={self.id!r} module={self.module!r}>"
@@ -245,6 +249,7 @@ class ServerContext:
         bot_state: Any = None,
         options: Mapping[str, Any] | None = None,
         request_stop: Callable[[str, int], None] | None = None,
+        metrics: ModuleMetrics | None = None,
     ) -> None:
         self.module = module
         self.config = config
@@ -261,6 +266,8 @@ class ServerContext:
         self._bots = bots
         self._admin_check = admin_check
         self.logger = logging.getLogger(f"botpress_py.module.{module}")
+        # Counters, gauges and histograms served by GET /metrics (shared by the core and every module).
+        self.metrics: ModuleMetrics = metrics if metrics is not None else ModuleMetrics()
 
     def bots(self) -> dict[str, BotContext]:
         """This module's contexts of the bots mounted right now, by bot id (a snapshot copy)."""

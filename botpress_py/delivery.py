@@ -19,11 +19,11 @@ import time
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
 
+from .core_metrics import CoreMetrics
 from .event_feed import EventFeed
 from .events import DeliveryError, IOEvent, Middleware, masked_copy
 from .gate import BotGate, MountedBot, ShuttingDown
 from .loader import ModuleLoader
-from .metrics import Metrics
 from .processing import maybe_await
 from .storage import GroupCommitSent, OutboxRow, SentMark, Storage
 from .storage.common import describe_error
@@ -47,7 +47,7 @@ class OutgoingDelivery:
         storage: Storage
         gate: BotGate
         loader: ModuleLoader
-        metrics: Metrics
+        metrics: CoreMetrics
         feed: EventFeed
         sent: GroupCommitSent
         middleware_out: list[tuple[str, Middleware]]
@@ -108,7 +108,7 @@ class OutgoingDelivery:
                     return
                 await self._schedule_retry(row, f"{type(exc).__name__}: {exc}", None)
                 continue
-            self.metrics.inc("bp_events_sent_total")
+            self.metrics.events_sent.inc()
             self.feed.publish(event, "sent")
             await self._mark_sent(row, message_id)
             return
@@ -121,7 +121,7 @@ class OutgoingDelivery:
             return
         except Exception as exc:
             # Failed by itself (the group commit splits a failed batch): the others are recorded.
-            self.metrics.inc("bp_events_sent_mark_failed_total")
+            self.metrics.events_sent_mark_failed.inc()
             log.error("bot %s: event %s was delivered but could not be recorded as sent (%s); recording its "
                       "status without history", event.botId, event.id,
                       describe_error(exc, masked=bool(event.flags.get("mask"))))
@@ -194,7 +194,7 @@ class OutgoingDelivery:
             RETRY_MAX_SECONDS, RETRY_BASE_SECONDS * 2 ** (row.attempts - 1))
         delay *= random.uniform(0.8, 1.2)  # jitter: conversations that failed together retry apart
         row.next_attempt_at = int((time.time() + delay) * 1000)
-        self.metrics.inc("bp_events_send_retried_total")
+        self.metrics.events_send_retried.inc()
         log.warning("bot %s: send of %s failed (attempt %d), retrying in %.1fs: %s",
                     row.event.botId, row.event.id, row.attempts, delay, error)
         # Not stored: the retry happens all the same, only a restart would not know its schedule.
@@ -202,7 +202,7 @@ class OutgoingDelivery:
             row.event.id, status="pending", attempts=row.attempts, next_attempt_at=row.next_attempt_at, error=error))
 
     async def _fail(self, row: OutboxRow, error: str) -> None:
-        self.metrics.inc("bp_events_send_failed_total")
+        self.metrics.events_send_failed.inc()
         log.error("bot %s: send of %s failed permanently: %s", row.event.botId, row.event.id, error)
         self.feed.publish(row.event, "failed")
         if await self._record_outgoing(row.event, "its failure", self.storage.outbox_update(

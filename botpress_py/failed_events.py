@@ -90,7 +90,7 @@ class FailedCounts:
         return {d: sum(entry[d] for entry in self._by_bot.values()) for d in DIRECTIONS}
 
     def gauge(self) -> dict[str, float]:
-        return {f'direction="{d}"': float(n) for d, n in self.totals().items()}
+        return {d: float(n) for d, n in self.totals().items()}
 
     def status(self) -> dict[str, Any]:
         """The ``failedEvents`` key of GET /status."""

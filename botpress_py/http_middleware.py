@@ -21,8 +21,8 @@ from aiohttp import hdrs, web
 
 from .admin import json_error
 from .connections import log_malformed
+from .core_metrics import CoreMetrics
 from .logthrottle import LogThrottle
-from .metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +102,7 @@ def _reason(exc: web.RequestPayloadError) -> str:
     return " ".join(str(text).split())[:200]
 
 
-def http_middleware(metrics: Metrics, limit: int, limit_text: str, cors: CorsPolicy, throttle: LogThrottle) -> Any:
+def http_middleware(metrics: CoreMetrics, limit: int, limit_text: str, cors: CorsPolicy, throttle: LogThrottle) -> Any:
     """One middleware rather than several because every aiohttp middleware is another coroutine per
     request, and the webhook is the hot path (bench/: a few per cent of the ingest rate)."""
 
@@ -114,7 +114,7 @@ def http_middleware(metrics: Metrics, limit: int, limit_text: str, cors: CorsPol
 
     @web.middleware
     async def http(request: web.Request, handler: Any) -> web.StreamResponse:
-        metrics.inc("bp_http_requests_total")
+        metrics.http_requests.inc()
         if request.method == "OPTIONS" and hdrs.ACCESS_CONTROL_REQUEST_METHOD in request.headers:
             return cors.preflight(request)
         # Refuse on the declared length before any handler runs; chunked bodies are capped by

@@ -1,84 +1,175 @@
-"""Counters and gauges for ``GET /metrics`` in the Prometheus text format.
+"""``GET /metrics``: one prometheus-client registry per server, shared by the core and its modules.
 
-Written by hand rather than with prometheus-client: a handful of process-local counters
-does not justify a dependency, and the format is three lines per metric.
+Each server owns its ``CollectorRegistry`` (never the process-wide default one), so two servers in
+one process (tests, a supervisor) never share or double-count a series. Modules get the same
+object as ``ServerContext.metrics`` / ``BotContext.metrics`` (``ModuleMetrics``); asking for a
+metric again returns the object made the first time, because modules are instantiated again on
+reload and bots are mounted again.
 
-A series with labels is named as Prometheus prints it: ``labelled("bp_x_total", direction="in")``
-gives ``bp_x_total{direction="in"}``; HELP and TYPE are printed once per metric name.
+``*_created`` series are switched off: they double the output and no alert reads them.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
-from collections.abc import Callable, Mapping
+import logging
+import re
+import threading
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
 
-HELP = {
-    "bp_events_received_total": "Incoming events stored (duplicates excluded).",
-    "bp_events_duplicate_total": "Incoming events acknowledged but dropped as redeliveries.",
-    "bp_events_done_total": "Incoming events processed.",
-    "bp_events_dropped_total": "Incoming events stopped by a middleware.",
-    "bp_events_error_total": "Incoming events whose bot logic raised.",
-    "bp_events_sent_total": "Outgoing events delivered by a channel.",
-    "bp_events_send_retried_total": "Outgoing delivery attempts that failed transiently.",
-    "bp_events_send_failed_total": "Outgoing events that failed permanently.",
-    "bp_events_retried_total": "Incoming events whose processing failed (storage, not bot logic) and was "
-                               "tried again after a backoff.",
-    "bp_events_failed_total": "Events that became failed (retries used up, refused by storage, or a "
-                              "permanent send failure), by direction.",
-    "bp_events_sent_mark_failed_total": "Outgoing events delivered whose sent mark (and history) could not be "
-                                        "recorded.",
-    "bp_failed_events": "Failed events stored now (listed by GET /api/v1/admin/events/failed), by direction.",
-    "bp_http_requests_total": "HTTP requests answered.",
-    "bp_http_connections_refused_total": "Connections closed at once because httpServer.maxConnections were open.",
-    "bp_http_connections_timed_out_total": "Connections closed because a request's headers or body came too late.",
-}
-
-# Every counter without labels the core increments, shown at 0 from the start: an alert or a rate()
-# never meets a missing series (bp_events_failed_total, labelled, is registered by the pipeline).
-COUNTERS = (
-    "bp_events_received_total", "bp_events_duplicate_total", "bp_events_done_total", "bp_events_dropped_total",
-    "bp_events_error_total", "bp_events_sent_total", "bp_events_send_retried_total", "bp_events_send_failed_total",
-    "bp_events_retried_total", "bp_events_sent_mark_failed_total", "bp_http_requests_total",
-    "bp_http_connections_refused_total", "bp_http_connections_timed_out_total",
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    exposition,
+    generate_latest,
 )
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
-Gauge = Callable[[], "float | Mapping[str, float]"]
+disable_created_metrics()
+
+# generate_latest writes the 0.0.4 text format; newer prometheus-client versions name a newer
+# format as "latest", which their own generate_latest does not write.
+CONTENT_TYPE = getattr(exposition, "CONTENT_TYPE_PLAIN_0_0_4", exposition.CONTENT_TYPE_LATEST)
+
+log = logging.getLogger("botpress_py.metrics")
+
+_NAME = re.compile(r"bp_[a-zA-Z0-9_]+")
+_LABEL = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
+
+Read = Callable[[], "float | Mapping[tuple[str, ...] | str, float]"]
 
 
 def labelled(name: str, **labels: str) -> str:
-    """The series name of ``name`` with these labels (values must not need escaping)."""
+    """The series name of ``name`` with these labels, as ``/metrics`` prints it:
+    ``labelled("bp_x_total", direction="in")`` is ``bp_x_total{direction="in"}``."""
     return name + "{" + ",".join(f'{key}="{value}"' for key, value in labels.items()) + "}"
 
 
-class Metrics:
-    def __init__(self) -> None:
-        self.counters: dict[str, float] = defaultdict(float, dict.fromkeys(COUNTERS, 0.0))
-        # A gauge reads one value, or one value per label set ({'direction="in"': 3.0}).
-        self.gauges: dict[str, Gauge] = {}
+class CallbackGauge(Collector):
+    """A gauge read when ``/metrics`` is scraped: ``read()`` gives one value, or one value per label
+    tuple. A read that raises is logged and its series left out: one module's bug never breaks the page."""
 
-    def inc(self, name: str, value: float = 1) -> None:
-        self.counters[name] += value
+    def __init__(self, name: str, documentation: str, read: Read, labelnames: tuple[str, ...]) -> None:
+        self.name = name
+        self.documentation = documentation
+        self.read = read
+        self.labelnames = labelnames
 
-    def gauge(self, name: str, read: Gauge, help_text: str) -> None:
-        self.gauges[name] = read
-        HELP[name] = help_text
+    def describe(self) -> Iterable[Any]:
+        return [GaugeMetricFamily(self.name, self.documentation, labels=self.labelnames or None)]
 
-    def render(self) -> str:
-        series: dict[str, list[tuple[str, float]]] = {}
-        kinds: dict[str, str] = {}
-        for name, value in self.counters.items():
-            base = name.split("{", 1)[0]
-            series.setdefault(base, []).append((name, value))
-            kinds[base] = "counter"
-        for name, read in self.gauges.items():
-            value = read()
+    def collect(self) -> Iterable[Any]:
+        family = GaugeMetricFamily(self.name, self.documentation, labels=self.labelnames or None)
+        try:
+            value = self.read()
             if isinstance(value, Mapping):
-                series[name] = [(name + "{" + labels + "}", v) for labels, v in value.items()]
+                for key, v in value.items():
+                    values = (key,) if isinstance(key, str) else tuple(key)
+                    if len(values) != len(self.labelnames):
+                        raise ValueError(f"label values {values!r} do not match labels {self.labelnames!r}")
+                    family.add_metric([str(part) for part in values], float(v))
+            elif self.labelnames:
+                raise ValueError(f"labelled gauge needs a mapping of label tuples to values, got {value!r}")
             else:
-                series[name] = [(name, value)]
-            kinds[name] = "gauge"
-        lines: list[str] = []
-        for base in sorted(series):
-            lines += [f"# HELP {base} {HELP.get(base, base)}", f"# TYPE {base} {kinds[base]}"]
-            lines += [f"{name} {value:g}" for name, value in sorted(series[base])]
-        return "\n".join(lines) + "\n"
+                family.add_metric([], float(value))
+        except Exception as exc:
+            log.warning("metric %s could not be read: %s: %s", self.name, type(exc).__name__, exc)
+            family = GaugeMetricFamily(self.name, self.documentation, labels=self.labelnames or None)
+        return [family]
+
+
+class ModuleMetrics:
+    """The server's metrics: make counters, gauges and histograms that ``GET /metrics`` serves.
+
+    Every name starts with ``bp_``; labels must have bounded values (a bot id, a channel, a status
+    code: never a user id, a secret or a message text). Asking again with the same name, kind and
+    labels returns the same object; a different definition under a name in use raises ValueError.
+    """
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self._lock = threading.Lock()
+        # name as asked -> (kind, labelnames, extra definition, object)
+        self._made: dict[str, tuple[str, tuple[str, ...], Any, Any]] = {}
+
+    # -- the module API -----------------------------------------------------------------------------
+    def counter(self, name: str, documentation: str, labelnames: Sequence[str] = ()) -> Counter:
+        """A counter; prometheus-client prints it as ``<name>_total`` (a name ending in ``_total`` is kept)."""
+        return self._make("counter", name, documentation, labelnames, None,
+                          lambda labels: Counter(name, documentation, labels, registry=self.registry))
+
+    def gauge(self, name: str, documentation: str, labelnames: Sequence[str] = ()) -> Gauge:
+        """A gauge the module sets (``set``/``inc``/``dec``)."""
+        return self._make("gauge", name, documentation, labelnames, None,
+                          lambda labels: Gauge(name, documentation, labels, registry=self.registry))
+
+    def histogram(self, name: str, documentation: str, labelnames: Sequence[str] = (),
+                  buckets: Sequence[float] | None = None) -> Histogram:
+        """A histogram (``observe(seconds)``); ``buckets`` default to prometheus-client's."""
+        extra = tuple(float(b) for b in buckets) if buckets is not None else None
+
+        def make(labels: tuple[str, ...]) -> Histogram:
+            if extra is None:
+                return Histogram(name, documentation, labels, registry=self.registry)
+            return Histogram(name, documentation, labels, registry=self.registry, buckets=extra)
+        return self._make("histogram", name, documentation, labelnames, extra, make)
+
+    def gauge_callback(self, name: str, documentation: str, read: Read,
+                       labelnames: Sequence[str] = ()) -> CallbackGauge:
+        """A gauge whose value ``read()`` gives at scrape time: a float, or a mapping from label tuples
+        (a plain string for one label) to floats. Asking again replaces ``read`` (a remounted module's
+        new objects are read from then on)."""
+        collector = self._make("gauge_callback", name, documentation, labelnames, None,
+                               lambda labels: self._register(CallbackGauge(name, documentation, read, labels)))
+        collector.read = read
+        return collector
+
+    # -- reading (tests, the admin) -----------------------------------------------------------------
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+    @property
+    def counters(self) -> dict[str, float]:
+        """Every sample served now, by its series name (``labelled`` spelling): a snapshot for tests."""
+        return self.values()
+
+    def values(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for family in self.registry.collect():
+            for sample in family.samples:
+                key = labelled(sample.name, **sample.labels) if sample.labels else sample.name
+                out[key] = sample.value
+        return out
+
+    # -- internals ----------------------------------------------------------------------------------
+    def _register(self, collector: CallbackGauge) -> CallbackGauge:
+        self.registry.register(collector)
+        return collector
+
+    def _make(self, kind: str, name: str, documentation: str, labelnames: Sequence[str], extra: Any,
+              make: Callable[[tuple[str, ...]], Any]) -> Any:
+        if not isinstance(name, str) or not _NAME.fullmatch(name):
+            raise ValueError(f"metric {name!r}: names start with 'bp_' and use only letters, digits and '_'")
+        if isinstance(labelnames, str):
+            raise ValueError(f"metric {name!r}: labelnames must be a sequence of names, not one string")
+        labels = tuple(labelnames)
+        for label in labels:
+            if not isinstance(label, str) or not _LABEL.fullmatch(label) or label.startswith("__"):
+                raise ValueError(f"metric {name!r}: invalid label name {label!r}")
+        with self._lock:
+            known = self._made.get(name)
+            if known is not None:
+                if known[:3] != (kind, labels, extra):
+                    raise ValueError(f"metric {name!r} is already defined as a {known[0]} with labels "
+                                     f"{list(known[1])}; it cannot be redefined as a {kind} with labels {list(labels)}")
+                return known[3]
+            try:
+                made = make(labels)
+            except ValueError as exc:  # another name of the same series (bp_x and bp_x_total), a reserved name
+                raise ValueError(f"metric {name!r} cannot be defined: {exc}") from None
+            self._made[name] = (kind, labels, extra, made)
+            return made

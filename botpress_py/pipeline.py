@@ -32,6 +32,7 @@ import time
 from collections.abc import Iterable
 
 from .conversation_queues import ConversationQueues
+from .core_metrics import CoreMetrics
 from .delivery import OutgoingDelivery
 from .event_feed import EventFeed
 from .events import IOEvent, Middleware, payload_preview, validate_outgoing_payload
@@ -39,7 +40,6 @@ from .failed_events import FailedCounts, FailedEvents, RetryPolicy
 from .gate import BotGate
 from .loader import ModuleLoader
 from .logthrottle import LogThrottle
-from .metrics import Metrics, labelled
 from .processing import IncomingProcessing, current_replies
 from .storage import (
     STORED_AS_FAILED,
@@ -68,12 +68,10 @@ RESUME_BELOW = MAX_QUEUED_INCOMING // 2
 DEFAULT_ACK_TIMEOUT = 5.0
 MAX_UNSTORED_INCOMING = 10_000
 
-_FAILED_INCOMING = labelled("bp_events_failed_total", direction="incoming")
-_FAILED_OUTGOING = labelled("bp_events_failed_total", direction="outgoing")
 
 
 class EventPipeline(IncomingProcessing, OutgoingDelivery):
-    def __init__(self, storage: Storage, gate: BotGate, loader: ModuleLoader, metrics: Metrics,
+    def __init__(self, storage: Storage, gate: BotGate, loader: ModuleLoader, metrics: CoreMetrics,
                  retry: RetryPolicy | None = None) -> None:
         self.storage = storage
         self.gate = gate
@@ -84,10 +82,8 @@ class EventPipeline(IncomingProcessing, OutgoingDelivery):
         self.failed_counts = FailedCounts()
         self.failed = FailedEvents(storage, self, self.failed_counts)
         self.feed = EventFeed()  # the admin page's live view
-        for counter in (_FAILED_INCOMING, _FAILED_OUTGOING):
-            metrics.inc(counter, 0)  # shown from the start, so an alert can compare with 0
-        metrics.gauge("bp_failed_events", self.failed_counts.gauge,
-                      "Failed events stored now (listed by GET /api/v1/admin/events/failed), by direction.")
+        metrics.gauge("bp_failed_events", "Failed events stored now (listed by GET /api/v1/admin/events/failed), "
+                      "by direction.", self.failed_counts.gauge, ("direction",))
         self.inbox = GroupCommitInbox(storage)
         self.completions = GroupCommitCompletions(storage)
         # Sent marks are not held back for company (a window): the history would then show a reply
@@ -145,8 +141,8 @@ class EventPipeline(IncomingProcessing, OutgoingDelivery):
             self._unstored -= len(events)
         accepted = [event for event, new in zip(events, flags, strict=True) if new is True]
         failed = [event for event, new in zip(events, flags, strict=True) if new == STORED_AS_FAILED]
-        self.metrics.inc("bp_events_received_total", len(accepted))
-        self.metrics.inc("bp_events_duplicate_total", len(events) - len(accepted) - len(failed))
+        self.metrics.events_received.inc(len(accepted))
+        self.metrics.events_duplicate.inc(len(events) - len(accepted) - len(failed))
         for event in failed:
             self._count_failed(event.botId, "incoming")
         self.feed.publish_many(accepted, "received")
@@ -319,7 +315,7 @@ class EventPipeline(IncomingProcessing, OutgoingDelivery):
         exhausted = await self.storage.inbox_fail_exhausted(
             self.retry.max_attempts, f"processing failed {self.retry.max_attempts} times before a restart")
         if exhausted:
-            self.metrics.inc(_FAILED_INCOMING, sum(exhausted.values()))
+            self.metrics.failed("incoming", sum(exhausted.values()))
             log.error("failed %d stored events that used up their %d attempts before the last stop: %s",
                       sum(exhausted.values()), self.retry.max_attempts, exhausted)
         self.failed_counts.replace(await self.storage.failed_counts())
@@ -346,7 +342,7 @@ class EventPipeline(IncomingProcessing, OutgoingDelivery):
             self._release_incoming(event.botId)
 
     def _count_failed(self, bot_id: str, direction: str) -> None:
-        self.metrics.inc(_FAILED_INCOMING if direction == "incoming" else _FAILED_OUTGOING)
+        self.metrics.failed(direction)
         self.failed_counts.add(bot_id, direction)
 
     # -- shutdown ----------------------------------------------------------------------------------

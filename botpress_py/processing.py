@@ -15,13 +15,13 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from .config.server_config import parse_duration
+from .core_metrics import CoreMetrics
 from .event_feed import EventFeed
 from .events import EVENT_FIELDS, IOEvent, Middleware, masked_copy
 from .failed_events import RetryPolicy
 from .gate import BotGate, MountedBot, ShuttingDown
 from .loader import ModuleLoader
 from .logthrottle import LogThrottle
-from .metrics import Metrics
 from .state import linked_users
 from .storage import Completion, GroupCommitCompletions, Storage
 from .storage.common import describe_error, event_json, unserialisable_path
@@ -52,7 +52,7 @@ class IncomingProcessing:
         storage: Storage
         gate: BotGate
         loader: ModuleLoader
-        metrics: Metrics
+        metrics: CoreMetrics
         retry: RetryPolicy
         completions: GroupCommitCompletions
         middleware_in: list[tuple[str, Middleware]]
@@ -91,7 +91,7 @@ class IncomingProcessing:
                     return  # the server stops: the event stays pending, its attempts counted
                 continue
             self._queue_outgoing(completion.outgoing, seqs)
-            self.metrics.inc(f"bp_events_{completion.status}_total")
+            getattr(self.metrics, f"events_{completion.status}").inc()
             return
 
     async def _run_bot_logic(self, event: IOEvent) -> Completion | None:
@@ -125,7 +125,7 @@ class IncomingProcessing:
         """Count the failed attempt (in storage too, so a restart does not reset it) and wait
         for the backoff; False when the server stops meanwhile."""
         delay = self.retry.delay(attempts)
-        self.metrics.inc("bp_events_retried_total")
+        self.metrics.events_retried.inc()
         self._log_throttle.log(
             log, logging.WARNING, ("retry", event.botId, _kind(error)),
             "bot %s: processing event %s failed (attempt %d of %d), retrying in %.1fs: %s",

@@ -25,6 +25,7 @@ from .hookspecs import hookimpl
 from .jsonfiles import ConfigFileError, load_json_file, validate_instance
 from .logthrottle import LogThrottle
 from .media import MediaTooLarge
+from .metrics import ModuleMetrics
 from .routing import ModuleRouter
 from .storage.base import StorageUnavailable
 
@@ -43,6 +44,7 @@ __all__ = [
     "MediaTooLarge",
     "Middleware",
     "ModuleConfig",
+    "ModuleMetrics",
     "ModuleRouter",
     "ModuleState",
     "ServerContext",

@@ -33,13 +33,14 @@ from .connections import (
     raise_fd_limit,
 )
 from .context import ConfigProblem, ServerContext
+from .core_metrics import CoreMetrics
 from .failed_events import RetryPolicy
 from .gate import BotGate
 from .http_middleware import CorsPolicy, http_middleware, marking_admin_check
 from .loader import ModuleLoader, discover_module_folders
 from .logthrottle import LogThrottle
 from .media import MediaRoute, StorageMediaStore, media_max_bytes
-from .metrics import Metrics
+from .metrics import CONTENT_TYPE, ModuleMetrics
 from .pipeline import EventPipeline
 from .routing import ModuleRouter
 from .site import ModuleAssets, SitePages
@@ -101,7 +102,8 @@ class BotpressServer:
             self.env["PORT"] = str(port)
         if host is not None:
             self.env["BP_HOST"] = host
-        self.metrics = Metrics()
+        self.metrics = ModuleMetrics()  # this server's registry, shared with its modules
+        self.core_metrics = CoreMetrics(self.metrics)
         self.loader = ModuleLoader(self.data_dir, self.env)
         self.resolver = ModuleConfigResolver(self.data_dir, self.env)
         self.config: ServerConfig | None = None
@@ -173,7 +175,7 @@ class BotpressServer:
         storage = self.storage
         # Wired once: the registry opens and closes the bot gate, the pipeline reads it; modules'
         # BotContexts hand their events straight to the pipeline.
-        self.pipeline = EventPipeline(storage, self.gate, self.loader, self.metrics,
+        self.pipeline = EventPipeline(storage, self.gate, self.loader, self.core_metrics,
                                       RetryPolicy.from_config(self.config.data.get("storage", {})))
         self.registry = BotRegistry(data_dir=self.data_dir, loader=self.loader, resolver=self.resolver,
                                     external_url=self.external_url,
@@ -181,9 +183,10 @@ class BotpressServer:
                                     users=lambda bot_id: StorageUserStore(storage, bot_id),
                                     gate=self.gate, events=self.pipeline,
                                     media=lambda bot_id: StorageMediaStore(storage, bot_id, self.external_url,
-                                                                           media_max_bytes(storage_config)))
+                                                                           media_max_bytes(storage_config)),
+                                    metrics=self.metrics)
         self.pipeline.ack_timeout = parse_duration(storage_config.get("ackTimeout", "5s"))
-        self._register_gauges()
+        self.core_metrics.register_gauges(self.registry, self.pipeline, self.open_connections)
 
         # Bind first (port 0 becomes a real port, so external_url is right for modules), but
         # serve only once every bot is mounted: early requests queue in the backlog instead of
@@ -198,7 +201,7 @@ class BotpressServer:
         except (OSError, ValueError) as exc:
             raise StartupError([ConfigProblem("admin token", "", str(exc))]) from None
         self.app = self._build_app()
-        self._runner = GuardedAppRunner(self.app, limits=self._connection_limits(), metrics=self.metrics,
+        self._runner = GuardedAppRunner(self.app, limits=self._connection_limits(), metrics=self.core_metrics,
                                         throttle=self.log_throttle, handle_signals=False, access_log=None,
                                         shutdown_timeout=5.0)
         await self._runner.setup()
@@ -237,7 +240,7 @@ class BotpressServer:
         policy = CorsPolicy(channel_origin=cors.get("origin", "*") if cors.get("enabled", True) else None,
                             admin_origins=self.config.admin_origins())
         app = web.Application(client_max_size=limit, middlewares=[http_middleware(
-            self.metrics, limit, self.config.http["bodyLimit"], policy, self.log_throttle)])
+            self.core_metrics, limit, self.config.http["bodyLimit"], policy, self.log_throttle)])
         admin_check = marking_admin_check(self.admin_auth.check)
         registry = self.registry
         site = self.site = SitePages(self._report_module_problem)
@@ -255,7 +258,7 @@ class BotpressServer:
                 data_dir=self.data_dir, state=StorageKeyValue(self.storage, f"{name}:server"),  # type: ignore[arg-type]
                 bots=self.registry.module_views.setdefault(name, {}), admin_check=admin_check,
                 site_router=site.router_for(name), bot_state=bot_state, options=self.options,
-                request_stop=self.request_stop)
+                request_stop=self.request_stop, metrics=self.metrics)
         app.router.add_get("/status", self.handle_status)
         app.router.add_get("/metrics", self.handle_metrics)
         AdminApi(self.registry, self.loader, admin_check, self.pipeline.failed if self.pipeline else None) \
@@ -286,20 +289,6 @@ class BotpressServer:
     def _report_module_problem(self, module: str, problem: str) -> None:
         earlier = self.module_errors.get(module)
         self.module_errors[module] = f"{earlier}; {problem}" if earlier else problem
-
-    def _register_gauges(self) -> None:
-        assert self.registry and self.pipeline
-        registry, pipeline = self.registry, self.pipeline
-        self.metrics.gauge("bp_bots_mounted", lambda: sum(r.state == "mounted" for r in registry.records.values()),
-                           "Bots currently mounted.")
-        self.metrics.gauge("bp_bots_known", lambda: len(registry.records), "Bots found under data/bots.")
-        self.metrics.gauge("bp_incoming_queued", lambda: pipeline.incoming.pending(),
-                           "Incoming events queued in memory for processing.")
-        self.metrics.gauge("bp_outgoing_queued", lambda: pipeline.outgoing.pending(),
-                           "Outgoing events queued in memory for delivery.")
-        self.metrics.gauge("bp_http_connections_open", self.open_connections, "HTTP connections open now.")
-        self.metrics.gauge("bp_incoming_parked_bots", lambda: len(pipeline.parked_bots()),
-                           "Bots whose new events stay in storage until they are mounted or memory has room.")
 
     def open_connections(self) -> int:
         """HTTP connections open now."""
@@ -375,7 +364,7 @@ class BotpressServer:
         return web.json_response(body)
 
     async def handle_metrics(self, request: web.Request) -> web.Response:
-        return web.Response(text=self.metrics.render(), content_type="text/plain", charset="utf-8")
+        return web.Response(body=self.metrics.render(), headers={"Content-Type": CONTENT_TYPE})
 
     async def dispatch(self, request: web.Request) -> web.StreamResponse:
         """Route /api/v1/bots/{botId}/mod/{module}/... to the module's router for that bot."""

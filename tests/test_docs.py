@@ -154,10 +154,14 @@ def test_docs_index_lists_every_doc() -> None:
 
 
 # -- /metrics ------------------------------------------------------------------------------------
-def documented_metrics() -> dict[str, str]:
-    """Metric name (labels left out) -> its type, from the table of docs/configuration.md "GET /metrics"."""
-    rows = table_rows(section(CONFIGURATION_MD.read_text(encoding="utf-8"), "## GET /metrics"))
-    return {name.split("{", 1)[0]: re.split(r"(?<!\\)\|", row)[2].strip() for name, row in rows.items()}
+OPERATIONS_MD = DOCS / "operations.md"
+
+
+def documented_metrics() -> dict[str, tuple[str, str]]:
+    """Metric name -> (type, source: "core" or a module), from docs/operations.md "Metrics reference"."""
+    rows = table_rows(section(OPERATIONS_MD.read_text(encoding="utf-8"), "## Metrics reference"))
+    cells = {name: [c.strip() for c in re.split(r"(?<!\\)\|", row)] for name, row in rows.items()}
+    return {name: (c[2], c[4]) for name, c in cells.items()}
 
 
 async def test_every_metric_a_real_server_serves_is_documented_and_no_other(tmp_path: Path) -> None:
@@ -170,8 +174,15 @@ async def test_every_metric_a_real_server_serves_is_documented_and_no_other(tmp_
     async with run_server(data, {}, modules=["qna"]) as server, aiohttp.ClientSession() as http, \
             http.get(f"{server.url}/metrics") as response:
         text = await response.text()
-    served = dict(re.findall(r"^# TYPE (\S+) (\S+)$", text, re.M))
-    assert served == documented_metrics()
+    served = dict(re.findall(r"^# TYPE (bp_\S+) (\S+)$", text, re.M))
+    documented = documented_metrics()
+    assert {name: documented.get(name, ("undocumented", ""))[0] for name in served} == served
+    core = {name: kind for name, (kind, source) in documented.items() if source == "core"}
+    assert core == {name: kind for name, kind in served.items() if name in core}
+    assert set(core) <= set(served), f"documented but not served: {set(core) - set(served)}"
+    sources = {source for _, source in documented.values()}
+    modules = {p.name for p in (REPO_ROOT / "modules").iterdir() if p.is_dir()}
+    assert sources <= {"core"} | modules, f"unknown sources in the metrics table: {sources - {'core'} - modules}"
 
 
 # -- citations -----------------------------------------------------------------------------------
