@@ -31,6 +31,10 @@ def is_placeholder(value: str) -> bool:
     return not text or bool(_PLACEHOLDER.match(text))
 
 
+def _positive(value: Any, default: float) -> float:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) and value > 0 else default
+
+
 def parse_duration(text: str, default_seconds: int = 86400) -> int:
     """``"24h"`` → 86400 seconds; anything unparsable falls back to the default (the schema rejects it)."""
     match = _DURATION.match(text.strip()) if isinstance(text, str) else None
@@ -61,6 +65,7 @@ class MessengerSettings:
     graph_api_version: str = DEFAULT_GRAPH_API_VERSION
     typing_indicators: bool = True
     message_delay_ms: int = 0
+    send_rate_limit: float = 250.0  # Send API calls per second per Page (pacing.py)
     request_profile: bool = False
     update_contact_profiles: bool = False
     merge_contact_profiles: bool = False
@@ -102,6 +107,7 @@ class MessengerSettings:
             graph_api_version=text("graphApiVersion", DEFAULT_GRAPH_API_VERSION) or DEFAULT_GRAPH_API_VERSION,
             typing_indicators=config.get("typingIndicators", True) is not False,
             message_delay_ms=max(0, int(delay)) if isinstance(delay, int | float) else 0,
+            send_rate_limit=_positive(config.get("sendRateLimit"), 250.0),
             request_profile=config.get("requestProfile") is True,
             update_contact_profiles=config.get("updateContactProfiles") is True,
             merge_contact_profiles=config.get("mergeContactProfiles") is True,

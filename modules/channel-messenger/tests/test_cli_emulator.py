@@ -120,6 +120,6 @@ async def test_fault_flags_and_call_log(tmp_path: Path) -> None:
     assert code == 0
     assert "no --app-secret: webhooks cannot be signed" in "\n".join(emu.banner)
     log = rest.splitlines()
-    assert re.fullmatch(r"\d\d:\d\d:\d\d  GET /v27\.0/me  500  planned fault: Temporary send message failure\. "
+    assert re.fullmatch(r"\d\d:\d\d:\d\d  GET /v25\.0/me  500  planned fault: Temporary send message failure\. "
                         r"Please try again later\.", log[0]), log
-    assert re.fullmatch(r"\d\d:\d\d:\d\d  GET /v27\.0/me  200", log[1]), log
+    assert re.fullmatch(r"\d\d:\d\d:\d\d  GET /v25\.0/me  200", log[1]), log
