@@ -94,6 +94,7 @@ class MessengerChannel:
         for sender in (self.outgoing, self.instagram.outgoing):
             sender.pacer = self.outgoing.pacer
             sender.health = self.health.tokens
+            sender.window = self.window
         self.graph.observer = self.health.observe_graph
         self.outgoing.on_pause = self.instagram.outgoing.on_pause = self.health.paused
 

@@ -26,6 +26,7 @@ from .pacing import BULK, DEFAULT_PAUSE_SECONDS, NOTIFY, REPLY, SendPacer
 from .pages import PageBinding, PageRegistry
 from .rendering import Pause, RenderError, Rendering, RenderOptions, render_payload
 from .token_health import TokenHealth
+from .window import STANDARD_WINDOW_MS, MessagingWindow
 
 MEMORY_LIMIT = 10_000  # bound on each of the small in-memory maps below
 MEDIA_TYPES = frozenset({"audio", "video"})  # Meta's lower Send API limit (10/s per Page) applies to them
@@ -63,6 +64,7 @@ class Outgoing:
         self._progress: dict[str, int] = {}  # event id -> steps sent before a transient failure
         self.pacer = SendPacer()  # the channel shares one between Messenger and Instagram (same Page budget)
         self.health: TokenHealth | None = None  # set by the channel
+        self.window: MessagingWindow | None = None  # set by the channel: replies past it fail before the call
         self.on_pause: Callable[[str], None] = lambda bot_id: None  # counts a pause (health.py)
 
     async def send(self, event: IOEvent, bot: BotContext) -> bool | None:
@@ -81,6 +83,7 @@ class Outgoing:
             )
         if self.health is not None:
             self.health.check(binding)
+        self._check_window(event, bot, binding)
         try:
             sent = await self._deliver(event, bot, binding)
         except GraphApiError as exc:
@@ -189,6 +192,17 @@ class Outgoing:
         if self.attachments is None:
             return await binding.graph.send(step)
         return await self.attachments.send(binding, step)
+
+    def _check_window(self, event: IOEvent, bot: BotContext, binding: PageBinding) -> None:
+        """A reply that waited (a refused token, an outage) past the user's 24-hour window fails with the reason,
+        instead of a Send API call Meta refuses. Only what this process saw counts: no storage read per send."""
+        if self.window is None or not event.incomingEventId or event.flags.get("tag"):
+            return
+        last = self.window.seen(bot.id, binding.page_id, event.target)
+        if last is not None and now_ms() - last > STANDARD_WINDOW_MS:
+            raise DeliveryError(f"not sent: the user's last message is {(now_ms() - last) // 3_600_000} h old, past "
+                                "Meta's 24-hour messaging window (the reply waited too long to be sent)",
+                                permanent=True, code="outside_window")
 
     async def _turn(self, binding: PageBinding, priority: int, *, media: bool = False) -> None:
         """Wait for the Page's turn to call the Send API (pacing.py)."""
