@@ -24,6 +24,7 @@ from .config.server_config import load_server_config
 from .context import ConfigProblem
 from .jsonfiles import ConfigFileError, load_json_file, write_json_atomic
 from .loader import ModuleLoader, discover_module_folders
+from .logs import FORMATS, LEVELS, configure_logging
 from .wording import plural
 
 log = logging.getLogger("botpress_py")
@@ -35,15 +36,34 @@ def _setup_logging(level: str) -> None:
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
 
 
+def _start_logging(args: argparse.Namespace, env: dict[str, str]) -> None:
+    """The log handler of ``start``: options win over BP_LOG_LEVEL, which wins over the config's ``logs``.
+
+    The config is read here, before the server reads it, so that the server's first lines already have
+    the chosen format; a config with problems gives the defaults (the server then says what is wrong)."""
+    logs: dict[str, Any] = {}
+    try:
+        config = load_server_config(data_dir_from(args), env, [], create=False)
+        if not config.problems:
+            logs = config.data.get("logs") or {}
+    except Exception:  # the server reports the same problem properly when it starts
+        logs = {}
+    level = args.log_level or env.get("BP_LOG_LEVEL") or logs.get("level") or "info"
+    if level.lower() not in LEVELS:
+        print(f"warning: BP_LOG_LEVEL={level!r} is not one of {', '.join(LEVELS)}; using info", file=sys.stderr)
+        level = "info"
+    configure_logging(level, args.log_format or logs.get("format") or "text", logs.get("levels") or {})
+
+
 # -- start ------------------------------------------------------------------------------------------
 GC_YOUNG_THRESHOLD = 20_000
 
 def cmd_start(args: argparse.Namespace) -> int:
     from .server import BotpressServer, ListenError, StartupError
 
-    _setup_logging(args.log_level)
     env = dict(os.environ)
-    core = {"data", "port", "host", "log_level", "func", "command"}
+    _start_logging(args, env)
+    core = {"data", "port", "host", "log_level", "log_format", "func", "command"}
     options = {key: value for key, value in vars(args).items() if key not in core}
     server = BotpressServer(data_dir_from(args), env, port=args.port, host=args.host, options=options)
 
@@ -304,8 +324,10 @@ def build_parser(module_loader: ModuleLoader | None = None) -> argparse.Argument
     start.add_argument("--data", help="data folder (default ./data or $BP_DATA_PATH)")
     start.add_argument("--port", type=int, help="TCP port (overrides config and $PORT)")
     start.add_argument("--host", help="interface to listen on (overrides config and $BP_HOST)")
-    start.add_argument("--log-level", default=os.environ.get("BP_LOG_LEVEL", "info"),
-                       choices=["debug", "info", "warning", "error"])
+    start.add_argument("--log-level", choices=list(LEVELS),
+                       help="default: $BP_LOG_LEVEL, else logs.level of botpress.config.json, else info")
+    start.add_argument("--log-format", choices=list(FORMATS),
+                       help="text, or json: one object per line (default: logs.format of botpress.config.json)")
     start.set_defaults(func=cmd_start)
     if module_loader is not None:
         for name in module_loader.call_order("register_start_options"):

@@ -56,7 +56,7 @@ class ConversationQueues:
                 self._idle.set()
 
     def pending(self) -> int:
-        return sum(len(q) for q in self._queues.values())
+        return sum(len(q) for q in list(self._queues.values()))  # a copy: /metrics reads it from a thread
 
     async def wait_idle(self, timeout: float) -> bool:
         try:

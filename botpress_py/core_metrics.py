@@ -6,12 +6,16 @@ missing series. Labels are bounded: bot id, channel, direction; never a user id 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import Counter, Histogram
 
 from .metrics import ModuleMetrics
+
+if TYPE_CHECKING:
+    from .events import IOEvent
 
 # Seconds from a webhook's arrival to its answer: Meta wants the 200 within seconds.
 ACK_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -74,10 +78,32 @@ class CoreMetrics:
         """The gauges read at scrape time from the bot registry and the pipeline."""
         g = self.gauge
         g("bp_bots_mounted", "Bots currently mounted.",
-          lambda: sum(r.state == "mounted" for r in registry.records.values()))
+          lambda: sum(r.state == "mounted" for r in list(registry.records.values())))
         g("bp_bots_known", "Bots found under data/bots.", lambda: len(registry.records))
+        g("bp_bots_error", "Bots not mounted because of an error (GET /status says why).",
+          lambda: sum(r.status()["state"] == "error" for r in list(registry.records.values())))
+
+        def module_errors() -> dict[tuple[str, str], float]:
+            # Copies of what the event loop may change meanwhile: /metrics is written in a thread.
+            out: dict[tuple[str, str], float] = {}
+            for bot_id, record in list(registry.records.items()):
+                shown = record.shown_during_remount
+                modules = shown["modules"] if shown is not None else record.modules
+                for module, entry in list(modules.items()):
+                    out[bot_id, module] = float(entry.get("state") == "error")
+            return out
+        g("bp_bot_module_error", "1 while a module is in error for a bot (GET /status gives the reason), else 0.",
+          module_errors, ("bot", "module"))
         g("bp_incoming_queued", "Incoming events queued in memory for processing.", lambda: pipeline.incoming.pending())
         g("bp_outgoing_queued", "Outgoing events queued in memory for delivery.", lambda: pipeline.outgoing.pending())
         g("bp_http_connections_open", "HTTP connections open now.", open_connections)
         g("bp_incoming_parked_bots", "Bots whose new events stay in storage until they are mounted or memory has room.",
           lambda: len(pipeline.parked_bots()))
+
+    def delivered(self, event: IOEvent) -> None:
+        """An outgoing event was delivered: counted, and a reply's end-to-end latency observed."""
+        self.events_sent.inc()
+        self.events_out.labels(event.botId, event.channel).inc()
+        received = event.flags.get("incomingReceivedAt")
+        if isinstance(received, int | float) and not isinstance(received, bool):
+            self.reply_latency.labels(event.channel).observe(max(0.0, time.time() - received / 1000))

@@ -24,6 +24,7 @@ from .event_feed import EventFeed
 from .events import DeliveryError, IOEvent, Middleware, masked_copy
 from .gate import BotGate, MountedBot, ShuttingDown
 from .loader import ModuleLoader
+from .log_context import event_scope
 from .processing import maybe_await
 from .storage import GroupCommitSent, OutboxRow, SentMark, Storage
 from .storage.common import describe_error
@@ -61,7 +62,8 @@ class OutgoingDelivery:
 
     async def _deliver(self, row: OutboxRow) -> None:
         try:
-            await self._deliver_held(row)
+            with event_scope(row.event):  # the Send API's log lines name the event and its request
+                await self._deliver_held(row)
         finally:
             self._sending -= 1
             self._memory_freed()
@@ -108,7 +110,8 @@ class OutgoingDelivery:
                     return
                 await self._schedule_retry(row, f"{type(exc).__name__}: {exc}", None)
                 continue
-            self.metrics.events_sent.inc()
+            self.metrics.delivered(event)
+            log.debug("bot %s: outgoing event %s delivered on %s", event.botId, event.id, event.channel)
             self.feed.publish(event, "sent")
             await self._mark_sent(row, message_id)
             return

@@ -121,8 +121,14 @@ class IOEvent:
         """An outgoing event answering this one on the same channel and thread.
 
         A channel that masks replies (data protection) flags the incoming event with
-        ``maskReplies``; the replies then carry ``mask`` and are stored masked once sent.
+        ``maskReplies``; the replies then carry ``mask`` and are stored masked once sent. A reply keeps
+        the request id of what it answers (its log lines follow the webhook's) and that event's arrival
+        time (``incomingReceivedAt``: the end-to-end latency is measured when it is delivered).
         """
+        flags: dict[str, Any] = {"mask": True} if self.flags.get("maskReplies") else {}
+        for key, reply_key in (("requestId", "requestId"), ("receivedAt", "incomingReceivedAt")):
+            if key in self.flags:
+                flags[reply_key] = self.flags[key]
         return IOEvent(
             type=str(payload.get("type", "text")),
             channel=self.channel,
@@ -133,7 +139,7 @@ class IOEvent:
             payload=dict(payload),
             preview=payload_preview(payload),
             incomingEventId=self.id,
-            flags={"mask": True} if self.flags.get("maskReplies") else {},
+            flags=flags,
         )
 
 

@@ -87,7 +87,8 @@ class FailedCounts:
         return dict(self._by_bot.get(bot_id) or {d: 0 for d in DIRECTIONS})
 
     def totals(self) -> dict[str, int]:
-        return {d: sum(entry[d] for entry in self._by_bot.values()) for d in DIRECTIONS}
+        entries = list(self._by_bot.values())  # a copy: /metrics reads it from a thread
+        return {d: sum(entry[d] for entry in entries) for d in DIRECTIONS}
 
     def gauge(self) -> dict[str, float]:
         return {d: float(n) for d, n in self.totals().items()}

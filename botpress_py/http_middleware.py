@@ -13,6 +13,7 @@ CORS by route (docs/configuration.md, "HTTP limits, CORS and shutdown"):
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +23,7 @@ from aiohttp import hdrs, web
 from .admin import json_error
 from .connections import log_malformed
 from .core_metrics import CoreMetrics
+from .log_context import REQUEST_ID_HEADER, acked_channels, request_scope, sane_request_id
 from .logthrottle import LogThrottle
 
 log = logging.getLogger(__name__)
@@ -115,6 +117,27 @@ def http_middleware(metrics: CoreMetrics, limit: int, limit_text: str, cors: Cor
     @web.middleware
     async def http(request: web.Request, handler: Any) -> web.StreamResponse:
         metrics.http_requests.inc()
+        started = time.monotonic()
+        request_id = sane_request_id(request.headers.get(REQUEST_ID_HEADER))
+        # The scope is reset when the request ends: the next request on a kept-alive connection
+        # runs in the same task and must not inherit this one's id.
+        with request_scope(request_id) as fields:
+            try:
+                response = await _answer(request, handler)
+            except web.HTTPException as exc:
+                exc.headers[REQUEST_ID_HEADER] = request_id
+                raise
+            if not response.prepared:  # a stream (a WebSocket) sent its headers already
+                response.headers[REQUEST_ID_HEADER] = request_id
+            channels = acked_channels(fields)
+            if channels and response.status < 300:
+                # It stored incoming events and said so: how long the platform waited for its 200.
+                elapsed = time.monotonic() - started
+                for channel in channels:
+                    metrics.ack_latency.labels(channel).observe(elapsed)
+        return response
+
+    async def _answer(request: web.Request, handler: Any) -> web.StreamResponse:
         if request.method == "OPTIONS" and hdrs.ACCESS_CONTROL_REQUEST_METHOD in request.headers:
             return cors.preflight(request)
         # Refuse on the declared length before any handler runs; chunked bodies are capped by

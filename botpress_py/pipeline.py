@@ -35,10 +35,11 @@ from .conversation_queues import ConversationQueues
 from .core_metrics import CoreMetrics
 from .delivery import OutgoingDelivery
 from .event_feed import EventFeed
-from .events import IOEvent, Middleware, payload_preview, validate_outgoing_payload
+from .events import IOEvent, Middleware, now_ms, payload_preview, validate_outgoing_payload
 from .failed_events import FailedCounts, FailedEvents, RetryPolicy
 from .gate import BotGate
 from .loader import ModuleLoader
+from .log_context import event_scope, stamp_incoming, stamp_outgoing
 from .logthrottle import LogThrottle
 from .processing import IncomingProcessing, current_replies
 from .storage import (
@@ -129,6 +130,7 @@ class EventPipeline(IncomingProcessing, OutgoingDelivery):
             # Storage stalled and webhooks keep coming: answer at once instead of piling events up in memory.
             raise StorageUnavailable(f"storage is not keeping up: {self._unstored} received events wait for their "
                                      "commit; answer 503 so the platform redelivers later")
+        stamp_incoming(events, now_ms())
         # The commit and what follows it run as their own task: if the caller stops waiting (the bound, or
         # a client that went away), events committed later are still processed.
         return await await_commit(asyncio.ensure_future(self._store(events)), self.ack_timeout)
@@ -142,6 +144,8 @@ class EventPipeline(IncomingProcessing, OutgoingDelivery):
         accepted = [event for event, new in zip(events, flags, strict=True) if new is True]
         failed = [event for event, new in zip(events, flags, strict=True) if new == STORED_AS_FAILED]
         self.metrics.events_received.inc(len(accepted))
+        for event in accepted:
+            self.metrics.events_in.labels(event.botId, event.channel).inc()
         self.metrics.events_duplicate.inc(len(events) - len(accepted) - len(failed))
         for event in failed:
             self._count_failed(event.botId, "incoming")
@@ -275,6 +279,7 @@ class EventPipeline(IncomingProcessing, OutgoingDelivery):
                 # A bug in bot logic: fail at the call, where its author can see it.
                 raise ValueError(f"bot {event.botId}: cannot send {event.payload!r}: {'; '.join(problems)}")
             event.direction = "outgoing"
+            stamp_outgoing(event)
             if not event.preview:
                 event.preview = payload_preview(event.payload)
         bot = self.gate.current(events[0].botId)
@@ -337,7 +342,8 @@ class EventPipeline(IncomingProcessing, OutgoingDelivery):
     # -- incoming ----------------------------------------------------------------------------------
     async def _process_incoming(self, event: IOEvent) -> None:
         try:
-            await self._process_with_retries(event)
+            with event_scope(event):  # every line logged while it is processed names it
+                await self._process_with_retries(event)
         finally:
             self._release_incoming(event.botId)
 

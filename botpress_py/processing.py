@@ -92,6 +92,8 @@ class IncomingProcessing:
                 continue
             self._queue_outgoing(completion.outgoing, seqs)
             getattr(self.metrics, f"events_{completion.status}").inc()
+            log.debug("bot %s: incoming event %s %s, %d repl%s", event.botId, event.id, completion.status,
+                      len(completion.outgoing), "y" if len(completion.outgoing) == 1 else "ies")
             return
 
     async def _run_bot_logic(self, event: IOEvent) -> Completion | None:

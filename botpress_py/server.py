@@ -38,11 +38,13 @@ from .failed_events import RetryPolicy
 from .gate import BotGate
 from .http_middleware import CorsPolicy, http_middleware, marking_admin_check
 from .loader import ModuleLoader, discover_module_folders
+from .log_context import set_user_hash_key
 from .logthrottle import LogThrottle
 from .media import MediaRoute, StorageMediaStore, media_max_bytes
 from .metrics import CONTENT_TYPE, ModuleMetrics
 from .pipeline import EventPipeline
 from .routing import ModuleRouter
+from .secretfiles import load_or_create_secret
 from .site import ModuleAssets, SitePages
 from .state import StorageKeyValue, StorageUserStore
 from .storage import Storage, StorageKeyError, StorageUnavailable, open_storage
@@ -148,6 +150,8 @@ class BotpressServer:
             raise StartupError(self.config.problems)
         # Before anything opens files or sockets: storage pools, modules' clients, the listener.
         self.fd_limit = raise_fd_limit()
+        # Users in log lines are hashed with a key kept in the data folder: same user, same hash after a restart.
+        set_user_hash_key(load_or_create_secret(self.data_dir / "secrets" / "log-user-hash.key"))
         self._loop_errors.install(asyncio.get_running_loop())
         self.loader.load_all(self.config.data.get("modules", []))
         self.resolver.module_names = set(self.loader.modules)
@@ -364,7 +368,10 @@ class BotpressServer:
         return web.json_response(body)
 
     async def handle_metrics(self, request: web.Request) -> web.Response:
-        return web.Response(body=self.metrics.render(), headers={"Content-Type": CONTENT_TYPE})
+        # In a thread: with thousands of bots the per-bot series take a good part of a second to write,
+        # which must not stall webhooks. The gauges read at scrape time tolerate it (copies, no awaits).
+        body = await asyncio.to_thread(self.metrics.render)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
 
     async def dispatch(self, request: web.Request) -> web.StreamResponse:
         """Route /api/v1/bots/{botId}/mod/{module}/... to the module's router for that bot."""

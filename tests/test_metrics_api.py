@@ -10,7 +10,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from botpress_py.sdk import ModuleMetrics
-from botpress_py.testing import make_bot, run_server
+from botpress_py.testing import make_bot, run_server, wait_for
 
 
 def samples(text: str) -> dict[str, float]:
@@ -89,3 +89,32 @@ async def test_each_server_has_its_own_registry_and_contexts_share_it(data_dir: 
     # The exact line scripts read (.ci/run): an unlabelled counter, one line.
     assert any(line.startswith("bp_http_requests_total ") for line in first.splitlines())
     assert samples(first)['bp_events_failed_total{direction="incoming"}'] == 0
+
+
+async def test_events_per_bot_and_channel_and_latencies_are_measured(data_dir: Path, env: dict, echo: Any) -> None:
+    make_bot(data_dir, "alpha")
+    make_bot(data_dir, "beta")
+    make_bot(data_dir, "broken", module_configs={"echo": {"failMount": True}})
+    async with run_server(data_dir, env, modules=["echo"]) as srv, aiohttp.ClientSession() as s:
+        for bot, n in (("alpha", 2), ("beta", 1)):
+            for i in range(n):
+                async with s.post(f"{srv.url}/api/v1/bots/{bot}/mod/echo/in",
+                                  json={"user": "u1", "text": f"hi {i}"}) as r:
+                    assert r.status == 200 and r.headers["X-Request-Id"]
+        await wait_for(lambda: len(echo.SENT) == 3)
+        # The sent mark is counted right after the channel answers: wait for the metric, not only the send.
+        await wait_for(lambda: srv.metrics.values().get('bp_events_out_total{bot="beta",channel="test"}') == 1)
+        async with s.get(f"{srv.url}/metrics") as r:
+            got = samples(await r.text())
+    assert got['bp_events_in_total{bot="alpha",channel="test"}'] == 2
+    assert got['bp_events_in_total{bot="beta",channel="test"}'] == 1
+    assert got['bp_events_out_total{bot="alpha",channel="test"}'] == 2
+    assert got['bp_ack_latency_seconds_count{channel="test"}'] == 3
+    assert 0 < got['bp_ack_latency_seconds_sum{channel="test"}'] < 30
+    assert got['bp_reply_latency_seconds_count{channel="test"}'] == 3
+    assert got['bp_reply_latency_seconds_bucket{channel="test",le="+Inf"}'] == 3
+    assert got['bp_bot_module_error{bot="alpha",module="echo"}'] == 0
+    assert got['bp_bot_module_error{bot="broken",module="echo"}'] == 1
+    assert got["bp_bots_mounted"] == 3 and got["bp_bots_error"] == 0
+    # A request that stored nothing (this scrape, /status) is no acknowledgement.
+    assert not any(key.startswith("bp_ack_latency_seconds_count") and "test" not in key for key in got)

@@ -174,6 +174,24 @@ SERVER_CONFIG_SCHEMA: dict[str, Any] = {
                                                 "or the database before it fails with StorageUnavailable."},
             },
         },
+        "logs": {
+            "type": "object",
+            "additionalProperties": False,
+            "description": "What botpress-py start logs, and how (docs/operations.md, \"Logs\").",
+            "properties": {
+                "format": {"enum": ["text", "json"], "default": "text",
+                           "description": "text: one readable line per record; json: one JSON object per line "
+                                          "(time, level, logger, request_id, bot, channel, user hash, event_id, "
+                                          "message, exc_info) for a log shipper. --log-format wins."},
+                "level": {"enum": ["debug", "info", "warning", "error"], "default": "info",
+                          "description": "Level of every logger without its own in levels. --log-level and "
+                                         "BP_LOG_LEVEL win."},
+                "levels": {"type": "object", "default": {},
+                           "additionalProperties": {"enum": ["debug", "info", "warning", "error"]},
+                           "description": "Level per module name (\"my-module\": its loggers and its "
+                                          "bots' loggers) or per logger name prefix (\"botpress_py.storage\")."},
+            },
+        },
         "watch": {
             "type": "object",
             "additionalProperties": False,
