@@ -149,3 +149,44 @@ async def test_the_default_version_is_current(data: Path, emulator: GraphEmulato
         await emulator.wait_for(lambda e: messages_with(e, TOKEN_A))
         assert any(c["path"].startswith("/v27.0/") for c in emulator.calls)
         assert sample(await metrics(http, server), "bp_messenger_graph_version_health", bot="shop") == 0.0
+
+
+async def test_a_token_refused_at_mount_keeps_the_page_and_holds_replies(
+        data: Path, emulator: GraphEmulator, http: aiohttp.ClientSession) -> None:
+    async with serve(data) as server:  # the first run learns the bot's Page (GET /me) and remembers it
+        assert await FakeMeta(http, server).module_status("shop") == {"state": "on"}
+    emulator.replace_token(PAGE_A, NEW_TOKEN)
+    async with serve(data) as server:
+        meta = FakeMeta(http, server)
+        status = await meta.module_status("shop")
+        assert status["state"] == "error" and status["reason"].startswith("access token invalid since "), status
+        assert "GET /me failed" in status["reason"]
+        assert await meta.say(PAGE_A, "90", "anyone there?") == 200, "the Page's events are still taken"
+        await wait_for(lambda: _incoming_of(server, "90"), timeout=10)
+        edit_bot_config(data, "shop", accessToken=NEW_TOKEN)
+        await emulator.wait_for(lambda e: replies_to(e, "90"), timeout=15)
+        assert await meta.module_status("shop") == {"state": "on"}
+
+
+async def _incoming_of(server: object, psid: str) -> list[dict] | None:
+    rows = await server.storage.messages_for("shop", "messenger", psid)  # type: ignore[attr-defined]
+    return [m for m in rows if m["direction"] == "incoming"] or None
+
+
+async def test_graph_calls_and_retries_are_counted_by_kind_and_code(
+        data: Path, emulator: GraphEmulator, http: aiohttp.ClientSession, fast_retries: None) -> None:
+    emulator.fail_next(1, status=500, code=1200, path="/messages$", has="message")
+    async with serve(data) as server:
+        meta = FakeMeta(http, server)
+        assert await meta.say(PAGE_A, "91", "hello") == 200
+        await emulator.wait_for(lambda e: replies_to(e, "91"))
+        text = await wait_for(lambda: _with_retry(http, server), timeout=5)
+    assert sample(text, "bp_messenger_graph_calls_total", bot="shop", kind="send", code="1200") == 1.0
+    assert (sample(text, "bp_messenger_graph_calls_total", bot="shop", kind="send", code="ok") or 0) >= 1
+    assert sample(text, "bp_messenger_graph_calls_total", bot="shop", kind="me", code="ok") == 1.0
+    assert TOKEN_A not in text and "91" not in re.findall(r'bot="[^"]*"', text)
+
+
+async def _with_retry(http: aiohttp.ClientSession, server: object) -> str | None:
+    text = await metrics(http, server)
+    return text if sample(text, "bp_messenger_graph_retries_total", bot="shop", kind="send") == 1.0 else None
