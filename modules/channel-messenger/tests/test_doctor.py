@@ -166,6 +166,12 @@ async def test_every_check_passes_then_fails_with_its_fix(tmp_path: Path, capsys
             assert code == 1 and marks(out)["appSecret is set"] == "✗" and "App Secret" in fix_of(
                 out, "appSecret is set")
 
+            # The channel turned off for the bot.
+            write_json(bot_file, {**config, "enabled": False})
+            code, out, _ = await run_cli(capsys, *doctor)
+            assert code == 1 and marks(out)["channel-messenger is enabled for the bot"] == "✗"
+            assert '"enabled": true' in fix_of(out, "channel-messenger is enabled")
+
 
 async def test_all_checks_every_enabled_bot(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     async with rig(tmp_path, bot_config={"verifyToken": VERIFY}) as r:

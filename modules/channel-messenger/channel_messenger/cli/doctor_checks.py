@@ -60,7 +60,8 @@ class BotDoctor:
         self.global_file = f"data/global/config/{MODULE}.json"
 
     def run(self) -> list[Check]:
-        checks = [*self.webhook(), self.app_secret(), self.token()]
+        checks = [self.enabled()] if not self.settings.enabled else []
+        checks += [*self.webhook(), self.app_secret(), self.token()]
         checks.append(self.subscription())
         checks.append(self.version())
         checks.append(self.profile())
@@ -135,6 +136,10 @@ class BotDoctor:
             answers.detail = f"HTTP {response.status_code} instead of the challenge echoed back"
             answers.fix = "check that externalUrl reaches this botpress-py server (not another site or proxy page)"
         return [https, answers]
+
+    def enabled(self) -> Check:
+        return Check("channel-messenger is enabled for the bot", self.settings.enabled, "enabled is false",
+                     f'set "enabled": true in {self.bot_file}')
 
     def app_secret(self) -> Check:
         check = Check("appSecret is set", not is_placeholder(self.settings.app_secret))
