@@ -108,6 +108,9 @@ class SendPacer:
         loop = asyncio.get_running_loop()
         while page.waiting:
             now = loop.time()
+            if page.paused_until - now > MAX_WAIT_IN_CALL:
+                self._hand_back(page, page.paused_until - now)  # a long pause: waiting is the outbox's job
+                break
             if page.paused_until > now:
                 await asyncio.sleep(page.paused_until - now)  # the pause itself: nothing else to wait for
                 continue
@@ -124,6 +127,15 @@ class SendPacer:
             _, _, _, turn = heapq.heappop(page.waiting)
             page.tokens -= cost
             turn.set_result(None)
+
+    @staticmethod
+    def _hand_back(page: _Page, seconds: float) -> None:
+        """Every waiting call fails as transient with the pause's end as its retry time."""
+        while page.waiting:
+            _, _, _, turn = heapq.heappop(page.waiting)
+            if not turn.done():
+                turn.set_exception(DeliveryError(f"the Page is paused for {seconds:.0f} s after Meta's rate-limit "
+                                                 "error", retry_after=seconds))
 
     async def close(self) -> None:
         for page in self._pages.values():

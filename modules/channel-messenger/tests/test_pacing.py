@@ -11,8 +11,11 @@ from pathlib import Path
 import aiohttp
 import pytest
 from channel_messenger.emulator import GraphEmulator
+from channel_messenger.pacing import NOTIFY, REPLY, SendPacer
 from messenger_testkit import PAGE_A, TOKEN_A, FakeMeta, add_bot, serve, write_global
 from observation_kit import api
+
+from botpress_py.sdk import DeliveryError
 
 BROADCAST = 1000
 RATE = 100  # sendRateLimit of the test's Page: the broadcast lasts about 10 s
@@ -120,3 +123,22 @@ async def test_a_613_pauses_the_page_then_resumes_with_nothing_lost(
     assert sorted(c["json"]["recipient"]["id"] for c in messages(emulator)) == sorted(psids), "each sent once"
     assert 'bp_messenger_send_paused_total{bot="shop"} 1.0' in text
     assert 'bp_messenger_graph_calls_total{bot="shop",code="613",kind="send"} 1.0' in text
+
+
+async def test_a_long_pause_hands_the_waiting_calls_back_to_the_outbox() -> None:
+    """Waiting in the call holds the bot (a reload waits for it): past MAX_WAIT_IN_CALL the outbox waits instead."""
+    pacer = SendPacer()
+    try:
+        await pacer.acquire("1001", REPLY, rate=5)  # the Page's burst allows one call at once
+        waiting = [asyncio.ensure_future(pacer.acquire("1001", NOTIFY, rate=5)) for _ in range(5)]
+        await asyncio.sleep(0)
+        assert sum(pacer.depth().values()) == 5
+        pacer.pause("1001", 120)
+        handed_back = await asyncio.wait_for(asyncio.gather(*waiting, return_exceptions=True), 5)
+        assert all(isinstance(e, DeliveryError) and not e.permanent and 110 < (e.retry_after or 0) <= 120
+                   for e in handed_back), handed_back
+        assert pacer.depth() == {}
+        with pytest.raises(DeliveryError):
+            await pacer.acquire("1001", REPLY, rate=5)  # a new call is handed back at once
+    finally:
+        await pacer.close()
