@@ -36,6 +36,7 @@ class ChannelHealth:
         self._notes: dict[str, tuple[str | None, Any]] = {}
         self._task: asyncio.Task[None] | None = None
         self._counters: dict[str, Any] = {}
+        self._children: dict[tuple[str, str, str], Any] = {}  # bounded: bots x endpoint kinds x known codes
 
     # -- lifecycle ----------------------------------------------------------------------------------
     def start(self, server: ServerContext) -> None:
@@ -111,9 +112,14 @@ class ChannelHealth:
                                "priority (reply, notify, bulk)", self._queue_values, ("bot", "priority"))
 
     def observe_graph(self, bot: str, kind: str, outcome: str, retried: bool) -> None:
+        """Every Graph attempt (graph_client.py): the labelled child is cached, ``labels()`` costs a lock and a key."""
         if not self._counters or not bot:
             return
-        self._counters["calls"].labels(bot, kind, outcome).inc()
+        key = (bot, kind, outcome)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = self._counters["calls"].labels(bot, kind, outcome)
+        child.inc()
         if retried:
             self._counters["retries"].labels(bot, kind).inc()
 
