@@ -66,6 +66,22 @@ class CoreMetrics:
         self.reply_latency: Histogram = metrics.histogram(
             "bp_reply_latency_seconds", "Seconds from an incoming event's arrival to the delivery of a reply "
             "to it (end to end), per channel.", ["channel"], buckets=REPLY_BUCKETS)
+        # Labelled children by label values: labels() takes a lock and builds a key on every call, and
+        # these are counted for every event.
+        self._children: dict[tuple[Any, ...], Any] = {}
+
+    def _child(self, metric: Any, *values: str) -> Any:
+        key = (id(metric), *values)  # the metrics live as long as this object
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*values)
+        return child
+
+    def received(self, event: IOEvent) -> None:
+        self._child(self.events_in, event.botId, event.channel).inc()
+
+    def acknowledged(self, channel: str, seconds: float) -> None:
+        self._child(self.ack_latency, channel).observe(seconds)
 
     def gauge(self, name: str, documentation: str, read: Callable[[], float | Mapping[str, float]],
               labelnames: tuple[str, ...] = ()) -> None:
@@ -103,7 +119,7 @@ class CoreMetrics:
     def delivered(self, event: IOEvent) -> None:
         """An outgoing event was delivered: counted, and a reply's end-to-end latency observed."""
         self.events_sent.inc()
-        self.events_out.labels(event.botId, event.channel).inc()
+        self._child(self.events_out, event.botId, event.channel).inc()
         received = event.flags.get("incomingReceivedAt")
         if isinstance(received, int | float) and not isinstance(received, bool):
-            self.reply_latency.labels(event.channel).observe(max(0.0, time.time() - received / 1000))
+            self._child(self.reply_latency, event.channel).observe(max(0.0, time.time() - received / 1000))

@@ -134,7 +134,7 @@ def http_middleware(metrics: CoreMetrics, limit: int, limit_text: str, cors: Cor
                 # It stored incoming events and said so: how long the platform waited for its 200.
                 elapsed = time.monotonic() - started
                 for channel in channels:
-                    metrics.ack_latency.labels(channel).observe(elapsed)
+                    metrics.acknowledged(channel, elapsed)
         return response
 
     async def _answer(request: web.Request, handler: Any) -> web.StreamResponse:

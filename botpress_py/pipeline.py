@@ -145,7 +145,7 @@ class EventPipeline(IncomingProcessing, OutgoingDelivery):
         failed = [event for event, new in zip(events, flags, strict=True) if new == STORED_AS_FAILED]
         self.metrics.events_received.inc(len(accepted))
         for event in accepted:
-            self.metrics.events_in.labels(event.botId, event.channel).inc()
+            self.metrics.received(event)
         self.metrics.events_duplicate.inc(len(events) - len(accepted) - len(failed))
         for event in failed:
             self._count_failed(event.botId, "incoming")

@@ -12,7 +12,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from botpress_py.log_context import log_scope, sane_request_id
+from botpress_py.events import IOEvent
+from botpress_py.log_context import current_fields, log_fields, log_scope, sane_request_id
 from botpress_py.logs import LevelFilter, configure_logging
 from botpress_py.testing import make_bot, run_server, wait_for
 
@@ -85,3 +86,44 @@ async def test_every_answer_carries_a_request_id_errors_too(data_dir: Path, env:
         [event] = await wait_for(stored)
     # Stored with the event: the id reaches its processing even after a restart.
     assert event["flags"]["requestId"] == "hook-7"
+
+
+class FieldsRecorder(logging.Handler):
+    """Records each line with the log fields in force where it was logged."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.lines: list[tuple[str, dict[str, Any]]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append((record.getMessage(), log_fields(current_fields())))
+
+
+async def test_the_request_id_survives_the_inbox_of_a_parked_bot(data_dir: Path, env: dict, echo: Any,
+                                                                 restore_root: None) -> None:
+    """Events of a disabled bot wait in storage only; processed once it is enabled, read back from
+    storage, they are still logged under the request that brought them, and so are their replies."""
+    make_bot(data_dir, "alpha")
+    recorder = FieldsRecorder()
+    pipeline_log = logging.getLogger("botpress_py.pipeline")
+    pipeline_log.addHandler(recorder)
+    old_level = pipeline_log.level
+    pipeline_log.setLevel(logging.DEBUG)
+    try:
+        async with run_server(data_dir, env, modules=["echo"]) as srv:
+            ctx = srv.registry.records["alpha"].contexts["echo"]
+            await srv.registry.set_disabled("alpha", True)
+            with log_scope(request_id="parked-req-1"):
+                await ctx.receive([IOEvent(type="text", channel="test", direction="incoming", botId="alpha",
+                                           target="u1", payload={"text": "while off"})])
+            assert srv.pipeline.parked_bots() == {"alpha"}
+            await srv.registry.set_disabled("alpha", False)
+            await wait_for(lambda: [m for m, _ in recorder.lines if "delivered" in m])
+    finally:
+        pipeline_log.removeHandler(recorder)
+        pipeline_log.setLevel(old_level)
+    about = [(m, f) for m, f in recorder.lines if "incoming event" in m or "delivered" in m]
+    assert len(about) == 2, recorder.lines
+    for message, fields in about:
+        assert fields["request_id"] == "parked-req-1" and fields["bot"] == "alpha", (message, fields)
+        assert fields["user"] and fields["user"] != "u1"

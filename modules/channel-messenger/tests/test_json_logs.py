@@ -96,6 +96,15 @@ async def test_json_logs_carry_the_request_id_and_never_a_secret_or_a_masked_tex
         def delivered() -> list[dict[str, Any]]:
             return [r for r in json_lines(log_file) if "delivered on messenger" in r["message"]]
         await wait_for(lambda: len(delivered()) == 2, 10)
+        # The same traffic in /metrics: the webhook's acknowledgement and the reply timed, per channel.
+        async with http.get(f"{server.url}/metrics") as r:
+            metrics = await r.text()
+    for line in ('bp_events_in_total{bot="shop",channel="messenger"} 1.0',
+                 'bp_events_out_total{bot="shop",channel="messenger"} 2.0',
+                 'bp_ack_latency_seconds_count{channel="messenger"} 1.0',
+                 'bp_reply_latency_seconds_count{channel="messenger"} 1.0'):  # the notify message answers nothing
+        assert line in metrics.splitlines(), line
+    assert USER not in metrics and TEXTS[0] not in metrics
     records = json_lines(log_file)
     assert {"time", "level", "logger", "message"} <= set(records[0])
     for_request = [r for r in records if r.get("request_id") == "req-from-meta-1"]
