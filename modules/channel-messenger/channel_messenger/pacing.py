@@ -5,7 +5,8 @@ per second for audio or video (https://developers.facebook.com/documentation/bus
 messenger-platform/overview/rate-limiting). Each Page gets a token bucket refilled at its budget
 (``sendRateLimit`` calls/s, a parameter so that a cluster can divide a Page's budget among its nodes)
 holding at most a tenth of a second of calls, so no one-second window grants more than 1.1 times
-the budget (the default 250 leaves room for that and for calls arriving bunched at Meta). An audio or video message costs ``budget / MEDIA_PER_SECOND`` tokens.
+the budget (the default 250 leaves room for that and for calls arriving bunched at Meta). An audio
+or video message costs ``budget / MEDIA_PER_SECOND`` tokens.
 
 Calls that wait are served by priority, then in arrival order: ``REPLY`` (an answer to what a user
 just wrote), ``NOTIFY`` (proactive messages), ``BULK`` (broadcasts flagged ``bulk``), so a broadcast
