@@ -65,6 +65,12 @@ class DataFolder:
         config = load_server_config(self.path, self.env, [], create=False)
         return f"http://{connect_host(config.host)}:{config.port}"
 
+    def external_url(self) -> str:
+        """The server's public base URL as the server computes it (``httpServer.externalUrl``, ``$EXTERNAL_URL``,
+        else its own address): what a channel's setup check calls from outside."""
+        config = load_server_config(self.path, self.env, [], create=False)
+        return config.external_url()
+
     def bot_ids(self) -> list[str]:
         """Folders under ``bots/`` holding a ``bot.config.json``, sorted."""
         folder = self.path / "bots"

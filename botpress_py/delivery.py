@@ -13,7 +13,6 @@ and an event flagged ``mask`` keeps only its masked form once it is finished.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import time
@@ -39,6 +38,9 @@ RETRY_MAX_SECONDS = 300.0
 # 20 attempts: 1+2+...+256 s, then 300 s each, about an hour of trying; past that the
 # failure is recorded instead of retried forever.
 RETRY_MAX_ATTEMPTS = 20
+# A held send (``DeliveryError(hold=True)``: the channel waits for its operator) is tried again when its
+# bot is mounted anew, else after this long: cheap, since the channel answers it without a network call.
+HOLD_RETRY_SECONDS = 60.0
 
 
 class OutgoingDelivery:
@@ -52,6 +54,7 @@ class OutgoingDelivery:
         middleware_out: list[tuple[str, Middleware]]
         _stopping: asyncio.Event
         _sending: int
+        _remounted: dict[str, asyncio.Event]
 
         def _memory_freed(self) -> None: ...
 
@@ -67,12 +70,13 @@ class OutgoingDelivery:
 
     async def _deliver_held(self, row: OutboxRow) -> None:
         event = row.event
+        held = False
         while True:
             wait = row.next_attempt_at / 1000 - time.time()
             if wait > 0:
-                # A retry backoff; a stopping server does not wait for it: the row stays pending.
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stopping.wait(), wait)
+                # A retry backoff; a stopping server does not wait for it: the row stays pending. A held
+                # send also ends its wait when the bot is mounted anew (its config was fixed).
+                await self._backoff(event.botId, wait, held)
                 if self._stopping.is_set():
                     return
             try:
@@ -84,6 +88,10 @@ class OutgoingDelivery:
             except ShuttingDown:
                 return  # stays pending in the outbox; sent after the next start
             except DeliveryError as exc:
+                held = exc.hold
+                if held:
+                    await self._hold(row, str(exc), exc.retry_after)
+                    continue
                 if exc.permanent or row.attempts + 1 >= RETRY_MAX_ATTEMPTS:
                     await self._fail(row, str(exc))
                     return
@@ -157,6 +165,31 @@ class OutgoingDelivery:
         # Permanent: retrying for an hour would hold every later reply of the conversation.
         raise DeliveryError(f"no mounted module sends on channel {event.channel!r} for bot {event.botId} "
                             "(is the channel module on for this bot? see GET /status)", permanent=True)
+
+    async def _backoff(self, bot_id: str, seconds: float, held: bool) -> None:
+        waits = [asyncio.ensure_future(self._stopping.wait())]
+        if held:
+            waits.append(asyncio.ensure_future(self._remounted.setdefault(bot_id, asyncio.Event()).wait()))
+        try:
+            await asyncio.wait(waits, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiting in waits:
+                waiting.cancel()
+
+    def _bot_remounted(self, bot_id: str) -> None:
+        """Held sends of the bot are tried again now (its config may have been fixed)."""
+        remounted = self._remounted.pop(bot_id, None)
+        if remounted is not None:
+            remounted.set()
+
+    async def _hold(self, row: OutboxRow, error: str, retry_after: float | None) -> None:
+        """Keep the event pending, its attempts untouched, until the bot is mounted anew (or a while passed)."""
+        delay = retry_after if retry_after is not None else HOLD_RETRY_SECONDS
+        row.next_attempt_at = int((time.time() + delay) * 1000)
+        log.debug("bot %s: send of %s held until the bot is mounted anew or %.0f s passed: %s",
+                  row.event.botId, row.event.id, delay, error)
+        await self._record_outgoing(row.event, "its held state", self.storage.outbox_update(
+            row.event.id, status="pending", attempts=row.attempts, next_attempt_at=row.next_attempt_at, error=error))
 
     async def _schedule_retry(self, row: OutboxRow, error: str, retry_after: float | None) -> None:
         row.attempts += 1

@@ -250,12 +250,17 @@ class DeliveryError(Exception):
     outgoing event failed with this message; otherwise the pipeline retries it with
     exponential backoff, keeping later replies of the same conversation behind it.
     ``retry_after`` (seconds) overrides the next backoff step when the channel knows better.
+    ``hold=True``: the channel cannot send for this bot until its operator fixes something (a
+    refused access token): the event stays pending without using up its attempts, and is tried
+    again as soon as the bot is mounted anew (a config reload), else after ``retry_after`` (default
+    ``HOLD_RETRY_SECONDS``), however long that takes.
     The message must never contain secrets: it is stored and logged.
     """
 
     def __init__(self, message: str, *, permanent: bool = False, retry_after: float | None = None,
-                 code: str | int | None = None) -> None:
+                 code: str | int | None = None, hold: bool = False) -> None:
         super().__init__(message)
         self.permanent = permanent
         self.retry_after = retry_after
         self.code = code
+        self.hold = hold and not permanent

@@ -98,6 +98,7 @@ class EventPipeline(IncomingProcessing, OutgoingDelivery):
         self.ack_timeout = DEFAULT_ACK_TIMEOUT  # storage.ackTimeout
         self._unstored = 0  # received events whose inbox commit is not done yet
         self._stopping = asyncio.Event()  # set by drain(): retry backoffs end, their items stay stored
+        self._remounted: dict[str, asyncio.Event] = {}  # per bot: set when it is mounted (held sends go on)
         # Incoming events in memory (queued or being processed), in all and per bot.
         self._held = 0
         self._held_by_bot: dict[str, int] = {}
@@ -199,7 +200,8 @@ class EventPipeline(IncomingProcessing, OutgoingDelivery):
         return set(self._parked)
 
     def bot_opened(self, bot_id: str) -> None:
-        """The gate opened for a bot (it was mounted): its stored events can flow again."""
+        """The gate opened for a bot (it was mounted): its stored events can flow again, its held sends too."""
+        self._bot_remounted(bot_id)
         if bot_id in self._parked:
             self._resume(bot_id)
 

@@ -3,9 +3,10 @@
 Served under ``/api/v1/bots/<botId>/mod/channel-messenger/``; every route needs the admin
 token (``Authorization: Bearer <token>``: 401 without it, 403 with a wrong one).
 
-- ``POST /notify`` ``{"userId", "payload", "tag"?}``: a proactive message. ``UPDATE`` within 24 h
+- ``POST /notify`` ``{"userId", "payload", "tag"?, "bulk"?}``: a proactive message. ``UPDATE`` within 24 h
   of the user's last message, ``MESSAGE_TAG`` with an allowed tag outside it; refused with 422
-  otherwise (409 while another app owns the conversation). 202 once stored.
+  otherwise (409 while another app owns the conversation). 202 once stored. ``"bulk": true`` (a
+  broadcast) sends it after replies and other notifies of the Page (pacing.py).
 - ``POST /inject`` ``{"userId", "text" | "payload", "title"?}``: a message fed to the bot as if
   the user had typed it (or tapped a postback button). 202 once stored.
 - ``POST /handover`` ``{"userId", "action": "pass"|"take"|"request"|"release", "targetAppId"?,
@@ -103,7 +104,9 @@ class MessengerApi:
         bot, binding = self._context(request)
         try:
             body = await _json_body(request)
-            _unknown(body, {"userId", "payload", "tag"})
+            _unknown(body, {"userId", "payload", "tag", "bulk"})
+            if not isinstance(body.get("bulk", False), bool):
+                raise BadBody("bulk", "must be true or false")
             psid = _user_id(body)
             payload = body.get("payload")
             if not isinstance(payload, dict):
@@ -133,6 +136,8 @@ class MessengerApi:
         if refusal:
             return _error(422, f"not sent: {refusal}", userId=psid, field="tag")
         flags: dict[str, Any] = {"notify": True}
+        if body.get("bulk") is True:
+            flags["bulk"] = True  # a broadcast: after the Page's replies and notifies (pacing.py)
         if messaging_type == "MESSAGE_TAG":
             flags["tag"] = tag
         if binding.settings.mask_outgoing:

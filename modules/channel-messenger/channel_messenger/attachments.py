@@ -172,8 +172,10 @@ class Attachments:
 
     # -- uploads ---------------------------------------------------------------------------------
     def _upload_later(self, binding: PageBinding, key: str, kind: str, url: str) -> None:
-        if key in self._uploads:
-            return  # one upload per URL at a time; other sends go by URL meanwhile
+        if key in self._uploads or key in self._known:
+            # One upload per URL at a time, other sends going by URL meanwhile; and none once its id is known
+            # (a send by URL that began before an upload ended must not start another).
+            return
         loop = asyncio.get_running_loop()
         failed_at = self._failed.get(key)
         if failed_at is not None and loop.time() - failed_at < RETRY_UPLOAD_AFTER_SECONDS:

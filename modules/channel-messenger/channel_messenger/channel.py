@@ -22,6 +22,7 @@ from .contacts import Contacts
 from .disabled import DisabledBots
 from .graph_client import GraphApiError, GraphClient, PageGraph, failure_hint
 from .handover import Handover
+from .health import ChannelHealth
 from .incoming import CHANNEL, apply_incoming_flags
 from .instagram import InstagramChannel
 from .instagram_settings import INSTAGRAM
@@ -87,6 +88,15 @@ class MessengerChannel:
         self.answering = Answering()
         self.takeover = HumanTakeover(self.handover.owners)
         self._throttle = LogThrottle(60.0)
+        # Token and version health, the bots' statuses and the channel's metrics (health.py); one Send API
+        # pacer for Messenger and Instagram, which share their Page's budget (pacing.py).
+        self.health = ChannelHealth(self.registry, self.outgoing.pacer, self.instagram.status)
+        for sender in (self.outgoing, self.instagram.outgoing):
+            sender.pacer = self.outgoing.pacer
+            sender.health = self.health.tokens
+            sender.window = self.window
+        self.graph.observer = self.health.observe_graph
+        self.outgoing.on_pause = self.instagram.outgoing.on_pause = self.health.paused
 
     def _global_config(self) -> dict[str, Any]:
         return self.server.config if self.server is not None else {}
@@ -99,8 +109,11 @@ class MessengerChannel:
         self.attachments.start(server.state)
         await self.graph.start()
         self.webhook.add_routes(server.router)
+        self.health.start(server)
 
     async def stop(self) -> None:
+        await self.health.stop()
+        await self.outgoing.pacer.close()
         self.registry.clear()
         self.instagram.clear()
         self.disabled.clear()
@@ -118,6 +131,7 @@ class MessengerChannel:
             access_token=settings.access_token,
             app_secret=settings.app_secret,
             logger=bot.logger,
+            bot_id=bot.id,
         )
 
     async def mount(self, bot: BotContext) -> None:
@@ -153,11 +167,12 @@ class MessengerChannel:
         self.webhook.add_routes(bot.router, bot.id)
         MessengerApi(bot.id, server=self._server(), registry=self.registry, handover=self.handover,
                      window=self.window).add_routes(bot)
-        bot.set_status(*self.instagram.status(reason, instagram))
+        self.health.mounted(binding, reason, instagram)  # the status: token, version, then the mount's notes
         bot.logger.info("channel-messenger connected bot '%s' to page %s%s", bot.id, binding.page_id,
                         f" ({binding.page_name})" if binding.page_name else "")
 
     def _release(self, bot_id: str) -> None:
+        self.health.forget(bot_id)
         self.registry.release(bot_id)
         self.instagram.release(bot_id)
 
@@ -181,7 +196,14 @@ class MessengerChannel:
             try:
                 me = await asyncio.wait_for(graph.me(), MOUNT_ME_TIMEOUT)
             except GraphApiError as exc:
-                raise MountRefused(f"could not find the Page of accessToken: {exc}; {failure_hint(exc)}") from None
+                remembered = await bot.state.get(PAGE_STATE_KEY)
+                if not (exc.is_auth_error and isinstance(remembered, str) and remembered):
+                    raise MountRefused(f"could not find the Page of accessToken: {exc}; {failure_hint(exc)}") from None
+                # The token was refused, but the bot's Page is known: stay connected so that its events are
+                # stored and its replies wait (token_health.py) until the token is replaced.
+                binding = PageBinding(page_id=remembered, page_name="", bot=bot, settings=settings, graph=graph)
+                self.health.tokens.refused(binding, exc)
+                me = {"id": remembered}
             except TimeoutError:
                 raise MountRefused(f"could not find the Page of accessToken: the Graph API did not answer within "
                                    f"{MOUNT_ME_TIMEOUT:g} s; check graphApiUrl and the network, then reload the "
@@ -210,7 +232,7 @@ class MessengerChannel:
             )
         except GraphApiError as exc:
             if exc.is_auth_error:
-                raise MountRefused(f"Messenger profile push refused: {exc}; {failure_hint(exc)}") from None
+                self.health.tokens.refused(binding, exc)  # connected all the same: replies wait for a new token
             reason = f"Messenger profile not updated ({exc}); it is retried at the next mount"
         except TimeoutError:
             reason = f"Messenger profile not updated (no answer within {MOUNT_PROFILE_TIMEOUT:g} s); " \

@@ -13,6 +13,7 @@ import hmac
 import json
 import logging
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +30,10 @@ PERMANENT_CODES = frozenset({100, 190, 551, 2018300})
 # With codes 10/200: the user is outside the 24 h window, a message tag is needed.
 OUTSIDE_WINDOW_SUBCODES = frozenset({2018278, 2534022})
 AUTH_ERROR_CODE = 190
+# Meta's throttling: app (4), user (17), Page (32), "calls exceeded the rate limit" (613), Messenger's own (80006).
+RATE_LIMIT_CODES = frozenset({4, 17, 32, 613, 80006})
+# Codes counted under their own label in the metrics; any other is "other" (the label stays bounded).
+COUNTED_CODES = frozenset({1, 2, 4, 10, 17, 32, 100, 190, 200, 230, 551, 613, 1200, 2018278, 2018300, 80006})
 # Another app (a human agent's inbox, usually) owns the conversation: only it may send.
 THREAD_OWNED_ELSEWHERE = 2018300
 MAX_ID_PAGES = 20  # pages of ids_for_pages followed at most (25 ids each)
@@ -36,6 +41,18 @@ MAX_ID_PAGES = 20  # pages of ids_for_pages followed at most (25 ids each)
 # a GraphClient is made, so a test can shrink them for the servers it starts.
 BACKOFF_FIRST_SECONDS = 0.5
 BACKOFF_MAX_SECONDS = 4.0
+
+
+def endpoint_kind(path: str) -> str:
+    """A Graph path as a bounded metrics label: what kind of call it was, never an id."""
+    tail = path.rstrip("/").rsplit("/", 1)[-1]
+    kinds = {"messages": "send", "me": "me", "messenger_profile": "profile", "message_attachments": "attachment",
+             "ids_for_pages": "ids_for_pages", "subscribed_apps": "subscribed_apps", "comments": "comment"}
+    if tail in kinds:
+        return kinds[tail]
+    if tail.endswith("_thread_control"):
+        return "thread_control"
+    return "object" if tail.isdigit() else "other"  # a user's profile, a Page's fields
 
 
 def appsecret_proof(app_secret: str, access_token: str) -> str:
@@ -67,6 +84,20 @@ class GraphApiError(DeliveryError):
     @property
     def is_auth_error(self) -> bool:
         return self.code == AUTH_ERROR_CODE
+
+    @property
+    def is_rate_limit(self) -> bool:
+        """Meta throttles the app, the Page or the Messenger use case: wait before calling again."""
+        return self.code in RATE_LIMIT_CODES or self.status == 429
+
+    @property
+    def outcome(self) -> str:
+        """The metrics label of this failure: Meta's code when it is a known one, else a bounded class."""
+        if self.code in COUNTED_CODES:
+            return str(self.code)
+        if self.code is not None:
+            return "other"
+        return "network" if self.status is None else f"http_{self.status // 100}xx"
 
     @property
     def is_permission_error(self) -> bool:
@@ -117,8 +148,22 @@ def _int_or_none(value: Any) -> int | None:
         return None
 
 
+def _regain_access_seconds(header: str) -> float | None:
+    """Seconds until Meta lifts a throttle, from ``X-Business-Use-Case-Usage`` (minutes, per business id)."""
+    try:
+        usage = json.loads(header)
+    except ValueError:
+        return None
+    minutes = [entry.get("estimated_time_to_regain_access") for entries in
+               (usage.values() if isinstance(usage, dict) else []) if isinstance(entries, list)
+               for entry in entries if isinstance(entry, dict)]
+    found = [float(m) for m in minutes if isinstance(m, int | float) and m > 0]
+    return max(found) * 60 if found else None
+
+
 def error_from_response(
-    what: str, status: int, body: Any, retry_after_header: str | None, secrets: tuple[str, ...]
+    what: str, status: int, body: Any, retry_after_header: str | None, secrets: tuple[str, ...],
+    usage_header: str | None = None,
 ) -> GraphApiError:
     """Turn a non-2xx (or error-carrying) Graph answer into a GraphApiError."""
     error = body.get("error") if isinstance(body, dict) else None
@@ -132,6 +177,8 @@ def error_from_response(
     retry_after = None
     if retry_after_header and retry_after_header.strip().isdigit():
         retry_after = float(retry_after_header.strip())
+    elif usage_header:
+        retry_after = _regain_access_seconds(usage_header)
     details = ", ".join(
         part
         for part in (
@@ -178,6 +225,8 @@ class GraphClient:
         self.max_delay = BACKOFF_MAX_SECONDS if max_delay is None else max_delay
         self.budget = budget
         self._session: aiohttp.ClientSession | None = None
+        # Told of every attempt: (bot, endpoint kind, "ok" or the error's outcome, whether it was a retry).
+        self.observer: Callable[[str, str, str, bool], None] | None = None
 
     @property
     def closed(self) -> bool:
@@ -209,10 +258,15 @@ class GraphClient:
         access_token: str,
         app_secret: str,
         logger: logging.Logger | None = None,
+        bot_id: str = "",
     ) -> PageGraph:
-        """Calls made with one Page's token."""
+        """Calls made with one Page's token (``bot_id`` labels their metrics)."""
         return PageGraph(self, api_url.rstrip("/") + "/" + version.strip("/"), access_token, app_secret,
-                         logger or log)
+                         logger or log, bot_id)
+
+    def _observe(self, bot: str, path: str, outcome: str, retried: bool) -> None:
+        if self.observer is not None:
+            self.observer(bot, endpoint_kind(path), outcome, retried)
 
     def _backoff(self, attempt: int) -> float:
         step = min(self.max_delay, self.base_delay * (2 ** (attempt - 1)))
@@ -233,6 +287,7 @@ class GraphClient:
         logger: logging.Logger = log,
         quiet: bool = False,
         timeout: float | None = None,
+        bot: str = "",
     ) -> dict[str, Any]:
         """One Graph call with retries; returns the JSON answer or raises GraphApiError.
 
@@ -260,6 +315,7 @@ class GraphClient:
                     raw = await response.read()
                     status = response.status
                     retry_after_header = response.headers.get("Retry-After")
+                    usage_header = response.headers.get("X-Business-Use-Case-Usage")
             except TimeoutError:
                 error = GraphApiError(f"{what} failed: no answer within {timeout or self.timeout:g} s",
                                       permanent=False)
@@ -272,15 +328,20 @@ class GraphClient:
                 except ValueError:
                     data = None
                 if 200 <= status < 300 and isinstance(data, dict) and "error" not in data:
+                    self._observe(bot, path, "ok", attempt > 1)
                     return data
                 if 200 <= status < 300 and not isinstance(data, dict):
                     error = GraphApiError(f"{what} failed: the answer is not a JSON object (HTTP {status})",
                                           permanent=False, status=status)
                 else:
-                    error = error_from_response(what, status, data, retry_after_header, secrets)
+                    error = error_from_response(what, status, data, retry_after_header, secrets, usage_header)
 
+            self._observe(bot, path, error.outcome, attempt > 1)
             delay = self._backoff(attempt)
-            last_try = error.permanent or attempt >= self.max_attempts or loop.time() + delay > deadline
+            # A throttled call is not retried here: the caller pauses (pacing.py) or reports it, and
+            # retrying at once only digs the hole deeper.
+            last_try = error.permanent or error.is_rate_limit or attempt >= self.max_attempts \
+                or loop.time() + delay > deadline
             logger.log(
                 logging.DEBUG if quiet else logging.WARNING,
                 "Graph %s (attempt %d/%d)%s",
@@ -303,6 +364,7 @@ class PageGraph:
     access_token: str
     app_secret: str
     logger: logging.Logger
+    bot_id: str = ""
 
     def __repr__(self) -> str:  # the dataclass default would print the token
         return f"<PageGraph {self.base_url}>"
@@ -320,6 +382,7 @@ class PageGraph:
             logger=self.logger,
             quiet=quiet,
             timeout=timeout,
+            bot=self.bot_id,
         )
 
     async def me(self) -> dict[str, Any]:

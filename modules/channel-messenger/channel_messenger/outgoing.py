@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
 
 from botpress_py.sdk import BotContext, DeliveryError, IOEvent, now_ms
@@ -18,13 +19,29 @@ from botpress_py.sdk import BotContext, DeliveryError, IOEvent, now_ms
 from .actions import page_action, send_page_action
 from .attachments import Attachments
 from .comments import as_private_reply, private_reply
-from .graph_client import GraphApiError, failure_hint
+from .graph_client import GraphApiError
 from .handover import Handover, describe
 from .incoming import CHANNEL
+from .pacing import BULK, DEFAULT_PAUSE_SECONDS, NOTIFY, REPLY, SendPacer
 from .pages import PageBinding, PageRegistry
 from .rendering import Pause, RenderError, Rendering, RenderOptions, render_payload
+from .token_health import TokenHealth
+from .window import STANDARD_WINDOW_MS, MessagingWindow
 
 MEMORY_LIMIT = 10_000  # bound on each of the small in-memory maps below
+MEDIA_TYPES = frozenset({"audio", "video"})  # Meta's lower Send API limit (10/s per Page) applies to them
+
+
+def priority_of(event: IOEvent) -> int:
+    """Replies to what a user wrote first, then proactive messages (notify), then broadcasts (flag ``bulk``)."""
+    if event.flags.get("bulk"):
+        return BULK
+    return REPLY if event.incomingEventId else NOTIFY
+
+
+def is_media(step: dict[str, Any]) -> bool:
+    attachment = (step.get("message") or {}).get("attachment") if isinstance(step.get("message"), dict) else None
+    return isinstance(attachment, dict) and attachment.get("type") in MEDIA_TYPES
 
 
 class Outgoing:
@@ -45,9 +62,17 @@ class Outgoing:
         self._last_message_at: dict[tuple[str, str], float] = {}  # (page, psid) -> loop time of the last send
         self._marked_seen: OrderedDict[str, None] = OrderedDict()  # incoming event ids already marked seen
         self._progress: dict[str, int] = {}  # event id -> steps sent before a transient failure
+        self.pacer = SendPacer()  # the channel shares one between Messenger and Instagram (same Page budget)
+        self.health: TokenHealth | None = None  # set by the channel
+        self.window: MessagingWindow | None = None  # set by the channel: replies past it fail before the call
+        self.on_pause: Callable[[str], None] = lambda bot_id: None  # counts a pause (health.py)
 
     async def send(self, event: IOEvent, bot: BotContext) -> bool | None:
-        """Deliver an outgoing event of this channel ("messenger"); None for other channels."""
+        """Deliver an outgoing event of this channel ("messenger"); None for other channels.
+
+        A refused token holds the event (token_health.py); a throttled Page pauses its queue and the
+        event is retried after Meta's hint (pacing.py).
+        """
         if event.channel != self.channel:
             return None
         binding = self.registry.by_bot(bot.id)
@@ -56,6 +81,29 @@ class Outgoing:
                 f"{self.connection} is not connected for bot '{bot.id}' (see its status in GET /status)",
                 permanent=True,
             )
+        if self.health is not None:
+            self.health.check(binding)
+        self._check_window(event, bot, binding)
+        try:
+            sent = await self._deliver(event, bot, binding)
+        except GraphApiError as exc:
+            if exc.is_auth_error and self.health is not None:
+                self.health.refused(binding, exc)
+                raise self.health.hold(binding) from None
+            if exc.is_rate_limit:
+                pause = exc.retry_after or DEFAULT_PAUSE_SECONDS
+                self.pacer.pause(binding.facebook_page_id, pause)
+                self.on_pause(bot.id)
+                bot.logger.warning("Meta throttles page %s (%s): its sends pause for %.0f s", binding.page_id, exc,
+                                   pause)
+                raise GraphApiError(str(exc), permanent=False, status=exc.status, code=exc.code, subcode=exc.subcode,
+                                    retry_after=pause) from None
+            raise
+        if self.health is not None:
+            self.health.accepted(binding)
+        return sent
+
+    async def _deliver(self, event: IOEvent, bot: BotContext, binding: PageBinding) -> bool:
         if not event.target:
             raise DeliveryError("outgoing Messenger event has no target (user PSID)", permanent=True)
         settings = binding.settings
@@ -100,7 +148,9 @@ class Outgoing:
             for note in rendering.notes:
                 bot.logger.info("%s rendering of event %s: %s", self.platform, event.id, note)
 
+        priority = priority_of(event)
         if rendering.steps and event.incomingEventId and comment is None and settings.allows("mark_seen"):
+            await self._turn(binding, priority)
             await self._mark_seen(binding, event)
         start = self._progress.get(event.id, 0)
         message_ids: list[str] = []
@@ -110,9 +160,11 @@ class Outgoing:
             if isinstance(step, Pause):
                 await asyncio.sleep(step.ms / 1000)
             elif "sender_action" in step:
+                await self._turn(binding, priority)
                 await self._send_action(binding, step)
             else:
                 await self._pace(binding, event.target)
+                await self._turn(binding, priority, media=is_media(step))
                 try:
                     answer = await self._send_message(binding, step)
                 except GraphApiError as exc:
@@ -141,31 +193,42 @@ class Outgoing:
             return await binding.graph.send(step)
         return await self.attachments.send(binding, step)
 
+    def _check_window(self, event: IOEvent, bot: BotContext, binding: PageBinding) -> None:
+        """A reply that waited (a refused token, an outage) past the user's 24-hour window fails with the reason,
+        instead of a Send API call Meta refuses. Only what this process saw counts: no storage read per send."""
+        if self.window is None or not event.incomingEventId or event.flags.get("tag"):
+            return
+        last = self.window.seen(bot.id, binding.page_id, event.target)
+        if last is not None and now_ms() - last > STANDARD_WINDOW_MS:
+            raise DeliveryError(f"not sent: the user's last message is {(now_ms() - last) // 3_600_000} h old, past "
+                                "Meta's 24-hour messaging window (the reply waited too long to be sent)",
+                                permanent=True, code="outside_window")
+
+    async def _turn(self, binding: PageBinding, priority: int, *, media: bool = False) -> None:
+        """Wait for the Page's turn to call the Send API (pacing.py)."""
+        await self.pacer.acquire(binding.facebook_page_id, priority, rate=binding.settings.send_rate_limit,
+                                 media=media)
+
     def _remember_progress(self, event_id: str, done: int) -> None:
         if event_id not in self._progress and len(self._progress) >= MEMORY_LIMIT:
             self._progress.pop(next(iter(self._progress)))
         self._progress[event_id] = done
 
     async def _on_send_failure(self, binding: PageBinding, event: IOEvent, index: int, exc: GraphApiError) -> None:
-        if exc.permanent:
+        if exc.permanent and not exc.is_auth_error:
             self._progress.pop(event.id, None)
         else:
-            self._remember_progress(event.id, index)
+            self._remember_progress(event.id, index)  # a held send resumes after what was sent too
         if exc.thread_owned_elsewhere:
             await self.handover.send_refused(binding, event.target)
-        if exc.is_auth_error:
-            binding.bot.set_status(
-                "error", f"Graph API refused the access token while sending: {exc}; {failure_hint(exc)}"
-            )
 
     async def _send_action(self, binding: PageBinding, body: dict[str, Any]) -> None:
         """Sender actions are cosmetic: only a bad token stops the reply for them."""
         try:
             await binding.graph.send(body)
         except GraphApiError as exc:
-            if exc.is_auth_error:
-                binding.bot.set_status("error", f"Graph API refused the access token: {exc}; {failure_hint(exc)}")
-                raise
+            if exc.is_auth_error or exc.is_rate_limit:
+                raise  # send() holds the reply, or pauses the Page
             binding.bot.logger.info("Sender action %s not shown: %s", body.get("sender_action"), exc)
 
     async def _mark_seen(self, binding: PageBinding, event: IOEvent) -> None:

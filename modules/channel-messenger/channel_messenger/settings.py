@@ -11,7 +11,7 @@ from .instagram_settings import InstagramSettings
 
 MODULE = "channel-messenger"
 DEFAULT_GRAPH_API_URL = "https://graph.facebook.com"
-DEFAULT_GRAPH_API_VERSION = "v25.0"
+DEFAULT_GRAPH_API_VERSION = "v27.0"  # the newest in graph_versions.json
 SENDER_ACTIONS = frozenset({"typing_on", "typing_off", "mark_seen"})
 PAGE_INBOX_APP_ID = "263902037430900"  # Meta's Page Inbox: where a handover to a human goes by default
 
@@ -29,6 +29,10 @@ def is_placeholder(value: str) -> bool:
     """True for an empty secret or one still holding an obvious placeholder such as ``<APP_SECRET>``."""
     text = value.strip()
     return not text or bool(_PLACEHOLDER.match(text))
+
+
+def _positive(value: Any, default: float) -> float:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) and value > 0 else default
 
 
 def parse_duration(text: str, default_seconds: int = 86400) -> int:
@@ -61,6 +65,7 @@ class MessengerSettings:
     graph_api_version: str = DEFAULT_GRAPH_API_VERSION
     typing_indicators: bool = True
     message_delay_ms: int = 0
+    send_rate_limit: float = 250.0  # Send API calls per second per Page (pacing.py)
     request_profile: bool = False
     update_contact_profiles: bool = False
     merge_contact_profiles: bool = False
@@ -102,6 +107,7 @@ class MessengerSettings:
             graph_api_version=text("graphApiVersion", DEFAULT_GRAPH_API_VERSION) or DEFAULT_GRAPH_API_VERSION,
             typing_indicators=config.get("typingIndicators", True) is not False,
             message_delay_ms=max(0, int(delay)) if isinstance(delay, int | float) else 0,
+            send_rate_limit=_positive(config.get("sendRateLimit"), 250.0),
             request_profile=config.get("requestProfile") is True,
             update_contact_profiles=config.get("updateContactProfiles") is True,
             merge_contact_profiles=config.get("mergeContactProfiles") is True,

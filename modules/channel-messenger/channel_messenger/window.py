@@ -108,6 +108,10 @@ class MessagingWindow:
         async with self._flushing:  # a write of this user already under way must not outlive the erase
             await bot.state.delete(_key(page_id, psid))
 
+    def seen(self, bot_id: str, page_id: str, psid: str) -> int | None:
+        """When the user last wrote, as far as this process saw (ms; no storage read: for every send)."""
+        return self._seen.get((bot_id, page_id, psid))
+
     async def last_incoming(self, bot: BotContext, page_id: str, psid: str) -> int | None:
         """When the user last wrote to the Page (ms), or None when never seen."""
         stored: Any = None

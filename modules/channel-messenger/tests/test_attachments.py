@@ -70,7 +70,7 @@ async def test_a_media_url_is_uploaded_once_and_its_id_reused_across_replies_and
         assert await ask(meta, emulator, "41", "m1") == BY_URL, "the first send does not wait for an upload"
         attachment_id = await uploaded(emulator, 1)
         [upload] = uploads(emulator)
-        assert (upload["method"], upload["path"]) == ("POST", f"/v25.0/{PAGE_A}/message_attachments")
+        assert (upload["method"], upload["path"]) == ("POST", f"/v27.0/{PAGE_A}/message_attachments")
         assert upload["json"] == {"message": {"attachment": {"type": "image", "payload": {"url": CAT,
                                                                                           "is_reusable": True}}}}
         await kept(server, attachment_id)

@@ -20,7 +20,7 @@ class Clock:
 
 def call(body: dict[str, Any], *, accepted: bool = True, fault: bool = False, psid: str = USER,
          page: str | None = PAGE, error: dict[str, Any] | None = None) -> dict[str, Any]:
-    return {"method": "POST", "path": "/v25.0/me/messages", "json": {"recipient": {"id": psid}, **body},
+    return {"method": "POST", "path": "/v27.0/me/messages", "json": {"recipient": {"id": psid}, **body},
             "accepted": accepted, "fault": fault, "page": page, "error": error}
 
 

@@ -53,8 +53,9 @@ async def test_transient_graph_errors_are_retried_then_delivered(
         data: Path, emulator: GraphEmulator, http: aiohttp.ClientSession, fast_retries: None) -> None:
     add_bot(data, "shop", TOKEN_A, qna=ANSWERS)
     emulator.fail_next(1, status=500, code=1200, when=is_message)
+    # A rate limit pauses the Page's sends for Meta's hint (pacing.py), then the reply goes.
     emulator.fail_next(1, status=400, code=613, message="Calls to this api have exceeded the rate limit.",
-                       when=is_message)
+                       when=is_message, retry_after=1)
     emulator.fail_next(1, status=502, code=None, when=is_message)
     async with serve(data) as server:
         meta = FakeMeta(http, server)

@@ -65,7 +65,7 @@ async def test_sample_bot_over_messenger(tmp_path: Path, emulator: GraphEmulator
                 {"content_type": "text", "title": "About you", "payload": "ABOUT"},
             ]}),
         ]
-        call = emulator.calls_to(r"/v25\.0/me/messages$")[-1]
+        call = emulator.calls_to(r"/v27\.0/me/messages$")[-1]
         assert set(call["query"]) == {"access_token", "appsecret_proof"}
 
         # Tapping the "Take the tour" quick reply → the tour carousel, with a Say something button.

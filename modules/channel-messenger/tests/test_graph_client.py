@@ -61,7 +61,7 @@ async def test_wrong_secret_gives_a_permanent_error(client: GraphClient, emu: Gr
 
 @pytest.mark.parametrize(
     ("status", "code"),
-    [(500, 1200), (500, 2), (400, 613), (400, 4), (400, 17), (400, 32), (400, 80006), (503, None), (502, 1)],
+    [(500, 1200), (500, 2), (503, None), (502, 1)],
 )
 async def test_transient_errors_are_retried_then_delivered(client: GraphClient, emu: GraphEmulator,
                                                            status: int, code: int | None) -> None:
@@ -69,6 +69,18 @@ async def test_transient_errors_are_retried_then_delivered(client: GraphClient, 
     answer = await page(client, emu).send(BODY)
     assert answer["message_id"]
     assert message_calls(emu) == 3
+
+
+@pytest.mark.parametrize("code", [613, 4, 17, 32, 80006])
+async def test_rate_limits_are_not_retried_at_once_but_carry_metas_hint(client: GraphClient, emu: GraphEmulator,
+                                                                         code: int) -> None:
+    """Retrying a throttled call at once digs deeper: the error goes back (transient, with Meta's hint) and
+    the sender pauses the Page (pacing.py)."""
+    emu.fail_next(1, status=400, code=code, retry_after=7)
+    with pytest.raises(GraphApiError) as info:
+        await page(client, emu).send(BODY)
+    assert info.value.is_rate_limit and not info.value.permanent and info.value.retry_after == 7
+    assert message_calls(emu) == 1
 
 
 @pytest.mark.parametrize(

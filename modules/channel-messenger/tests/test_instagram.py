@@ -67,7 +67,7 @@ async def test_an_instagram_message_is_answered_on_the_instagram_channel_with_th
     async with serve(data) as server:
         meta = FakeMeta(http, server)
         assert await meta.module_status("shop") == {"state": "on"}
-        lookups = emulator.calls_to(rf"^/v25\.0/{PAGE_A}$", "GET")
+        lookups = emulator.calls_to(rf"^/v27\.0/{PAGE_A}$", "GET")
         assert [c["query"]["fields"] for c in lookups] == ["instagram_business_account"], "found from the Page"
 
         assert await ig_say(meta, emulator, ACCOUNT_A, IGSID, "hello", "ig_m_1") == 200
@@ -75,7 +75,7 @@ async def test_an_instagram_message_is_answered_on_the_instagram_channel_with_th
         assert sent_to(emulator, IGSID) == [{"recipient": {"id": IGSID}, "sender_action": "mark_seen"},
                                             reply(IGSID, {"text": "hello from shop"})]
         call = [c for c in emulator.calls if c["path"].endswith("/messages")][-1]
-        assert call["path"] == "/v25.0/me/messages" and call["query"]["access_token"] == TOKEN_A
+        assert call["path"] == "/v27.0/me/messages" and call["query"]["access_token"] == TOKEN_A
 
         # Bot logic can tell: channel "instagram", the user's IGSID, the account as the thread.
         assert seen(out) == [{"channel": "instagram", "type": "text", "target": IGSID, "threadId": ACCOUNT_A,

@@ -24,7 +24,8 @@ MESSENGER_MD_FIELDS = {"enabled", "accessToken", "appSecret", "verifyToken", "gr
                        "updateContactProfiles", "mergeContactProfiles", "storeProfiles", "maskIncomingMessages",
                        "maskOutgoingMessages", "sessionTimeout", "handoverTarget", "disabledBotDeliveries",
                        "iceBreakers", "whitelistedDomains", "reuseAttachments", "instagram",
-                       "downloadMedia", "mediaMaxBytes", "mediaWait", "rerunOnEdit", "humanTakeoverPause", "appId"}
+                       "downloadMedia", "mediaMaxBytes", "mediaWait", "rerunOnEdit", "humanTakeoverPause", "appId",
+                       "sendRateLimit"}
 
 
 def defaults() -> dict[str, Any]:

@@ -35,7 +35,7 @@ class ChatTarget:
     get_started: str = ""
     greeting: str = ""
     menu: list[dict[str, Any]] = field(default_factory=list)
-    version: str = "v25.0"
+    version: str = "v27.0"
     app_secret: str = ""
     app_secret_source: str = ""
 

@@ -1,10 +1,11 @@
-"""``botpress-py messenger emulator | simulate | chat`` and ``botpress-py start --emulator``: the options.
+"""``botpress-py messenger emulator | simulate | chat | doctor`` and ``botpress-py start --emulator``: the options.
 
 - ``emulator`` runs the Graph API emulator in the foreground (Ctrl+C stops it); with
   ``--configure BOT`` it also points that bot's channel at itself, and turns it off again on exit.
 - ``simulate`` sends one message (or postback, or quick-reply tap) to a bot, signed like
   Facebook signs it, and prints the bot's replies as read back from the emulator.
 - ``chat`` is the same, interactively; it reads stdin, so it can be scripted with a pipe.
+- ``doctor`` checks a bot's setup as Meta sees it (cli/doctor.py), ``--fix`` repairs what it can.
 - ``start --emulator`` runs the server, the emulator and a chat with one bot in one terminal.
 """
 
@@ -28,6 +29,12 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 def cmd_chat(args: argparse.Namespace) -> int:
     from .chat import cmd_chat as run
+
+    return run(args)
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from .doctor import cmd_doctor as run
 
     return run(args)
 
@@ -70,6 +77,16 @@ def register(subparsers: Any) -> None:
     _common(chat)
     chat.set_defaults(func=cmd_chat)
 
+    doctor = verbs.add_parser(
+        "doctor", help="check a bot's Messenger setup (webhook, token, subscription, version, profile)",
+        description="Check what Meta sees of a bot's Messenger setup, each check with its fix: externalUrl is https "
+                    "and answers Meta's verification, the access token is valid and the Page's, the Page is "
+                    "subscribed to the webhook fields the channel reads, appSecret is set, graphApiVersion is not "
+                    "retired or about to be, the Messenger profile on Meta equals the config. Exit status 1 when a "
+                    "check fails. Works against the emulator too (the bot's graphApiUrl).")
+    _doctor_arguments(doctor)
+    doctor.set_defaults(func=cmd_doctor)
+
 
 def _usage(parser: argparse.ArgumentParser) -> int:
     parser.print_help()
@@ -103,3 +120,17 @@ def add_start_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--emulator-port", type=int, default=DEMO_PORT, metavar="N",
                        help=f"the emulator's port (default {DEMO_PORT}, or any free one when it is taken; "
                             "0: any free port)")
+
+
+def _doctor_arguments(parser: argparse.ArgumentParser) -> None:
+    which = parser.add_mutually_exclusive_group(required=True)
+    which.add_argument("--bot", help="bot id")
+    which.add_argument("--all", action="store_true", help="every bot with channel-messenger enabled")
+    parser.add_argument("--fix", action="store_true",
+                        help="subscribe the Page to the missing webhook fields and push the config's Messenger "
+                             "profile when it differs")
+    parser.add_argument("--data", help="data folder (default ./data or $BP_DATA_PATH)")
+    parser.add_argument("--external-url", metavar="URL",
+                        help="the public URL to test (default: httpServer.externalUrl, as the server computes it)")
+    parser.add_argument("--timeout", type=float, default=10.0, metavar="SECONDS",
+                        help="per request (default 10)")

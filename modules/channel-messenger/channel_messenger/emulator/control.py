@@ -8,7 +8,8 @@ asks of the emulator from outside its process.
 - ``POST /_emulator/send``: a user writes to the Page (or sends a photo, reacts, edits, unsends,
   comments on a post; a person answers from the Page Inbox: activity.py); the emulator signs the
   webhook with the app secret and posts it to the server, like Facebook does;
-- ``GET /_emulator/media/{name}``, ``POST /_emulator/media``: files users send, hosted like Meta's CDN.
+- ``GET /_emulator/media/{name}``, ``POST /_emulator/media``: files users send, hosted like Meta's CDN;
+- ``POST /_emulator/pages/{id}/token`` ``{"token"}``: the Page's token expires, this one replaces it.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ class ControlApi:
         app.router.add_post("/_emulator/faults", self._add_fault)
         app.router.add_delete("/_emulator/faults", self._clear_faults)
         app.router.add_post("/_emulator/send", self._send_from_user)
+        app.router.add_post("/_emulator/pages/{page}/token", self._replace_token)
 
     async def _info(self, request: web.Request) -> web.Response:
         return web.json_response({
@@ -52,6 +54,19 @@ class ControlApi:
             "faults": [f.describe() for f in self.rules],
         })
 
+
+    async def _replace_token(self, request: web.Request) -> web.Response:
+        """``{"token": "..."}``: the Page's access token expires and this one replaces it (the old gets 190)."""
+        page = request.match_info["page"]
+        try:
+            body = await request.json()
+        except ValueError:
+            body = None
+        token = body.get("token") if isinstance(body, dict) else None
+        if page not in self.pages or not isinstance(token, str) or not token:
+            return web.json_response({"error": "POST {\"token\": \"...\"} for a known page"}, status=400)
+        self.replace_token(page, token)
+        return web.json_response({"page": page, "replaced": True})
 
     async def _list_calls(self, request: web.Request) -> web.Response:
         """What the emulator received, for a look from outside the process (tokens hidden).

@@ -40,6 +40,7 @@ class Fault:
     rate: float = 1.0  # share of the matching requests that get it (a rule with 0.1: about one in ten)
     passthrough: bool = False  # only stall ``delay`` seconds, then answer normally (added latency)
     has: str | None = None  # only bodies with this top-level key ("message", "sender_action")
+    retry_after: int | None = None  # seconds, sent as a Retry-After header (Meta's hint after a rate limit)
 
     def matches(self, method: str, path: str, body: Any) -> bool:
         if self.method and self.method.upper() != method:
@@ -55,7 +56,7 @@ class Fault:
         return {"status": None if self.passthrough else self.status, "code": None if self.passthrough else self.code,
                 "message": self.message, "subcode": self.subcode, "delay": self.delay,
                 "disconnect": self.disconnect, "path": self.path, "method": self.method, "has": self.has,
-                "rate": self.rate, "times": self.remaining}
+                "rate": self.rate, "times": self.remaining, "retryAfter": self.retry_after}
 
 
 class GraphError(Exception):
@@ -86,7 +87,7 @@ def fault_options(spec: Any) -> dict[str, Any]:
     if not isinstance(spec, dict):
         raise ValueError("the body must be a JSON object")
     known = {"status", "code", "message", "subcode", "times", "path", "method", "has", "delay", "rate",
-             "disconnect", "is_transient"}
+             "disconnect", "is_transient", "retry_after"}
     unknown = sorted(set(spec) - known)
     if unknown:
         raise ValueError(f"unknown keys {unknown}; known: {sorted(known)}")
@@ -106,6 +107,10 @@ def fault_options(spec: Any) -> dict[str, Any]:
         re.compile(options["path"])
     if spec.get("subcode") is not None:
         options["subcode"] = int(spec["subcode"])
+    if spec.get("retry_after") is not None:
+        if not isinstance(spec["retry_after"], int) or spec["retry_after"] < 0:
+            raise ValueError("retry_after must be a whole number of seconds")
+        options["retry_after"] = spec["retry_after"]
     if spec.get("is_transient") is not None:
         options["is_transient"] = bool(spec["is_transient"])
     options["delay"] = float(spec.get("delay", 0.0))
@@ -183,5 +188,8 @@ class PlannedFaults:
             return web.Response(status=500)
         if fault.code is None:
             return web.Response(status=fault.status, text="<html>upstream error</html>", content_type="text/html")
-        return error_response(fault.status, fault.code, fault.message, fault.subcode, fault.error_type,
-                               fault.is_transient)
+        answer = error_response(fault.status, fault.code, fault.message, fault.subcode, fault.error_type,
+                                fault.is_transient)
+        if fault.retry_after is not None:
+            answer.headers["Retry-After"] = str(fault.retry_after)
+        return answer

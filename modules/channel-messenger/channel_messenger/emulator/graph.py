@@ -51,9 +51,11 @@ from .faults import Fault, GraphError, PlannedFaults, error_response
 from .instagram import InstagramAccounts
 from .instagram import add_control_routes as add_instagram_routes
 from .page_profiles import ProfilesFileError, load_profiles, save_profiles
+from .rate_limits import SendRateLimit
 from .replies import ReplyCollector, recipient_of
 from .routing import ConversationRouting
 from .send_checks import MESSAGING_TYPES, PROFILE_FIELDS, check_message, check_profile
+from .subscriptions import PageSubscriptions
 
 _VERSION = r"v[0-9]+\.[0-9]+"
 
@@ -80,7 +82,8 @@ class GraphEmulator(ControlApi, ActivityApi, PlannedFaults):
     rates repeatable. ``routing`` (a ``ConversationRouting``) holds thread owners, one person's
     PSIDs on several Pages (``routing.add_person``) and per-Page profile permissions
     (``routing.grant_fields``). ``profiles_file`` keeps each Page's Messenger profile across restarts, as
-    Facebook does (page_profiles.py); without it a Page starts with no profile.
+    Facebook does (page_profiles.py); without it a Page starts with no profile. ``send_rate_limit`` is
+    ``(calls, seconds)`` per Page for the Send API (613 past it; off by default, rate_limits.py).
     """
 
     def __init__(
@@ -94,6 +97,7 @@ class GraphEmulator(ControlApi, ActivityApi, PlannedFaults):
         server_url: str | None = None,
         seed: int | None = None,
         profiles_file: Path | None = None,
+        send_rate_limit: tuple[int, float] | None = None,
     ) -> None:
         self.profiles_file = profiles_file
         self.profiles_problem: str | None = None  # why the kept profiles could not be loaded or saved
@@ -123,6 +127,8 @@ class GraphEmulator(ControlApi, ActivityApi, PlannedFaults):
         self.profile_rate_limit = profile_rate_limit
         # Thread owners (handover), people with ids on several Pages, profile field permissions.
         self.routing = ConversationRouting(GraphError)
+        self.subscriptions = PageSubscriptions(GraphError)  # the Pages' webhook fields (subscribed_apps)
+        self.send_rate = SendRateLimit(send_rate_limit, GraphError)  # Meta's 613 past N calls/s per Page
         self.calls: list[dict[str, Any]] = []
         self._faults: deque[Fault] = deque()
         self._rules: list[Fault] = []
@@ -137,6 +143,10 @@ class GraphEmulator(ControlApi, ActivityApi, PlannedFaults):
     def add_page(self, page_id: str, token: str, name: str = "", app_secret: str | None = None) -> None:
         self.pages[str(page_id)] = _Page(str(page_id), token, name or f"Page {page_id}", app_secret,
                                          profile=dict(self._kept_profiles.get(str(page_id), {})))
+
+    def replace_token(self, page_id: str, token: str) -> None:
+        """The Page's token changes (it expired, or was regenerated): the old one now gets Meta's 190."""
+        self.pages[str(page_id)].token = token
 
     @property
     def url(self) -> str:
@@ -350,6 +360,9 @@ class GraphEmulator(ControlApi, ActivityApi, PlannedFaults):
             return self._send(page, body)
         if path in ("/me/messenger_profile", f"/{page.id}/messenger_profile"):
             return self._profile(method, page, body, query)
+        subscribed = self.subscriptions.route(method, path, page.id, query)
+        if subscribed is not None:
+            return subscribed
         uploaded = self.attachments.route(method, path, page.id, body,
                                           instagram_linked=self.instagram.account_of(page.id) is not None)
         if uploaded is not None:
@@ -386,6 +399,7 @@ class GraphEmulator(ControlApi, ActivityApi, PlannedFaults):
             raise GraphError(400, 100, "(#100) The parameter recipient is required")
         if recipient.get("comment_id") and not recipient.get("id"):
             return self.private_reply(page.id, body)  # activity.py: one per comment, within 7 days
+        self.send_rate.check(page.id)
         psid = str(recipient.get("id") or recipient.get("user_ref"))
         has_message, has_action = "message" in body, "sender_action" in body
         if has_message == has_action:
