@@ -19,7 +19,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,7 +30,7 @@ from .context import ConfigProblem
 from .gate import BotGate
 from .pipeline import EventPipeline
 from .storage import PostgresStorage, Storage
-from .storage.postgres_cluster import fair_share
+from .storage.postgres_cluster import ClusterListener, fair_share
 
 log = logging.getLogger("botpress_py.cluster")
 
@@ -87,7 +87,7 @@ class ClusterNode:
         self.share = 0
         self._beat = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self._close_listener: Callable[[], Awaitable[None]] | None = None
+        self._listener: ClusterListener | None = None
         self._last_ok = time.monotonic()
         self._bots_sent: dict[str, str] | None = None
         self._applying: set[asyncio.Task[Any]] = set()
@@ -98,7 +98,7 @@ class ClusterNode:
         storage.cluster_fence = self.claims.fence
         storage.cluster_inserts = True
         await storage.cluster_register(self.node_id, self.host, os.getpid(), self.port)
-        self._close_listener = await storage.cluster_listen(self._on_notify)
+        self._listener = await storage.cluster_listen(self._on_notify)
         await self._balance()
         self.claims.start()
         self._task = asyncio.create_task(self._heartbeats(), name="cluster-heartbeat")
@@ -117,10 +117,10 @@ class ClusterNode:
 
     async def leave(self) -> None:
         """After the pipeline drained: the others take this node's partitions at their next heartbeat."""
-        if self._close_listener is not None:
+        if self._listener is not None:
             with contextlib.suppress(Exception):
-                await self._close_listener()
-            self._close_listener = None
+                await self._listener.close()
+            self._listener = None
         try:
             await self.storage.cluster_leave(self.node_id)
         except Exception as exc:
@@ -145,6 +145,7 @@ class ClusterNode:
                 self._bots_sent = bots if bots is not None else self._bots_sent
                 await self._balance()
                 self._last_ok = time.monotonic()
+                await self._keep_listening()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -155,6 +156,15 @@ class ClusterNode:
                     log.error("cluster: no heartbeat stored for %.1f s: letting go of every partition",
                               time.monotonic() - self._last_ok)
                     self.claims.lose_all()
+
+    async def _keep_listening(self) -> None:
+        """A LISTEN connection that dropped (PostgreSQL restarted) is opened again; meanwhile the claims poll."""
+        if self._listener is not None and self._listener.is_closed():
+            with contextlib.suppress(Exception):
+                await self._listener.close()
+            self._listener = await self.storage.cluster_listen(self._on_notify)
+            self.claims.rewind(outgoing=True)  # notifications may have been missed
+            log.info("cluster: listening again for notifications")
 
     async def _balance(self) -> None:
         timeout_ms = int(self.settings.node_timeout * 1000)
@@ -180,6 +190,8 @@ class ClusterNode:
         if kind in ("inbox", "outbox"):
             with contextlib.suppress(ValueError):
                 self.claims.notified(kind, int(rest))
+        elif kind == "rewind":
+            self.claims.rewind(outgoing=rest == "out")
         elif kind == "bot":
             try:
                 message = json.loads(rest)
@@ -252,6 +264,7 @@ class ClusterHooks:
 
     def __init__(self) -> None:
         self.node: ClusterNode | None = None
+        self.enabled = False  # cluster mode is on (set before the node starts)
         self._locks: dict[str, asyncio.Lock] = {}
 
     def lock(self, name: str) -> contextlib.AbstractAsyncContextManager[Any]:

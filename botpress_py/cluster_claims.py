@@ -173,6 +173,12 @@ class ClusterClaims:
         self._generation += 1
         self._wake.set()
 
+    def rewind_everywhere(self, *, outgoing: bool = False) -> None:
+        """Failed events were put back to pending here: their partitions' owners (any node) read again."""
+        self.rewind(outgoing=outgoing)
+        task = asyncio.create_task(self._notify("rewind:out" if outgoing else "rewind:in"), name="cluster-notify")
+        task.add_done_callback(lambda done: None if done.cancelled() else done.exception())
+
     # -- the reader --------------------------------------------------------------------------------
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="cluster-claims")

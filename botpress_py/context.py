@@ -249,7 +249,9 @@ class ServerContext:
         options: Mapping[str, Any] | None = None,
         request_stop: Callable[[str, int], None] | None = None,
         locks: Callable[[str], AbstractAsyncContextManager[Any]] | None = None,
+        clustered: bool = False,
     ) -> None:
+        self.clustered = clustered  # one node of a cluster (docs/cluster.md)
         self.module = module
         self._locks = locks
         self._local_locks: dict[str, asyncio.Lock] = {}

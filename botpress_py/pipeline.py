@@ -235,7 +235,7 @@ class EventPipeline(IncomingProcessing, OutgoingDelivery):
         bot's events in memory are done, so that none is queued twice).
         """
         if self.cluster is not None:
-            self.cluster.rewind()
+            self.cluster.rewind_everywhere()
             return
         for bot_id in bot_ids:
             self._rewind.add(bot_id)
@@ -244,7 +244,7 @@ class EventPipeline(IncomingProcessing, OutgoingDelivery):
     def requeue_outgoing(self, rows: list[OutboxRow]) -> None:
         """Failed outgoing events put back to pending: queue them for delivery now."""
         if self.cluster is not None:
-            self.cluster.rewind(outgoing=True)
+            self.cluster.rewind_everywhere(outgoing=True)
         elif self._accepting:
             for row in rows:
                 self._put_outgoing(row)

@@ -152,6 +152,7 @@ class BotpressServer:
         refusal = cluster_refusal(cluster_settings, self.env, str(self.config.file))
         if refusal is not None:
             raise StartupError([refusal])
+        self.cluster_hooks.enabled = cluster_settings.enabled
         # Before anything opens files or sockets: storage pools, modules' clients, the listener.
         self.fd_limit = raise_fd_limit()
         self._loop_errors.install(asyncio.get_running_loop())
@@ -271,7 +272,8 @@ class BotpressServer:
                 data_dir=self.data_dir, state=StorageKeyValue(self.storage, f"{name}:server"),  # type: ignore[arg-type]
                 bots=self.registry.module_views.setdefault(name, {}), admin_check=admin_check,
                 site_router=site.router_for(name), bot_state=bot_state, options=self.options,
-                request_stop=self.request_stop, locks=self.cluster_hooks.lock)
+                request_stop=self.request_stop, locks=self.cluster_hooks.lock,
+                clustered=self.cluster_hooks.enabled)
         app.router.add_get("/status", self.handle_status)
         app.router.add_get("/metrics", self.handle_metrics)
         AdminApi(self.registry, self.loader, admin_check, self.pipeline.failed if self.pipeline else None,

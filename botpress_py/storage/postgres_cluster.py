@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import zlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -242,22 +242,19 @@ class PostgresCluster:
     async def cluster_notify(self, payload: str) -> None:
         await self._fetch("SELECT pg_notify($1, $2)", self.cluster_channel, payload)
 
-    async def cluster_listen(self, callback: Callable[[str], None]) -> Callable[[], Awaitable[None]]:
-        """A connection of its own that LISTENs to the cluster's channel; returns its closer."""
+    async def cluster_listen(self, callback: Callable[[str], None]) -> ClusterListener:
+        """A connection of its own that LISTENs to the cluster's channel."""
         conn = await asyncpg.connect(self._dsn, timeout=self.query_timeout)
 
         def on_notify(_conn: Any, _pid: int, _channel: str, payload: str) -> None:
             callback(payload)
 
-        await conn.add_listener(self.cluster_channel, on_notify)
-
-        async def close() -> None:
-            try:
-                await conn.remove_listener(self.cluster_channel, on_notify)
-            finally:
-                await conn.close()
-
-        return close
+        try:
+            await conn.add_listener(self.cluster_channel, on_notify)
+        except BaseException:
+            await conn.close()
+            raise
+        return ClusterListener(conn)
 
     @asynccontextmanager
     async def cluster_lock(self, name: str, *, wait: bool = True) -> AsyncIterator[bool]:
@@ -282,6 +279,20 @@ class PostgresCluster:
                     await conn.execute("SELECT pg_advisory_unlock($1::int, $2::int)", self.cluster_lock_space, key)
             finally:
                 await conn.execute("RESET statement_timeout; RESET lock_timeout")
+
+
+class ClusterListener:
+    """The LISTEN connection of a node."""
+
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self._conn = conn
+
+    def is_closed(self) -> bool:
+        return self._conn.is_closed()
+
+    async def close(self) -> None:
+        if not self._conn.is_closed():
+            await self._conn.close(timeout=5)
 
 
 def fair_share(live: list[str], node_id: str) -> int:
