@@ -97,6 +97,9 @@ class MessengerChannel:
         self.server = server
         self.contacts.server = server
         self.attachments.start(server.state)
+        if getattr(server, "clustered", False):
+            # Other nodes change the same thread owners: read them again when old, merge changes under a lock.
+            self.handover.owners.shared_lock = server.cluster_lock
         await self.graph.start()
         self.webhook.add_routes(server.router)
 

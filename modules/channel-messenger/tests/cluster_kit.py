@@ -77,7 +77,7 @@ async def cluster_schema() -> AsyncIterator[str]:
             await conn.close()
 
 
-def write_data(data: Path, graph: GraphEmulator, *, greeting: str | None = None) -> None:
+def write_data(data: Path, graph: GraphEmulator, *, greeting: str | None = None, **messenger_config: Any) -> None:
     write_json(data / "global" / "botpress.config.json",
                {"modules": [{"location": "MODULES_ROOT/channel-messenger"}, {"location": "MODULES_ROOT/qna"}]})
     write_json(data / "global" / "config" / "channel-messenger.json",
@@ -85,6 +85,7 @@ def write_data(data: Path, graph: GraphEmulator, *, greeting: str | None = None)
     messenger: dict[str, Any] = {"enabled": True, "accessToken": TOKEN, "pageId": PAGE, "typingIndicators": False}
     if greeting:
         messenger["greeting"] = greeting
+    messenger.update(messenger_config)
     make_bot(data, BOT, module_configs={"channel-messenger": messenger},
              qna={"entries": [], "fallback": [{"type": "text", "text": "noted"}]})
     (data / "bots" / BOT / "transformers.py").write_text(TRANSFORMERS)
@@ -176,6 +177,12 @@ def message_body(user: str, text: str, mid: str) -> tuple[bytes, dict[str, str]]
 
 async def post(http: aiohttp.ClientSession, node: Node, user: str, text: str, mid: str) -> int:
     raw, headers = message_body(user, text, mid)
+    async with http.post(node.webhook, data=raw, headers=headers) as r:
+        return r.status
+
+
+async def post_messaging(http: aiohttp.ClientSession, node: Node, item: dict[str, Any]) -> int:
+    raw, headers = GraphEmulator.signed(GraphEmulator.webhook_body(PAGE, [item]), SECRET)
     async with http.post(node.webhook, data=raw, headers=headers) as r:
         return r.status
 

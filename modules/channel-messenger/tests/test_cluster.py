@@ -16,7 +16,7 @@ from pathlib import Path
 
 import aiohttp
 import asyncpg
-from channel_messenger.emulator import GraphEmulator
+from channel_messenger.emulator import PAGE_INBOX_APP_ID, GraphEmulator, inbox_echo
 from cluster_kit import (
     ADMIN_TOKEN,
     BOT,
@@ -27,6 +27,7 @@ from cluster_kit import (
     database_url,
     nodes_running,
     post,
+    post_messaging,
     replies_by_user,
     status,
     stop_node,
@@ -191,3 +192,37 @@ async def test_a_stopped_node_gives_its_partitions_back_at_once(tmp_path: Path) 
             await balanced(http, nodes[:1], timeout=10)
             states = {n["pid"]: n["state"] for n in (await status(http, nodes[0]))["nodes"]}
             assert states[nodes[1].proc.pid] == "gone"
+
+
+async def test_a_human_takeover_learnt_by_one_node_silences_the_bot_on_every_node(tmp_path: Path) -> None:
+    async with cluster_schema() as schema, GraphEmulator() as graph, aiohttp.ClientSession() as http:
+        graph.add_page(PAGE, TOKEN, name="Cluster Page")
+        data = tmp_path / "data"
+        write_data(data, graph, humanTakeoverPause="30m")
+        async with nodes_running(data, schema) as nodes:
+            # Every node has read (and holds) the thread owners: each answered the user once.
+            for i, node in enumerate(nodes):
+                assert await post(http, node, "t-user", f"t-user hello {i}", f"mid.t.{i}") == 200
+            await graph.wait_for(lambda g: len(g.sent_messages) >= 3, timeout=20)
+            # A person answers from the Page Inbox; the echo reaches node 0 only.
+            assert await post_messaging(http, nodes[0], inbox_echo(PAGE, "t-user", "Sam here", PAGE_INBOX_APP_ID)) \
+                == 200
+            conn = await asyncpg.connect(database_url())
+            try:
+                async def pause_stored() -> bool:
+                    rows = await conn.fetch(f'SELECT value FROM "{schema}".kv WHERE key LIKE \'threads/%\'')
+                    return any("t-user" in row["value"] for row in rows)
+
+                deadline = time.monotonic() + 10
+                while not await pause_stored():
+                    assert time.monotonic() < deadline, "the pause was not stored"
+                    await asyncio.sleep(0.1)
+            finally:
+                await conn.close()
+            await asyncio.sleep(1.2)  # older than a node's cached copy may be
+            for i, node in enumerate(nodes):
+                assert await post(http, node, "t-user", f"t-user paused {i}", f"mid.tp.{i}") == 200
+            assert await post(http, nodes[1], "t-other", "t-other hello", "mid.to") == 200
+            await graph.wait_for(lambda g: "t-other" in replies_by_user(g), timeout=20)
+            await asyncio.sleep(1.0)
+        assert replies_by_user(graph)["t-user"] == [f"re: t-user hello {i}" for i in range(3)]
