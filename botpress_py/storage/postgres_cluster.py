@@ -25,6 +25,9 @@ from .migrations import CLUSTER_PARTITIONS
 from .postgres_statements import OUTBOX_COLUMNS, outbox_row
 
 _NOW_MS = "(extract(epoch from clock_timestamp()) * 1000)::bigint"
+# Lease rows are always locked in partition order (completions lock theirs FOR SHARE the same way): a
+# takeover and a completion wait for each other, never deadlock.
+_LOCK_IN_ORDER = "SELECT part FROM cluster_partitions WHERE {where} ORDER BY part FOR UPDATE"
 
 
 def partition_of(bot_id: str, channel: str, thread_id: str | None, user_id: str) -> int:
@@ -166,8 +169,10 @@ class PostgresCluster:
     async def cluster_leave(self, node_id: str) -> None:
         """A node that stops: its partitions are free at once (after its work drained) and it shows as gone."""
         async with self._transaction() as conn:
-            await conn.execute(f"UPDATE cluster_partitions SET owner = NULL, epoch = epoch + 1, since = {_NOW_MS}"
-                               " WHERE owner = $1", node_id)
+            await conn.execute(
+                f"WITH locked AS ({_LOCK_IN_ORDER.format(where='owner = $1')})"
+                f" UPDATE cluster_partitions c SET owner = NULL, epoch = c.epoch + 1, since = {_NOW_MS}"
+                " FROM locked WHERE c.part = locked.part", node_id)
             await conn.execute("UPDATE cluster_nodes SET state = 'stopped' WHERE node_id = $1", node_id)
 
     async def cluster_forget_nodes(self, older_than_ms: int) -> None:
@@ -197,16 +202,19 @@ class PostgresCluster:
             take = free[:max(0, share - len(mine))]
             if take:
                 taken = await conn.fetch(
-                    "UPDATE cluster_partitions SET owner = $1, epoch = epoch + 1, since = $2"
-                    " WHERE part = ANY($3::smallint[]) RETURNING part, epoch", node_id, now, take)
+                    f"WITH locked AS ({_LOCK_IN_ORDER.format(where='part = ANY($3::smallint[])')})"
+                    " UPDATE cluster_partitions c SET owner = $1, epoch = c.epoch + 1, since = $2"
+                    " FROM locked WHERE c.part = locked.part RETURNING c.part, c.epoch", node_id, now, take)
                 mine.update({int(r["part"]): int(r["epoch"]) for r in taken})
         return mine, share
 
     async def cluster_release(self, node_id: str, parts: list[int]) -> None:
         """Give partitions back (this node holds more than its share, and their work in memory is done)."""
         if parts:
-            await self._fetch(f"UPDATE cluster_partitions SET owner = NULL, epoch = epoch + 1, since = {_NOW_MS}"
-                              " WHERE owner = $1 AND part = ANY($2::smallint[])", node_id, parts)
+            await self._fetch(
+                f"WITH locked AS ({_LOCK_IN_ORDER.format(where='owner = $1 AND part = ANY($2::smallint[])')})"
+                f" UPDATE cluster_partitions c SET owner = NULL, epoch = c.epoch + 1, since = {_NOW_MS}"
+                " FROM locked WHERE c.part = locked.part", node_id, parts)
 
     # -- claims ------------------------------------------------------------------------------------
     async def cluster_inbox_pending(self, cursors: dict[int, int], bot_ids: list[str],
