@@ -36,6 +36,7 @@ log = logging.getLogger("botpress_py.cluster")
 
 # Nodes whose heartbeat is older than this are no longer listed (a restarted node has a new id).
 FORGET_GONE_AFTER_MS = 24 * 3600 * 1000
+STATUS_TIMEOUT = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,9 +239,11 @@ class ClusterNode:
     async def status_fields(self) -> dict[str, Any]:
         """What /status adds in cluster mode: ``nodes`` (each with its bots' states) and ``cluster``."""
         try:
-            cluster = await self.status()
+            # Bounded: /status must answer (saying what is wrong) while the database does not.
+            cluster = await asyncio.wait_for(self.status(), STATUS_TIMEOUT)
         except Exception as exc:
-            return {"cluster": {"node": self.node_id, "error": f"cluster state unreadable: {exc}"}}
+            return {"cluster": {"node": self.node_id,
+                                "error": f"cluster state unreadable: {type(exc).__name__}: {exc}"}}
         return {"nodes": cluster.pop("nodes"), "cluster": cluster}
 
     async def status(self) -> dict[str, Any]:

@@ -4,12 +4,15 @@ A client posts signed webhooks round robin, each user's consecutive messages to 
 every acknowledged message is answered exactly once and in order; a node SIGKILLed mid-load loses
 nothing (its partitions are taken over within nodeTimeout + a heartbeat, duplicates only for sends
 in flight); a bot disabled on one node stops on every node within a second and its events wait;
-the Messenger profile is pushed once for three nodes mounting the bot.
+the Messenger profile is pushed once for three nodes mounting the bot; a human takeover learnt by one
+node silences the bot on all; an edit on the shared data folder reaches every node; a node that stops
+gives its partitions back at once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import time
 from pathlib import Path
@@ -194,13 +197,25 @@ async def test_disable_on_one_node_stops_every_node_and_enable_on_another_answer
             assert replies[f"d-user-{u}"] == [f"re: d-user-{u} m{i}" for i in range(3)]
 
 
-async def test_a_stopped_node_gives_its_partitions_back_at_once(tmp_path: Path) -> None:
+async def test_a_shared_folder_edit_reaches_every_node_and_a_stopped_node_gives_its_partitions_back(
+        tmp_path: Path) -> None:
     async with cluster_schema() as schema, GraphEmulator() as graph, aiohttp.ClientSession() as http:
         graph.add_page(PAGE, TOKEN, name="Cluster Page")
         data = tmp_path / "data"
         write_data(data, graph)
         async with nodes_running(data, schema, count=2, BP_CONFIG_CLUSTER_NODETIMEOUT="60s") as nodes:
             await balanced(http, nodes)
+            # bot.config.json edited on the shared folder: each node's own watcher remounts (500 ms scans).
+            for disabled, state in ((True, "disabled"), (False, "mounted")):
+                config_file = data / "bots" / BOT / "bot.config.json"
+                config = json.loads(config_file.read_text())
+                config["disabled"] = disabled
+                config_file.write_text(json.dumps(config))
+                edited_at = time.monotonic()
+                for node in nodes:
+                    while (await status(http, node))["bots"][BOT]["state"] != state:
+                        assert time.monotonic() - edited_at < 3.0, f"the edit did not reach a node ({state})"
+                        await asyncio.sleep(0.05)
             await stop_node(nodes[1])
             # Long before nodeTimeout (60 s): a clean stop releases the partitions itself.
             await balanced(http, nodes[:1], timeout=10)
