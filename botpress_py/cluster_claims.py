@@ -143,7 +143,7 @@ class ClusterClaims:
                 foreign.add(part)
                 continue
             self._outgoing[event.id] = (part, epoch)
-            self.pipeline._put_outgoing(OutboxRow(seq, event, 0, 0, "pending"))
+            self.pipeline.queue_claimed_outgoing(OutboxRow(seq, event, 0, 0, "pending"))
         for part in foreign:
             task = asyncio.create_task(self._notify(f"outbox:{part}"), name="cluster-notify")
             task.add_done_callback(lambda done: None if done.cancelled() else done.exception())
@@ -224,7 +224,7 @@ class ClusterClaims:
                         or row.event.id in self._finished:
                     continue
                 self._outgoing[row.event.id] = (part, epoch)
-                self.pipeline._put_outgoing(row)
+                self.pipeline.queue_claimed_outgoing(row)
             if len(rows) < CLAIM_BATCH:
                 return
 

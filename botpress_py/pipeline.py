@@ -383,6 +383,9 @@ class EventPipeline(IncomingProcessing, OutgoingDelivery):
             self._attempts[row.event.id] = row.attempts
         self._queue_incoming(row.event)
 
+    def queue_claimed_outgoing(self, row: OutboxRow) -> None:
+        self._put_outgoing(row)
+
     def _count_failed(self, bot_id: str, direction: str) -> None:
         self.metrics.inc(_FAILED_INCOMING if direction == "incoming" else _FAILED_OUTGOING)
         self.failed_counts.add(bot_id, direction)
