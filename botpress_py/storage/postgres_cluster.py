@@ -217,18 +217,18 @@ class PostgresCluster:
                 " FROM locked WHERE c.part = locked.part", node_id, parts)
 
     # -- claims ------------------------------------------------------------------------------------
-    async def cluster_inbox_pending(self, cursors: dict[int, int], bot_ids: list[str],
+    async def cluster_inbox_pending(self, cursors: dict[int, int], closed_bots: list[str],
                                     limit: int) -> list[ClaimedEvent]:
-        """Pending incoming events of these partitions past each one's cursor (seq), of these bots,
-        ascending seq."""
-        if not cursors or not bot_ids:
+        """Pending incoming events of these partitions past each one's cursor (seq), but those of the bots
+        that take no events now (their backlog stays in storage until they do), ascending seq."""
+        if not cursors:
             return []
         parts = list(cursors)
         rows = await self._fetch(
             "SELECT i.event_id, i.event, i.seq, i.attempts, i.part FROM inbox i"
             " JOIN unnest($1::int[], $2::bigint[]) AS c(p, s) ON i.part = c.p AND i.seq > c.s"
-            " WHERE i.status = 'pending' AND i.bot_id = ANY($3::text[]) ORDER BY i.seq LIMIT $4",
-            parts, [cursors[p] for p in parts], bot_ids, limit)
+            " WHERE i.status = 'pending' AND NOT (i.bot_id = ANY($3::text[])) ORDER BY i.seq LIMIT $4",
+            parts, [cursors[p] for p in parts], closed_bots, limit)
         events, unreadable = readable_rows([(r["event_id"], r["event"], (r["seq"], r["attempts"], r["part"]))
                                             for r in rows], self.cipher)
         await self._fail_unreadable("inbox", unreadable)
