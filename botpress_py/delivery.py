@@ -29,6 +29,9 @@ from .processing import maybe_await
 from .storage import GroupCommitSent, OutboxRow, SentMark, Storage
 from .storage.common import describe_error
 
+if TYPE_CHECKING:
+    from .cluster_claims import ClusterClaims
+
 log = logging.getLogger("botpress_py.pipeline")
 
 # The backoff of a failed send: RETRY_BASE_SECONDS, doubled for each attempt, at most
@@ -55,6 +58,7 @@ class OutgoingDelivery:
         _stopping: asyncio.Event
         _sending: int
         _remounted: dict[str, asyncio.Event]
+        cluster: ClusterClaims | None
 
         def _memory_freed(self) -> None: ...
 
@@ -62,9 +66,13 @@ class OutgoingDelivery:
 
     async def _deliver(self, row: OutboxRow) -> None:
         try:
-            with event_scope(row.event):  # the Send API's log lines name the event and its request
-                await self._deliver_held(row)
+            # Cluster mode: a node that lost the event's partition leaves it to the new owner.
+            if self.cluster is None or self.cluster.holds_outgoing(row):
+                with event_scope(row.event):  # the Send API's log lines name the event and its request
+                    await self._deliver_held(row)
         finally:
+            if self.cluster is not None:
+                self.cluster.finished_outgoing(row)
             self._sending -= 1
             self._memory_freed()
 

@@ -48,6 +48,7 @@ from .conversation_list import PostgresConversationList
 from .crypto import EventCipher
 from .errors import POSTGRES_NOT_NOW, postgres_unavailable
 from .migrations import POSTGRES_MIGRATIONS, SCHEMA_MIGRATIONS_TABLE, Migration, missing_migrations
+from .postgres_cluster import PostgresCluster
 from .postgres_context import PostgresIncomingContext
 from .postgres_failed import PostgresFailedEvents
 from .postgres_maintenance import PostgresMaintenance
@@ -71,7 +72,7 @@ _MIGRATION_LOCK = 0x62707079  # "bpy"
 
 
 class PostgresStorage(PostgresFailedEvents, PostgresMaintenance, PostgresConversationList, PostgresIncomingContext,
-                      PostgresMedia,
+                      PostgresMedia, PostgresCluster,
                       Storage):
     """Storage in PostgreSQL, optionally inside its own ``schema`` (created when missing).
 
@@ -240,6 +241,8 @@ class PostgresStorage(PostgresFailedEvents, PostgresMaintenance, PostgresConvers
         firsts = first_occurrences(events)
         fresh = [e for e, first in zip(events, firsts, strict=True) if first]
         async with self._transaction() as conn:
+            if self.cluster_inserts:
+                await self.cluster_lock_partitions(conn, fresh)
             seqs = await take_seqs(conn, "inbox", len(fresh))
             # ON CONFLICT DO NOTHING without a target covers both unique keys: the event id and
             # the (bot, channel, dedupe_key) partial index. RETURNING names the rows that went in.
@@ -290,6 +293,7 @@ class PostgresStorage(PostgresFailedEvents, PostgresMaintenance, PostgresConvers
             return []
         now = self._clock()
         async with self._transaction() as conn:
+            await self.cluster_check_fence(conn, [c.event_id for c in completions])
             for completion in completions:
                 await mark_inbox(conn, [completion.event_id], completion.status,
                                   stored_error(completion.error, self.cipher), now)
