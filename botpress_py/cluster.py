@@ -19,7 +19,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +30,7 @@ from .context import ConfigProblem
 from .gate import BotGate
 from .pipeline import EventPipeline
 from .storage import PostgresStorage, Storage
+from .storage.migrations import CLUSTER_PARTITIONS
 from .storage.postgres_cluster import ClusterListener, fair_share
 
 log = logging.getLogger("botpress_py.cluster")
@@ -37,6 +38,10 @@ log = logging.getLogger("botpress_py.cluster")
 # Nodes whose heartbeat is older than this are no longer listed (a restarted node has a new id).
 FORGET_GONE_AFTER_MS = 24 * 3600 * 1000
 STATUS_TIMEOUT = 2.0
+
+
+# PostgreSQL refuses a NOTIFY payload of 8,000 bytes or more.
+MAX_NOTIFY_BYTES = 7_900
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +98,8 @@ class ClusterNode:
         self._bots_sent: dict[str, str] | None = None
         self._applying: set[asyncio.Task[Any]] = set()
         self._stopping = False  # draining: heartbeat on (the partitions stay ours), take nothing new
+        # A module's message from another node (ServerContext.cluster_publish): (module, topic, data).
+        self.on_module_message: Callable[[str, str, Any], None] | None = None
 
     async def start(self) -> None:
         """Register and take a first share of partitions (before serving: events are read at once)."""
@@ -200,6 +207,8 @@ class ClusterNode:
                 self.claims.notified(kind, int(rest))
         elif kind == "rewind":
             self.claims.rewind(outgoing=rest == "out")
+        elif kind == "mod":
+            self._module_message(rest)
         elif kind == "bot":
             try:
                 message = json.loads(rest)
@@ -210,6 +219,30 @@ class ClusterNode:
                                            name="cluster-bot-action")
                 self._applying.add(task)
                 task.add_done_callback(self._applying.discard)
+
+    def _module_message(self, text: str) -> None:
+        try:
+            message = json.loads(text)
+        except ValueError:
+            return
+        if not isinstance(message, dict) or message.get("from") == self.node_id or self.on_module_message is None:
+            return
+        module, topic = message.get("module"), message.get("topic")
+        if isinstance(module, str) and isinstance(topic, str):
+            self.on_module_message(module, topic, message.get("data"))
+
+    async def publish(self, module: str, topic: str, data: Any) -> None:
+        """Send a module's message to every other node (PostgreSQL NOTIFY: at most once, live nodes only)."""
+        payload = "mod:" + json.dumps({"module": module, "topic": topic, "data": data, "from": self.node_id},
+                                      separators=(",", ":"))
+        if len(payload.encode()) > MAX_NOTIFY_BYTES:
+            raise ValueError(f"cluster message {module}/{topic} is {len(payload.encode())} bytes; at most "
+                             f"{MAX_NOTIFY_BYTES} fit in a notification: send an id and keep the data in storage")
+        await self.storage.cluster_notify(payload)
+
+    def conversation_share(self) -> float:
+        """The fraction of the conversation partitions this node holds now (what it sends for)."""
+        return len(self.claims.leases) / CLUSTER_PARTITIONS
 
     async def _apply(self, bot_id: Any, action: Any) -> None:
         if not isinstance(bot_id, str) or action not in ("enable", "disable", "reload"):
@@ -276,6 +309,30 @@ class ClusterHooks:
         self.node: ClusterNode | None = None
         self.enabled = False  # cluster mode is on (set before the node starts)
         self._locks: dict[str, asyncio.Lock] = {}
+        self._subscribers: dict[tuple[str, str], list[Callable[[Any], None]]] = {}
+
+    def attach(self, node: ClusterNode) -> None:
+        self.node = node
+        node.on_module_message = self.dispatch
+
+    # -- modules' messages to the other nodes ----------------------------------------------------
+    def subscribe(self, module: str, topic: str, callback: Callable[[Any], None]) -> None:
+        self._subscribers.setdefault((module, topic), []).append(callback)
+
+    def dispatch(self, module: str, topic: str, data: Any) -> None:
+        for callback in list(self._subscribers.get((module, topic), ())):
+            try:
+                callback(data)
+            except Exception:  # one module's handler failing never stops the node's notifications
+                log.exception("cluster: module %s failed to handle its message %r from another node", module, topic)
+
+    async def publish(self, module: str, topic: str, data: Any) -> None:
+        if self.node is not None:
+            await self.node.publish(module, topic, data)
+
+    def share(self) -> float:
+        """The part of the cluster's conversations this node serves now; 1.0 on a single server."""
+        return self.node.conversation_share() if self.node is not None else 1.0
 
     def lock(self, name: str) -> contextlib.AbstractAsyncContextManager[Any]:
         """``server.cluster_lock(name)`` of the SDK."""

@@ -255,8 +255,10 @@ class ServerContext:
         metrics: ModuleMetrics | None = None,
         locks: Callable[[str], AbstractAsyncContextManager[Any]] | None = None,
         clustered: bool = False,
+        cluster: Any = None,
     ) -> None:
         self.clustered = clustered  # one node of a cluster (docs/cluster.md)
+        self._cluster = cluster  # the server's ClusterHooks: messages between nodes, this node's share
         self.module = module
         self._locks = locks
         self._local_locks: dict[str, asyncio.Lock] = {}
@@ -319,6 +321,25 @@ class ServerContext:
             return
         async with self._locks(f"{self.module}:{name}"):
             yield
+
+    def cluster_share(self) -> float:
+        """The fraction of the cluster's conversations this node serves right now (1.0 on a single server,
+        about 1/N with N live nodes; it moves as nodes come and go). Divide a budget that holds for the
+        whole cluster (a platform's rate limit) by it: the nodes' shares add up to at most 1."""
+        return float(self._cluster.share()) if self._cluster is not None else 1.0
+
+    async def cluster_publish(self, topic: str, data: Any) -> None:
+        """Tell this module on every other live node ``data`` (JSON, a few KB at most: larger raises
+        ValueError), e.g. "Meta throttles Page X for 30 s". At most once, not stored: a node that starts
+        later never sees it. Nothing happens on a single server."""
+        if self._cluster is not None:
+            await self._cluster.publish(self.module, topic, data)
+
+    def on_cluster_message(self, topic: str, callback: Callable[[Any], None]) -> None:
+        """Call ``callback(data)`` on this node for each ``cluster_publish(topic, data)`` of this module on
+        another node (on the event loop: keep it short)."""
+        if self._cluster is not None:
+            self._cluster.subscribe(self.module, topic, callback)
 
     def require_admin(self, request: web.Request) -> None:
         """Raise 401/403 unless the request carries the admin bearer token."""

@@ -227,7 +227,7 @@ class BotpressServer:
         if cluster_settings.enabled:
             self.cluster = ClusterNode(storage, self.pipeline, self.gate, self.registry, cluster_settings,
                                        self.bound_port)
-            self.cluster_hooks.node = self.cluster
+            self.cluster_hooks.attach(self.cluster)
             await self.cluster.start()
         await self.pipeline.replay()
         await self.registry.mount_all()
@@ -280,7 +280,7 @@ class BotpressServer:
                 bots=self.registry.module_views.setdefault(name, {}), admin_check=admin_check,
                 site_router=site.router_for(name), bot_state=bot_state, options=self.options,
                 request_stop=self.request_stop, metrics=self.metrics, locks=self.cluster_hooks.lock,
-                clustered=self.cluster_hooks.enabled)
+                clustered=self.cluster_hooks.enabled, cluster=self.cluster_hooks)
         app.router.add_get("/status", self.handle_status)
         app.router.add_get("/metrics", self.handle_metrics)
         AdminApi(self.registry, self.loader, admin_check, self.pipeline.failed if self.pipeline else None,

@@ -38,6 +38,9 @@ from .window import MessagingWindow
 # The core gives on_bot_mount 30 s in all; these keep the Graph calls of a mount well inside it.
 MOUNT_ME_TIMEOUT = 10.0
 MOUNT_PROFILE_TIMEOUT = 15.0
+# The cluster message that a Page is paused after Meta's rate-limit error, and the longest pause believed.
+PAGE_PAUSED = "page-paused"
+MAX_PAUSE_SECONDS = 3600.0
 
 
 class MountRefused(Exception):
@@ -96,7 +99,8 @@ class MessengerChannel:
             sender.health = self.health.tokens
             sender.window = self.window
         self.graph.observer = self.health.observe_graph
-        self.outgoing.on_pause = self.instagram.outgoing.on_pause = self.health.paused
+        self.outgoing.on_pause = self.instagram.outgoing.on_pause = self._page_paused
+        self._publishing: set[asyncio.Task[None]] = set()
 
     def _global_config(self) -> dict[str, Any]:
         return self.server.config if self.server is not None else {}
@@ -111,9 +115,39 @@ class MessengerChannel:
         if getattr(server, "clustered", False):
             # Other nodes change the same thread owners: read them again when old, merge changes under a lock.
             self.handover.owners.shared_lock = server.cluster_lock
+        # Meta's Send API limits hold per Page for the whole cluster: each node paces its share of the
+        # budget, and a rate-limit pause one node meets pauses the Page on every node.
+        for sender in (self.outgoing, self.instagram.outgoing):
+            sender.rate_share = server.cluster_share
+        server.on_cluster_message(PAGE_PAUSED, self._paused_elsewhere)
         await self.graph.start()
         self.webhook.add_routes(server.router)
         self.health.start(server)
+
+    def _page_paused(self, bot_id: str, page_id: str, seconds: float) -> None:
+        self.health.paused(bot_id)
+        if self.server is not None and self.server.clustered:
+            task = asyncio.create_task(self._tell_nodes(page_id, seconds), name="messenger-page-paused")
+            self._publishing.add(task)
+            task.add_done_callback(self._publishing.discard)
+
+    async def _tell_nodes(self, page_id: str, seconds: float) -> None:
+        assert self.server is not None
+        try:
+            await self.server.cluster_publish(PAGE_PAUSED, {"page": page_id, "seconds": seconds})
+        except Exception as exc:  # the other nodes then meet Meta's limit themselves, and pause then
+            self.server.logger.warning("could not tell the other nodes that page %s is paused: %s", page_id, exc)
+
+    def _paused_elsewhere(self, data: Any) -> None:
+        if not isinstance(data, dict):
+            return
+        page_id, seconds = data.get("page"), data.get("seconds")
+        if isinstance(page_id, str) and isinstance(seconds, int | float) and 0 < seconds <= MAX_PAUSE_SECONDS:
+            self.outgoing.pacer.pause(page_id, float(seconds))
+            for binding in self.registry.bindings():
+                if binding.facebook_page_id == page_id:
+                    self.health.paused(binding.bot_id)  # this node's sends for the bot pause too
+                    break
 
     async def stop(self) -> None:
         await self.health.stop()

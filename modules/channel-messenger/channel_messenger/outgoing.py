@@ -65,7 +65,10 @@ class Outgoing:
         self.pacer = SendPacer()  # the channel shares one between Messenger and Instagram (same Page budget)
         self.health: TokenHealth | None = None  # set by the channel
         self.window: MessagingWindow | None = None  # set by the channel: replies past it fail before the call
-        self.on_pause: Callable[[str], None] = lambda bot_id: None  # counts a pause (health.py)
+        # Told of each pause (bot id, Page id, seconds): the channel counts it and tells the other nodes.
+        self.on_pause: Callable[[str, str, float], None] = lambda bot_id, page_id, seconds: None
+        # This node's part of each Page's budget (ServerContext.cluster_share: 1.0 on a single server).
+        self.rate_share: Callable[[], float] = lambda: 1.0
 
     async def send(self, event: IOEvent, bot: BotContext) -> bool | None:
         """Deliver an outgoing event of this channel ("messenger"); None for other channels.
@@ -93,7 +96,7 @@ class Outgoing:
             if exc.is_rate_limit:
                 pause = exc.retry_after or DEFAULT_PAUSE_SECONDS
                 self.pacer.pause(binding.facebook_page_id, pause)
-                self.on_pause(bot.id)
+                self.on_pause(bot.id, binding.facebook_page_id, pause)
                 bot.logger.warning("Meta throttles page %s (%s): its sends pause for %.0f s", binding.page_id, exc,
                                    pause)
                 raise GraphApiError(str(exc), permanent=False, status=exc.status, code=exc.code, subcode=exc.subcode,
@@ -206,8 +209,9 @@ class Outgoing:
 
     async def _turn(self, binding: PageBinding, priority: int, *, media: bool = False) -> None:
         """Wait for the Page's turn to call the Send API (pacing.py)."""
-        await self.pacer.acquire(binding.facebook_page_id, priority, rate=binding.settings.send_rate_limit,
-                                 media=media)
+        # In a cluster each node sends for its share of the Page's conversations: its share of the budget.
+        rate = max(1.0, binding.settings.send_rate_limit * self.rate_share())
+        await self.pacer.acquire(binding.facebook_page_id, priority, rate=rate, media=media)
 
     def _remember_progress(self, event_id: str, done: int) -> None:
         if event_id not in self._progress and len(self._progress) >= MEMORY_LIMIT:

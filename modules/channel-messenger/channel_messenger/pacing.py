@@ -86,9 +86,8 @@ class SendPacer:
 
     def pause(self, page_id: str, seconds: float) -> None:
         """Meta said the Page sends too much: nothing is sent for it for ``seconds``."""
-        page = self._pages.get(page_id)
-        if page is None:
-            return
+        # A Page this node has not sent for yet is paused too (another node of a cluster was throttled).
+        page = self._pages.get(page_id) or self._page(page_id, DEFAULT_RATE)
         until = asyncio.get_running_loop().time() + seconds
         if until > page.paused_until:
             page.paused_until = until

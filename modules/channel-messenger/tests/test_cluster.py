@@ -256,3 +256,36 @@ async def test_a_human_takeover_learnt_by_one_node_silences_the_bot_on_every_nod
             await graph.wait_for(lambda g: "t-other" in replies_by_user(g), timeout=20)
             await asyncio.sleep(1.0)
         assert replies_by_user(graph)["t-user"] == [f"re: t-user hello {i}" for i in range(3)]
+
+
+async def test_a_rate_limit_one_node_meets_pauses_the_page_on_every_node(tmp_path: Path) -> None:
+    """Meta's limits hold per Page for the whole cluster: a 613 one node gets pauses the Page's sends on all."""
+    pause = 5
+    async with cluster_schema() as schema, GraphEmulator() as graph, aiohttp.ClientSession() as http:
+        graph.add_page(PAGE, TOKEN, name="Cluster Page")
+        data = tmp_path / "data"
+        write_data(data, graph)
+        async with nodes_running(data, schema, count=2) as nodes:
+            await balanced(http, nodes)
+            graph.fail_next(1, status=400, code=613, message="Calls to this api have exceeded the rate limit.",
+                            path="/messages$", retry_after=pause)
+            assert await post(http, nodes[0], "r-user-0", "r-user-0 hello", "mid.r.0") == 200
+            # Both nodes count the pause: the one Meta throttled, and the other, told through PostgreSQL.
+            counted = f'bp_messenger_send_paused_total{{bot="{BOT}"}} 1.0'
+            deadline = time.monotonic() + 20
+            for node in nodes:
+                while True:
+                    async with http.get(f"{node.base}/metrics") as response:
+                        if counted in await response.text():
+                            break
+                    assert time.monotonic() < deadline, f"node {node.port} never learnt of the pause"
+                    await asyncio.sleep(0.1)
+            # Users whose conversations either node serves write now: nobody is answered before Meta's hint ran out.
+            for u in range(1, 9):
+                assert await post(http, nodes[u % 2], f"r-user-{u}", f"r-user-{u} hello", f"mid.r.{u}") == 200
+            await graph.wait_for(lambda g: len(g.sent_messages) >= 9, timeout=40)
+        refused = next(c for c in graph.calls if c.get("fault"))
+        later = [c["time"] - refused["time"] for c in graph.calls
+                 if c["path"].endswith("/messages") and c["seq"] > refused["seq"]]
+        assert later and min(later) >= pause - 0.5, later
+        assert sorted(replies_by_user(graph)) == [f"r-user-{u}" for u in range(9)]
