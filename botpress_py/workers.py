@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from .listen import ListenError
+from .wording import plural
 
 log = logging.getLogger("botpress_py.workers")
 
@@ -82,20 +83,30 @@ def worker_argv(argv: list[str], port: int) -> list[str]:
 
 
 def reserve_port(host: str, port: int) -> socket.socket:
-    """A socket bound to (host, port) with SO_REUSEPORT, not listening; ListenError when taken."""
+    """A socket bound to (host, port) with SO_REUSEPORT, not listening; ListenError when taken.
+
+    SO_REUSEPORT would let this bind beside another program of the same user that holds the
+    port with it too (an older ``--workers`` run), silently splitting its traffic: the port is
+    first bound without it, which fails when anyone holds it.
+    """
     try:
         family, _, _, _, address = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM,
                                                       flags=socket.AI_PASSIVE)[0]
     except OSError as exc:
         raise ListenError(host, port, exc) from None
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        sock.bind(address)
-    except OSError as exc:
-        sock.close()
-        raise ListenError(host, port, exc) from None
+    for reuse_port in (False, True):
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if reuse_port:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            sock.bind(address)
+        except OSError as exc:
+            sock.close()
+            raise ListenError(host, port, exc) from None
+        if not reuse_port:
+            address = sock.getsockname()  # port 0: the port the kernel chose
+            sock.close()
     return sock
 
 
@@ -254,10 +265,10 @@ async def supervise(count: int, argv: list[str], env: dict[str, str], host: str,
             keepers += [asyncio.create_task(supervisor.keep(w)) for w in group]
         if not supervisor.stopping.is_set():
             pids = ", ".join(str(w.process.pid) for w in supervisor.workers if w.process is not None)
-            print(f"botpress-py: {count} workers serving on port {real_port} (pids {pids}; parent {os.getpid()}; "
-                  "SIGTERM or Ctrl+C stops them all)", flush=True)
+            print(f"botpress-py: {plural(count, 'worker')} serving on port {real_port} (pids {pids}; parent "
+                  f"{os.getpid()}; SIGTERM or Ctrl+C stops them all)", flush=True)
             await supervisor.stopping.wait()
-        log.info("stopping %d workers", count)
+        log.info("stopping %s", plural(count, "worker"))
         await supervisor.stop()
         for task in keepers:
             with contextlib.suppress(asyncio.CancelledError):
@@ -273,7 +284,7 @@ async def supervise(count: int, argv: list[str], env: dict[str, str], host: str,
         print(f"error: worker {worker.index} did not stop cleanly ({describe_status(status)})", file=sys.stderr)
     restarted = sum(1 for w in supervisor.workers if w.restarts)
     if not unclean:
-        log.info("all %d workers stopped cleanly%s", count,
+        log.info("all %s stopped cleanly%s", plural(count, "worker"),
                  f" ({restarted} had been restarted)" if restarted else "")
     return 1 if unclean else 0
 
