@@ -58,6 +58,7 @@ from .postgres_statements import (
     allow_long_statements,
     insert_outbox,
     mark_inbox_many,
+    mark_sent_many,
     outbox_row,
     quote_ident,
     record_message,
@@ -173,6 +174,7 @@ class PostgresStorage(PostgresFailedEvents, PostgresMaintenance, PostgresConvers
             await conn.close()
 
     async def close(self) -> None:
+        self._context_reads = None  # its futures belong to this event loop
         pool, self._pool = self._pool, None
         if pool is not None:
             await pool.close()
@@ -371,12 +373,7 @@ class PostgresStorage(PostgresFailedEvents, PostgresMaintenance, PostgresConvers
             return []
         now = self._clock()
         async with self._transaction() as conn:
-            await conn.executemany(
-                "UPDATE outbox SET status = 'sent', attempts = $2, next_attempt_at = 0, error = NULL,"
-                " channel_message_id = COALESCE($3, channel_message_id), updated_at = $4,"
-                " event = CASE WHEN $5 THEN $6 ELSE event END WHERE event_id = $1",
-                [(m.event.id, m.attempts, m.channel_message_id, now, m.stored is not m.event,
-                  event_json(m.stored) if m.stored is not m.event else None) for m in marks])
+            await mark_sent_many(conn, marks, now)
             await record_messages(conn, [(m.stored, m.channel_message_id) for m in marks])
         return [None] * len(marks)
 
