@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -35,8 +35,10 @@ def json_error(status: type[web.HTTPException], message: str, **extra: Any) -> w
 
 class AdminApi:
     def __init__(self, registry: BotRegistry, loader: ModuleLoader, check: Callable[[web.Request], None],
-                 failed: FailedEvents | None = None) -> None:
+                 failed: FailedEvents | None = None, *,
+                 on_bot_action: Callable[[str, str], Awaitable[None]] | None = None) -> None:
         self.registry = registry
+        self.on_bot_action = on_bot_action  # cluster mode: tells the other nodes
         self.loader = loader
         self.check = check
         self.failed = failed
@@ -82,6 +84,8 @@ class AdminApi:
                 record = await self.registry.set_disabled(bot_id, action == "disable")
         except ConfigFileError as exc:
             raise json_error(web.HTTPConflict, str(exc)) from None
+        if self.on_bot_action is not None:
+            await self.on_bot_action(bot_id, action)
         return web.json_response({"botId": bot_id, **record.status()})
 
     async def erase_user(self, request: web.Request) -> web.Response:

@@ -6,9 +6,12 @@ behind them stay private, so the core can change without breaking modules.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import secrets
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
@@ -245,8 +248,13 @@ class ServerContext:
         bot_state: Any = None,
         options: Mapping[str, Any] | None = None,
         request_stop: Callable[[str, int], None] | None = None,
+        locks: Callable[[str], AbstractAsyncContextManager[Any]] | None = None,
+        clustered: bool = False,
     ) -> None:
+        self.clustered = clustered  # one node of a cluster (docs/cluster.md)
         self.module = module
+        self._locks = locks
+        self._local_locks: dict[str, asyncio.Lock] = {}
         self.config = config
         self.router = router
         # Absolute site paths the module claims (``/s/{botId}``); core paths are refused.
@@ -290,6 +298,20 @@ class ServerContext:
             raise ValueError(f"request_stop: status must be an integer from 0 to 255, not {status!r}")
         if self._request_stop is not None:
             self._request_stop(f"module {self.module}: {reason}", status)
+
+    @contextlib.asynccontextmanager
+    async def cluster_lock(self, name: str) -> AsyncIterator[None]:
+        """Hold a lock named ``name`` (this module's own name space) across every node of a cluster while
+        the body runs; on a single server, a lock of this process. For work that must happen once, not once
+        per node (a profile push at mount): take the lock, check what storage says was done, do the rest,
+        record it, all in the body. It waits while another node holds the lock."""
+        if self._locks is None:
+            lock = self._local_locks.setdefault(name, asyncio.Lock())
+            async with lock:
+                yield
+            return
+        async with self._locks(f"{self.module}:{name}"):
+            yield
 
     def require_admin(self, request: web.Request) -> None:
         """Raise 401/403 unless the request carries the admin bearer token."""

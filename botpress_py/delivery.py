@@ -29,6 +29,9 @@ from .processing import maybe_await
 from .storage import GroupCommitSent, OutboxRow, SentMark, Storage
 from .storage.common import describe_error
 
+if TYPE_CHECKING:
+    from .cluster_claims import ClusterClaims
+
 log = logging.getLogger("botpress_py.pipeline")
 
 # The backoff of a failed send: RETRY_BASE_SECONDS, doubled for each attempt, at most
@@ -51,6 +54,7 @@ class OutgoingDelivery:
         middleware_out: list[tuple[str, Middleware]]
         _stopping: asyncio.Event
         _sending: int
+        cluster: ClusterClaims | None
 
         def _memory_freed(self) -> None: ...
 
@@ -58,8 +62,12 @@ class OutgoingDelivery:
 
     async def _deliver(self, row: OutboxRow) -> None:
         try:
-            await self._deliver_held(row)
+            # Cluster mode: a node that lost the event's partition leaves it to the new owner.
+            if self.cluster is None or self.cluster.holds_outgoing(row):
+                await self._deliver_held(row)
         finally:
+            if self.cluster is not None:
+                self.cluster.finished_outgoing(row)
             self._sending -= 1
             self._memory_freed()
 

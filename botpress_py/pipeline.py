@@ -30,6 +30,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from .conversation_queues import ConversationQueues
 from .delivery import OutgoingDelivery
@@ -47,10 +48,14 @@ from .storage import (
     GroupCommitInbox,
     GroupCommitSent,
     OutboxRow,
+    PendingEvent,
     Storage,
 )
 from .storage.base import StorageUnavailable
 from .storage.bounded import await_commit
+
+if TYPE_CHECKING:
+    from .cluster_claims import ClusterClaims
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +121,9 @@ class EventPipeline(IncomingProcessing, OutgoingDelivery):
         # Failed processing attempts of events read back from storage (only those with some).
         self._attempts: dict[str, int] = {}
         self._log_throttle = LogThrottle(10.0)
+        # Cluster mode (docs/cluster.md): events are processed by the owner of their partition, which
+        # reads them from storage; this node queues only what ``cluster`` claims.
+        self.cluster: ClusterClaims | None = None
 
     def _middleware(self, direction: str) -> list[tuple[str, Middleware]]:
         found = [(name, mw) for name, module in self.loader.modules.items()
@@ -150,6 +158,8 @@ class EventPipeline(IncomingProcessing, OutgoingDelivery):
             self._count_failed(event.botId, "incoming")
         self.feed.publish_many(accepted, "received")
         self.feed.publish_many(failed, "failed")
+        if self.cluster is not None:
+            return accepted  # stored: the owner of each event's partition reads it (woken by the insert)
         for event in accepted:
             bot_id = event.botId
             if bot_id in self._parked:
@@ -187,6 +197,8 @@ class EventPipeline(IncomingProcessing, OutgoingDelivery):
     def _memory_freed(self) -> None:
         if self._held + self._sending < RESUME_BELOW and not self._room.is_set():
             self._room.set()
+            if self.cluster is not None:
+                self.cluster.wake()
             for parked in list(self._parked):
                 self._resume(parked)  # parked for want of memory: there is room again
 
@@ -200,7 +212,9 @@ class EventPipeline(IncomingProcessing, OutgoingDelivery):
 
     def bot_opened(self, bot_id: str) -> None:
         """The gate opened for a bot (it was mounted): its stored events can flow again."""
-        if bot_id in self._parked:
+        if self.cluster is not None:
+            self.cluster.rewind()
+        elif bot_id in self._parked:
             self._resume(bot_id)
 
     def _resume(self, bot_id: str) -> None:
@@ -220,13 +234,18 @@ class EventPipeline(IncomingProcessing, OutgoingDelivery):
         They are older than what the resumer may have read already, so it starts over (once the
         bot's events in memory are done, so that none is queued twice).
         """
+        if self.cluster is not None:
+            self.cluster.rewind_everywhere()
+            return
         for bot_id in bot_ids:
             self._rewind.add(bot_id)
             self._park(bot_id)
 
     def requeue_outgoing(self, rows: list[OutboxRow]) -> None:
         """Failed outgoing events put back to pending: queue them for delivery now."""
-        if self._accepting:
+        if self.cluster is not None:
+            self.cluster.rewind_everywhere(outgoing=True)
+        elif self._accepting:
             for row in rows:
                 self._put_outgoing(row)
 
@@ -297,6 +316,9 @@ class EventPipeline(IncomingProcessing, OutgoingDelivery):
         self._queue_outgoing(events, seqs)
 
     def _queue_outgoing(self, events: list[IOEvent], seqs: list[int]) -> None:
+        if self.cluster is not None:
+            self.cluster.route_outgoing(events, seqs)
+            return
         for event, seq in zip(events, seqs, strict=True):
             self._put_outgoing(OutboxRow(seq, event, 0, 0, "pending"))
 
@@ -321,6 +343,8 @@ class EventPipeline(IncomingProcessing, OutgoingDelivery):
             log.error("failed %d stored events that used up their %d attempts before the last stop: %s",
                       sum(exhausted.values()), self.retry.max_attempts, exhausted)
         self.failed_counts.replace(await self.storage.failed_counts())
+        if self.cluster is not None:
+            return 0, 0  # each partition's stored events are read by the node that takes it
         pending = await self.storage.inbox_pending_counts()
         self._parked.update(pending)
         self._parked_since_read.update(pending)
@@ -339,9 +363,25 @@ class EventPipeline(IncomingProcessing, OutgoingDelivery):
     # -- incoming ----------------------------------------------------------------------------------
     async def _process_incoming(self, event: IOEvent) -> None:
         try:
-            await self._process_with_retries(event)
+            if self.cluster is None or self.cluster.holds_incoming(event):
+                await self._process_with_retries(event)
         finally:
+            if self.cluster is not None:
+                self.cluster.finished_incoming(event)
             self._release_incoming(event.botId)
+
+    # -- cluster mode: what the partition reader asks ----------------------------------------------
+    def memory_room(self) -> int:
+        """How many more events memory takes now."""
+        return MAX_QUEUED_INCOMING - self._held - self._sending if self._accepting else 0
+
+    def bots_taking_events(self) -> list[str]:
+        return self.gate.open_bots()
+
+    def queue_claimed(self, row: PendingEvent) -> None:
+        if row.attempts:
+            self._attempts[row.event.id] = row.attempts
+        self._queue_incoming(row.event)
 
     def _count_failed(self, bot_id: str, direction: str) -> None:
         self.metrics.inc(_FAILED_INCOMING if direction == "incoming" else _FAILED_OUTGOING)

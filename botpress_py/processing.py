@@ -25,6 +25,7 @@ from .metrics import Metrics
 from .state import linked_users
 from .storage import Completion, GroupCommitCompletions, Storage
 from .storage.common import describe_error, event_json, unserialisable_path
+from .storage.postgres_cluster import LeaseLost
 
 log = logging.getLogger("botpress_py.pipeline")
 
@@ -80,6 +81,8 @@ class IncomingProcessing:
                     if completion is None:
                         return  # left pending: its bot is gone, or the server stops
                 [seqs] = await self.completions.add([completion])
+            except LeaseLost:
+                return  # cluster mode: another node took the partition over and processes the event
             except Exception as exc:
                 attempts += 1
                 stage = "recording its result" if completion is not None else "preparing it for bot logic"

@@ -20,6 +20,7 @@ from .admin_auth import AdminAuth, build_admin_auth
 from .admin_page import AdminPage
 from .admin_views import AdminViews
 from .bots import ANY_BOT, BotRegistry, valid_bot_id
+from .cluster import ClusterHooks, ClusterNode, ClusterSettings, cluster_refusal
 from .config.module_config import ModuleConfigResolver
 from .config.server_config import ServerConfig, load_server_config, parse_duration
 from .connections import (
@@ -41,6 +42,7 @@ from .logthrottle import LogThrottle
 from .media import MediaRoute, StorageMediaStore, media_max_bytes
 from .metrics import Metrics
 from .pipeline import EventPipeline
+from .purge import purge_loop
 from .routing import ModuleRouter
 from .site import ModuleAssets, SitePages
 from .state import StorageKeyValue, StorageUserStore
@@ -88,6 +90,8 @@ class BotpressServer:
         self.gate = BotGate()
         self.registry: BotRegistry | None = None
         self.pipeline: EventPipeline | None = None
+        self.cluster: ClusterNode | None = None  # cluster mode (docs/cluster.md)
+        self.cluster_hooks = ClusterHooks()  # locks and broadcasts: cluster-wide in cluster mode
         self.watcher: DataWatcher | None = None
         self.module_contexts: dict[str, ServerContext] = {}
         self.site: SitePages | None = None
@@ -123,6 +127,11 @@ class BotpressServer:
         self.config = load_server_config(self.data_dir, self.env, found)
         if self.config.problems:
             raise StartupError(self.config.problems)
+        cluster_settings = ClusterSettings.from_config(self.config.data)
+        refusal = cluster_refusal(cluster_settings, self.env, str(self.config.file))
+        if refusal is not None:
+            raise StartupError([refusal])
+        self.cluster_hooks.enabled = cluster_settings.enabled
         # Before anything opens files or sockets: storage pools, modules' clients, the listener.
         self.fd_limit = raise_fd_limit()
         self._loop_errors.install(asyncio.get_running_loop())
@@ -140,6 +149,9 @@ class BotpressServer:
                                               "(docs/storage.md, encryption at rest)")]) from None
         except ValueError as exc:
             raise StartupError([ConfigProblem("env DATABASE_URL", "", str(exc))]) from None
+        if cluster_settings.enabled and self.storage.kind != "postgres":
+            raise StartupError([ConfigProblem("env DATABASE_URL", "", "cluster mode needs PostgreSQL",
+                                              "set DATABASE_URL=postgresql://...")])
         try:
             await self.storage.open()
         except Exception as exc:
@@ -185,6 +197,11 @@ class BotpressServer:
         await self._call_modules("on_server_started", lambda name: {"server": self.module_contexts[name]})
 
         self.registry.register_all()
+        if cluster_settings.enabled:
+            self.cluster = ClusterNode(storage, self.pipeline, self.gate, self.registry, cluster_settings,
+                                       self.bound_port)
+            self.cluster_hooks.node = self.cluster
+            await self.cluster.start()
         await self.pipeline.replay()
         await self.registry.mount_all()
         await web.SockSite(self._runner, sock, backlog=backlog).start()
@@ -235,11 +252,12 @@ class BotpressServer:
                 data_dir=self.data_dir, state=StorageKeyValue(self.storage, f"{name}:server"),  # type: ignore[arg-type]
                 bots=self.registry.module_views.setdefault(name, {}), admin_check=admin_check,
                 site_router=site.router_for(name), bot_state=bot_state, options=self.options,
-                request_stop=self.request_stop)
+                request_stop=self.request_stop, locks=self.cluster_hooks.lock,
+                clustered=self.cluster_hooks.enabled)
         app.router.add_get("/status", self.handle_status)
         app.router.add_get("/metrics", self.handle_metrics)
-        AdminApi(self.registry, self.loader, admin_check, self.pipeline.failed if self.pipeline else None) \
-            .add_routes(app)
+        AdminApi(self.registry, self.loader, admin_check, self.pipeline.failed if self.pipeline else None,
+                 on_bot_action=self.cluster_hooks.bot_action_done).add_routes(app)
         self.admin_views = AdminViews(self.registry, self.storage, self.pipeline.feed, admin_check,
                                       self.admin_auth.session_alive)
         self.admin_views.add_routes(app)
@@ -304,7 +322,10 @@ class BotpressServer:
                                        throttle=self.log_throttle)
             registry.on_change = self.watcher.mark_seen
             self.watcher.start()
-        self._background.append(asyncio.create_task(self._purge_loop(), name="storage-purge"))
+        assert self.storage and self.pipeline
+        self._background.append(asyncio.create_task(purge_loop(
+            self.config.data.get("storage", {}), self.storage, self.pipeline, self.cluster_hooks.purge_lock),
+            name="storage-purge"))
 
     async def _global_config_changed(self) -> None:
         """A data/global/config/<module>.json changed: refresh server contexts, remount every bot."""
@@ -317,38 +338,16 @@ class BotpressServer:
                 log.error("module %s: global config not applied: %s", name, "; ".join(map(str, resolved.problems)))
         await asyncio.gather(*(self.registry.reload(b) for b in list(self.registry.records)))
 
-    async def _purge_loop(self) -> None:
-        assert self.config and self.storage and self.pipeline
-        storage_cfg = self.config.data.get("storage", {})
-        retention = storage_cfg.get("retention", {})
-        events_age = parse_duration(retention.get("events", "7d"))
-        messages_age = parse_duration(retention.get("messages", "90d"))
-        failed_age = parse_duration(retention.get("failed", "30d"))
-        media_age = parse_duration(retention.get("media", "90d"))
-        interval = parse_duration(storage_cfg.get("purgeInterval", "1h"))
-        while True:
-            now = time.time()
-            try:
-                counts = await self.storage.purge(processed_before=int((now - events_age) * 1000),
-                                                  messages_before=int((now - messages_age) * 1000),
-                                                  failed_before=int((now - failed_age) * 1000),
-                                                  media_before=int((now - media_age) * 1000))
-                if any(counts.values()):
-                    log.info("storage purge removed %s", counts)
-                # Failed events are counted as they come and go; purges and erases take some
-                # away unseen, so the counts are read again here, once a purge period.
-                await self.pipeline.failed_counts.refresh(self.storage.failed_counts)
-            except Exception:
-                log.exception("storage purge failed; will retry in %ss", interval)
-            await asyncio.sleep(interval)  # the purge period
-
     # -- HTTP handlers ---------------------------------------------------------------------------
     async def handle_status(self, request: web.Request) -> web.Response:
         assert self.registry
         body: dict[str, Any] = {"status": "ok", "version": __version__, "bots": self.registry.status(),
-                                "uptime": round(time.time() - self.started_at, 1), "node": node_status(self.env)}
+                                "uptime": round(time.time() - self.started_at, 1), "node": node_status(
+                                    self.env, self.cluster.node_id if self.cluster else None)}
         if self.pipeline is not None:
             body["failedEvents"] = self.pipeline.failed_counts.status()
+        if self.cluster is not None:
+            body.update(await self.cluster.status_fields())
         if self.loader.errors or self.module_errors:
             body["moduleErrors"] = [str(e) for e in self.loader.errors] + [
                 f"module {m}: {r}" for m, r in self.module_errors.items()]
@@ -442,9 +441,13 @@ class BotpressServer:
         if self._sock:  # start() failed before serving
             self._sock.close()
             self._sock = None
+        if self.cluster:
+            await self.cluster.stop()  # claims no more; what it holds drains below
         if self.pipeline:
             if not await self.pipeline.drain(SHUTDOWN_DRAIN_SECONDS):
                 log.warning("shutdown deadline reached: unfinished events stay stored and replay at next start")
+        if self.cluster:
+            await self.cluster.leave()
         if self.registry:
             await self.registry.unmount_all()
         for hook in ("on_server_stopped", "on_module_unmount"):  # the second: deprecated name of the first

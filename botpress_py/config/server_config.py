@@ -174,6 +174,23 @@ SERVER_CONFIG_SCHEMA: dict[str, Any] = {
                                                 "or the database before it fails with StorageUnavailable."},
             },
         },
+        "cluster": {
+            "type": "object",
+            "additionalProperties": False,
+            "description": "Cluster mode: several server processes (nodes) on one PostgreSQL database "
+                           "(docs/cluster.md).",
+            "properties": {
+                "enabled": {"type": "boolean", "default": False,
+                            "description": "Run as one node of a cluster (env CLUSTER_ENABLED=true); needs "
+                                           "DATABASE_URL=postgres://..."},
+                "heartbeatInterval": {"type": "string", "pattern": _POSITIVE_DURATION, "default": "1s",
+                                      "description": "How often a node tells the others it is alive and "
+                                                     "rebalances the conversation partitions."},
+                "nodeTimeout": {"type": "string", "pattern": _POSITIVE_DURATION, "default": "5s",
+                                "description": "A node whose last heartbeat is older is gone: the others "
+                                               "take over its partitions (within nodeTimeout + one heartbeat)."},
+            },
+        },
         "watch": {
             "type": "object",
             "additionalProperties": False,
@@ -338,6 +355,8 @@ def load_server_config(
         _set_path(merged, ("httpServer", "host"), env["BP_HOST"])
     if env.get("EXTERNAL_URL"):
         _set_path(merged, ("httpServer", "externalUrl"), env["EXTERNAL_URL"])
+    if env.get("CLUSTER_ENABLED", "").strip():
+        _set_path(merged, ("cluster", "enabled"), env["CLUSTER_ENABLED"].strip().lower() in ("1", "true", "yes", "on"))
     if env.get("BP_ADMIN_TOKEN"):
         _set_path(merged, ("admin", "token"), env["BP_ADMIN_TOKEN"])
 

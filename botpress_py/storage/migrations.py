@@ -253,6 +253,36 @@ def _media(*, integer: str, blob: str) -> tuple[str, ...]:
     )
 
 
+# Version 7: cluster mode (PostgreSQL only; docs/cluster.md). Each conversation belongs to one of
+# CLUSTER_PARTITIONS partitions, computed by the database from the conversation's key (the same
+# md5 as ``partition_of`` in storage/postgres_cluster.py, so that a node can tell an event's partition
+# without asking); each partition is leased to one live node (owner, epoch: the epoch grows at every
+# change of owner, and completions are fenced by it). Nodes register and heartbeat in cluster_nodes.
+CLUSTER_PARTITIONS = 64
+_PARTITION_OF = ("(get_byte(decode(md5(bot_id || chr(31) || channel || chr(31) || COALESCE(thread_id, '') || chr(31)"
+                 f" || user_id), 'hex'), 0) % {CLUSTER_PARTITIONS})")
+_POSTGRES_CLUSTER = (
+    f"ALTER TABLE inbox ADD COLUMN part SMALLINT GENERATED ALWAYS AS {_PARTITION_OF} STORED",
+    f"ALTER TABLE outbox ADD COLUMN part SMALLINT GENERATED ALWAYS AS {_PARTITION_OF} STORED",
+    "CREATE INDEX inbox_pending_by_part ON inbox (part, seq) WHERE status = 'pending'",
+    "CREATE INDEX outbox_pending_by_part ON outbox (part, seq) WHERE status = 'pending'",
+    """CREATE TABLE cluster_nodes (
+            node_id TEXT PRIMARY KEY,
+            host TEXT NOT NULL,
+            pid INTEGER NOT NULL,
+            port INTEGER,
+            started_at BIGINT NOT NULL,
+            heartbeat_at BIGINT NOT NULL,
+            state TEXT NOT NULL DEFAULT 'live',
+            bots TEXT NOT NULL DEFAULT '{}')""",
+    """CREATE TABLE cluster_partitions (
+            part SMALLINT PRIMARY KEY,
+            owner TEXT,
+            epoch BIGINT NOT NULL DEFAULT 0,
+            since BIGINT)""",
+    f"INSERT INTO cluster_partitions (part) SELECT generate_series(0, {CLUSTER_PARTITIONS - 1})",
+)
+
 SQLITE_MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial schema", _initial_schema(serial="INTEGER PRIMARY KEY AUTOINCREMENT", integer="INTEGER")),
     Migration(2, "contacts", _contacts(integer="INTEGER")),
@@ -260,6 +290,8 @@ SQLITE_MIGRATIONS: tuple[Migration, ...] = (
     Migration(4, "no per-user index on the queues", _NO_QUEUE_USER_INDEXES),
     Migration(5, "failed events", _SQLITE_FAILED_EVENTS),
     Migration(6, "media", _media(integer="INTEGER", blob="BLOB")),
+    # Cluster mode needs PostgreSQL (a start in cluster mode on SQLite is refused): nothing to add here.
+    Migration(7, "cluster (PostgreSQL only)", ()),
 )
 
 POSTGRES_MIGRATIONS: tuple[Migration, ...] = (
@@ -269,6 +301,7 @@ POSTGRES_MIGRATIONS: tuple[Migration, ...] = (
     Migration(4, "no per-user index on the queues", _NO_QUEUE_USER_INDEXES),
     Migration(5, "failed events", _POSTGRES_FAILED_EVENTS),
     Migration(6, "media", _media(integer="BIGINT", blob="BYTEA")),
+    Migration(7, "cluster", _POSTGRES_CLUSTER),
 )
 
 LATEST_VERSION = SQLITE_MIGRATIONS[-1].version

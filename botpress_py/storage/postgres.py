@@ -48,6 +48,7 @@ from .conversation_list import PostgresConversationList
 from .crypto import EventCipher
 from .errors import POSTGRES_NOT_NOW, postgres_unavailable
 from .migrations import POSTGRES_MIGRATIONS, SCHEMA_MIGRATIONS_TABLE, Migration, missing_migrations
+from .postgres_cluster import PostgresCluster
 from .postgres_context import PostgresIncomingContext
 from .postgres_failed import PostgresFailedEvents
 from .postgres_maintenance import PostgresMaintenance
@@ -95,7 +96,7 @@ async def _reset_connection(conn: asyncpg.Connection) -> None:
 
 
 class PostgresStorage(PostgresFailedEvents, PostgresMaintenance, PostgresConversationList, PostgresIncomingContext,
-                      PostgresMedia,
+                      PostgresMedia, PostgresCluster,
                       Storage):
     """Storage in PostgreSQL, optionally inside its own ``schema`` (created when missing).
 
@@ -264,18 +265,17 @@ class PostgresStorage(PostgresFailedEvents, PostgresMaintenance, PostgresConvers
             return []
         firsts = first_occurrences(events)
         fresh = [e for e, first in zip(events, firsts, strict=True) if first]
-        # One statement, so no transaction around it: atomic by itself, one round trip.
-        rows = await self._fetch(
-            _INSERT_INBOX_SQL,
-            [e.id for e in fresh],
-            [e.botId for e in fresh],
-            [e.channel for e in fresh],
-            [e.threadId for e in fresh],
-            [e.target for e in fresh],
-            [e.dedupeKey for e in fresh],
-            [stored_event(e, self.cipher) for e in fresh],
-            self._clock(),
-        )
+        args = ([e.id for e in fresh], [e.botId for e in fresh], [e.channel for e in fresh],
+                [e.threadId for e in fresh], [e.target for e in fresh], [e.dedupeKey for e in fresh],
+                [stored_event(e, self.cipher) for e in fresh], self._clock())
+        if not self.cluster_inserts:
+            # One statement, so no transaction around it: atomic by itself, one round trip.
+            rows = await self._fetch(_INSERT_INBOX_SQL, *args)
+        else:
+            async with self._transaction() as conn:
+                # The partitions' locks before the seqs are drawn (postgres_cluster.py says why).
+                await self.cluster_lock_partitions(conn, fresh)
+                rows = await conn.fetch(_INSERT_INBOX_SQL, *args)
         inserted = {row["event_id"] for row in rows}
         return [first and e.id in inserted for e, first in zip(events, firsts, strict=True)]
 
@@ -307,8 +307,9 @@ class PostgresStorage(PostgresFailedEvents, PostgresMaintenance, PostgresConvers
         if not completions:
             return []
         now = self._clock()
-        # A handful of round trips for the whole batch (executemany pipelines its rows), not a few per event.
+        # A handful of statements for the whole batch, not a few per event.
         async with self._transaction() as conn:
+            await self.cluster_check_fence(conn, [c.event_id for c in completions])
             await mark_inbox_many(conn, [(c.event_id, c.status, stored_error(c.error, self.cipher))
                                          for c in completions], now)
             redacted = [(c.event_id, event_json(c.redacted)) for c in completions if c.redacted is not None]

@@ -97,6 +97,9 @@ class MessengerChannel:
         self.server = server
         self.contacts.server = server
         self.attachments.start(server.state)
+        if getattr(server, "clustered", False):
+            # Other nodes change the same thread owners: read them again when old, merge changes under a lock.
+            self.handover.owners.shared_lock = server.cluster_lock
         await self.graph.start()
         self.webhook.add_routes(server.router)
 
@@ -204,10 +207,7 @@ class MessengerChannel:
         """
         bot = binding.bot
         try:
-            await asyncio.wait_for(
-                sync_profile(binding.graph, self._server().state, binding.page_id, binding.settings, bot.logger),
-                MOUNT_PROFILE_TIMEOUT,
-            )
+            await asyncio.wait_for(self._sync_profile_once(binding), MOUNT_PROFILE_TIMEOUT)
         except GraphApiError as exc:
             if exc.is_auth_error:
                 raise MountRefused(f"Messenger profile push refused: {exc}; {failure_hint(exc)}") from None
@@ -220,6 +220,13 @@ class MessengerChannel:
         # Messages still flow without an up-to-date greeting or menu: stay on, but say so.
         bot.logger.warning("%s", reason)
         return reason
+
+    async def _sync_profile_once(self, binding: PageBinding) -> None:
+        """The push under a cluster-wide lock: nodes mounting the bot together push once (the others then find
+        the stored profile unchanged and push nothing)."""
+        server = self._server()
+        async with server.cluster_lock(f"profile:{binding.page_id}"):
+            await sync_profile(binding.graph, server.state, binding.page_id, binding.settings, binding.bot.logger)
 
     def unmount(self, bot: BotContext) -> None:
         """Stop sending for the bot's Page; no Graph call (the profile stays as pushed)."""

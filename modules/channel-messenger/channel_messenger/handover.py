@@ -27,6 +27,10 @@ handover through the API, a send refused with 2018300, an erase) are written at 
 loses at most the last second of what was learnt from webhooks; Meta then refuses a send with
 2018300, or sends standby again, and the channel learns it anew.
 
+In cluster mode (``shared_lock`` set: other nodes change the same map) a shard held in memory is
+read again once it is ``REFRESH_SECONDS`` old, and the flusher merges this node's changes, key by
+key, into the stored shard under a cluster lock, so no node overwrites another's change.
+
 ``Handover`` changes the owner through the Graph API: a ``handover`` payload from bot logic,
 or ``POST .../handover`` of the admin API (pass, take, request or release thread control).
 """
@@ -39,6 +43,8 @@ import json
 import logging
 import time
 import zlib
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 from botpress_py.sdk import BotContext, DeliveryError, IOEvent, LogThrottle, now_ms
@@ -61,6 +67,7 @@ LEGACY_KEY = "threads"  # before the shards: one value with the whole map (moved
 SHARDS = 64
 FLUSH_EVERY_SECONDS = 1.0
 FLUSH_CHUNK = 16  # shards per transaction
+REFRESH_SECONDS = 1.0  # cluster mode: a shard in memory older than this is read again before use
 
 log = logging.getLogger("botpress_py.module.channel-messenger.threads")
 
@@ -132,6 +139,10 @@ class ThreadOwners:
         self._flushing = asyncio.Lock()
         self._throttle = LogThrottle(60.0)
         self.clock = now_ms  # when human-takeover pauses end (takeover.py); a test may move it
+        # Cluster mode: server.cluster_lock; shards' read times and this node's unwritten changes, key by key.
+        self.shared_lock: Callable[[str], AbstractAsyncContextManager[Any]] | None = None
+        self._read_at: dict[tuple[str, int], float] = {}
+        self._changes: dict[tuple[str, int], dict[str, Owner | None]] = {}
 
     async def close(self) -> None:
         """Write what is still waiting (the server stops after the module unmounts)."""
@@ -150,6 +161,27 @@ class ThreadOwners:
                 if shards is None:
                     shards = await self._load(bot)
                     self._bots[bot.id] = shards
+                    now = time.monotonic()
+                    self._read_at.update({(bot.id, n): now for n in range(SHARDS)})
+        return shards
+
+    def _stale(self, bot_id: str, number: int) -> bool:
+        return self.shared_lock is not None and \
+            time.monotonic() - self._read_at.get((bot_id, number), 0.0) > REFRESH_SECONDS
+
+    async def _fresh(self, bot: BotContext, key: str) -> list[dict[str, Owner]]:
+        """The bot's shards, the one of ``key`` read again first when another node may have changed it."""
+        shards = await self._threads(bot)
+        number = _shard(key)
+        if self._stale(bot.id, number):
+            stored = _valid(await bot.state.get(shard_key(number)))
+            for changed, owner in self._changes.get((bot.id, number), {}).items():  # not written yet: ours win
+                if owner is None:
+                    stored.pop(changed, None)
+                else:
+                    stored[changed] = owner
+            shards[number] = stored
+            self._read_at[(bot.id, number)] = time.monotonic()
         return shards
 
     async def _load(self, bot: BotContext) -> list[dict[str, Owner]]:
@@ -169,7 +201,7 @@ class ThreadOwners:
         """Who owns the thread when it is not the bot; None while the bot answers it (a human-takeover pause
         that has ended is forgotten here)."""
         key = _key(page_id, psid)
-        shards = await self._threads(bot)
+        shards = await self._fresh(bot, key)
         owner = shards[_shard(key)].get(key)
         if owner is not None and self.ended(owner):
             self._put(bot, shards, key, None)
@@ -185,16 +217,16 @@ class ThreadOwners:
     def known(self, bot: BotContext, page_id: str, psid: str) -> bool | None:
         """Whether a thread has an owner record (None: the bot's owners are not loaded yet); no storage wait."""
         shards = self._bots.get(bot.id)
-        if shards is None:
-            return None
         key = _key(page_id, psid)
+        if shards is None or self._stale(bot.id, _shard(key)):
+            return None
         return key in shards[_shard(key)]
 
     async def pause(self, bot: BotContext, page_id: str, psid: str, app_id: str, until: int, reason: str) -> bool:
         """A person answers the user: the bot is silent until ``until`` (ms), unless another app owns the thread
         outright (then that handover decides). Learnt from the webhook: written within a second. True when set."""
         key = _key(page_id, psid)
-        shards = await self._threads(bot)
+        shards = await self._fresh(bot, key)
         current = shards[_shard(key)].get(key)
         if current is not None and not current.get("until") and not self.ended(current):
             return False
@@ -211,6 +243,8 @@ class ThreadOwners:
         else:
             shards[number][key] = owner
         self._dirty.setdefault(bot.id, (bot, set()))[1].add(number)
+        if self.shared_lock is not None:
+            self._changes.setdefault((bot.id, number), {})[key] = owner
         return True
 
     def _flush_later(self) -> None:
@@ -230,6 +264,9 @@ class ThreadOwners:
                 shards = self._bots.get(bot_id)
                 if shards is None:
                     continue
+                if self.shared_lock is not None:
+                    await self._merge(bot, shards, sorted(numbers))
+                    continue
                 ordered = sorted(numbers)
                 for start in range(0, len(ordered), FLUSH_CHUNK):
                     chunk = ordered[start:start + FLUSH_CHUNK]
@@ -242,6 +279,39 @@ class ThreadOwners:
                                            "Thread owners of bot %s not stored yet (%s: %s); retried with the next "
                                            "change", bot_id, type(exc).__name__, exc)
                     await asyncio.sleep(0)
+
+    async def _merge(self, bot: BotContext, shards: list[dict[str, Owner]], numbers: list[int]) -> None:
+        """Cluster mode: apply this node's changes to each stored shard under a cluster lock (read, change the
+        keys this node changed, write), so that changes other nodes made to the same shard are kept."""
+        assert self.shared_lock is not None
+        for number in numbers:
+            changes = self._changes.pop((bot.id, number), {})
+            if not changes:
+                continue
+            try:
+                async with self.shared_lock(f"threads/{bot.id}/{number:02x}"):
+                    stored = _valid(await bot.state.get(shard_key(number)))
+                    for key, owner in changes.items():
+                        if owner is None:
+                            stored.pop(key, None)
+                        else:
+                            stored[key] = owner
+                    await bot.state.set(shard_key(number), stored)
+            except Exception as exc:
+                pending = self._changes.setdefault((bot.id, number), {})
+                self._changes[(bot.id, number)] = {**changes, **pending}
+                self._dirty.setdefault(bot.id, (bot, set()))[1].add(number)
+                self._throttle.log(log, logging.WARNING, ("flush", bot.id),
+                                   "Thread owners of bot %s not stored yet (%s: %s); retried with the next change",
+                                   bot.id, type(exc).__name__, exc)
+                continue
+            for key, owner in self._changes.get((bot.id, number), {}).items():  # changed while writing
+                if owner is None:
+                    stored.pop(key, None)
+                else:
+                    stored[key] = owner
+            shards[number] = stored
+            self._read_at[(bot.id, number)] = time.monotonic()
 
     async def set_elsewhere(self, bot: BotContext, page_id: str, psid: str, owner: str, reason: str,
                             *, since: int | None = None) -> Owner:
@@ -269,7 +339,7 @@ class ThreadOwners:
             if event.type == "handover" or event.flags.get("standby"):
                 return False
             key = _key(page_id, event.target)
-            if key in shards[_shard(key)]:
+            if key in shards[_shard(key)] or self._stale(bot.id, _shard(key)):
                 return False
         return True
 
@@ -279,12 +349,14 @@ class ThreadOwners:
 
         ``our_app``: the bot's own app id when known (conversation routing names the new owner of a thread
         in its handover events; without it, where the event arrives says it: ``messaging`` or ``standby``)."""
-        shards = await self._threads(bot)  # awaits storage only the first time for a bot
+        shards = await self._threads(bot)  # awaits storage only the first time for a bot (on one node)
         changed = False
         for event in events:
             psid = event.target
             if not psid or event.flags.get("echo"):
                 continue
+            if self._stale(bot.id, _shard(_key(page_id, psid))):
+                shards = await self._fresh(bot, _key(page_id, psid))
             standby = bool(event.flags.get("standby"))
             key = _key(page_id, psid)
             current = shards[_shard(key)].get(key)
