@@ -48,6 +48,10 @@ START_TIMEOUT = 600.0
 # After SIGTERM, a worker drains (up to the server's own deadline) before it is killed.
 STOP_TIMEOUT = 60.0
 RESTART_DELAYS = (1.0, 2.0, 5.0, 10.0, 30.0)
+# A clean stop (0); or stopped before it served, so nothing to drain: SIGTERM before its handler
+# was set (while Python loads the modules), Ctrl+C there (130, SIGINT reaches every process of
+# the terminal's group).
+STOPPED_STATUSES = (0, 130, -signal.SIGTERM, -signal.SIGINT)
 # A worker that served this long before dying starts again after the shortest pause.
 HEALTHY_SECONDS = 60.0
 
@@ -279,7 +283,7 @@ async def supervise(count: int, argv: list[str], env: dict[str, str], host: str,
             if worker.process is not None and worker.process.returncode is None:
                 with contextlib.suppress(ProcessLookupError):
                     worker.process.kill()
-    unclean = [(w, w.exits[-1]) for w in supervisor.workers if w.exits and w.exits[-1] != 0]
+    unclean = [(w, w.exits[-1]) for w in supervisor.workers if w.exits and w.exits[-1] not in STOPPED_STATUSES]
     for worker, status in unclean:
         print(f"error: worker {worker.index} did not stop cleanly ({describe_status(status)})", file=sys.stderr)
     restarted = sum(1 for w in supervisor.workers if w.restarts)
