@@ -48,7 +48,7 @@ from .conversation_list import PostgresConversationList
 from .crypto import EventCipher
 from .errors import POSTGRES_NOT_NOW, postgres_unavailable
 from .migrations import POSTGRES_MIGRATIONS, SCHEMA_MIGRATIONS_TABLE, Migration, missing_migrations
-from .postgres_cluster import PostgresCluster
+from .postgres_cluster import PostgresCluster, event_partition
 from .postgres_context import PostgresIncomingContext
 from .postgres_failed import PostgresFailedEvents
 from .postgres_maintenance import PostgresMaintenance
@@ -71,12 +71,20 @@ log = logging.getLogger("botpress_py.storage")
 
 # ON CONFLICT DO NOTHING without a target covers both unique keys: the event id and the (bot,
 # channel, dedupe_key) partial index. RETURNING names the rows that went in.
-_INSERT_INBOX_SQL = (
-    with_seqs("inbox", "i, b, c, t, u, d, e", "$1::text[], $2::text[], $3::text[], $4::text[], $5::text[],"
-              " $6::text[], $7::text[]")
-    + "INSERT INTO inbox (seq, event_id, bot_id, channel, thread_id, user_id, dedupe_key, event, created_at)"
+_INBOX_ARRAYS = "$1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[]"
+_INSERT_INBOX = (
+    "INSERT INTO inbox (seq, event_id, bot_id, channel, thread_id, user_id, dedupe_key, event, created_at)"
     " SELECT seq, i, b, c, t, u, d, e, $8 FROM r ON CONFLICT DO NOTHING RETURNING event_id"
 )
+_INSERT_INBOX_SQL = with_seqs("inbox", "i, b, c, t, u, d, e", _INBOX_ARRAYS) + _INSERT_INBOX
+# Cluster mode: the same, after the partitions' locks (ascending) and notifications. One statement
+# is its own transaction: the locks are held from the statement's start to its commit, no longer
+# (postgres_cluster.py, cluster_lock_partitions, says why they are needed).
+_INSERT_INBOX_LOCKED_SQL = with_seqs(
+    "inbox", "i, b, c, t, u, d, e", _INBOX_ARRAYS,
+    before="SELECT pg_advisory_xact_lock($9::int, p), pg_notify($10, 'inbox:' || p::text)"
+           " FROM unnest($11::int[]) WITH ORDINALITY AS t(p, n) ORDER BY n",
+) + _INSERT_INBOX
 
 # Any constant works: it only has to be the same for every botpress-py migrating this database.
 _MIGRATION_LOCK = 0x62707079  # "bpy"
@@ -272,10 +280,8 @@ class PostgresStorage(PostgresFailedEvents, PostgresMaintenance, PostgresConvers
             # One statement, so no transaction around it: atomic by itself, one round trip.
             rows = await self._fetch(_INSERT_INBOX_SQL, *args)
         else:
-            async with self._transaction() as conn:
-                # The partitions' locks before the seqs are drawn (postgres_cluster.py says why).
-                await self.cluster_lock_partitions(conn, fresh)
-                rows = await conn.fetch(_INSERT_INBOX_SQL, *args)
+            rows = await self._fetch(_INSERT_INBOX_LOCKED_SQL, *args, self.cluster_lock_space, self.cluster_channel,
+                                     sorted({event_partition(e) for e in fresh}))
         inserted = {row["event_id"] for row in rows}
         return [first and e.id in inserted for e, first in zip(events, firsts, strict=True)]
 

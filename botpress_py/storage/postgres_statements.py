@@ -27,7 +27,7 @@ async def allow_long_statements(conn: asyncpg.Connection) -> None:
     await conn.execute(f"SET LOCAL statement_timeout = {bound}; SET LOCAL lock_timeout = {bound}")
 
 
-def with_seqs(table: str, columns: str, arrays: str) -> str:
+def with_seqs(table: str, columns: str, arrays: str, *, before: str = "") -> str:
     """A CTE prefix numbering the rows of ``unnest(arrays)`` with fresh seqs of ``table``, in list order.
 
     PostgreSQL does not promise that a multi-row INSERT draws defaults in the order of its input,
@@ -35,10 +35,15 @@ def with_seqs(table: str, columns: str, arrays: str) -> str:
     and the n-th smallest goes to the n-th row. Drawing them in the same statement as the INSERT
     saves the round trip a separate ``nextval`` query would cost. The result is the CTE ``r``
     with ``columns`` plus ``seq``.
+
+    ``before``: a MATERIALIZED CTE named ``b`` that must run before any number is drawn (locks):
+    the numbers are drawn only once a scan of it is done (a one-time condition on its count).
     """
+    first = f"b AS MATERIALIZED ({before})," if before else ""
+    after_b = " WHERE (SELECT count(*) FROM b) >= 0" if before else ""
     return (
-        f"WITH s AS MATERIALIZED (SELECT nextval(pg_get_serial_sequence('{table}', 'seq')) AS seq"
-        " FROM generate_series(1, cardinality($1::text[]))),"
+        f"WITH {first} s AS MATERIALIZED (SELECT nextval(pg_get_serial_sequence('{table}', 'seq')) AS seq"
+        f" FROM generate_series(1, cardinality($1::text[])){after_b}),"
         " o AS (SELECT seq, row_number() OVER (ORDER BY seq) AS n FROM s),"
         f" r AS (SELECT o.seq, u.* FROM unnest({arrays}) WITH ORDINALITY AS u({columns}, n) JOIN o USING (n)) "
     )

@@ -6,8 +6,13 @@ statement each (arrays); these check that the result is what one statement per r
 
 from __future__ import annotations
 
+import asyncio
+
+import pytest
+
 from botpress_py.events import IOEvent
 from botpress_py.storage import Completion, SentMark, Storage
+from botpress_py.testing import wait_for
 
 from .conftest import Backend
 
@@ -62,3 +67,42 @@ async def test_completions_of_one_batch_each_get_their_status_error_and_replies(
                                         (incoming[2].id, "done", None), (incoming[3].id, "pending", None)]
     assert [r.event.payload["text"] for r in await storage.outbox_pending()] == ["r0", "r2a", "r2b"]
     assert [m["id"] for m in await storage.messages_for("bot-a", "messenger", "user-1")] == [incoming[1].id]
+
+
+async def test_a_cluster_insert_draws_its_seqs_only_after_its_partitions_lock_and_notifies(backend: Backend) -> None:
+    """The cluster's ordering argument (docs/cluster.md): seqs of a partition become visible in order."""
+    if backend.name != "postgres":
+        pytest.skip("cluster mode is PostgreSQL's")
+    import asyncpg
+
+    from botpress_py.storage import PostgresStorage
+    from botpress_py.storage.postgres_cluster import event_partition
+
+    storage = await backend.open()
+    assert isinstance(storage, PostgresStorage)
+    storage.cluster_inserts = True
+    first = event("user-1", "hello", 1_000, "incoming")
+    part = event_partition(first)
+    location = backend._location
+    holder = await asyncpg.connect(location["dsn"], server_settings={"search_path": f'"{location["schema"]}"'})
+    listener = await asyncpg.connect(location["dsn"])
+    heard: list[str] = []
+    await listener.add_listener(storage.cluster_channel, lambda *args: heard.append(args[-1]))
+    try:
+        holder_tx = holder.transaction()
+        await holder_tx.start()
+        await holder.execute("SELECT pg_advisory_xact_lock($1::int, $2::int)", storage.cluster_lock_space, part)
+        adding = asyncio.ensure_future(storage.inbox_add([first]))
+        await asyncio.sleep(0.3)  # let the insert reach the lock (it must wait there, not finish)
+        assert not adding.done()
+        # A number drawn while the insert waits: the insert's own must come after it.
+        drawn = await holder.fetchval("SELECT nextval(pg_get_serial_sequence('inbox', 'seq'))")
+        await holder_tx.commit()
+        assert await asyncio.wait_for(adding, 10) == [True]
+        [(seq,)] = await backend.query(f"SELECT seq FROM inbox WHERE event_id = '{first.id}'")
+        assert seq > drawn
+        await wait_for(lambda: heard, 5)
+        assert heard == [f"inbox:{part}"]
+    finally:
+        await holder.close()
+        await listener.close()
