@@ -48,6 +48,7 @@ from .conversation_list import PostgresConversationList
 from .crypto import EventCipher
 from .errors import POSTGRES_NOT_NOW, postgres_unavailable
 from .migrations import POSTGRES_MIGRATIONS, SCHEMA_MIGRATIONS_TABLE, Migration, missing_migrations
+from .postgres_batch import batchable, completions_statement, sent_statement
 from .postgres_cluster import PostgresCluster, event_partition
 from .postgres_context import PostgresIncomingContext
 from .postgres_failed import PostgresFailedEvents
@@ -88,6 +89,10 @@ _INSERT_INBOX_LOCKED_SQL = with_seqs(
 
 # Any constant works: it only has to be the same for every botpress-py migrating this database.
 _MIGRATION_LOCK = 0x62707079  # "bpy"
+
+
+def _sql_and_args(statement: tuple[str, list[Any]]) -> list[Any]:
+    return [statement[0], *statement[1]]
 
 
 async def _reset_connection(conn: asyncpg.Connection) -> None:
@@ -313,9 +318,20 @@ class PostgresStorage(PostgresFailedEvents, PostgresMaintenance, PostgresConvers
         if not completions:
             return []
         now = self._clock()
-        # A handful of statements for the whole batch, not a few per event.
+        ids = [c.event_id for c in completions]
+        if batchable(ids, [c.message.id for c in completions if c.message is not None]):
+            # The whole batch in one statement: one round trip (two more in cluster mode, for the fence).
+            sql, args = completions_statement(completions, outgoing_encodings(completions), now, self.cipher)
+            if self.cluster_fence is None:
+                rows = await self._fetch(sql, *args)
+            else:
+                async with self._transaction() as conn:
+                    await self.cluster_check_fence(conn, ids)
+                    rows = await conn.fetch(sql, *args)
+            return split_by_sizes([int(row["seq"]) for row in rows], [len(c.outgoing) for c in completions])
+        # An event id twice in the batch: a statement per kind of row, applied in order.
         async with self._transaction() as conn:
-            await self.cluster_check_fence(conn, [c.event_id for c in completions])
+            await self.cluster_check_fence(conn, ids)
             await mark_inbox_many(conn, [(c.event_id, c.status, stored_error(c.error, self.cipher))
                                          for c in completions], now)
             redacted = [(c.event_id, event_json(c.redacted)) for c in completions if c.redacted is not None]
@@ -379,7 +395,11 @@ class PostgresStorage(PostgresFailedEvents, PostgresMaintenance, PostgresConvers
         if not marks:
             return []
         now = self._clock()
-        async with self._transaction() as conn:
+        ids = [m.event.id for m in marks]
+        if batchable(ids, ids):
+            await self._fetch(*_sql_and_args(sent_statement(marks, now)))
+            return [None] * len(marks)
+        async with self._transaction() as conn:  # an event id twice: in order, a statement per kind
             await mark_sent_many(conn, marks, now)
             await record_messages(conn, [(m.stored, m.channel_message_id) for m in marks])
         return [None] * len(marks)
