@@ -36,6 +36,7 @@ log = logging.getLogger("botpress_py.cluster")
 
 # Nodes whose heartbeat is older than this are no longer listed (a restarted node has a new id).
 FORGET_GONE_AFTER_MS = 24 * 3600 * 1000
+STATUS_TIMEOUT = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +92,7 @@ class ClusterNode:
         self._last_ok = time.monotonic()
         self._bots_sent: dict[str, str] | None = None
         self._applying: set[asyncio.Task[Any]] = set()
+        self._stopping = False  # draining: heartbeat on (the partitions stay ours), take nothing new
 
     async def start(self) -> None:
         """Register and take a first share of partitions (before serving: events are read at once)."""
@@ -98,6 +100,8 @@ class ClusterNode:
         storage.cluster_fence = self.claims.fence
         storage.cluster_inserts = True
         await storage.cluster_register(self.node_id, self.host, os.getpid(), self.port)
+        with contextlib.suppress(Exception):
+            await storage.cluster_forget_nodes(FORGET_GONE_AFTER_MS)
         self._listener = await storage.cluster_listen(self._on_notify)
         await self._balance()
         self.claims.start()
@@ -105,18 +109,20 @@ class ClusterNode:
         log.info("cluster node %s started, holding %d of the partitions", self.node_id, len(self.claims.leases))
 
     async def stop(self) -> None:
-        """Stop claiming (the pipeline drains what it holds), then give every partition back."""
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        """Stop claiming; the pipeline then drains what it holds, still heartbeating (so that its partitions
+        are not taken meanwhile), and ``leave`` gives every partition back."""
+        self._stopping = True
         await self.claims.stop()
         for pending in list(self._applying):
             pending.cancel()
 
     async def leave(self) -> None:
         """After the pipeline drained: the others take this node's partitions at their next heartbeat."""
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         if self._listener is not None:
             with contextlib.suppress(Exception):
                 await self._listener.close()
@@ -143,6 +149,8 @@ class ClusterNode:
                     await self.storage.cluster_register(self.node_id, self.host, os.getpid(), self.port)
                     bots = None
                 self._bots_sent = bots if bots is not None else self._bots_sent
+                if self._stopping:
+                    continue
                 await self._balance()
                 self._last_ok = time.monotonic()
                 await self._keep_listening()
@@ -231,9 +239,11 @@ class ClusterNode:
     async def status_fields(self) -> dict[str, Any]:
         """What /status adds in cluster mode: ``nodes`` (each with its bots' states) and ``cluster``."""
         try:
-            cluster = await self.status()
+            # Bounded: /status must answer (saying what is wrong) while the database does not.
+            cluster = await asyncio.wait_for(self.status(), STATUS_TIMEOUT)
         except Exception as exc:
-            return {"cluster": {"node": self.node_id, "error": f"cluster state unreadable: {exc}"}}
+            return {"cluster": {"node": self.node_id,
+                                "error": f"cluster state unreadable: {type(exc).__name__}: {exc}"}}
         return {"nodes": cluster.pop("nodes"), "cluster": cluster}
 
     async def status(self) -> dict[str, Any]:

@@ -143,7 +143,7 @@ class ClusterClaims:
                 foreign.add(part)
                 continue
             self._outgoing[event.id] = (part, epoch)
-            self.pipeline._put_outgoing(OutboxRow(seq, event, 0, 0, "pending"))
+            self.pipeline.queue_claimed_outgoing(OutboxRow(seq, event, 0, 0, "pending"))
         for part in foreign:
             task = asyncio.create_task(self._notify(f"outbox:{part}"), name="cluster-notify")
             task.add_done_callback(lambda done: None if done.cancelled() else done.exception())
@@ -224,7 +224,7 @@ class ClusterClaims:
                         or row.event.id in self._finished:
                     continue
                 self._outgoing[row.event.id] = (part, epoch)
-                self.pipeline._put_outgoing(row)
+                self.pipeline.queue_claimed_outgoing(row)
             if len(rows) < CLAIM_BATCH:
                 return
 
@@ -239,11 +239,11 @@ class ClusterClaims:
             if room <= 0:
                 self._dirty.update(parts)  # read once memory has room (the pipeline wakes us)
                 return
-            bots = pipeline.bots_taking_events()
+            closed = pipeline.bots_not_taking_events()
             cursors = {p: self._cursor.get(p, 0) for p in parts}
             limit = min(CLAIM_BATCH, room)
             generation = self._generation
-            claimed = await self.storage.cluster_inbox_pending(cursors, bots, limit)
+            claimed = await self.storage.cluster_inbox_pending(cursors, closed, limit)
             if generation != self._generation:
                 self._dirty.update(parts)
                 continue  # rewound, or leases changed, meanwhile: the partitions concerned are dirty again
@@ -253,6 +253,8 @@ class ClusterClaims:
                 if epoch is None or part in self.draining:
                     continue
                 self._cursor[part] = row.seq
+                if not pipeline.knows_bot(row.event.botId):
+                    continue  # no such bot here (its folder is gone): the event stays stored
                 event_id = row.event.id
                 if event_id in self._incoming or event_id in self._finished:
                     continue

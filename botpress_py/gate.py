@@ -103,9 +103,9 @@ class BotGate:
         entry = self._entries.get(bot_id)
         return entry is not None and entry.mounted is not None and entry.taking.is_set()
 
-    def open_bots(self) -> list[str]:
-        """The bots that take events now."""
-        return [bot_id for bot_id in self._entries if self.takes_events(bot_id)]
+    def closed_bots(self) -> list[str]:
+        """The bots known here that do not take events now (disabled, in error, being remounted)."""
+        return [bot_id for bot_id in self._entries if not self.takes_events(bot_id)]
 
     def current(self, bot_id: str) -> MountedBot | None:
         """The bot as mounted, also while it is being unmounted (its handlers and unmount hooks may

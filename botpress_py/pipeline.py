@@ -375,13 +375,19 @@ class EventPipeline(IncomingProcessing, OutgoingDelivery):
         """How many more events memory takes now."""
         return MAX_QUEUED_INCOMING - self._held - self._sending if self._accepting else 0
 
-    def bots_taking_events(self) -> list[str]:
-        return self.gate.open_bots()
+    def bots_not_taking_events(self) -> list[str]:
+        return self.gate.closed_bots()
+
+    def knows_bot(self, bot_id: str) -> bool:
+        return self.gate.knows(bot_id)
 
     def queue_claimed(self, row: PendingEvent) -> None:
         if row.attempts:
             self._attempts[row.event.id] = row.attempts
         self._queue_incoming(row.event)
+
+    def queue_claimed_outgoing(self, row: OutboxRow) -> None:
+        self._put_outgoing(row)
 
     def _count_failed(self, bot_id: str, direction: str) -> None:
         self.metrics.inc(_FAILED_INCOMING if direction == "incoming" else _FAILED_OUTGOING)

@@ -78,9 +78,11 @@ _INSERT_INBOX = (
     " SELECT seq, i, b, c, t, u, d, e, $8 FROM r ON CONFLICT DO NOTHING RETURNING event_id"
 )
 _INSERT_INBOX_SQL = with_seqs("inbox", "i, b, c, t, u, d, e", _INBOX_ARRAYS) + _INSERT_INBOX
-# Cluster mode: the same, after the partitions' locks (ascending) and notifications. One statement
-# is its own transaction: the locks are held from the statement's start to its commit, no longer
-# (postgres_cluster.py, cluster_lock_partitions, says why they are needed).
+# Cluster mode: the same, after a lock per partition written to (ascending: no deadlock) and a
+# notification per partition (delivered at commit, it wakes the partition's owner). Inserts into
+# one partition are thereby serialised: a later seq never becomes visible before an earlier one of
+# its partition, so an owner reading past its cursor misses nothing (docs/cluster.md). One
+# statement is its own transaction: the locks are held from its start to its commit, no longer.
 _INSERT_INBOX_LOCKED_SQL = with_seqs(
     "inbox", "i, b, c, t, u, d, e", _INBOX_ARRAYS,
     before="SELECT pg_advisory_xact_lock($9::int, p), pg_notify($10, 'inbox:' || p::text)"

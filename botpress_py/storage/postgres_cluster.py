@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import zlib
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -25,6 +25,9 @@ from .migrations import CLUSTER_PARTITIONS
 from .postgres_statements import OUTBOX_COLUMNS, outbox_row
 
 _NOW_MS = "(extract(epoch from clock_timestamp()) * 1000)::bigint"
+# Lease rows are always locked in partition order (completions lock theirs FOR SHARE the same way): a
+# takeover and a completion wait for each other, never deadlock.
+_LOCK_IN_ORDER = "SELECT part FROM cluster_partitions WHERE {where} ORDER BY part FOR UPDATE"
 
 
 def partition_of(bot_id: str, channel: str, thread_id: str | None, user_id: str) -> int:
@@ -98,20 +101,8 @@ class PostgresCluster:
         return f"bp_cluster_{self.cluster_lock_space:08x}"
 
     # -- on the path of events (called from postgres.py inside its transactions) -------------------
-    async def cluster_lock_partitions(self, conn: asyncpg.Connection, events: Iterable[IOEvent]) -> None:
-        """Before taking seqs: lock the events' partitions until commit, in ascending order (no deadlock).
-
-        Inserts into one partition are thereby serialised: a later seq never becomes visible
-        before an earlier one of its partition, so an owner reading past its cursor misses nothing.
-        The notification (delivered at commit) wakes the partitions' owners.
-        """
-        parts = sorted({event_partition(e) for e in events})
-        if parts:
-            await conn.execute(
-                "SELECT pg_advisory_xact_lock($1::int, p), pg_notify($2, 'inbox:' || p::text)"
-                " FROM unnest($3::int[]) WITH ORDINALITY AS t(p, n) ORDER BY n",
-                self.cluster_lock_space, self.cluster_channel, parts)
-
+    # The inbox insert's partition locks and notifications are part of its one statement
+    # (postgres.py, _INSERT_INBOX_LOCKED_SQL).
     async def cluster_check_fence(self, conn: asyncpg.Connection, event_ids: list[str]) -> None:
         """Refuse (LeaseLost) a completion batch holding an event claimed under a lease this node lost.
 
@@ -166,8 +157,10 @@ class PostgresCluster:
     async def cluster_leave(self, node_id: str) -> None:
         """A node that stops: its partitions are free at once (after its work drained) and it shows as gone."""
         async with self._transaction() as conn:
-            await conn.execute(f"UPDATE cluster_partitions SET owner = NULL, epoch = epoch + 1, since = {_NOW_MS}"
-                               " WHERE owner = $1", node_id)
+            await conn.execute(
+                f"WITH locked AS ({_LOCK_IN_ORDER.format(where='owner = $1')})"
+                f" UPDATE cluster_partitions c SET owner = NULL, epoch = c.epoch + 1, since = {_NOW_MS}"
+                " FROM locked WHERE c.part = locked.part", node_id)
             await conn.execute("UPDATE cluster_nodes SET state = 'stopped' WHERE node_id = $1", node_id)
 
     async def cluster_forget_nodes(self, older_than_ms: int) -> None:
@@ -197,30 +190,33 @@ class PostgresCluster:
             take = free[:max(0, share - len(mine))]
             if take:
                 taken = await conn.fetch(
-                    "UPDATE cluster_partitions SET owner = $1, epoch = epoch + 1, since = $2"
-                    " WHERE part = ANY($3::smallint[]) RETURNING part, epoch", node_id, now, take)
+                    f"WITH locked AS ({_LOCK_IN_ORDER.format(where='part = ANY($3::smallint[])')})"
+                    " UPDATE cluster_partitions c SET owner = $1, epoch = c.epoch + 1, since = $2"
+                    " FROM locked WHERE c.part = locked.part RETURNING c.part, c.epoch", node_id, now, take)
                 mine.update({int(r["part"]): int(r["epoch"]) for r in taken})
         return mine, share
 
     async def cluster_release(self, node_id: str, parts: list[int]) -> None:
         """Give partitions back (this node holds more than its share, and their work in memory is done)."""
         if parts:
-            await self._fetch(f"UPDATE cluster_partitions SET owner = NULL, epoch = epoch + 1, since = {_NOW_MS}"
-                              " WHERE owner = $1 AND part = ANY($2::smallint[])", node_id, parts)
+            await self._fetch(
+                f"WITH locked AS ({_LOCK_IN_ORDER.format(where='owner = $1 AND part = ANY($2::smallint[])')})"
+                f" UPDATE cluster_partitions c SET owner = NULL, epoch = c.epoch + 1, since = {_NOW_MS}"
+                " FROM locked WHERE c.part = locked.part", node_id, parts)
 
     # -- claims ------------------------------------------------------------------------------------
-    async def cluster_inbox_pending(self, cursors: dict[int, int], bot_ids: list[str],
+    async def cluster_inbox_pending(self, cursors: dict[int, int], closed_bots: list[str],
                                     limit: int) -> list[ClaimedEvent]:
-        """Pending incoming events of these partitions past each one's cursor (seq), of these bots,
-        ascending seq."""
-        if not cursors or not bot_ids:
+        """Pending incoming events of these partitions past each one's cursor (seq), but those of the bots
+        that take no events now (their backlog stays in storage until they do), ascending seq."""
+        if not cursors:
             return []
         parts = list(cursors)
         rows = await self._fetch(
             "SELECT i.event_id, i.event, i.seq, i.attempts, i.part FROM inbox i"
             " JOIN unnest($1::int[], $2::bigint[]) AS c(p, s) ON i.part = c.p AND i.seq > c.s"
-            " WHERE i.status = 'pending' AND i.bot_id = ANY($3::text[]) ORDER BY i.seq LIMIT $4",
-            parts, [cursors[p] for p in parts], bot_ids, limit)
+            " WHERE i.status = 'pending' AND NOT (i.bot_id = ANY($3::text[])) ORDER BY i.seq LIMIT $4",
+            parts, [cursors[p] for p in parts], closed_bots, limit)
         events, unreadable = readable_rows([(r["event_id"], r["event"], (r["seq"], r["attempts"], r["part"]))
                                             for r in rows], self.cipher)
         await self._fail_unreadable("inbox", unreadable)

@@ -97,6 +97,7 @@ class MessengerChannel:
         self.server = server
         self.contacts.server = server
         self.attachments.start(server.state)
+        self.instagram.cluster_lock = server.cluster_lock
         if getattr(server, "clustered", False):
             # Other nodes change the same thread owners: read them again when old, merge changes under a lock.
             self.handover.owners.shared_lock = server.cluster_lock

@@ -21,6 +21,9 @@ account. Events carry channel ``"instagram"``; ``threadId`` is the account id.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any
 
@@ -104,6 +107,7 @@ class InstagramChannel:
         self.handover = handover
         self.window = window
         self.outgoing = InstagramOutgoing(self.accounts, handover, attachments)
+        self.cluster_lock: Callable[[str], AbstractAsyncContextManager[Any]] | None = None  # server.cluster_lock
 
     def attach(self, webhook: WebhookEndpoint) -> None:
         """Deliveries of ``object: "instagram"`` on the channel's webhook, routed by account id."""
@@ -169,13 +173,18 @@ class InstagramChannel:
         bot.logger.error("Instagram is not connected for bot '%s': %s", bot.id, why)
         return Connection(problem=f"instagram: {why}")
 
-    @staticmethod
-    async def _push_profile(binding: InstagramBinding, state: KeyValueStore) -> str | None:
+    async def _push_profile(self, binding: InstagramBinding, state: KeyValueStore) -> str | None:
         """The account's ice breakers, when they changed; a status note when they could not be pushed."""
+
+        async def once() -> None:
+            # Under the server's cluster lock when there is one: nodes mounting the bot together push once.
+            lock = self.cluster_lock(f"instagram-profile:{binding.page_id}") if self.cluster_lock else None
+            async with lock or contextlib.nullcontext():
+                await sync_instagram_profile(binding.graph, state, binding.page_id, binding.settings.instagram,
+                                             binding.bot.logger)
+
         try:
-            await asyncio.wait_for(sync_instagram_profile(binding.graph, state, binding.page_id,
-                                                          binding.settings.instagram, binding.bot.logger),
-                                   PROFILE_TIMEOUT)
+            await asyncio.wait_for(once(), PROFILE_TIMEOUT)
         except GraphApiError as exc:
             reason = f"Instagram ice breakers not updated ({exc}); they are retried at the next mount"
         except TimeoutError:

@@ -4,12 +4,15 @@ A client posts signed webhooks round robin, each user's consecutive messages to 
 every acknowledged message is answered exactly once and in order; a node SIGKILLed mid-load loses
 nothing (its partitions are taken over within nodeTimeout + a heartbeat, duplicates only for sends
 in flight); a bot disabled on one node stops on every node within a second and its events wait;
-the Messenger profile is pushed once for three nodes mounting the bot.
+the Messenger profile is pushed once for three nodes mounting the bot; a human takeover learnt by one
+node silences the bot on all; an edit on the shared data folder reaches every node; a node that stops
+gives its partitions back at once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import time
 from pathlib import Path
@@ -114,6 +117,13 @@ async def test_a_node_killed_mid_load_loses_nothing_and_its_partitions_are_taken
                 progress.clear()
                 await asyncio.wait_for(progress.wait(), 30)
             victim = nodes[1]
+            victim_id = next(n["id"] for n in (await status(http, victim))["nodes"] if n["self"])
+            conn = await asyncpg.connect(database_url())
+            try:
+                victim_parts = [r["part"] for r in await conn.fetch(
+                    f'SELECT part FROM "{schema}".cluster_partitions WHERE owner = $1', victim_id)]
+            finally:
+                await conn.close()
             victim.proc.send_signal(signal.SIGKILL)
             killed_at = time.monotonic()
             await victim.proc.wait()
@@ -128,6 +138,12 @@ async def test_a_node_killed_mid_load_loses_nothing_and_its_partitions_are_taken
             await asyncio.sleep(1.0)
             gone = [n for n in (await status(http, nodes[0]))["nodes"] if n["pid"] == victim.proc.pid]
             assert gone and gone[0]["state"] == "gone"
+            conn = await asyncpg.connect(database_url())
+            try:
+                victim_users = {r["user_id"] for r in await conn.fetch(
+                    f'SELECT DISTINCT user_id FROM "{schema}".inbox WHERE part = ANY($1::smallint[])', victim_parts)}
+            finally:
+                await conn.close()
         # nodeTimeout 3 s + heartbeat 0.5 s, plus slack for a loaded machine.
         assert takeover <= 10.0, f"takeover took {takeover:.1f} s"
         replies = replies_by_user(graph)
@@ -135,9 +151,10 @@ async def test_a_node_killed_mid_load_loses_nothing_and_its_partitions_are_taken
                                                      for m in graph.sent_messages})
         # A conversation has at most one send in flight (its replies go out one at a time): a duplicate
         # can only be that send, once per conversation of the killed node.
-        assert duplicates <= users, f"{duplicates} duplicates for {users} conversations"
         for u in range(users):
             psid = f"k-user-{u}"
+            assert len(replies[psid]) - len(set(replies[psid])) <= (1 if psid in victim_users else 0), \
+                f"{psid}: {replies[psid]}"
             assert first_occurrences(replies[psid]) == [f"re: {psid} m{i}" for i in range(messages)], replies[psid]
         print(f"takeover {takeover:.1f} s after SIGKILL; {duplicates} duplicate sends")
 
@@ -158,6 +175,7 @@ async def test_disable_on_one_node_stops_every_node_and_enable_on_another_answer
                 while (await status(http, node))["bots"][BOT]["state"] != "disabled":
                     assert time.monotonic() - disabled_at < 1.0, "a node still runs the bot 1 s after disable"
                     await asyncio.sleep(0.02)
+            print(f"disable reached the other nodes in {time.monotonic() - disabled_at:.2f} s")
             for i in range(9):
                 assert await post(http, nodes[i % 3], f"d-user-{i % 3}", f"d-user-{i % 3} m{i // 3}",
                                   f"mid.d.{i}") == 200
@@ -180,13 +198,25 @@ async def test_disable_on_one_node_stops_every_node_and_enable_on_another_answer
             assert replies[f"d-user-{u}"] == [f"re: d-user-{u} m{i}" for i in range(3)]
 
 
-async def test_a_stopped_node_gives_its_partitions_back_at_once(tmp_path: Path) -> None:
+async def test_a_shared_folder_edit_reaches_every_node_and_a_stopped_node_gives_its_partitions_back(
+        tmp_path: Path) -> None:
     async with cluster_schema() as schema, GraphEmulator() as graph, aiohttp.ClientSession() as http:
         graph.add_page(PAGE, TOKEN, name="Cluster Page")
         data = tmp_path / "data"
         write_data(data, graph)
         async with nodes_running(data, schema, count=2, BP_CONFIG_CLUSTER_NODETIMEOUT="60s") as nodes:
             await balanced(http, nodes)
+            # bot.config.json edited on the shared folder: each node's own watcher remounts (500 ms scans).
+            for disabled, state in ((True, "disabled"), (False, "mounted")):
+                config_file = data / "bots" / BOT / "bot.config.json"
+                config = json.loads(config_file.read_text())
+                config["disabled"] = disabled
+                config_file.write_text(json.dumps(config))
+                edited_at = time.monotonic()
+                for node in nodes:
+                    while (await status(http, node))["bots"][BOT]["state"] != state:
+                        assert time.monotonic() - edited_at < 3.0, f"the edit did not reach a node ({state})"
+                        await asyncio.sleep(0.05)
             await stop_node(nodes[1])
             # Long before nodeTimeout (60 s): a clean stop releases the partitions itself.
             await balanced(http, nodes[:1], timeout=10)
