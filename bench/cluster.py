@@ -13,14 +13,17 @@ has its own fresh schema (``BP_DATABASE_SCHEMA``), dropped afterwards. Until the
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import aiohttp
 import asyncpg
 
 from bench.answering import (
@@ -36,7 +39,7 @@ from bench.answering import (
     write_answer_bodies,
 )
 from bench.common import LOAD_CORE, ROOT, SERVER_CORE, ForeignLoad, machine_lines
-from bench.processes import clean_env
+from bench.processes import ManagedProcess, clean_env
 from bench.tables import fmt, print_table
 from bench.targets import GraphOk, bench_data, start_botpress
 
@@ -102,6 +105,12 @@ async def run_config(key: str, work: Path, graph: GraphOk, bodies: Bodies, args:
     running, _, _ = await start_botpress(data_dir, data_dir.parent / "server.log", core=config.cores,
                                          extra_args=extra, env=env)
     try:
+        if config.workers > 1:
+            # /status answers as soon as the first worker serves: wait for all, and for the
+            # partitions to be shared out, or the run would measure one worker doing most of it.
+            took = await wait_balanced(running.url, running.process, config.workers)
+            print(f"cluster: {config.workers} workers serving, partitions shared out, {took:.1f} s after the first",
+                  flush=True)
         print(f"cluster: {config.label}, round {round_no + 1}/{args.repeat}, {args.duration:g} s...", flush=True)
         return await measure_answered(config.label, running.process, running.url + running.webhook_path, graph,
                                       bodies, args, answers=True,
@@ -111,6 +120,26 @@ async def run_config(key: str, work: Path, graph: GraphOk, bodies: Bodies, args:
         await running.process.stop()
         if schema:
             await _drop_schema(args.database_url, schema)
+
+
+async def wait_balanced(url: str, process: ManagedProcess, workers: int, timeout: float = 120.0) -> float:
+    """Seconds until every worker serves and holds its fair share of partitions (/status, new connections)."""
+    started = time.monotonic()
+    seen: dict[int, tuple[int, int, int]] = {}  # pid -> (live nodes, partitions held, fair share)
+    async with asyncio.timeout(timeout):
+        while True:
+            with contextlib.suppress(aiohttp.ClientError, KeyError, TypeError, ValueError):
+                async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as http, \
+                        http.get(f"{url}/status") as response:
+                    status = await response.json()
+                cluster = status["cluster"]
+                me = next(n for n in status["nodes"] if n.get("self"))
+                seen[int(status["node"]["pid"])] = (cluster["liveNodes"], me["partitions"], cluster["fairShare"])
+            if len(seen) >= workers and all(live == workers and held == share for live, held, share in seen.values()):
+                return time.monotonic() - started
+            if not process.alive():
+                raise RuntimeError(f"the workers stopped while starting:\n{process.log_tail()}")
+            await asyncio.sleep(0.05)  # polling step, bounded by the timeout above
 
 
 async def scenario_cluster(args: argparse.Namespace, work: Path) -> str:

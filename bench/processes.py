@@ -70,14 +70,18 @@ def core_busy_seconds(core: int) -> float:
 
 
 def cpu_of_command(comm: str) -> float:
-    """CPU seconds so far of every live process named ``comm`` (e.g. PostgreSQL's backends), read only."""
+    """CPU seconds so far of every live process named ``comm`` (e.g. PostgreSQL's backends), read only.
+
+    Each counts its children that exited too (cutime, cstime): a backend that ends within the
+    window moves its CPU into its parent's (the postmaster's) count instead of out of the sum.
+    """
     total = 0.0
     for stat in Path("/proc").glob("[0-9]*/stat"):
         with contextlib.suppress(OSError, IndexError, ValueError):
             text = stat.read_text()
             if text[text.index("(") + 1 : text.rindex(")")] == comm:
                 fields = text.rsplit(")", 1)[1].split()
-                total += (int(fields[11]) + int(fields[12])) / CLK_TCK
+                total += sum(int(f) for f in fields[11:15]) / CLK_TCK
     return total
 
 

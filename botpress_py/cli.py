@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
 import json
 import logging
 import os
 import signal
+import socket
 import sys
 from pathlib import Path
 from typing import Any
@@ -26,13 +28,17 @@ from .jsonfiles import ConfigFileError, load_json_file, write_json_atomic
 from .loader import ModuleLoader, discover_module_folders
 from .logs import FORMATS, LEVELS, configure_logging
 from .wording import plural
+from .workers import WORKER_FD_ENV, WORKER_INDEX_ENV, run_workers
 
 log = logging.getLogger("botpress_py")
 
 
 def _setup_logging(level: str) -> None:
+    # A worker of ``start --workers`` says which one wrote a line: they share the terminal or journal.
+    worker = os.environ.get(WORKER_INDEX_ENV, "")
+    who = f"[worker {worker} pid {os.getpid()}] " if worker else ""
     logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO),
-                        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+                        format=f"%(asctime)s %(levelname)-7s {who}%(name)s: %(message)s")
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
 
 
@@ -59,11 +65,14 @@ def _start_logging(args: argparse.Namespace, env: dict[str, str]) -> None:
 GC_YOUNG_THRESHOLD = 20_000
 
 def cmd_start(args: argparse.Namespace) -> int:
-    from .server import BotpressServer, ListenError, StartupError
+    from .listen import ListenError
+    from .server import BotpressServer, StartupError
 
     env = dict(os.environ)
     _start_logging(args, env)
-    core = {"data", "port", "host", "log_level", "log_format", "func", "command"}
+    if args.workers is not None:
+        return run_workers(args, args.argv, data_dir_from(args))
+    core = {"data", "port", "host", "log_level", "log_format", "func", "command", "workers", "argv"}
     options = {key: value for key, value in vars(args).items() if key not in core}
     server = BotpressServer(data_dir_from(args), env, port=args.port, host=args.host, options=options)
 
@@ -107,7 +116,11 @@ def cmd_start(args: argparse.Namespace) -> int:
         gc.set_threshold(GC_YOUNG_THRESHOLD, 10, 10)
         print(f"botpress-py {__version__} ready on {server.url}  (status: {server.url}/status, admin page: "
               f"{server.url}/admin; Ctrl+C stops)", flush=True)
+        parent = _tell_parent_ready(loop, stop)
         await stop.wait()
+        if parent is not None:
+            loop.remove_reader(parent.fileno())
+            parent.close()
         requested.cancel()
         log.info("shutting down")
         await server.stop()
@@ -115,6 +128,34 @@ def cmd_start(args: argparse.Namespace) -> int:
         return server.stop_status if server.stop_requested.is_set() else 0
 
     return asyncio.run(run())
+
+
+def _tell_parent_ready(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> socket.socket | None:
+    """A worker of ``start --workers``: say "ready" to the parent, and stop when the parent is gone.
+
+    The parent holds the other end of this socketpair: it closes when the parent exits, even
+    killed with SIGKILL, and a worker must not keep serving unsupervised.
+    """
+    fd = os.environ.get(WORKER_FD_ENV, "")
+    if not fd.isdigit():
+        return None
+    try:
+        parent = socket.socket(fileno=int(fd))
+        parent.setblocking(False)
+        parent.send(b"ready\n")
+    except OSError:  # the parent is already gone
+        stop.set()
+        return None
+
+    def readable() -> None:
+        with contextlib.suppress(BlockingIOError):
+            if parent.recv(16) == b"":
+                log.warning("the parent of this worker is gone: stopping")
+                loop.remove_reader(parent.fileno())
+                stop.set()
+
+    loop.add_reader(parent.fileno(), readable)
+    return parent
 
 
 # -- check ------------------------------------------------------------------------------------------
@@ -328,6 +369,9 @@ def build_parser(module_loader: ModuleLoader | None = None) -> argparse.Argument
                        help="default: $BP_LOG_LEVEL, else logs.level of botpress.config.json, else info")
     start.add_argument("--log-format", choices=list(FORMATS),
                        help="text, or json: one object per line (default: logs.format of botpress.config.json)")
+    start.add_argument("--workers", type=int, metavar="N",
+                       help="run N server processes on one port, in cluster mode (PostgreSQL only: needs "
+                            "DATABASE_URL; docs/cluster.md)")
     start.set_defaults(func=cmd_start)
     if module_loader is not None:
         for name in module_loader.call_order("register_start_options"):
@@ -408,6 +452,7 @@ def main(argv: list[str] | None = None) -> int:
         argv = sys.argv[1:] if argv is None else argv
         parser = build_parser(_modules_for_cli(argv))
         args = parser.parse_args(argv)
+        args.argv = argv  # start --workers gives its workers the same arguments
         if not getattr(args, "func", None):
             parser.print_help()
             return 2

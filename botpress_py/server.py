@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import logging
 import os
 import socket
@@ -38,6 +37,7 @@ from .core_metrics import CoreMetrics
 from .failed_events import RetryPolicy
 from .gate import BotGate
 from .http_middleware import CorsPolicy, http_middleware, marking_admin_check
+from .listen import bind_listener
 from .loader import ModuleLoader, discover_module_folders
 from .log_context import set_user_hash_key
 from .logthrottle import LogThrottle
@@ -52,6 +52,7 @@ from .state import StorageKeyValue, StorageUserStore
 from .storage import Storage, StorageKeyError, StorageUnavailable, open_storage
 from .watcher import DataWatcher
 from .wording import plural
+from .workers import REUSE_PORT_ENV, node_status
 
 log = logging.getLogger(__name__)
 
@@ -64,28 +65,6 @@ class StartupError(Exception):
     def __init__(self, problems: list[ConfigProblem]) -> None:
         super().__init__("\n".join(str(p) for p in problems))
         self.problems = problems
-
-
-class ListenError(OSError):
-    """The listening socket could not be opened: says where, why, and how to choose another port."""
-
-    def __init__(self, host: str, port: int, cause: OSError) -> None:
-        where = f"{host or '*'}:{port}"
-        if cause.errno == errno.EADDRINUSE:
-            reason = "the address is already in use (another botpress-py, or another program, listens there)"
-            other = port + 1 if 0 < port < 65535 else 3001
-            hint = f"stop it, or pick another port: botpress-py start --port {other} (or PORT={other})"
-        elif cause.errno == errno.EACCES:
-            reason = "permission denied (ports below 1024 need privileges)"
-            hint = "pick a port above 1023 with --port or PORT"
-        elif cause.errno == errno.EADDRNOTAVAIL or isinstance(cause, socket.gaierror):
-            reason = f"no such local address ({cause.strerror or cause})"
-            hint = "fix httpServer.host in botpress.config.json, BP_HOST or --host"
-        else:
-            reason = cause.strerror or str(cause)
-            hint = "pick another host or port with --host/BP_HOST and --port/PORT"
-        super().__init__(cause.errno, f"cannot listen on {where}: {reason}; {hint}")
-        self.host, self.port = host, port
 
 
 class BotpressServer:
@@ -208,7 +187,8 @@ class BotpressServer:
         # serve only once every bot is mounted: early requests queue in the backlog instead of
         # seeing a half-started server.
         backlog = int(self.config.http.get("backlog") or 0) or 128
-        sock = self._sock = _bind(self.config.host, self.config.port, backlog)
+        sock = self._sock = bind_listener(self.config.host, self.config.port, backlog,
+                                           reuse_port=self.env.get(REUSE_PORT_ENV) == "1")
         self.bound_port = sock.getsockname()[1]
         try:
             self.admin_auth = await build_admin_auth(
@@ -355,7 +335,8 @@ class BotpressServer:
     async def handle_status(self, request: web.Request) -> web.Response:
         assert self.registry
         body: dict[str, Any] = {"status": "ok", "version": __version__, "bots": self.registry.status(),
-                                "uptime": round(time.time() - self.started_at, 1)}
+                                "uptime": round(time.time() - self.started_at, 1), "node": node_status(
+                                    self.env, self.cluster.node_id if self.cluster else None)}
         if self.pipeline is not None:
             body["failedEvents"] = self.pipeline.failed_counts.status()
         if self.cluster is not None:
@@ -473,22 +454,3 @@ class BotpressServer:
         if self._served:
             log.info("botpress-py stopped")
             self._served = False
-
-
-def _bind(host: str, port: int, backlog: int) -> socket.socket:
-    """A listening socket on the first address ``host`` resolves to (IPv4 or IPv6)."""
-    try:
-        family, _, _, _, address = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM,
-                                                      flags=socket.AI_PASSIVE)[0]
-    except OSError as exc:
-        raise ListenError(host, port, exc) from None
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind(address)
-        sock.listen(backlog)
-    except OSError as exc:
-        sock.close()
-        raise ListenError(host, port, exc) from None
-    sock.setblocking(False)
-    return sock

@@ -48,7 +48,8 @@ from .conversation_list import PostgresConversationList
 from .crypto import EventCipher
 from .errors import POSTGRES_NOT_NOW, postgres_unavailable
 from .migrations import POSTGRES_MIGRATIONS, SCHEMA_MIGRATIONS_TABLE, Migration, missing_migrations
-from .postgres_cluster import PostgresCluster
+from .postgres_batch import batchable, completions_statement, sent_statement
+from .postgres_cluster import PostgresCluster, event_partition
 from .postgres_context import PostgresIncomingContext
 from .postgres_failed import PostgresFailedEvents
 from .postgres_maintenance import PostgresMaintenance
@@ -58,17 +59,55 @@ from .postgres_statements import (
     OUTBOX_COLUMNS,
     allow_long_statements,
     insert_outbox,
-    mark_inbox,
+    mark_inbox_many,
+    mark_sent_many,
     outbox_row,
     quote_ident,
     record_message,
-    take_seqs,
+    record_messages,
+    with_seqs,
 )
 
 log = logging.getLogger("botpress_py.storage")
 
+# ON CONFLICT DO NOTHING without a target covers both unique keys: the event id and the (bot,
+# channel, dedupe_key) partial index. RETURNING names the rows that went in.
+_INBOX_ARRAYS = "$1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[]"
+_INSERT_INBOX = (
+    "INSERT INTO inbox (seq, event_id, bot_id, channel, thread_id, user_id, dedupe_key, event, created_at)"
+    " SELECT seq, i, b, c, t, u, d, e, $8 FROM r ON CONFLICT DO NOTHING RETURNING event_id"
+)
+_INSERT_INBOX_SQL = with_seqs("inbox", "i, b, c, t, u, d, e", _INBOX_ARRAYS) + _INSERT_INBOX
+# Cluster mode: the same, after a lock per partition written to (ascending: no deadlock) and a
+# notification per partition (delivered at commit, it wakes the partition's owner). Inserts into
+# one partition are thereby serialised: a later seq never becomes visible before an earlier one of
+# its partition, so an owner reading past its cursor misses nothing (docs/cluster.md). One
+# statement is its own transaction: the locks are held from its start to its commit, no longer.
+_INSERT_INBOX_LOCKED_SQL = with_seqs(
+    "inbox", "i, b, c, t, u, d, e", _INBOX_ARRAYS,
+    before="SELECT pg_advisory_xact_lock($9::int, p), pg_notify($10, 'inbox:' || p::text)"
+           " FROM unnest($11::int[]) WITH ORDINALITY AS t(p, n) ORDER BY n",
+) + _INSERT_INBOX
+
 # Any constant works: it only has to be the same for every botpress-py migrating this database.
 _MIGRATION_LOCK = 0x62707079  # "bpy"
+
+
+def _sql_and_args(statement: tuple[str, list[Any]]) -> list[Any]:
+    return [statement[0], *statement[1]]
+
+
+async def _reset_connection(conn: asyncpg.Connection) -> None:
+    """What a pooled connection needs before its next user: only an unfinished transaction undone.
+
+    asyncpg's default reset sends "SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL"
+    at every release: a round trip per storage call, more than one per answered event. Nothing
+    here leaves session state on a pooled connection (settings are per connection from the start,
+    or SET LOCAL; LISTEN and session advisory locks need a connection of their own), so the
+    transaction status, which the driver knows without asking, is all there is to check.
+    """
+    if conn.is_in_transaction():
+        await conn.execute("ROLLBACK")
 
 
 class PostgresStorage(PostgresFailedEvents, PostgresMaintenance, PostgresConversationList, PostgresIncomingContext,
@@ -95,7 +134,7 @@ class PostgresStorage(PostgresFailedEvents, PostgresMaintenance, PostgresConvers
         schema: str | None = None,
         *,
         clock: Callable[[], int] = now_ms,
-        max_connections: int = 5,
+        max_connections: int = 10,
         cipher: EventCipher | None = None,
         query_timeout: float = 30.0,
     ) -> None:
@@ -129,7 +168,7 @@ class PostgresStorage(PostgresFailedEvents, PostgresMaintenance, PostgresConvers
             server_settings["search_path"] = quote_ident(self.schema)
         pool = await asyncpg.create_pool(
             self._dsn, min_size=1, max_size=self._max_connections, server_settings=server_settings,
-            timeout=self.query_timeout, command_timeout=self.query_timeout + 1,
+            timeout=self.query_timeout, command_timeout=self.query_timeout + 1, reset=_reset_connection,
         )
         try:
             self._pool = pool
@@ -151,6 +190,7 @@ class PostgresStorage(PostgresFailedEvents, PostgresMaintenance, PostgresConvers
             await conn.close()
 
     async def close(self) -> None:
+        self._context_reads = None  # its futures belong to this event loop
         pool, self._pool = self._pool, None
         if pool is not None:
             await pool.close()
@@ -240,27 +280,15 @@ class PostgresStorage(PostgresFailedEvents, PostgresMaintenance, PostgresConvers
             return []
         firsts = first_occurrences(events)
         fresh = [e for e, first in zip(events, firsts, strict=True) if first]
-        async with self._transaction() as conn:
-            if self.cluster_inserts:
-                await self.cluster_lock_partitions(conn, fresh)
-            seqs = await take_seqs(conn, "inbox", len(fresh))
-            # ON CONFLICT DO NOTHING without a target covers both unique keys: the event id and
-            # the (bot, channel, dedupe_key) partial index. RETURNING names the rows that went in.
-            rows = await conn.fetch(
-                "INSERT INTO inbox (seq, event_id, bot_id, channel, thread_id, user_id, dedupe_key, event,"
-                " created_at) SELECT s, i, b, c, t, u, d, e, $9 FROM unnest($1::bigint[], $2::text[],"
-                " $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[]) AS r(s, i, b, c, t, u, d, e)"
-                " ON CONFLICT DO NOTHING RETURNING event_id",
-                seqs,
-                [e.id for e in fresh],
-                [e.botId for e in fresh],
-                [e.channel for e in fresh],
-                [e.threadId for e in fresh],
-                [e.target for e in fresh],
-                [e.dedupeKey for e in fresh],
-                [stored_event(e, self.cipher) for e in fresh],
-                self._clock(),
-            )
+        args = ([e.id for e in fresh], [e.botId for e in fresh], [e.channel for e in fresh],
+                [e.threadId for e in fresh], [e.target for e in fresh], [e.dedupeKey for e in fresh],
+                [stored_event(e, self.cipher) for e in fresh], self._clock())
+        if not self.cluster_inserts:
+            # One statement, so no transaction around it: atomic by itself, one round trip.
+            rows = await self._fetch(_INSERT_INBOX_SQL, *args)
+        else:
+            rows = await self._fetch(_INSERT_INBOX_LOCKED_SQL, *args, self.cluster_lock_space, self.cluster_channel,
+                                     sorted({event_partition(e) for e in fresh}))
         inserted = {row["event_id"] for row in rows}
         return [first and e.id in inserted for e, first in zip(events, firsts, strict=True)]
 
@@ -292,16 +320,26 @@ class PostgresStorage(PostgresFailedEvents, PostgresMaintenance, PostgresConvers
         if not completions:
             return []
         now = self._clock()
+        ids = [c.event_id for c in completions]
+        if batchable(ids, [c.message.id for c in completions if c.message is not None]):
+            # The whole batch in one statement: one round trip (two more in cluster mode, for the fence).
+            sql, args = completions_statement(completions, outgoing_encodings(completions), now, self.cipher)
+            if self.cluster_fence is None:
+                rows = await self._fetch(sql, *args)
+            else:
+                async with self._transaction() as conn:
+                    await self.cluster_check_fence(conn, ids)
+                    rows = await conn.fetch(sql, *args)
+            return split_by_sizes([int(row["seq"]) for row in rows], [len(c.outgoing) for c in completions])
+        # An event id twice in the batch: a statement per kind of row, applied in order.
         async with self._transaction() as conn:
-            await self.cluster_check_fence(conn, [c.event_id for c in completions])
-            for completion in completions:
-                await mark_inbox(conn, [completion.event_id], completion.status,
-                                  stored_error(completion.error, self.cipher), now)
-                if completion.redacted is not None:
-                    await conn.execute("UPDATE inbox SET event = $2 WHERE event_id = $1",
-                                       completion.event_id, event_json(completion.redacted))
-                if completion.message is not None:
-                    await record_message(conn, completion.message, None)
+            await self.cluster_check_fence(conn, ids)
+            await mark_inbox_many(conn, [(c.event_id, c.status, stored_error(c.error, self.cipher))
+                                         for c in completions], now)
+            redacted = [(c.event_id, event_json(c.redacted)) for c in completions if c.redacted is not None]
+            if redacted:
+                await conn.executemany("UPDATE inbox SET event = $2 WHERE event_id = $1", redacted)
+            await record_messages(conn, [(c.message, None) for c in completions if c.message is not None])
             seqs = await insert_outbox(conn, [e for c in completions for e in c.outgoing], now, self.cipher,
                                         outgoing_encodings(completions))
         return split_by_sizes(seqs, [len(c.outgoing) for c in completions])
@@ -359,16 +397,13 @@ class PostgresStorage(PostgresFailedEvents, PostgresMaintenance, PostgresConvers
         if not marks:
             return []
         now = self._clock()
-        async with self._transaction() as conn:
-            for mark in marks:
-                stored = mark.stored
-                await conn.execute(
-                    "UPDATE outbox SET status = 'sent', attempts = $2, next_attempt_at = 0, error = NULL,"
-                    " channel_message_id = COALESCE($3, channel_message_id), updated_at = $4,"
-                    " event = CASE WHEN $5 THEN $6 ELSE event END WHERE event_id = $1",
-                    mark.event.id, mark.attempts, mark.channel_message_id, now, stored is not mark.event,
-                    event_json(stored) if stored is not mark.event else None)
-                await record_message(conn, stored, mark.channel_message_id)
+        ids = [m.event.id for m in marks]
+        if batchable(ids, ids):
+            await self._fetch(*_sql_and_args(sent_statement(marks, now)))
+            return [None] * len(marks)
+        async with self._transaction() as conn:  # an event id twice: in order, a statement per kind
+            await mark_sent_many(conn, marks, now)
+            await record_messages(conn, [(m.stored, m.channel_message_id) for m in marks])
         return [None] * len(marks)
 
     async def outbox_redact(self, event: IOEvent) -> None:

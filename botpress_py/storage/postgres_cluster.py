@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import zlib
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -101,20 +101,8 @@ class PostgresCluster:
         return f"bp_cluster_{self.cluster_lock_space:08x}"
 
     # -- on the path of events (called from postgres.py inside its transactions) -------------------
-    async def cluster_lock_partitions(self, conn: asyncpg.Connection, events: Iterable[IOEvent]) -> None:
-        """Before taking seqs: lock the events' partitions until commit, in ascending order (no deadlock).
-
-        Inserts into one partition are thereby serialised: a later seq never becomes visible
-        before an earlier one of its partition, so an owner reading past its cursor misses nothing.
-        The notification (delivered at commit) wakes the partitions' owners.
-        """
-        parts = sorted({event_partition(e) for e in events})
-        if parts:
-            await conn.execute(
-                "SELECT pg_advisory_xact_lock($1::int, p), pg_notify($2, 'inbox:' || p::text)"
-                " FROM unnest($3::int[]) WITH ORDINALITY AS t(p, n) ORDER BY n",
-                self.cluster_lock_space, self.cluster_channel, parts)
-
+    # The inbox insert's partition locks and notifications are part of its one statement
+    # (postgres.py, _INSERT_INBOX_LOCKED_SQL).
     async def cluster_check_fence(self, conn: asyncpg.Connection, event_ids: list[str]) -> None:
         """Refuse (LeaseLost) a completion batch holding an event claimed under a lease this node lost.
 
@@ -272,21 +260,31 @@ class PostgresCluster:
         """
         key = zlib.crc32(name.encode()) & 0x7FFFFFFF
         async with self._connection() as conn:
-            # Waiting for the holder is not bounded by queryTimeout: once-only work may take long.
-            await conn.execute("SET statement_timeout = 0; SET lock_timeout = 0")
+            # Session state on a pooled connection: the pool's reset does not clear it (postgres.py,
+            # _reset_connection), so whatever could not be undone ends the connection instead.
+            held = False
+            lifted = True
             try:
+                # Waiting for the holder is not bounded by queryTimeout: once-only work may take long.
+                await conn.execute("SET statement_timeout = 0; SET lock_timeout = 0")
                 if wait:
+                    held = True  # before asking: a cancelled wait may still have been granted
                     await conn.execute("SELECT pg_advisory_lock($1::int, $2::int)", self.cluster_lock_space, key)
-                elif not await conn.fetchval("SELECT pg_try_advisory_lock($1::int, $2::int)",
-                                             self.cluster_lock_space, key):
-                    yield False
-                    return
-                try:
-                    yield True
-                finally:
-                    await conn.execute("SELECT pg_advisory_unlock($1::int, $2::int)", self.cluster_lock_space, key)
+                else:
+                    held = bool(await conn.fetchval("SELECT pg_try_advisory_lock($1::int, $2::int)",
+                                                    self.cluster_lock_space, key))
+                yield held
             finally:
-                await conn.execute("RESET statement_timeout; RESET lock_timeout")
+                try:
+                    if held:
+                        await conn.execute("SELECT pg_advisory_unlock($1::int, $2::int)", self.cluster_lock_space,
+                                           key)
+                        held = False
+                    await conn.execute("RESET statement_timeout; RESET lock_timeout")
+                    lifted = False
+                finally:
+                    if held or lifted:
+                        conn.terminate()
 
 
 class ClusterListener:
