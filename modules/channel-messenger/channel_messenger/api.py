@@ -26,8 +26,9 @@ from aiohttp import web
 from botpress_py.sdk import STANDARD_PAYLOAD_TYPES, BotContext, IOEvent, ServerContext
 
 from .graph_client import GraphApiError
-from .handover import HANDOVER_ACTIONS, Handover, describe, metadata_text, owner_view
+from .handover import HANDOVER_ACTIONS, Handover
 from .incoming import CHANNEL, apply_incoming_flags
+from .owner_text import describe, metadata_text, owner_view
 from .pages import PageBinding, PageRegistry
 from .rendering import RenderError, render_payload
 from .window import MESSAGE_TAGS, MessagingWindow, messaging_type_for

@@ -40,6 +40,7 @@ MOUNT_ME_TIMEOUT = 10.0
 MOUNT_PROFILE_TIMEOUT = 15.0
 # The cluster message that a Page is paused after Meta's rate-limit error, and the longest pause believed.
 PAGE_PAUSED = "page-paused"
+THREADS_CHANGED = "threads-changed"  # a node wrote thread-owner shards: the others read them again
 MAX_PAUSE_SECONDS = 3600.0
 
 
@@ -115,6 +116,8 @@ class MessengerChannel:
         if getattr(server, "clustered", False):
             # Other nodes change the same thread owners: read them again when old, merge changes under a lock.
             self.handover.owners.shared_lock = server.cluster_lock
+            self.handover.owners.publish = self._threads_written
+        server.on_cluster_message(THREADS_CHANGED, self._threads_changed_elsewhere)
         # Meta's Send API limits hold per Page for the whole cluster: each node paces its share of the
         # budget, and a rate-limit pause one node meets pauses the Page on every node.
         for sender in (self.outgoing, self.instagram.outgoing):
@@ -126,17 +129,33 @@ class MessengerChannel:
 
     def _page_paused(self, bot_id: str, page_id: str, seconds: float) -> None:
         self.health.paused(bot_id)
-        if self.server is not None and self.server.clustered:
-            task = asyncio.create_task(self._tell_nodes(page_id, seconds), name="messenger-page-paused")
-            self._publishing.add(task)
-            task.add_done_callback(self._publishing.discard)
+        # Unheard, the other nodes meet Meta's limit themselves, and pause then.
+        self._tell_nodes(PAGE_PAUSED, {"page": page_id, "seconds": seconds}, f"page {page_id} is paused")
 
-    async def _tell_nodes(self, page_id: str, seconds: float) -> None:
-        assert self.server is not None
-        try:
-            await self.server.cluster_publish(PAGE_PAUSED, {"page": page_id, "seconds": seconds})
-        except Exception as exc:  # the other nodes then meet Meta's limit themselves, and pause then
-            self.server.logger.warning("could not tell the other nodes that page %s is paused: %s", page_id, exc)
+    def _threads_written(self, bot_id: str, numbers: list[int]) -> None:
+        # Unheard, the other nodes read the shards again after handover.REFRESH_SECONDS.
+        self._tell_nodes(THREADS_CHANGED, {"bot": bot_id, "shards": numbers}, f"bot {bot_id}'s thread owners changed")
+
+    def _threads_changed_elsewhere(self, data: Any) -> None:
+        if isinstance(data, dict) and isinstance(data.get("bot"), str) and isinstance(data.get("shards"), list):
+            numbers = [n for n in data["shards"] if isinstance(n, int) and not isinstance(n, bool)]
+            self.handover.owners.changed_elsewhere(data["bot"], numbers)
+
+    def _tell_nodes(self, topic: str, data: dict[str, Any], what: str) -> None:
+        """Tell the other nodes of a cluster, in the background (nothing to tell on a single server)."""
+        server = self.server
+        if server is None or not server.clustered:
+            return
+
+        async def publish() -> None:
+            try:
+                await server.cluster_publish(topic, data)
+            except Exception as exc:
+                server.logger.warning("could not tell the other nodes that %s: %s", what, exc)
+
+        task = asyncio.create_task(publish(), name=f"messenger-{topic}")
+        self._publishing.add(task)
+        task.add_done_callback(self._publishing.discard)
 
     def _paused_elsewhere(self, data: Any) -> None:
         if not isinstance(data, dict):

@@ -27,9 +27,10 @@ handover through the API, a send refused with 2018300, an erase) are written at 
 loses at most the last second of what was learnt from webhooks; Meta then refuses a send with
 2018300, or sends standby again, and the channel learns it anew.
 
-In cluster mode (``shared_lock`` set: other nodes change the same map) a shard held in memory is
-read again once it is ``REFRESH_SECONDS`` old, and the flusher merges this node's changes, key by
-key, into the stored shard under a cluster lock, so no node overwrites another's change.
+In cluster mode (``shared_lock`` set: other nodes change the same map) the flusher merges this node's
+changes, key by key, into the stored shard under a cluster lock, so no node overwrites another's
+change, then tells the other nodes (``publish``), which read that shard again before its next use
+(``changed_elsewhere``); the webhook waits on storage only for a shard another node changed.
 
 ``Handover`` changes the owner through the Graph API: a ``handover`` payload from bot logic,
 or ``POST .../handover`` of the admin API (pass, take, request or release thread control).
@@ -39,7 +40,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 import zlib
@@ -51,23 +51,21 @@ from botpress_py.sdk import BotContext, DeliveryError, IOEvent, LogThrottle, now
 
 from .graph_client import GraphApiError
 from .incoming import CHANNEL, USER_EVENT_TYPES
+from .owner_text import ANOTHER_APP, RELEASED, Owner, metadata_text
 from .pages import PageBinding
-from .settings import PAGE_INBOX_APP_ID
 from .validation import optional_id
 
-ANOTHER_APP = "another app"
-RELEASED = "released"
 HANDOVER_ACTIONS = ("pass", "take", "request", "release")
-MAX_METADATA = 1000
 THREAD_CONTROL_TIMEOUT = 10.0
 
-Owner = dict[str, Any]  # {"owner": app id | "another app" | "released", "since": ms, "reason": str}
 
 LEGACY_KEY = "threads"  # before the shards: one value with the whole map (moved to the shards when read)
 SHARDS = 64
 FLUSH_EVERY_SECONDS = 1.0
 FLUSH_CHUNK = 16  # shards per transaction
-REFRESH_SECONDS = 1.0  # cluster mode: a shard in memory older than this is read again before use
+# Cluster mode: a node that wrote a shard tells the others, which read it again before its next use; a
+# shard nobody said changed is still read again once this old (a notification lost in a reconnect).
+REFRESH_SECONDS = 30.0
 
 log = logging.getLogger("botpress_py.module.channel-messenger.threads")
 
@@ -90,44 +88,6 @@ def _valid(stored: Any) -> dict[str, Owner]:
     return {k: v for k, v in stored.items() if isinstance(k, str) and isinstance(v, dict) and v.get("owner")}
 
 
-def describe(owner: Owner) -> str:
-    """A sentence for logs and failed-send reasons (no user data)."""
-    who = owner.get("owner") or ANOTHER_APP
-    if owner.get("until"):
-        person = "a person in the Page Inbox" if who == PAGE_INBOX_APP_ID else f"a person using app {who}"
-        until = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(int(owner["until"]) / 1000))
-        return f"{person} answered the user (human takeover): the bot is paused for them until {until}"
-    if who == RELEASED:
-        return "the bot released the conversation (thread control) and has not got it back"
-    name = "the Page Inbox" if who == PAGE_INBOX_APP_ID else who if who == ANOTHER_APP else f"app {who}"
-    return f"the conversation is handed over to {name} ({owner.get('reason') or 'handover'})"
-
-
-def owner_view(owner: Owner | None) -> dict[str, Any]:
-    """``{"app": "bot"}`` while the bot answers; otherwise the owner, since when and why (the admin API's view)."""
-    if owner is None:
-        return {"app": "bot"}
-    app = owner.get("owner")
-    view = {"app": "none" if app == RELEASED else app, "since": owner.get("since"), "reason": owner.get("reason"),
-            "description": describe(owner)}
-    if owner.get("until"):
-        view["pausedUntil"] = owner["until"]
-    return view
-
-
-def metadata_text(value: Any) -> str | None:
-    """Handover metadata as Meta wants it: a string of at most 1000 characters (objects as JSON).
-
-    Raises ValueError (saying why) when it is longer.
-    """
-    if value is None:
-        return None
-    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, separators=(",", ":"))
-    if len(text) > MAX_METADATA:
-        raise ValueError(f"at most {MAX_METADATA} characters (objects count as their JSON)")
-    return text
-
-
 class ThreadOwners:
     """Thread ownership per (bot, Page, PSID), for the conversations handed over only (never every user)."""
 
@@ -142,6 +102,8 @@ class ThreadOwners:
         # Cluster mode: server.cluster_lock; shards' read times and this node's unwritten changes, key by key.
         self.shared_lock: Callable[[str], AbstractAsyncContextManager[Any]] | None = None
         self._read_at: dict[tuple[str, int], float] = {}
+        # Cluster mode: tells the other nodes which shards of a bot this node wrote (after the write).
+        self.publish: Callable[[str, list[int]], None] = lambda bot_id, numbers: None
         self._changes: dict[tuple[str, int], dict[str, Owner | None]] = {}
 
     async def close(self) -> None:
@@ -164,6 +126,11 @@ class ThreadOwners:
                     now = time.monotonic()
                     self._read_at.update({(bot.id, n): now for n in range(SHARDS)})
         return shards
+
+    def changed_elsewhere(self, bot_id: str, numbers: list[int]) -> None:
+        """Another node wrote these shards: read them again before their next use."""
+        for number in numbers:
+            self._read_at.pop((bot_id, number), None)
 
     def _stale(self, bot_id: str, number: int) -> bool:
         return self.shared_lock is not None and \
@@ -282,7 +249,17 @@ class ThreadOwners:
 
     async def _merge(self, bot: BotContext, shards: list[dict[str, Owner]], numbers: list[int]) -> None:
         """Cluster mode: apply this node's changes to each stored shard under a cluster lock (read, change the
-        keys this node changed, write), so that changes other nodes made to the same shard are kept."""
+        keys this node changed, write), so that changes other nodes made to the same shard are kept; then
+        tell the other nodes which shards changed."""
+        written: list[int] = []
+        try:
+            await self._merge_each(bot, shards, numbers, written)
+        finally:
+            if written:
+                self.publish(bot.id, written)
+
+    async def _merge_each(self, bot: BotContext, shards: list[dict[str, Owner]], numbers: list[int],
+                          written: list[int]) -> None:
         assert self.shared_lock is not None
         for number in numbers:
             changes = self._changes.pop((bot.id, number), {})
@@ -312,6 +289,7 @@ class ThreadOwners:
                     stored[key] = owner
             shards[number] = stored
             self._read_at[(bot.id, number)] = time.monotonic()
+            written.append(number)
 
     async def set_elsewhere(self, bot: BotContext, page_id: str, psid: str, owner: str, reason: str,
                             *, since: int | None = None) -> Owner:

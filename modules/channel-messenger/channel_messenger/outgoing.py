@@ -20,8 +20,9 @@ from .actions import page_action, send_page_action
 from .attachments import Attachments
 from .comments import as_private_reply, private_reply
 from .graph_client import GraphApiError
-from .handover import Handover, describe
+from .handover import Handover
 from .incoming import CHANNEL
+from .owner_text import describe
 from .pacing import BULK, DEFAULT_PAUSE_SECONDS, NOTIFY, REPLY, SendPacer
 from .pages import PageBinding, PageRegistry
 from .rendering import Pause, RenderError, Rendering, RenderOptions, render_payload
