@@ -11,6 +11,7 @@ queued again) or discards them through the admin API or ``botpress-py events``.
 
 from __future__ import annotations
 
+import asyncio
 import random
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -31,6 +32,8 @@ BULK_MAX = 10_000
 LIST_DEFAULT = 100
 LIST_MAX = 1000
 _PREVIEW_CHARS = 200
+# How long a refresh of the counts waits after reading them for a failure counted late (FailedCounts).
+REFRESH_SETTLE_SECONDS = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,11 +69,15 @@ class FailedCounts:
         self._by_bot = {bot: {d: int(c.get(d, 0)) for d in DIRECTIONS} for bot, c in counts.items()
                         if any(c.values())}
 
-    async def refresh(self, read: Callable[[], Awaitable[Mapping[str, Mapping[str, int]]]]) -> bool:
-        """Replace the counts by ``read()`` (storage's), unless they changed while it read: the read
-        may or may not include that change, so it is dropped (False) and tried another time."""
+    async def refresh(self, read: Callable[[], Awaitable[Mapping[str, Mapping[str, int]]]],
+                      settle: float = REFRESH_SETTLE_SECONDS) -> bool:
+        """Replace the counts by ``read()`` (storage's), unless they changed while it read or just
+        after: the read may or may not include that change, so it is dropped (False) and tried
+        another time. "Just after" because a failed event is counted here once its write returned:
+        a write committed before the read but counted after it would be counted twice."""
         changes = self._changes
         counts = await read()
+        await asyncio.sleep(settle)
         if self._changes != changes:
             return False
         self.replace(counts)

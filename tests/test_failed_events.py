@@ -230,3 +230,26 @@ async def test_a_sent_mark_that_cannot_be_recorded_fails_alone_and_is_not_sent_a
     async with run_server(data_dir, {**env, **db.env}, modules=["echo"], storage=FAST_RETRIES) as srv:
         assert await srv.storage.outbox_pending() == []
         assert len(texts(echo, "odd")) == 1  # not sent a second time after the restart
+
+
+async def test_a_refresh_of_the_counts_drops_a_read_that_a_failure_counted_just_after_it_may_include() -> None:
+    """A failed event committed before storage's counts were read, but counted in memory just after the read
+    returned, must not be counted twice: the refresh waits a moment and gives up when anything was counted."""
+    from botpress_py.failed_events import FailedCounts
+
+    counts = FailedCounts()
+    counts.add("alpha", "incoming")  # counted earlier, and in storage
+
+    async def read() -> dict[str, dict[str, int]]:
+        # Storage already holds the second failure; its writer counts it right after this read returns.
+        asyncio.get_running_loop().call_soon(counts.add, "alpha", "incoming")
+        return {"alpha": {"incoming": 2, "outgoing": 0}}
+
+    assert await counts.refresh(read, settle=0.05) is False
+    assert counts.totals()["incoming"] == 2
+
+    async def quiet_read() -> dict[str, dict[str, int]]:
+        return {"alpha": {"incoming": 1, "outgoing": 0}}  # an erase took one away unseen
+
+    assert await counts.refresh(quiet_read, settle=0.05) is True
+    assert counts.totals()["incoming"] == 1
