@@ -209,8 +209,10 @@ def write_data_folder(data_dir: Path, graph_url: str, bots: Iterable[BenchBot], 
     for bot in bots:
         folder = data_dir / "bots" / bot.bot_id
         write_json(folder / "bot.config.json", {"id": bot.bot_id, "name": bot.bot_id})
+        # sendRateLimit 0: the local Graph API is not Meta's, so the bench measures the server, not Meta's
+        # per-Page budget (250/s by default would cap every one-Page scenario).
         config: dict[str, Any] = {"enabled": True, "accessToken": bot.token, "typingIndicators": False,
-                                  "messageDelay": 0}
+                                  "messageDelay": 0, "sendRateLimit": 0}
         if bot.with_page_id:
             config["pageId"] = bot.page_id
         if not mark_seen:

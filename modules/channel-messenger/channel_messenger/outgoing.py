@@ -210,6 +210,8 @@ class Outgoing:
 
     async def _turn(self, binding: PageBinding, priority: int, *, media: bool = False) -> None:
         """Wait for the Page's turn to call the Send API (pacing.py)."""
+        if not binding.settings.send_rate_limit:
+            return  # pacing off (sendRateLimit 0): a Graph API that is not Meta's
         # In a cluster each node sends for its share of the Page's conversations: its share of the budget.
         rate = max(1.0, binding.settings.send_rate_limit * self.rate_share())
         await self.pacer.acquire(binding.facebook_page_id, priority, rate=rate, media=media)

@@ -65,7 +65,7 @@ class MessengerSettings:
     graph_api_version: str = DEFAULT_GRAPH_API_VERSION
     typing_indicators: bool = True
     message_delay_ms: int = 0
-    send_rate_limit: float = 250.0  # Send API calls per second per Page (pacing.py)
+    send_rate_limit: float = 250.0  # Send API calls per second per Page (pacing.py); 0: not paced
     request_profile: bool = False
     update_contact_profiles: bool = False
     merge_contact_profiles: bool = False
@@ -107,7 +107,8 @@ class MessengerSettings:
             graph_api_version=text("graphApiVersion", DEFAULT_GRAPH_API_VERSION) or DEFAULT_GRAPH_API_VERSION,
             typing_indicators=config.get("typingIndicators", True) is not False,
             message_delay_ms=max(0, int(delay)) if isinstance(delay, int | float) else 0,
-            send_rate_limit=_positive(config.get("sendRateLimit"), 250.0),
+            send_rate_limit=(0.0 if config.get("sendRateLimit") == 0
+                             else _positive(config.get("sendRateLimit"), 250.0)),
             request_profile=config.get("requestProfile") is True,
             update_contact_profiles=config.get("updateContactProfiles") is True,
             merge_contact_profiles=config.get("mergeContactProfiles") is True,

@@ -142,3 +142,12 @@ async def test_a_long_pause_hands_the_waiting_calls_back_to_the_outbox() -> None
             await pacer.acquire("1001", REPLY, rate=5)  # a new call is handed back at once
     finally:
         await pacer.close()
+
+
+def test_send_rate_limit_zero_turns_pacing_off_and_anything_else_invalid_keeps_the_default() -> None:
+    from channel_messenger.settings import MessengerSettings
+
+    assert MessengerSettings.from_config({"sendRateLimit": 0}).send_rate_limit == 0
+    assert MessengerSettings.from_config({"sendRateLimit": 120}).send_rate_limit == 120
+    assert MessengerSettings.from_config({"sendRateLimit": -5}).send_rate_limit == 250
+    assert MessengerSettings.from_config({}).send_rate_limit == 250
