@@ -18,6 +18,7 @@ from ..events import IOEvent
 from .base import Completion, SentMark
 from .common import ERROR_FOR_ROW, event_json, message_params, stored_error, stored_event
 from .crypto import EventCipher
+from .postgres_statements import conversation_spans
 
 
 class _Statement:
@@ -60,11 +61,7 @@ class _Statement:
             " event, preview, channel_message_id, created_at) SELECT seq, i, b, c, t, u, d, ty, e, p, cm, at FROM h"
             " ON CONFLICT (event_id) DO UPDATE SET"
             " channel_message_id = COALESCE(excluded.channel_message_id, messages.channel_message_id))")
-        conversations: dict[tuple[str, str, str, str], tuple[int, int]] = {}
-        for event, _ in messages:
-            key = (event.botId, event.channel, event.target, event.threadId or "")
-            first, last = conversations.get(key, (event.createdOn, event.createdOn))
-            conversations[key] = (min(first, event.createdOn), max(last, event.createdOn))
+        conversations = conversation_spans(messages)
         keys = list(conversations)
         arrays = self.arrays([*([k[n] for k in keys] for n in range(4)), [conversations[k][0] for k in keys],
                               [conversations[k][1] for k in keys]], ["text[]"] * 4 + ["bigint[]"] * 2)

@@ -7,6 +7,8 @@ opened; none opens one itself.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import asyncpg
 
 from ..events import IOEvent
@@ -185,6 +187,18 @@ async def record_message(conn: asyncpg.Connection, event: IOEvent, channel_messa
     await record_messages(conn, [(event, channel_message_id)])
 
 
+ConversationKey = tuple[str, str, str, str]  # bot, channel, user, thread
+
+
+def conversation_spans(messages: Sequence[tuple[IOEvent, str | None]]) -> dict[ConversationKey, tuple[int, int]]:
+    """(bot, channel, user, thread) -> (first, last) createdOn of these messages: their conversations' rows."""
+    spans: dict[ConversationKey, tuple[int, int]] = {}
+    for event, _ in messages:
+        key = (event.botId, event.channel, event.target, event.threadId or "")
+        first, last = spans.get(key, (event.createdOn, event.createdOn))
+        spans[key] = (min(first, event.createdOn), max(last, event.createdOn))
+    return spans
+
 async def record_messages(conn: asyncpg.Connection, messages: list[tuple[IOEvent, str | None]]) -> None:
     """History rows and their conversations' last activity: two statements for any number.
 
@@ -199,11 +213,7 @@ async def record_messages(conn: asyncpg.Connection, messages: list[tuple[IOEvent
         await conn.executemany(_MESSAGE_SQL, params)
     else:
         await conn.execute(_MESSAGES_SQL, *([p[k] for p in params] for k in range(11)))
-    conversations: dict[tuple[str, str, str, str], tuple[int, int]] = {}
-    for event, _ in messages:
-        key = (event.botId, event.channel, event.target, event.threadId or "")
-        first, last = conversations.get(key, (event.createdOn, event.createdOn))
-        conversations[key] = (min(first, event.createdOn), max(last, event.createdOn))
+    conversations = conversation_spans(messages)
     keys = list(conversations)
     await conn.execute(_CONVERSATIONS_SQL, *([k[n] for k in keys] for n in range(4)),
                        [conversations[k][0] for k in keys], [conversations[k][1] for k in keys])

@@ -78,6 +78,15 @@ def _shard(key: str) -> int:
     return zlib.crc32(key.encode()) % SHARDS
 
 
+def _apply(shard: dict[str, Owner], changes: dict[str, Owner | None]) -> None:
+    """Apply a node's changes to a shard, key by key (None: the bot owns the thread again)."""
+    for key, owner in changes.items():
+        if owner is None:
+            shard.pop(key, None)
+        else:
+            shard[key] = owner
+
+
 def shard_key(number: int) -> str:
     return f"threads/{number:02x}"
 
@@ -142,11 +151,7 @@ class ThreadOwners:
         number = _shard(key)
         if self._stale(bot.id, number):
             stored = _valid(await bot.state.get(shard_key(number)))
-            for changed, owner in self._changes.get((bot.id, number), {}).items():  # not written yet: ours win
-                if owner is None:
-                    stored.pop(changed, None)
-                else:
-                    stored[changed] = owner
+            _apply(stored, self._changes.get((bot.id, number), {}))  # not written yet: ours win
             shards[number] = stored
             self._read_at[(bot.id, number)] = time.monotonic()
         return shards
@@ -268,11 +273,7 @@ class ThreadOwners:
             try:
                 async with self.shared_lock(f"threads/{bot.id}/{number:02x}"):
                     stored = _valid(await bot.state.get(shard_key(number)))
-                    for key, owner in changes.items():
-                        if owner is None:
-                            stored.pop(key, None)
-                        else:
-                            stored[key] = owner
+                    _apply(stored, changes)
                     await bot.state.set(shard_key(number), stored)
             except Exception as exc:
                 pending = self._changes.setdefault((bot.id, number), {})
@@ -282,11 +283,7 @@ class ThreadOwners:
                                    "Thread owners of bot %s not stored yet (%s: %s); retried with the next change",
                                    bot.id, type(exc).__name__, exc)
                 continue
-            for key, owner in self._changes.get((bot.id, number), {}).items():  # changed while writing
-                if owner is None:
-                    stored.pop(key, None)
-                else:
-                    stored[key] = owner
+            _apply(stored, self._changes.get((bot.id, number), {}))  # changed while writing
             shards[number] = stored
             self._read_at[(bot.id, number)] = time.monotonic()
             written.append(number)
