@@ -15,6 +15,7 @@ asks of the emulator from outside its process.
 from __future__ import annotations
 
 import re
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
@@ -139,13 +140,22 @@ class ControlApi:
             settle = float(spec.get("settle", 1.0))
         except (ValueError, TypeError) as exc:
             return web.json_response({"error": str(exc)}, status=400)
+        return await self.post_and_answer(
+            spec, lambda server: self.post_delivery(server, page_id, body, bot=str(spec.get("bot") or "___")),
+            event=event, psid=psid, page_id=page_id, timeout=timeout, settle=settle)
+
+    async def post_and_answer(self, spec: dict[str, Any], post: Callable[[str], Awaitable[tuple[int, str]]], *,
+                              event: dict[str, Any], psid: str, page_id: str, timeout: float,
+                              settle: float) -> web.Response:
+        """Post a user's delivery to the server ``spec`` names (or the emulator's) and answer what the
+        ``/_emulator/…/send`` routes answer: the server's status and body, and with ``wait`` the bot's replies."""
         server = str(spec.get("server") or self.server_url or "").rstrip("/")
         if not server:
             return web.json_response({"error": "no server to post to: start the emulator with --server URL "
                                                "or give \"server\" in the request"}, status=400)
         since = self.last_seq
         try:
-            status, text = await self.post_delivery(server, page_id, body, bot=str(spec.get("bot") or "___"))
+            status, text = await post(server)
         except LookupError as exc:
             return web.json_response({"error": str(exc)}, status=409)
         except (aiohttp.ClientError, TimeoutError) as exc:

@@ -22,12 +22,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import aiohttp
 from aiohttp import web
 
-from .control import shown_call
 from .events import user_event
-from .replies import ReplyCollector
 from .send_checks import check_ice_breakers
 
 DEMO_INSTAGRAM_ACCOUNT = "17841400000000001"  # linked to the demo Page by ``botpress-py messenger emulator``
@@ -197,27 +194,15 @@ def add_control_routes(app: web.Application, emulator: Any) -> None:
             timeout, settle = float(spec.get("timeout", 10.0)), float(spec.get("settle", 1.0))
         except (ValueError, TypeError) as exc:
             return web.json_response({"error": str(exc)}, status=400)
-        server = str(spec.get("server") or emulator.server_url or "").rstrip("/")
-        if not server:
-            return web.json_response({"error": "no server to post to: start the emulator with --server URL or "
-                                               "give \"server\" in the request"}, status=400)
-        accounts.add_user(account, psid)
-        since = emulator.last_seq
-        try:
-            status, text = await emulator.post_webhook(server, page_id, [], bot=str(spec.get("bot") or "___"),
-                                                       body=instagram_webhook_body(account, [event]))
-        except LookupError as exc:
-            return web.json_response({"error": str(exc)}, status=409)
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            return web.json_response({"error": f"no server answers at {server}: {exc or type(exc).__name__}"},
-                                     status=502)
-        answer: dict[str, Any] = {"status": status, "body": text, "event": event, "since": since}
-        if spec.get("wait") and status == 200:
-            collector = ReplyCollector(psid, page_id, timeout=timeout, settle=settle)
-            await emulator.collect(collector, since)
-            answer["replies"] = [shown_call(c) for c in collector.records]
-            answer["timedOut"] = not collector.got_reply
-        return web.json_response(answer)
+        bot = str(spec.get("bot") or "___")
+
+        async def post(server: str) -> tuple[int, str]:
+            accounts.add_user(account, psid)
+            return await emulator.post_webhook(server, page_id, [], bot=bot,
+                                               body=instagram_webhook_body(account, [event]))
+
+        return await emulator.post_and_answer(spec, post, event=event, psid=psid, page_id=page_id,
+                                              timeout=timeout, settle=settle)
 
     app.router.add_get("/_emulator/instagram", info)
     app.router.add_post("/_emulator/instagram/send", send)
