@@ -38,6 +38,15 @@ def graph_value(text: str) -> Any:
     return text
 
 
+def batch_size(batch: str) -> int:
+    """How many calls a ``batch`` parameter holds (0 when it is not a JSON array), recorded even for a refused one."""
+    try:
+        items = json.loads(batch)
+    except ValueError:
+        return 0
+    return len(items) if isinstance(items, list) else 0
+
+
 class BatchApi:
     """The batch route, mixed into ``GraphEmulator`` (whose handlers, faults and records it uses)."""
 
@@ -63,7 +72,6 @@ class BatchApi:
             raise GraphError(400, 100, "(#100) The parameter batch must be a JSON array of requests")
         if len(items) > MAX_BATCH:
             raise GraphError(400, 100, f"(#100) Too many requests in batch message. Maximum batch size is {MAX_BATCH}")
-        envelope["batch_size"] = len(items)
         envelope["accepted"] = True
         version = request.match_info["version"]
         results: list[dict[str, Any] | None] = []

@@ -47,7 +47,7 @@ from aiohttp import web
 from .activity import ActivityApi, check_sender_action
 from .attachments import AttachmentStore
 from .attachments import add_control_routes as add_attachment_routes
-from .batch import BatchApi
+from .batch import BatchApi, batch_size
 from .control import ControlApi
 from .events import WEBHOOK_PATH, made_up_profile, signed, user_event, user_message, webhook_body
 from .faults import Fault, GraphError, PlannedFaults, error_response
@@ -318,6 +318,8 @@ class GraphEmulator(ControlApi, ActivityApi, PlannedFaults, BatchApi):
         record: dict[str, Any] = {"seq": self.last_seq, "method": request.method,
                                   "path": f"/{request.match_info['version']}{path}", "query": query, "json": body,
                                   "accepted": False, "time": time.monotonic(), "page": None}
+        if batch is not None:
+            record["batch_size"] = batch_size(batch)
         self.calls.append(record)
         try:
             fault = self._take_fault(request.method, record["path"], body)
