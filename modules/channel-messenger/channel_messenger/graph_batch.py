@@ -107,6 +107,10 @@ class SendBatcher:
         # Told of each batch request: (bot, calls in it); the channel counts them (health.py).
         self.on_batch: Callable[[str, int], None] | None = None
 
+    def waiting(self) -> int:
+        """Send API calls waiting now for their Page's next request, all Pages together."""
+        return sum(len(lane.queue) for lane in self._lanes.values())
+
     async def send(self, page: PageGraph, body: dict[str, Any]) -> dict[str, Any]:
         """One Send API call of ``page``: its answer, or its GraphApiError after the same retries as a plain call."""
         client = self.client
