@@ -25,11 +25,12 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import secrets
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlencode
+from urllib.parse import quote_plus
 
 import aiohttp
 
@@ -59,11 +60,30 @@ def recipient_key(body: Any) -> str | None:
     return None
 
 
+_compact_json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode  # made once: json.dumps
+# with options builds a new encoder at every call
+
+
 def form_body(body: dict[str, Any]) -> str:
     """A Send API body as a batch item's ``body``: form-encoded, objects as JSON (as Graph reads its parameters)."""
-    return urlencode({key: value if isinstance(value, str) else json.dumps(value, separators=(",", ":"),
-                                                                           ensure_ascii=False)
-                      for key, value in body.items()})
+    return "&".join(f"{key}={quote_plus(value if isinstance(value, str) else _compact_json(value))}"
+                    for key, value in body.items())
+
+
+_BOUNDARY = "botpress-py-" + secrets.token_hex(16)  # drawn once per process
+
+
+def multipart_form(fields: dict[str, str]) -> tuple[bytes, str]:
+    """``fields`` as a multipart/form-data body (what ``curl -F`` sends, as in Meta's examples) and its content
+    type: unlike a urlencoded form, the batch's tens of kilobytes of JSON go as they are, not quoted again."""
+    text = "".join(fields.values())
+    boundary = _BOUNDARY
+    while boundary in text:  # never in practice (random, never shown), but a part must not contain its boundary
+        boundary = "botpress-py-" + secrets.token_hex(16)
+    parts = [f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'
+             for name, value in fields.items()]
+    parts.append(f"--{boundary}--\r\n")
+    return "".join(parts).encode(), f"multipart/form-data; boundary={boundary}"
 
 
 @dataclass(eq=False, slots=True)
@@ -238,11 +258,13 @@ class SendBatcher:
         form["include_headers"] = "false"
         form["batch"] = json.dumps([{"method": "POST", "relative_url": w.request.path.lstrip("/"),
                                      "body": form_body(w.request.body)} for w in batch], separators=(",", ":"))
+        data, content_type = multipart_form(form)  # not aiohttp's FormData, several times slower
         if self.on_batch is not None:
             self.on_batch(first.bot, len(batch))
         self.sizes[len(batch)] += 1
         try:
-            async with self.client.session().post(base_url + "/", data=form) as response:
+            async with self.client.session().post(base_url + "/", data=data,
+                                                  headers={"Content-Type": content_type}) as response:
                 raw = await response.read()
                 status = response.status
                 retry_after = response.headers.get("Retry-After")

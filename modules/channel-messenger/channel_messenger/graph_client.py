@@ -7,6 +7,7 @@ in batch requests (graph_batch.py).
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import hmac
 import json
@@ -44,6 +45,7 @@ def endpoint_kind(path: str) -> str:
     return "object" if tail.isdigit() else "other"  # a user's profile, a Page's fields
 
 
+@functools.lru_cache(maxsize=4096)  # one HMAC per token, not per call: the same few Pages call all day
 def appsecret_proof(app_secret: str, access_token: str) -> str:
     """hex HMAC-SHA256 of the access token keyed with the app secret (Graph's appsecret_proof)."""
     return hmac.new(app_secret.encode(), access_token.encode(), hashlib.sha256).hexdigest()

@@ -300,14 +300,16 @@ class GraphEmulator(ControlApi, ActivityApi, PlannedFaults, BatchApi):
 
     async def _dispatch(self, request: web.Request) -> web.StreamResponse:
         path = "/" + request.match_info["tail"].strip("/")
-        raw = await request.read()
+        # A multipart form (a batch request, as curl -F sends it) is read as a form: read() would consume it.
+        multipart = await request.post() if request.content_type == "multipart/form-data" else {}
+        raw = b"" if multipart else await request.read()
         body: Any = None
         if raw:
             try:
                 body = json.loads(raw)
             except ValueError:
                 body = {"_raw": raw.decode("utf-8", "replace")}
-        query = dict(request.query)
+        query = {**request.query, **{k: str(v) for k, v in multipart.items()}}
         if request.content_type == "application/x-www-form-urlencoded":
             form = await request.post()
             query.update({k: str(v) for k, v in form.items()})
