@@ -16,6 +16,8 @@ import pytest
 from channel_messenger.emulator import GraphEmulator
 from channel_messenger.graph_batch import form_body
 from channel_messenger.graph_client import GraphApiError, GraphClient, PageGraph, appsecret_proof
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 TOKEN = "EAA-batch-token-value"
 SECRET = "batch-app-secret-value"
@@ -219,3 +221,61 @@ async def test_the_emulator_answers_batches_as_meta_does(emu: GraphEmulator) -> 
         status, answer = await batch(items[:1], token="bad")
         assert status == 400 and answer["error"]["code"] == 190
     assert len(emu.sent) == 1, "a refused batch runs none of its calls"
+
+
+# -- a property over random mixes ------------------------------------------------------------------------------
+FATES = ("ok", "ok", "ok", "refused", "throttled", "transient", "lost")  # what the emulator does with a call
+
+
+def text_is(words: str) -> Any:
+    return lambda body: isinstance(body, dict) and (body.get("message") or {}).get("text") == words
+
+
+def plan(emu: GraphEmulator, words: str, fate: str) -> None:
+    where = {"path": "/messages$", "when": text_is(words)}
+    if fate == "refused":
+        emu.add_rule(status=400, code=551, message="This person isn't available right now.", **where)
+    elif fate == "throttled":
+        emu.add_rule(status=400, code=613, message="Calls to this api have exceeded the rate limit.", **where)
+    elif fate == "transient":
+        emu.fail_next(1, status=500, code=1200, **where)
+    elif fate == "lost":  # dropped: a plain call's connection closes, a batch item comes back null
+        emu.fail_next(1, disconnect=True, **where)
+
+
+async def random_mix(calls: list[tuple[int, str]], whole_batch_lost: bool) -> None:
+    async with GraphEmulator(pages={PAGE: {"token": TOKEN, "name": "P"}}, app_secret=SECRET) as emu:
+        graph = GraphClient(base_delay=0.001, max_delay=0.005, timeout=5.0, max_attempts=4)
+        answered: dict[str, list[str]] = defaultdict(list)
+        emu.listeners.append(lambda call: call["accepted"] and "message" in (call["json"] or {}) and answered[
+            call["json"]["recipient"]["id"]].append(call["json"]["message"]["text"]))
+        bodies = [text(f"9{user}", f"call {n}") for n, (user, _) in enumerate(calls)]
+        for n, (_, fate) in enumerate(calls):
+            plan(emu, f"call {n}", fate)
+        if whole_batch_lost:
+            emu.fail_next(1, status=503, code=None, path=ROOT)
+        try:
+            outcomes = await send_all(page(graph, emu), bodies)
+        finally:
+            await graph.close()
+    expected: dict[str, list[str]] = defaultdict(list)
+    for n, ((user, fate), outcome) in enumerate(zip(calls, outcomes, strict=True)):
+        if fate == "refused":
+            assert isinstance(outcome, GraphApiError) and outcome.code == 551 and outcome.permanent
+        elif fate == "throttled":
+            assert isinstance(outcome, GraphApiError) and outcome.is_rate_limit
+        else:  # sent, once, with its own answer, whatever failed first
+            assert isinstance(outcome, dict) and outcome["recipient_id"] == f"9{user}", (fate, outcome)
+            expected[f"9{user}"].append(f"call {n}")
+    assert answered == expected, "each sent call accepted once, each user's in the order they were made"
+    for carried in items_of(emu).values():
+        recipients = [c["json"]["recipient"]["id"] for c in carried]
+        assert len(recipients) == len(set(recipients))
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(calls=st.lists(st.tuples(st.integers(0, 5), st.sampled_from(FATES)), min_size=1, max_size=40),
+       whole_batch_lost=st.booleans())
+def test_any_mix_of_failures_gives_each_caller_its_own_outcome(calls: list[tuple[int, str]],
+                                                               whole_batch_lost: bool) -> None:
+    asyncio.run(random_mix(calls, whole_batch_lost))
