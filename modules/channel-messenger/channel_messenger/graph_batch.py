@@ -127,6 +127,14 @@ class SendBatcher:
         # Told of each batch request: (bot, calls in it); the channel counts them (health.py).
         self.on_batch: Callable[[str, int], None] | None = None
 
+    async def close(self) -> None:
+        """Cancel the batch requests under way: their callers get a transient error, as for a dropped call."""
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+
     def waiting(self) -> int:
         """Send API calls waiting now for their Page's next request, all Pages together."""
         return sum(len(lane.queue) for lane in self._lanes.values())

@@ -98,9 +98,11 @@ class GraphClient:
         self.session()
 
     async def close(self) -> None:
-        if self._session is not None and not self._session.closed:
-            await self._session.close()
-        self._session = None
+        await self.batcher.close()
+        # Taken first: a call retried while it closes opens a new pool, which must stay the client's to close.
+        session, self._session = self._session, None
+        if session is not None and not session.closed:
+            await session.close()
 
     def page(
         self,

@@ -13,11 +13,14 @@ from typing import Any
 
 import aiohttp
 import pytest
+from channel_messenger.cli.emulator import call_line
 from channel_messenger.emulator import GraphEmulator
 from channel_messenger.graph_batch import form_body
 from channel_messenger.graph_client import GraphApiError, GraphClient, PageGraph, appsecret_proof
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
+from botpress_py.testing import wait_for
 
 TOKEN = "EAA-batch-token-value"
 SECRET = "batch-app-secret-value"
@@ -193,6 +196,20 @@ async def test_a_refused_token_fails_every_call_of_the_batch_as_a_token_error(cl
     assert len(emu.calls) == 3, "two plain calls and one batch request, none retried"
 
 
+async def test_closing_the_client_cancels_a_stalled_batch_and_its_callers_do_not_hang(
+        client: GraphClient, emu: GraphEmulator) -> None:
+    emu.fail_next(1, passthrough=True, delay=30, path=ROOT)  # the batch request would take 30 s
+    sends = asyncio.gather(*(page(client, emu).send(text(str(1300 + n), "x")) for n in range(6)),
+                           return_exceptions=True)
+    await wait_for(lambda: batches(emu))  # polled: the emulator's wait_for looks again only once it answered
+    await client.close()
+    answers = await asyncio.wait_for(sends, 10)
+    # The cancelled batch's calls were retried alone (the pool opens again on use), none lost, none twice.
+    assert not [a for a in answers if isinstance(a, BaseException)]
+    assert sorted(delivered(emu)) == [str(1300 + n) for n in range(6)]
+    assert not client.batcher._tasks
+
+
 async def test_the_emulator_answers_batches_as_meta_does(emu: GraphEmulator) -> None:
     """Per-item tokens are checked, a null marks a call that did not complete, more than 50 calls are refused."""
     proof = appsecret_proof(SECRET, TOKEN)
@@ -221,6 +238,7 @@ async def test_the_emulator_answers_batches_as_meta_does(emu: GraphEmulator) -> 
         status, answer = await batch(items[:1], token="bad")
         assert status == 400 and answer["error"]["code"] == 190
     assert len(emu.sent) == 1, "a refused batch runs none of its calls"
+    assert "POST /v27.0/  200  batch request of 4 calls" in call_line(batches(emu)[0])
 
 
 # -- a property over random mixes ------------------------------------------------------------------------------
