@@ -82,6 +82,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     e2e.add_argument("--stall-timeout", type=float, default=30.0,
                      help="stop waiting after this many seconds without a new reply")
     e2e.add_argument("--no-mark-seen", action="store_true", help="disable the mark_seen sender action")
+    e2e.add_argument("--no-graph-batching", action="store_true",
+                     help="graphBatching false: one HTTP request per Send API call (on by default, as for any bot)")
     e2e.add_argument("--sql-count", action="store_true",
                      help="count the server's SQL statements per event (bench/sql_count_start.py)")
     e2e.add_argument("--sustainable", action=argparse.BooleanOptionalAction, default=True,
