@@ -66,7 +66,7 @@ _compact_json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).enco
 
 def form_body(body: dict[str, Any]) -> str:
     """A Send API body as a batch item's ``body``: form-encoded, objects as JSON (as Graph reads its parameters)."""
-    return "&".join(f"{key}={quote_plus(value if isinstance(value, str) else _compact_json(value))}"
+    return "&".join(f"{quote_plus(key)}={quote_plus(value if isinstance(value, str) else _compact_json(value))}"
                     for key, value in body.items())
 
 
@@ -134,10 +134,6 @@ class SendBatcher:
             task.cancel()
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
-
-    def waiting(self) -> int:
-        """Send API calls waiting now for their Page's next request, all Pages together."""
-        return sum(len(lane.queue) for lane in self._lanes.values())
 
     async def send(self, page: PageGraph, body: dict[str, Any]) -> dict[str, Any]:
         """One Send API call of ``page``: its answer, or its GraphApiError after the same retries as a plain call."""
