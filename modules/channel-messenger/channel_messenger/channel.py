@@ -100,6 +100,7 @@ class MessengerChannel:
             sender.health = self.health.tokens
             sender.window = self.window
         self.graph.observer = self.health.observe_graph
+        self.graph.batcher.on_batch = self.health.observe_batch
         self.outgoing.on_pause = self.instagram.outgoing.on_pause = self._page_paused
         self._publishing: set[asyncio.Task[None]] = set()
 
@@ -189,6 +190,7 @@ class MessengerChannel:
             app_secret=settings.app_secret,
             logger=bot.logger,
             bot_id=bot.id,
+            batching=settings.graph_batching,
         )
 
     async def mount(self, bot: BotContext) -> None:
