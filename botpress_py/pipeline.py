@@ -171,19 +171,22 @@ class EventPipeline(IncomingProcessing, OutgoingDelivery):
         self._ack_deadlines.landed()
 
     def _take_stored(self, events: list[IOEvent], flags: list[bool | str]) -> list[IOEvent]:
-        if all(new is True for new in flags):  # the usual case: every event is new
+        every_one_new = all(new is True for new in flags)  # the usual case: no duplicate, nothing refused
+        if every_one_new:
             accepted, failed = events, []
         else:
             accepted = [event for event, new in zip(events, flags, strict=True) if new is True]
             failed = [event for event, new in zip(events, flags, strict=True) if new == STORED_AS_FAILED]
-            self.metrics.events_duplicate.inc(len(events) - len(accepted) - len(failed))
-            for event in failed:
-                self._count_failed(event.botId, "incoming")
-            self.feed.publish_many(failed, "failed")
         self.metrics.events_received.inc(len(accepted))
         for event in accepted:
             self.metrics.received(event)
+        if not every_one_new:
+            self.metrics.events_duplicate.inc(len(events) - len(accepted) - len(failed))
+            for event in failed:
+                self._count_failed(event.botId, "incoming")
         self.feed.publish_many(accepted, "received")
+        if failed:
+            self.feed.publish_many(failed, "failed")
         if self.cluster is not None:
             return accepted  # stored: the owner of each event's partition reads it (woken by the insert)
         for event in accepted:
