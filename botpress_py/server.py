@@ -214,7 +214,7 @@ class BotpressServer:
         await web.SockSite(self._runner, sock, backlog=backlog).start()
         self._sock = None  # the site owns it now
         await self._call_modules("on_server_ready", lambda name: {"server": self.module_contexts[name]})
-        self._start_background()
+        await self._start_background()
         self._served = True
         log.info("botpress-py %s listening on %s (external URL %s), %s", __version__, self.url,
                  self.external_url(), plural(len(self.registry.records), "bot"))
@@ -305,7 +305,7 @@ class BotpressServer:
                 self.module_errors[name] = f"{hook} failed: {type(exc).__name__}: {exc}"
                 log.exception("module %s: %s failed", name, hook)
 
-    def _start_background(self) -> None:
+    async def _start_background(self) -> None:
         assert self.config and self.registry
         watch = self.config.data.get("watch", {})
         if watch.get("enabled", True):
@@ -314,7 +314,7 @@ class BotpressServer:
                                        on_bot_changed=registry.reload, on_global_changed=self._global_config_changed,
                                        throttle=self.log_throttle)
             registry.on_change = self.watcher.mark_seen
-            self.watcher.start()
+            await self.watcher.start()
         assert self.storage and self.pipeline
         self._background.append(asyncio.create_task(purge_loop(
             self.config.data.get("storage", {}), self.storage, self.pipeline, self.cluster_hooks.purge_lock),
@@ -329,7 +329,7 @@ class BotpressServer:
                 self.module_contexts[name].config = resolved.config
             else:
                 log.error("module %s: global config not applied: %s", name, "; ".join(map(str, resolved.problems)))
-        await asyncio.gather(*(self.registry.reload(b) for b in list(self.registry.records)))
+        await self.registry.reload_many(list(self.registry.records))
 
     # -- HTTP handlers ---------------------------------------------------------------------------
     async def handle_status(self, request: web.Request) -> web.Response:
