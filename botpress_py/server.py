@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import socket
@@ -210,7 +211,17 @@ class BotpressServer:
             self.cluster_hooks.attach(self.cluster)
             await self.cluster.start()
         await self.pipeline.replay()
-        await self.registry.mount_all()
+        # No garbage collection while the bots mount: what they build lives as long as they do, and each
+        # full collection re-read every object built so far (10,000 bots: 16 of them, 3.5 s of the start's
+        # 12 s of CPU). The little cyclic garbage of mounting waits for the one collection the command
+        # makes once the server started (cli.py, before gc.freeze).
+        collecting = gc.isenabled()
+        gc.disable()
+        try:
+            await self.registry.mount_all()
+        finally:
+            if collecting:
+                gc.enable()
         await web.SockSite(self._runner, sock, backlog=backlog).start()
         self._sock = None  # the site owns it now
         await self._call_modules("on_server_ready", lambda name: {"server": self.module_contexts[name]})
