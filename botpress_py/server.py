@@ -323,7 +323,7 @@ class BotpressServer:
             registry = self.registry
             self.watcher = DataWatcher(self.data_dir, parse_duration(watch.get("interval", "500ms")),
                                        on_bot_changed=registry.reload, on_global_changed=self._global_config_changed,
-                                       throttle=self.log_throttle)
+                                       throttle=self.log_throttle, inotify=watch.get("inotify", True))
             registry.on_change = self.watcher.mark_seen
             await self.watcher.start()
         assert self.storage and self.pipeline
