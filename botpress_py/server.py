@@ -224,8 +224,10 @@ class BotpressServer:
                 gc.enable()
         await web.SockSite(self._runner, sock, backlog=backlog).start()
         self._sock = None  # the site owns it now
-        await self._call_modules("on_server_ready", lambda name: {"server": self.module_contexts[name]})
+        # The watcher's first snapshot (off the loop, awaited) before modules hear the server is ready: what
+        # they print then (a terminal chat's banner) comes last, as the server's own start is over.
         await self._start_background()
+        await self._call_modules("on_server_ready", lambda name: {"server": self.module_contexts[name]})
         self._served = True
         log.info("botpress-py %s listening on %s (external URL %s), %s", __version__, self.url,
                  self.external_url(), plural(len(self.registry.records), "bot"))
