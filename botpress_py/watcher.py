@@ -7,11 +7,11 @@ Two ways of finding changes, both comparing the same signatures (names, mtimes, 
   every ``FULL_SCAN_EVERY`` scans regardless, for filesystems whose folder times are coarse.
   It costs about 4 ms of CPU per hundred bots (10,000 bots: 0.3-0.4 s per scan), so the period
   stretches by itself to keep watching under 1/SCAN_SHARE_LIMIT of a core.
-- **inotify hints** (Linux, inotify.py): the kernel names the folders where something changed,
-  and a tick scans only those bots, whatever the number of bots: an edit is seen within
-  ``watch.interval`` and an idle server spends nothing. The kernel does not see every change
-  (a network share edited from another machine, events lost in an overflow), so the full
-  polling scan still runs, as a sweep at least every ``SWEEP_MIN_SECONDS`` and stretched to
+- **Kernel hints** (inotify on Linux, read through watchfiles: watch_hints.py): the kernel names
+  the paths where something changed, and a tick scans only those bots, whatever the number of
+  bots: an edit is seen within ``watch.interval`` and an idle server spends nothing. The kernel
+  does not see every change (a network share edited from another machine, events lost in an
+  overflow), so the full polling scan still runs, as a sweep at least every ``SWEEP_MIN_SECONDS`` and stretched to
   stay under 1/SWEEP_SHARE_LIMIT of a core.
 """
 
@@ -25,8 +25,8 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from .inotify import IN_CREATE, IN_DELETE_SELF, IN_MOVE_SELF, IN_MOVED_TO, FolderEvents, InotifyUnavailable, WatchLimit
 from .logthrottle import LogThrottle
+from .watch_hints import HintsUnavailable, KernelHints
 
 log = logging.getLogger(__name__)
 
@@ -144,18 +144,19 @@ class DataWatcher:
         self._bot_folders: list[str] | None = None
         self._scans = 0
         self.last_scan_cpu = 0.0  # seconds of CPU the last scan took
-        # inotify hints (None: polling only). What the kernel named since the last tick:
-        self._events: FolderEvents | None = None
+        # Kernel hints (None: polling only). What the kernel named since the last tick:
+        self._hints: KernelHints | None = None
         self._want_inotify = inotify  # False: polling only (as where the kernel has no inotify)
         self._dirty: set[str] = set()  # bot folders
         self._global_dirty = False
         self._all_dirty = False  # events were lost, or data/bots itself moved: look at everything
+        self._rewatch = False  # data/bots or data/global appeared or went: the kernel's watches are put anew
         self._last_sweep = 0.0  # time.monotonic() of the last full scan
         self.last_sweep_cpu = 0.0
 
     @property
     def uses_inotify(self) -> bool:
-        return self._events is not None
+        return self._hints is not None
 
     def snapshot(self, known: dict[str, Signature] | None = None, *, full: bool = False) -> dict[str, Signature]:
         """Every bot's signature and the global config's. What cannot be read this time keeps its
@@ -226,13 +227,13 @@ class DataWatcher:
             self._warn_unreadable(exc)  # the next scan that can read them compares them
 
     async def start(self) -> None:
-        """Watch from now on: the first snapshot (and the inotify watches, put in place before it so
+        """Watch from now on: the first snapshot (and the kernel's watches, put in place before it so
         that nothing falls between) is taken off the event loop, and awaited: an edit made once the
         server serves is compared with it."""
         loop = asyncio.get_running_loop()
         self._seen = await loop.run_in_executor(None, self._first_snapshot)
-        if self._events is not None:
-            loop.add_reader(self._events.fd, self._read_events)
+        if self._hints is not None:
+            self._hints.run(loop, self._note_paths, self._hints_failed)
         self._task = asyncio.create_task(self._run(), name="data-watcher")
 
     async def stop(self) -> None:
@@ -241,89 +242,63 @@ class DataWatcher:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
-        if self._events is not None:
-            with contextlib.suppress(Exception):
-                asyncio.get_running_loop().remove_reader(self._events.fd)
-            self._events.close()
-            self._events = None
+        if self._hints is not None:
+            self._hints.close()
+            self._hints = None
 
-    # -- inotify hints -----------------------------------------------------------------------------
+    # -- kernel hints ------------------------------------------------------------------------------
     def _first_snapshot(self) -> dict[str, Signature]:
-        try:
-            self._events = FolderEvents() if self._want_inotify else None
-        except InotifyUnavailable as exc:
-            log.info("file watcher: polling data/ (%s)", exc)
-        if self._events is not None:
-            try:
-                for folder in (str(self.bots_dir), str(self.global_config_dir), str(self.global_config_dir.parent),
-                               str(self.bots_dir.parent)):
-                    self._events.add(folder)
-                with contextlib.suppress(OSError):
-                    with os.scandir(self.bots_dir) as entries:
-                        for entry in entries:
-                            if entry.is_dir() and not entry.name.startswith("."):
-                                self._watch_bot(entry.name)
-            except WatchLimit as exc:
-                log.warning("file watcher: %s; polling data/ instead, which costs CPU in proportion to the "
-                            "number of bots", exc)
-                self._events.close()
-                self._events = None
+        if self._want_inotify:
+            self._start_hints()
         started = time.thread_time()
         snapshot = self.snapshot()
         self.last_sweep_cpu = time.thread_time() - started
         self._last_sweep = time.monotonic()
         return snapshot
 
-    def _watch_bot(self, name: str) -> None:
-        assert self._events is not None
-        folder = os.path.join(str(self.bots_dir), name)
-        if self._events.add(folder):
-            self._events.add(os.path.join(folder, "config"))
+    def _roots(self) -> tuple[str, str]:
+        """data/bots and data/global (not data/global/config: it may not exist yet, and its creation counts)."""
+        return str(self.bots_dir), str(self.global_config_dir.parent)
 
-    def _read_events(self) -> None:
-        events = self._events
-        if events is None:
-            return
+    def _start_hints(self) -> None:
+        """The kernel's watches on the folders that exist now (off the event loop: 2 per bot)."""
+        hints = KernelHints([root for root in self._roots() if os.path.isdir(root)], [str(self.bots_dir.parent)])
         try:
-            events.read(self._note)
-        except WatchLimit as exc:
-            log.warning("file watcher: %s; polling data/ instead", exc)
-            self._fall_back_to_polling()
-        except OSError as exc:
-            log.warning("file watcher: reading inotify events failed (%s); polling data/ instead", exc)
-            self._fall_back_to_polling()
+            hints.start()
+            self._hints = hints
+        except HintsUnavailable as exc:
+            self._hints = None
+            log.warning("file watcher: the kernel cannot report changes here (%s); polling data/ instead, "
+                        "which costs CPU in proportion to the number of bots", exc)
 
-    def _fall_back_to_polling(self) -> None:
-        if self._events is not None:
-            with contextlib.suppress(Exception):
-                asyncio.get_running_loop().remove_reader(self._events.fd)
-            self._events.close()
-            self._events = None
+    def _hints_failed(self, reason: str) -> None:
+        if self._hints is None:
+            return
+        log.warning("file watcher: reading the kernel's change reports failed (%s); polling data/ instead", reason)
+        self._hints.close()
+        self._hints = None
         self._all_dirty = True
 
-    def _note(self, folder: str | None, name: str, mask: int) -> None:
-        """One inotify event: which bot (or the global config) to look at next tick."""
-        bots_dir = str(self.bots_dir)
-        if folder is None:  # the kernel's queue overflowed: events were lost
-            self._all_dirty = True
-        elif folder == bots_dir:
-            if mask & (IN_DELETE_SELF | IN_MOVE_SELF):
+    def _note_paths(self, paths: set[str]) -> None:
+        """Changed paths the kernel reported: which bots (or the global config) to look at next tick."""
+        hints = self._hints
+        if hints is None:
+            return
+        bots_dir, global_dir = str(self.bots_dir), str(self.global_config_dir)
+        roots = self._roots()
+        for path in paths:
+            if path in roots:
+                # data/bots or data/global created, removed or moved: watch what exists now, then look at all.
+                if (path in hints.recursive) != os.path.isdir(path):
+                    self._rewatch = True
                 self._all_dirty = True
-            elif name and not name.startswith("."):
-                self._dirty.add(name)
-                if mask & (IN_CREATE | IN_MOVED_TO) and self._events is not None:
-                    self._watch_bot(name)  # a new bot folder: watched before it is scanned
-        elif folder.startswith(bots_dir + os.sep):
-            bot, _, below = folder[len(bots_dir) + 1:].partition(os.sep)
-            self._dirty.add(bot)
-            if not below and name == "config" and mask & (IN_CREATE | IN_MOVED_TO) and self._events is not None:
-                self._events.add(os.path.join(folder, "config"))
-        else:  # data/global/config, or a folder above it or above data/bots (created, moved)
-            self._global_dirty = True
-            if self._events is not None:
-                for above in (str(self.global_config_dir), bots_dir):
-                    if not self._events.watching(above) and self._events.add(above):
-                        self._all_dirty = True  # appeared since: whatever it holds is new
+            elif path.startswith(bots_dir + os.sep):
+                name = path[len(bots_dir) + 1:].split(os.sep, 1)[0]
+                if name and not name.startswith("."):
+                    self._dirty.add(name)
+            elif path == global_dir or path.startswith(global_dir + os.sep):
+                self._global_dirty = True
+            # else: data/'s other entries (storage, secrets), data/global's own files: not followed here
 
     def _sweep_due(self) -> bool:
         """With inotify hints: whether the full scan (what the kernel cannot report) is due."""
@@ -370,7 +345,14 @@ class DataWatcher:
 
     async def scan_once(self) -> None:
         loop = asyncio.get_running_loop()
-        if self._events is None or self._all_dirty or self._sweep_due():
+        if self._rewatch and self._hints is not None:
+            # Before the full scan below, so that nothing changed in between goes unreported.
+            self._rewatch = False
+            self._hints.close()
+            await loop.run_in_executor(None, self._start_hints)
+            if self._hints is not None:
+                self._hints.run(loop, self._note_paths, self._hints_failed)
+        if self._hints is None or self._all_dirty or self._sweep_due():
             self._all_dirty = False
             self._dirty.clear()
             self._global_dirty = False
@@ -397,8 +379,8 @@ class DataWatcher:
         started = time.thread_time()
         try:
             if bots is None:
-                # A sweep beside inotify is rare and there for what the kernel missed: it lists every folder.
-                current = self.snapshot(full=self._events is not None)
+                # A sweep beside the kernel's hints is rare and there for what the kernel missed: it lists every folder.
+                current = self.snapshot(full=self._hints is not None)
             else:
                 self._scans += 1
                 current = self._hinted_snapshot(bots, global_changed)
@@ -407,7 +389,7 @@ class DataWatcher:
             return current, sorted(k for k in keys if current.get(k) != seen.get(k))
         finally:
             spent = time.thread_time() - started
-            if bots is None and self._events is not None:
+            if bots is None and self._hints is not None:
                 self.last_sweep_cpu, self._last_sweep, self.last_scan_cpu = spent, time.monotonic(), 0.0
             else:
                 self.last_scan_cpu = spent
