@@ -21,7 +21,6 @@ from ..events import IOEvent, now_ms
 from .base import (
     Completion,
     ContactMembers,
-    IncomingContext,
     OutboxRow,
     OutboxStatus,
     PendingEvent,
@@ -49,8 +48,8 @@ from .common import (
 from .conversation_list import SQLiteConversationList
 from .crypto import EventCipher
 from .errors import sqlite_unavailable
-from .group_commit import GroupCommit
 from .migrations import SCHEMA_MIGRATIONS_TABLE, SQLITE_MIGRATIONS, Migration, missing_migrations
+from .sqlite_context import SQLiteIncomingContext
 from .sqlite_failed import SQLiteFailedEvents
 from .sqlite_maintenance import SQLiteMaintenance
 from .sqlite_media import SQLiteMedia
@@ -85,7 +84,8 @@ _CHECKPOINT_BUSY_MS = 10
 T = TypeVar("T")
 
 
-class SQLiteStorage(SQLiteFailedEvents, SQLiteMaintenance, SQLiteConversationList, SQLiteMedia, Storage):
+class SQLiteStorage(SQLiteIncomingContext, SQLiteFailedEvents, SQLiteMaintenance, SQLiteConversationList, SQLiteMedia,
+                    Storage):
     """Storage in one SQLite file (WAL mode); the event loop's thread never runs SQLite.
 
     Every transaction is one function handed to the writer thread (one hand-off per transaction;
@@ -123,7 +123,6 @@ class SQLiteStorage(SQLiteFailedEvents, SQLiteMaintenance, SQLiteConversationLis
         self._writer_thread: PriorityWriter | None = None
         self._reader_thread: PriorityWriter | None = None
         self._checkpointer: Checkpointer | None = None
-        self._context_reads: GroupCommit[tuple[str, str, str, str], IncomingContext] | None = None
 
     def __repr__(self) -> str:
         return f"<SQLiteStorage {self.path}>"
@@ -328,14 +327,32 @@ class SQLiteStorage(SQLiteFailedEvents, SQLiteMaintenance, SQLiteConversationLis
         return {bot_id: int(count) for bot_id, count in rows}
 
     async def inbox_complete(self, completions: list[Completion]) -> list[list[int]]:
+        return [seqs for seqs in await self.record_outcomes(completions) if seqs is not None]
+
+    # Completions and sent marks ready at the same moment share a transaction (GroupCommitOutcomes).
+    records_outcomes_together = True
+
+    async def record_outcomes(self, items: Sequence[Completion | SentMark]) -> list[list[int] | None]:
+        completions = [item for item in items if isinstance(item, Completion)]
+        marks = [item for item in items if isinstance(item, SentMark)]
         for completion in completions:
             require_status(completion.status, INBOX_DONE_STATUSES, "inbox")
-        if not completions:
+        if not items:
             return []
         now = self._clock()
         cipher = self.cipher
 
-        def complete(db: Db) -> list[int]:
+        def record(db: Db) -> list[int]:
+            # Sent marks first: a reply delivered while the user's next message was being processed
+            # comes before that message in history, as it did on the user's screen.
+            for mark in marks:
+                stored = mark.stored
+                db.execute("UPDATE outbox SET status = 'sent', attempts = ?, next_attempt_at = 0, error = NULL,"
+                           " channel_message_id = COALESCE(?, channel_message_id), updated_at = ?,"
+                           " event = CASE WHEN ? THEN ? ELSE event END WHERE event_id = ?",
+                           (mark.attempts, mark.channel_message_id, now, stored is not mark.event,
+                            event_json(stored) if stored is not mark.event else None, mark.event.id))
+                record_message(db, stored, mark.channel_message_id)
             for completion in completions:
                 mark_inbox(db, [completion.event_id], completion.status, stored_error(completion.error, cipher), now)
                 if completion.redacted is not None:
@@ -343,11 +360,13 @@ class SQLiteStorage(SQLiteFailedEvents, SQLiteMaintenance, SQLiteConversationLis
                                (event_json(completion.redacted), completion.event_id))
                 if completion.message is not None:
                     record_message(db, completion.message, None)
+            if not completions:
+                return []
             return insert_outbox(db, [e for c in completions for e in c.outgoing], now, cipher,
                                   outgoing_encodings(completions))
 
-        seqs = await self._write(complete)
-        return split_by_sizes(seqs, [len(c.outgoing) for c in completions])
+        seqs = iter(split_by_sizes(await self._write(record), [len(c.outgoing) for c in completions]))
+        return [next(seqs) if isinstance(item, Completion) else None for item in items]
 
     # -- outbox ---------------------------------------------------------------------------------
     async def outbox_add(self, events: list[IOEvent], encoded: list[str] | None = None) -> list[int]:
@@ -396,22 +415,7 @@ class SQLiteStorage(SQLiteFailedEvents, SQLiteMaintenance, SQLiteConversationLis
                                                     params))
 
     async def outbox_sent_many(self, marks: list[SentMark]) -> list[None]:
-        if not marks:
-            return []
-        now = self._clock()
-
-        def sent(db: Db) -> list[None]:
-            for mark in marks:
-                stored = mark.stored
-                db.execute("UPDATE outbox SET status = 'sent', attempts = ?, next_attempt_at = 0, error = NULL,"
-                           " channel_message_id = COALESCE(?, channel_message_id), updated_at = ?,"
-                           " event = CASE WHEN ? THEN ? ELSE event END WHERE event_id = ?",
-                           (mark.attempts, mark.channel_message_id, now, stored is not mark.event,
-                            event_json(stored) if stored is not mark.event else None, mark.event.id))
-                record_message(db, stored, mark.channel_message_id)
-            return [None] * len(marks)
-
-        return await self._write(sent)
+        return [None for _ in await self.record_outcomes(marks)]
 
     # -- users, conversations, messages ---------------------------------------------------------
     async def conversation_last_event(self, bot_id: str, channel: str, thread_id: str | None,
@@ -441,32 +445,6 @@ class SQLiteStorage(SQLiteFailedEvents, SQLiteMaintenance, SQLiteConversationLis
             return contact
 
         return await self._write(link)
-
-    async def incoming_context(self, bot_id: str, channel: str, thread_id: str | None,
-                               user_id: str) -> IncomingContext:
-        # Under load the conversations started by one inbox commit all ask at once: the reads asked
-        # for in one turn of the event loop share one hand-off to the reader thread (which costs more
-        # than the reads: ~40 us against ~10), as on PostgreSQL they share one query. A batch whose
-        # read fails is split like a failed commit, so one bad read fails only its own event.
-        if self._context_reads is None:
-            self._context_reads = GroupCommit(self._read_contexts, name="incoming-context", max_batch=200,
-                                              transient=self.is_transient_failure)
-        [found] = await self._context_reads.add([(bot_id, channel, user_id, thread_id or "")])
-        return found
-
-    async def _read_contexts(self, keys: list[tuple[str, str, str, str]]) -> list[IncomingContext]:
-        def read(db: Db) -> list[IncomingContext]:
-            found = []
-            for bot_id, channel, user_id, thread_id in keys:
-                last = db.execute(LAST_EVENT_SQL, (bot_id, channel, user_id, thread_id)).fetchall()
-                user = db.execute(USER_SQL, (bot_id, channel, user_id)).fetchall()
-                contact = db.execute(CONTACT_SQL, (bot_id, channel, user_id)).fetchall()
-                found.append(IncomingContext(int(last[0][0]) if last else None,
-                                             user_dict(bot_id, channel, user_id, user[0]) if user else None,
-                                             contact_members(contact)))
-            return found
-
-        return await self._read(read)
 
     async def contact_of(self, bot_id: str, channel: str, user_id: str) -> ContactMembers:
         return contact_members(await self._fetchall(CONTACT_SQL, (bot_id, channel, user_id)))
