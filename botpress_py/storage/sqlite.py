@@ -73,7 +73,7 @@ from .sqlite_statements import (
     run_for_effect,
     user_dict,
 )
-from .sqlite_threads import NORMAL, URGENT, Checkpointer, PriorityWriter, run_transaction
+from .sqlite_threads import NORMAL, URGENT, Checkpointer, DatabaseThread, run_transaction
 
 log = logging.getLogger("botpress_py.storage")
 
@@ -120,8 +120,8 @@ class SQLiteStorage(SQLiteIncomingContext, SQLiteFailedEvents, SQLiteMaintenance
         self.query_timeout = query_timeout
         self._writer_db: Db | None = None
         self._reader_db: Db | None = None
-        self._writer_thread: PriorityWriter | None = None
-        self._reader_thread: PriorityWriter | None = None
+        self._writer_thread: DatabaseThread | None = None
+        self._reader_thread: DatabaseThread | None = None
         self._checkpointer: Checkpointer | None = None
 
     def __repr__(self) -> str:
@@ -141,8 +141,8 @@ class SQLiteStorage(SQLiteIncomingContext, SQLiteFailedEvents, SQLiteMaintenance
             raise RuntimeError(
                 f"SQLite {sqlite3.sqlite_version} is too old: botpress-py needs 3.35 or newer (RETURNING)"
             )
-        writer = PriorityWriter("sqlite-writer")
-        reader = PriorityWriter("sqlite-reader")  # one priority: reads run in the order asked
+        writer = DatabaseThread("sqlite-writer")
+        reader = DatabaseThread("sqlite-reader")  # one priority: reads run in the order asked
         try:
             await reader.call(NORMAL, partial(self.path.parent.mkdir, parents=True, exist_ok=True))
             self._writer_db = await writer.call(NORMAL, lambda: self._connect("writer"))

@@ -28,15 +28,16 @@ Db = sqlite3.Connection
 URGENT, NORMAL = 0, 1
 
 
-class PriorityWriter:
+class DatabaseThread:
     """One thread running submitted functions, most urgent first, then in submission order.
 
     The SQLite writer and reader each have one. ``call`` is the hot path (every transaction and
     every read): the loop's future is settled straight from the thread with
     ``call_soon_threadsafe``, without a ``concurrent.futures.Future`` in between, whose lock,
-    condition and ``wrap_future`` chaining cost a third of each hand-off's CPU (bench/: 40 against
-    26 us per hand-off). Jobs come in through a ``SimpleQueue`` (a C lock, no Python condition);
-    the thread moves whatever has arrived into its own heap and runs the most urgent first.
+    condition and ``wrap_future`` chaining cost a third of each hand-off's CPU (measured on one
+    core: 40 against 26 us per hand-off, the thread's side included). Jobs come in through a
+    ``SimpleQueue`` (a C lock, no Python condition); the thread moves whatever has arrived into
+    its own heap and runs the most urgent first.
     """
 
     def __init__(self, name: str) -> None:
@@ -103,7 +104,7 @@ _Job = tuple[int, int, Callable[[], Any] | None, _Outcome | None]
 
 
 def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
-    """On the loop: the outcome of a ``PriorityWriter.call`` (unless its caller gave up meanwhile)."""
+    """On the loop: the outcome of a ``DatabaseThread.call`` (unless its caller gave up meanwhile)."""
     if future.done():
         return
     if error is not None:
