@@ -10,6 +10,7 @@ so `/status`, `/metrics` and every request that does not need storage keep being
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures.thread  # noqa: F401  (why: below the imports)
 import heapq
 import itertools
 import queue
@@ -20,6 +21,9 @@ from concurrent.futures import Future
 from contextlib import suppress
 from typing import Any, TypeVar
 
+# concurrent.futures.thread is imported at start, not lazily by the loop's first default-executor
+# call (closing storage, the file watcher's scans): a lazy import opens a file, and fails while the
+# process is out of file descriptors (tests/test_fd_limits.py).
 T = TypeVar("T")
 Db = sqlite3.Connection
 
