@@ -50,6 +50,8 @@ TARGETS: dict[str, Target] = {
     "ceiling": Target("bare aiohttp (verify + parse, the ceiling)", "nothing stored", answers=False),
     "ingest": Target("botpress-py, bot disabled (verify, parse, store)", "durable inbox, SHA-256", answers=False),
     "answer": Target("botpress-py, qna answering (mark_seen off)", "durable inbox/outbox, SHA-256", answers=True),
+    "answer-nobatch": Target("botpress-py, qna answering, graphBatching off", "as answer, one HTTP request per "
+                             "Send API call", answers=True),
     "answer-seen": Target("botpress-py, qna answering (mark_seen on)", "as above + a mark_seen call per reply",
                           answers=True),
     "bottender": Target("Bottender 1.5.5, echo", "no durability, SHA-1 only", answers=True, peer=True),
@@ -66,7 +68,8 @@ async def _start(key: str, work: Path, graph: GraphOk, round_no: int) -> tuple[M
         starter: Callable[..., Awaitable[PeerProcess]] = start_bottender if key == "bottender" else start_opsdroid
         peer = await starter(work, graph.port, SERVER_CORE)
         return peer.process, peer.url + peer.webhook_path
-    data_dir = bench_data(work, f"answer-{key}-{round_no}", graph.url, mark_seen=key == "answer-seen")
+    data_dir = bench_data(work, f"answer-{key}-{round_no}", graph.url, mark_seen=key == "answer-seen",
+                          graph_batching=key != "answer-nobatch")
     running, _, _ = await start_botpress(data_dir, data_dir.parent / "server.log")
     if key == "ingest":
         # A disabled bot's Page stays known: deliveries are verified, mapped and stored, not processed.

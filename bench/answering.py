@@ -69,6 +69,9 @@ class AnsweredRun:
     drain_seconds: float = 0.0
     db_cpu: float | None = None  # the database server's processes (PostgreSQL), share of a core
     core_others: float | None = None  # share of the server's core used by anything else (noise check)
+    calls: int = 0  # Send API calls at the Graph API during the measured window (messages and sender actions)
+    batches: int = 0  # batch requests among them (graphBatching), and the calls they carried
+    batched_calls: int = 0
 
     @property
     def acked_per_s(self) -> float:
@@ -115,6 +118,9 @@ async def measure_answered(name: str, process: ManagedProcess, url: str, graph: 
         acked_total=(warm.requests - warm.status_errors) + (result.requests - result.status_errors),
         db_cpu=(db1 - db0) / result.seconds if db_command else None,
         core_others=max(0.0, (core1 - core0 - (cpu1 - cpu0)) / result.seconds) if alone_on is not None else None,
+        calls=after.get("calls", 0) - before.get("calls", 0),
+        batches=after.get("batches", 0) - before.get("batches", 0),
+        batched_calls=after.get("batched_calls", 0) - before.get("batched_calls", 0),
     )
     if answers:
         counts, run.drain_seconds = await _drain(graph, run.acked_total, args)
@@ -169,4 +175,7 @@ def run_note(run: AnsweredRun) -> str:
     if run.answers:
         parts.insert(0, f"acked {run.acked_total:,} (warm-up included), answered {run.answered_total:,} after "
                         f"{run.drain_seconds:.1f} s of drain, {run.duplicates} duplicate replies")
+    if run.batches:
+        parts.append(f"{run.batched_calls:,} of {run.calls:,} Send API calls in {run.batches:,} batch requests "
+                     f"(mean {run.batched_calls / run.batches:.1f} calls)")
     return f"- {run.target} (median run): " + "; ".join(parts)

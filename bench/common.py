@@ -195,7 +195,7 @@ def write_json(path: Path, data: Any) -> None:
 
 
 def write_data_folder(data_dir: Path, graph_url: str, bots: Iterable[BenchBot], *, watch: bool = True,
-                      mark_seen: bool = True) -> None:
+                      mark_seen: bool = True, graph_batching: bool = True) -> None:
     """A data folder of messenger-enabled bots answering from BENCH_QNA through ``graph_url``."""
     write_json(data_dir / "global" / "botpress.config.json", {
         "httpServer": {"host": HOST},
@@ -217,5 +217,7 @@ def write_data_folder(data_dir: Path, graph_url: str, bots: Iterable[BenchBot], 
             config["pageId"] = bot.page_id
         if not mark_seen:
             config["disabledActions"] = ["mark_seen"]
+        if not graph_batching:  # on by default, as for any bot: Meta's batch requests are a real feature
+            config["graphBatching"] = False
         write_json(folder / "config" / f"{MODULE}.json", config)
         write_json(folder / "qna.json", BENCH_QNA)

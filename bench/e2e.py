@@ -66,7 +66,8 @@ async def fractions_table(args: argparse.Namespace, work: Path, max_rate: float 
         f"bench/loadgen.py (one event per POST, a new user per event, up to {args.max_connections} connections), "
         "latency from the scheduled send time to the reply's arrival at the Graph emulator.",
         f"Bot: qna answers one text; typingIndicators false, messageDelay 0, mark_seen "
-        f"{'off' if args.no_mark_seen else 'on (one extra Graph call per reply)'}.",
+        f"{'off' if args.no_mark_seen else 'on (one extra Graph call per reply)'}; graphBatching "
+        f"{'off' if getattr(args, 'no_graph_batching', False) else 'on'}.",
         "lost = acked - replied after the drain (bounded: "
         f"{args.drain_timeout:g} s, or {args.stall_timeout:g} s without progress).",
     ]

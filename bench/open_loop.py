@@ -53,7 +53,8 @@ async def measure_open_loop(work: Path, graph_url: str, rate: float, duration: f
                             stall_timeout: float) -> E2ERow:
     """A fresh server loaded at ``rate`` events/s (one event per POST, a new user each) for ``duration``."""
     count = max(1, int(rate * duration))
-    data_dir = bench_data(work, name, graph_url, mark_seen=not args.no_mark_seen)
+    data_dir = bench_data(work, name, graph_url, mark_seen=not args.no_mark_seen,
+                          graph_batching=not getattr(args, "no_graph_batching", False))
     sql_counts = data_dir.parent / "sql-counts.txt" if args.sql_count else None
     running, _, _ = await start_botpress(data_dir, data_dir.parent / "server.log", sql_counts=sql_counts)
     psids = [str(psid_base + i) for i in range(count)]

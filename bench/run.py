@@ -30,6 +30,8 @@ SCENARIOS = ("ingest", "e2e", "answer", "scale", "cluster")
 # measurements; the answering comparisons use 32 (docs/benchmarks.md).
 DEFAULT_CONNECTIONS = {"ingest": 64, "e2e": 64, "answer": 32, "scale": 64, "cluster": 32}
 ANSWER_TARGETS = ("ceiling", "ingest", "answer", "answer-seen", "bottender", "opsdroid")
+# Measured only when named: botpress-py with graphBatching off, to compare with "answer" in the same run.
+EXTRA_ANSWER_TARGETS = ("answer-nobatch",)
 
 
 class _HelpWithDefaults(argparse.ArgumentDefaultsHelpFormatter):
@@ -80,6 +82,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     e2e.add_argument("--stall-timeout", type=float, default=30.0,
                      help="stop waiting after this many seconds without a new reply")
     e2e.add_argument("--no-mark-seen", action="store_true", help="disable the mark_seen sender action")
+    e2e.add_argument("--no-graph-batching", action="store_true",
+                     help="graphBatching false: one HTTP request per Send API call (on by default, as for any bot)")
     e2e.add_argument("--sql-count", action="store_true",
                      help="count the server's SQL statements per event (bench/sql_count_start.py)")
     e2e.add_argument("--sustainable", action=argparse.BooleanOptionalAction, default=True,
@@ -93,8 +97,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                      help="s: a probe's last reply must arrive within this after the last request was due")
 
     answer = parser.add_argument_group("answer and cluster")
-    answer.add_argument("--answer-targets", nargs="+", choices=ANSWER_TARGETS, default=list(ANSWER_TARGETS),
-                        help="answer: the rows to measure (peers not installed are shown as such)")
+    answer.add_argument("--answer-targets", nargs="+", choices=ANSWER_TARGETS + EXTRA_ANSWER_TARGETS,
+                        default=list(ANSWER_TARGETS),
+                        help="answer: the rows to measure (peers not installed are shown as such; "
+                             "answer-nobatch: graphBatching off)")
     answer.add_argument("--answer-stall-timeout", type=float, default=5.0,
                         help="stop draining after this many seconds without a new reply")
     answer.add_argument("--database-url", default="",

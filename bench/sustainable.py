@@ -136,7 +136,8 @@ async def sustainable_table(args: argparse.Namespace, work: Path, start_rate: fl
         f"{args.search_tolerance:.0%}, at most {args.search_probes} probes of {args.search_duration:g} s, each on "
         "a fresh server and data folder.",
         f"Bot: qna answers one text; typingIndicators false, messageDelay 0, mark_seen "
-        f"{'off' if args.no_mark_seen else 'on (one extra Graph call per reply)'}; one event per POST, a new user "
+        f"{'off' if args.no_mark_seen else 'on (one extra Graph call per reply)'}; graphBatching "
+        f"{'off' if getattr(args, 'no_graph_batching', False) else 'on'}; one event per POST, a new user "
         f"per event, up to {args.max_connections} connections (bench/loadgen.py).",
     ]
     return print_table("End to end: the sustainable answering rate, and the p99 at half of it", headers, table_rows,

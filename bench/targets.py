@@ -146,7 +146,7 @@ async def start_botpress(data_dir: Path, log_path: Path, *, uvloop: bool = False
 
 
 def bench_data(work: Path, name: str, graph_url: str, bots: int = 1, *, with_page_id: bool = True,
-               mark_seen: bool = True) -> Path:
+               mark_seen: bool = True, graph_batching: bool = True) -> Path:
     """A fresh data folder of ``bots`` messenger-enabled bots (``bench``, or ``bot-0000``...)."""
     data_dir = work / name / "data"
     if data_dir.exists():
@@ -154,7 +154,8 @@ def bench_data(work: Path, name: str, graph_url: str, bots: int = 1, *, with_pag
     bot_ids = [BENCH_BOT] if bots == 1 else [f"bot-{i:05d}" if bots > 10_000 else f"bot-{i:04d}"
                                               for i in range(bots)]
     write_data_folder(data_dir, graph_url, [BenchBot(b, page_id(i), page_token(i), with_page_id)
-                                            for i, b in enumerate(bot_ids)], mark_seen=mark_seen)
+                                            for i, b in enumerate(bot_ids)], mark_seen=mark_seen,
+                      graph_batching=graph_batching)
     return data_dir
 
 

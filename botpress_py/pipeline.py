@@ -52,7 +52,7 @@ from .storage import (
     Storage,
 )
 from .storage.base import StorageUnavailable
-from .storage.bounded import await_commit
+from .storage.bounded import AckDeadlines, landed_late
 
 if TYPE_CHECKING:
     from .cluster_claims import ClusterClaims
@@ -101,6 +101,7 @@ class EventPipeline(IncomingProcessing, OutgoingDelivery):
         self._accepting = True
         self.ack_timeout = DEFAULT_ACK_TIMEOUT  # storage.ackTimeout
         self._unstored = 0  # received events whose inbox commit is not done yet
+        self._ack_deadlines = AckDeadlines()  # bounds each webhook's wait for its commit (ack_timeout)
         self._stopping = asyncio.Event()  # set by drain(): retry backoffs end, their items stay stored
         self._remounted: dict[str, asyncio.Event] = {}  # per bot: set when it is mounted (held sends go on)
         # Incoming events in memory (queued or being processed), in all and per bot.
@@ -138,26 +139,53 @@ class EventPipeline(IncomingProcessing, OutgoingDelivery):
             raise StorageUnavailable(f"storage is not keeping up: {self._unstored} received events wait for their "
                                      "commit; answer 503 so the platform redelivers later")
         stamp_incoming(events, now_ms())
-        # The commit and what follows it run as their own task: if the caller stops waiting (the bound, or
-        # a client that went away), events committed later are still processed.
-        return await await_commit(asyncio.ensure_future(self._store(events)), self.ack_timeout)
-
-    async def _store(self, events: list[IOEvent]) -> list[IOEvent]:
+        ack: asyncio.Future[list[IOEvent]] = asyncio.get_running_loop().create_future()
+        committed = self.inbox.submit(events)
         self._unstored += len(events)
+        # What follows the commit runs in its done-callback, not in a task of this caller: if the
+        # caller stops waiting (the bound, or a client that went away), events committed later are
+        # still processed; and the hot path pays no task per webhook.
+        committed.add_done_callback(lambda done: self._stored(events, done, ack))
+        self._ack_deadlines.bound(ack, self.ack_timeout)
+        return await ack
+
+    def _stored(self, events: list[IOEvent], committed: asyncio.Future[list[bool | str]],
+                ack: asyncio.Future[list[IOEvent]]) -> None:
+        """The inbox commit of a webhook's events is over: queue what is new, then answer its ``ack``."""
+        self._unstored -= len(events)
         try:
-            flags = await self.inbox.add(events)
-        finally:
-            self._unstored -= len(events)
-        accepted = [event for event, new in zip(events, flags, strict=True) if new is True]
-        failed = [event for event, new in zip(events, flags, strict=True) if new == STORED_AS_FAILED]
+            accepted = self._take_stored(events, committed.result())
+        except BaseException as exc:  # the commit failed (or was cancelled): the webhook answers 5xx
+            if ack.done():
+                landed_late(exc)
+            elif isinstance(exc, asyncio.CancelledError):
+                ack.cancel()
+            else:
+                ack.set_exception(exc)
+        else:
+            if ack.done():
+                landed_late(None)
+            else:
+                ack.set_result(accepted)
+        self._ack_deadlines.landed()
+
+    def _take_stored(self, events: list[IOEvent], flags: list[bool | str]) -> list[IOEvent]:
+        every_one_new = all(new is True for new in flags)  # the usual case: no duplicate, nothing refused
+        if every_one_new:
+            accepted, failed = events, []
+        else:
+            accepted = [event for event, new in zip(events, flags, strict=True) if new is True]
+            failed = [event for event, new in zip(events, flags, strict=True) if new == STORED_AS_FAILED]
         self.metrics.events_received.inc(len(accepted))
         for event in accepted:
             self.metrics.received(event)
-        self.metrics.events_duplicate.inc(len(events) - len(accepted) - len(failed))
-        for event in failed:
-            self._count_failed(event.botId, "incoming")
+        if not every_one_new:
+            self.metrics.events_duplicate.inc(len(events) - len(accepted) - len(failed))
+            for event in failed:
+                self._count_failed(event.botId, "incoming")
         self.feed.publish_many(accepted, "received")
-        self.feed.publish_many(failed, "failed")
+        if failed:
+            self.feed.publish_many(failed, "failed")
         if self.cluster is not None:
             return accepted  # stored: the owner of each event's partition reads it (woken by the insert)
         for event in accepted:
@@ -411,4 +439,5 @@ class EventPipeline(IncomingProcessing, OutgoingDelivery):
         await self.outgoing.cancel()
         await self.outcomes.close()
         await self.inbox.close()
+        self._ack_deadlines.close()
         return ok

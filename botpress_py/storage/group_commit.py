@@ -101,16 +101,30 @@ class GroupCommit(Generic[T, R]):
             raise RuntimeError(f"{self._name} group commit is closed")
         if not events:
             return []
+        # A caller that gives up (cancelled) does not take its events out: they are committed
+        # with the batch all the same, and a redelivery is then recognised as a duplicate.
+        return await self.submit(events)
+
+    def submit(self, events: list[T]) -> asyncio.Future[list[R]]:
+        """``add`` without the coroutine: the future of the results, done once they are committed.
+
+        For a caller on the hot path that reacts to the commit in a done-callback instead of a
+        task of its own (the pipeline's webhook acknowledgement): no task per caller. The future
+        is this caller's alone; cancelling it does not take the events out of the batch.
+        """
+        if self._closed:
+            raise RuntimeError(f"{self._name} group commit is closed")
         future: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
+        if not events:
+            future.set_result([])
+            return future
         self._waiting.append((list(events), future))
         self._waiting_events += len(events)
         if self._waiting_events >= self._max_batch:
             self._full.set()
         if self._committer is None:
             self._committer = asyncio.create_task(self._commit_loop(), name=f"{self._name}-group-commit")
-        # A caller that gives up (cancelled) does not take its events out: they are committed
-        # with the batch all the same, and a redelivery is then recognised as a duplicate.
-        return await future
+        return future
 
     async def close(self) -> None:
         """Commit whatever is waiting, then refuse new events."""

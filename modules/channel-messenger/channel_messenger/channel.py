@@ -100,6 +100,7 @@ class MessengerChannel:
             sender.health = self.health.tokens
             sender.window = self.window
         self.graph.observer = self.health.observe_graph
+        self.graph.batcher.on_batch = self.health.observe_batch
         self.outgoing.on_pause = self.instagram.outgoing.on_pause = self._page_paused
         self._publishing: set[asyncio.Task[None]] = set()
 
@@ -189,6 +190,7 @@ class MessengerChannel:
             app_secret=settings.app_secret,
             logger=bot.logger,
             bot_id=bot.id,
+            batching=settings.graph_batching,
         )
 
     async def mount(self, bot: BotContext) -> None:
@@ -353,7 +355,10 @@ class MessengerChannel:
         owners = self.handover.owners
         try:
             # Notes kept beside the events: O(1) per event, written later; never worth losing the events for.
-            our_app = await self.takeover.apply(bot, binding, events)  # a person answering from Meta's inbox
+            # A person answering from Meta's inbox; checked without awaiting first (the usual case: nobody).
+            our_app = self.takeover.idle_app(bot, binding, events)
+            if our_app is None:
+                our_app = await self.takeover.apply(bot, binding, events)
             if not owners.unchanged_by(bot, binding.page_id, events):
                 await owners.observe(bot, binding.page_id, events, bot.logger, our_app)
             self.window.note(bot, binding.page_id, events)

@@ -101,6 +101,10 @@ class ChannelHealth:
                                        "failed call", ("bot", "kind")),
             "refused": metrics.counter("bp_messenger_token_refused_total", "Times Meta refused a bot's access "
                                        "token (190), once per token", ("bot",)),
+            "batches": metrics.counter("bp_messenger_graph_batches_total", "Graph API batch requests, each with "
+                                       "several Send API calls of a busy Page (graphBatching)", ("bot",)),
+            "batched": metrics.counter("bp_messenger_graph_batched_calls_total", "Send API calls that went in "
+                                       "batch requests", ("bot",)),
             "pauses": metrics.counter("bp_messenger_send_paused_total", "Pauses of a Page's sends after Meta's "
                                       "rate-limit errors", ("bot",)),
         }
@@ -122,6 +126,12 @@ class ChannelHealth:
         child.inc()
         if retried:
             self._counters["retries"].labels(bot, kind).inc()
+
+    def observe_batch(self, bot: str, calls: int) -> None:
+        """A batch request of ``calls`` Send API calls (graph_batch.py); each call is also observed on its own."""
+        if self._counters and bot:
+            self._counters["batches"].labels(bot).inc()
+            self._counters["batched"].labels(bot).inc(calls)
 
     def paused(self, bot: str) -> None:
         if self._counters:

@@ -66,6 +66,7 @@ class MessengerSettings:
     typing_indicators: bool = True
     message_delay_ms: int = 0
     send_rate_limit: float = 250.0  # Send API calls per second per Page (pacing.py); 0: not paced
+    graph_batching: bool = True  # a busy Page's Send API calls go together in batch requests (graph_batch.py)
     request_profile: bool = False
     update_contact_profiles: bool = False
     merge_contact_profiles: bool = False
@@ -109,6 +110,7 @@ class MessengerSettings:
             message_delay_ms=max(0, int(delay)) if isinstance(delay, int | float) else 0,
             send_rate_limit=(0.0 if config.get("sendRateLimit") == 0
                              else _positive(config.get("sendRateLimit"), 250.0)),
+            graph_batching=config.get("graphBatching", True) is not False,
             request_profile=config.get("requestProfile") is True,
             update_contact_profiles=config.get("updateContactProfiles") is True,
             merge_contact_profiles=config.get("mergeContactProfiles") is True,

@@ -76,11 +76,18 @@ class HumanTakeover:
                 return False
         return True
 
+    def idle_app(self, bot: BotContext, binding: PageBinding, events: list[IOEvent]) -> str | None:
+        """What ``apply`` returns when it would change nothing (no await: the webhook's hot path), else None."""
+        if self._idle(bot, binding.page_id, events):
+            return binding.settings.events.app_id or self._apps.get(bot.id, "")
+        return None
+
     async def apply(self, bot: BotContext, binding: PageBinding, events: list[IOEvent]) -> str:
         """Pause for users a person answered; silence the paused users' events. Returns the bot's app id
         ("" when unknown), which the thread owners use to read conversation routing's handover events."""
-        if self._idle(bot, binding.page_id, events):
-            return binding.settings.events.app_id or self._apps.get(bot.id, "")
+        idle = self.idle_app(bot, binding, events)
+        if idle is not None:
+            return idle
         ours = await self.our_app(bot, binding)
         pause_ms = binding.settings.events.human_takeover_pause_ms
         for event in events:

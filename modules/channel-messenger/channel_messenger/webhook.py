@@ -19,6 +19,7 @@ import logging
 import traceback
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import orjson
@@ -149,14 +150,9 @@ class WebhookEndpoint:
     def add_routes(self, router: ModuleRouter, bot_id: str | None = None) -> None:
         """``GET`` and ``POST /webhook`` on a router: the any-bot one, or a bot's own (only its Page served)."""
 
-        async def verify(request: web.Request) -> web.Response:
-            return await self.handle_get(request, bot_id)
-
-        async def receive(request: web.Request) -> web.Response:
-            return await self.handle_post(request, bot_id)
-
-        router.add_get("/webhook", verify)
-        router.add_post("/webhook", receive)
+        # partial, not a coroutine that awaits the handler: one coroutine less per delivery.
+        router.add_get("/webhook", partial(self.handle_get, bot_id=bot_id))
+        router.add_post("/webhook", partial(self.handle_post, bot_id=bot_id))
 
     def _global_value(self, key: str) -> str:
         value = self.global_config().get(key)

@@ -25,7 +25,7 @@ MESSENGER_MD_FIELDS = {"enabled", "accessToken", "appSecret", "verifyToken", "gr
                        "maskOutgoingMessages", "sessionTimeout", "handoverTarget", "disabledBotDeliveries",
                        "iceBreakers", "whitelistedDomains", "reuseAttachments", "instagram",
                        "downloadMedia", "mediaMaxBytes", "mediaWait", "rerunOnEdit", "humanTakeoverPause", "appId",
-                       "sendRateLimit"}
+                       "sendRateLimit", "graphBatching"}
 
 
 def defaults() -> dict[str, Any]:

@@ -92,6 +92,8 @@ def call_line(record: dict[str, Any]) -> str:
             what = str(attachment.get("type")) + (f" {attachment.get('payload', {}).get('template_type')}"
                                                   if attachment.get("type") == "template" else "")
         what = f"→ {body.get('recipient', {}).get('id')}  {what}"
+    elif record.get("batch_size") is not None:  # its calls follow, each on its own line
+        what = f"batch request of {record['batch_size']} calls"
     elif body and record["path"].endswith("messenger_profile"):
         what = ", ".join(body.get("fields", body) if record["method"] == "DELETE" else body)
     if error:

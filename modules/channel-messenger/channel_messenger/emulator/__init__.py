@@ -5,6 +5,7 @@
 - send_checks.py: Meta's limits on what the Send and Profile APIs accept;
 - routing.py: conversation routing (handover), ids across Pages, profile permissions;
 - faults.py: planned errors, stalls and rates of errors;
+- batch.py: Graph API batch requests, each call answered and recorded as a direct one;
 - events.py: webhook deliveries as Meta makes them, signed;
 - activity.py: photos, reactions, edits, unsent messages, Page Inbox answers and post comments, the
   media the emulator hosts, and the Graph routes that answer them (react, private and public replies);

@@ -70,15 +70,21 @@ class GraphError(Exception):
 
 
 
-def error_response(status: int, code: int, message: str, subcode: int | None = None,
-                    error_type: str = "OAuthException", is_transient: bool | None = None) -> web.Response:
+def error_body(code: int, message: str, subcode: int | None = None, error_type: str = "OAuthException",
+               is_transient: bool | None = None) -> dict[str, Any]:
+    """Meta's error answer: ``{"error": {message, type, code, error_subcode?, fbtrace_id}}``."""
     error: dict[str, Any] = {"message": message, "type": error_type, "code": code,
                              "fbtrace_id": "A" + hashlib.sha1(f"{time.time_ns()}".encode()).hexdigest()[:20]}
     if subcode is not None:
         error["error_subcode"] = subcode
     if is_transient is not None:
         error["is_transient"] = is_transient
-    return web.json_response({"error": error}, status=status)
+    return {"error": error}
+
+
+def error_response(status: int, code: int, message: str, subcode: int | None = None,
+                   error_type: str = "OAuthException", is_transient: bool | None = None) -> web.Response:
+    return web.json_response(error_body(code, message, subcode, error_type, is_transient), status=status)
 
 
 

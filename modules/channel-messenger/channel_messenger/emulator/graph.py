@@ -15,7 +15,9 @@ bot can be tried (and tested) without Facebook. Faults can be planned (``fail_ne
 Every request is recorded in ``emulator.calls`` as ``{seq, method, path, query, json, accepted,
 time, page, error, fault}`` (``seq`` counts from 1, ``time`` from ``time.monotonic()``,
 ``accepted`` false for answers with an error, ``page`` the Page id of the token once known,
-``error`` Meta's error answered, ``fault`` true when a planned fault answered).
+``error`` Meta's error answered, ``fault`` true when a planned fault answered). A batch request
+(``POST /{version}/`` with ``batch``, batch.py) is recorded with ``batch_size``, then each of its calls
+as if made directly, with ``batch`` its ``seq``.
 
 Besides the Graph routes it serves a small control API (control.py, used by ``botpress-py
 messenger`` simulate/chat, tests and benchmarks), see ``docs/channels/messenger.md``.
@@ -45,6 +47,7 @@ from aiohttp import web
 from .activity import ActivityApi, check_sender_action
 from .attachments import AttachmentStore
 from .attachments import add_control_routes as add_attachment_routes
+from .batch import BatchApi, batch_size
 from .control import ControlApi
 from .events import WEBHOOK_PATH, made_up_profile, signed, user_event, user_message, webhook_body
 from .faults import Fault, GraphError, PlannedFaults, error_response
@@ -70,7 +73,7 @@ class _Page:
     profile_calls: deque[float] = field(default_factory=deque)
 
 
-class GraphEmulator(ControlApi, ActivityApi, PlannedFaults):
+class GraphEmulator(ControlApi, ActivityApi, PlannedFaults, BatchApi):
     """A fake Graph API server. ``pages``: ``{page_id: {"token", "name", "app_secret"?}}``.
 
     ``app_secret`` (for all pages, or per page) makes the emulator check ``appsecret_proof``
@@ -297,21 +300,28 @@ class GraphEmulator(ControlApi, ActivityApi, PlannedFaults):
 
     async def _dispatch(self, request: web.Request) -> web.StreamResponse:
         path = "/" + request.match_info["tail"].strip("/")
-        raw = await request.read()
+        # A multipart form (a batch request, as curl -F sends it) is read as a form: read() would consume it.
+        multipart = await request.post() if request.content_type == "multipart/form-data" else {}
+        raw = b"" if multipart else await request.read()
         body: Any = None
         if raw:
             try:
                 body = json.loads(raw)
             except ValueError:
                 body = {"_raw": raw.decode("utf-8", "replace")}
-        query = dict(request.query)
+        query = {**request.query, **{k: str(v) for k, v in multipart.items()}}
         if request.content_type == "application/x-www-form-urlencoded":
             form = await request.post()
             query.update({k: str(v) for k, v in form.items()})
+        batch = query.pop("batch", None) if path == "/" else None
+        if batch is not None:
+            body = None  # its calls are recorded one by one (batch.py)
         self.last_seq = next(self._seq)
         record: dict[str, Any] = {"seq": self.last_seq, "method": request.method,
                                   "path": f"/{request.match_info['version']}{path}", "query": query, "json": body,
                                   "accepted": False, "time": time.monotonic(), "page": None}
+        if batch is not None:
+            record["batch_size"] = batch_size(batch)
         self.calls.append(record)
         try:
             fault = self._take_fault(request.method, record["path"], body)
@@ -324,6 +334,8 @@ class GraphEmulator(ControlApi, ActivityApi, PlannedFaults):
                 return await self._fault_response(request, fault)
             page = self._authenticate(query)
             record["page"] = page.id
+            if batch is not None:
+                return await self.answer_batch(request, page, record, batch)
             answer = self._route(request.method, path, page, body, query)
             record["accepted"] = True
             record["answer"] = answer
