@@ -6,9 +6,11 @@ import json
 import os
 import re
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import jsonschema_rs
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
 
@@ -93,20 +95,48 @@ def _safe_message(error: ValidationError) -> str:
     return f"the value (hidden: it is a secret) fails '{error.validator}' {expected}".rstrip()
 
 
-_VALIDATORS: dict[int, tuple[dict[str, Any], Draft202012Validator]] = {}
+@dataclass(frozen=True)
+class _Validators:
+    """The validators of one schema: ``fast`` (jsonschema-rs, compiled Rust) only answers whether an
+    instance is valid, 20-40x faster than ``full``; ``full`` (jsonschema) finds every problem and its
+    pointer. ``fast`` is None for a schema it cannot compile (then ``full`` does everything)."""
+
+    schema: dict[str, Any]
+    full: Draft202012Validator
+    fast: Any
 
 
-def _validator_for(schema: dict[str, Any]) -> Draft202012Validator:
-    """One validator per schema object: building one costs more than validating a small config,
-    and every bot mount validates each module's config (1,000 bots: thousands of times)."""
+_VALIDATORS: dict[int, _Validators] = {}
+
+
+def _validators_for(schema: dict[str, Any]) -> _Validators:
+    """One pair of validators per schema object: building one costs more than validating a small config,
+    and every bot mount validates each module's config (10,000 bots: tens of thousands of times)."""
     cached = _VALIDATORS.get(id(schema))
-    if cached is not None and cached[0] is schema:
-        return cached[1]
-    validator = Draft202012Validator(schema)
+    if cached is not None and cached.schema is schema:
+        return cached
+    try:
+        # offline: a $ref to a remote schema is never fetched (jsonschema does not fetch either).
+        fast = jsonschema_rs.Draft202012Validator(schema, offline=True)
+    except Exception:  # a schema it cannot compile (a regex dialect it lacks): the full validator decides
+        fast = None
+    validators = _Validators(schema, Draft202012Validator(schema), fast)
     if len(_VALIDATORS) >= 256:  # a caller that builds a new schema dict per call must not grow this
         _VALIDATORS.clear()
-    _VALIDATORS[id(schema)] = (schema, validator)  # holding the schema keeps its id from being reused
-    return validator
+    _VALIDATORS[id(schema)] = validators  # holding the schema keeps its id from being reused
+    return validators
+
+
+def _surely_valid(validators: _Validators, instance: Any) -> bool:
+    """True only when the fast validator accepts ``instance``. Anything else (rejected, or a value it
+    cannot take, such as an integer past 64 bits) goes to the full validator, whose verdict is the one
+    that counts: where the two could differ (regex dialects), a fast rejection costs only time."""
+    if validators.fast is None:
+        return False
+    try:
+        return bool(validators.fast.is_valid(instance))
+    except Exception:
+        return False
 
 
 def validate_instance(
@@ -121,9 +151,11 @@ def validate_instance(
     ``file_for_key`` names, per top-level key, the file (or env var) that supplied it, so a
     problem in a merged config points at the place the operator must edit.
     """
-    validator = _validator_for(schema)
+    validators = _validators_for(schema)
+    if _surely_valid(validators, instance):
+        return []
     problems: list[ConfigProblem] = []
-    for error in validator.iter_errors(instance):
+    for error in validators.full.iter_errors(instance):
         path = list(error.absolute_path)
         where = file
         if error.validator == "additionalProperties" and isinstance(error.instance, dict):
@@ -152,16 +184,42 @@ def check_schema(schema: Any, file: str) -> list[ConfigProblem]:
     return []
 
 
+_DEFAULTS: dict[int, tuple[dict[str, Any], dict[str, Any]]] = {}
+
+
 def schema_defaults(schema: dict[str, Any]) -> dict[str, Any]:
-    """Top-level defaults of an object schema, recursing into object properties that have their own."""
+    """Top-level defaults of an object schema, recursing into object properties that have their own.
+
+    Worked out once per schema object (every bot mount resolves each module's config). Each call
+    gets its own dicts and lists (callers merge into them), sharing only the immutable leaves and
+    keys: 10,000 bots' configs then hold one copy of each default string, not 10,000."""
+    cached = _DEFAULTS.get(id(schema))
+    if cached is None or cached[0] is not schema:
+        if len(_DEFAULTS) >= 256:
+            _DEFAULTS.clear()
+        cached = _DEFAULTS[id(schema)] = (schema, json.loads(json.dumps(_collect_defaults(schema))))
+    defaults: dict[str, Any] = _containers_copied(cached[1])
+    return defaults
+
+
+def _containers_copied(value: Any) -> Any:
+    """A copy of a JSON value whose dicts and lists are new and whose strings, numbers and booleans are shared."""
+    if isinstance(value, dict):
+        return {key: _containers_copied(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_containers_copied(item) for item in value]
+    return value
+
+
+def _collect_defaults(schema: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, sub in (schema.get("properties") or {}).items():
         if not isinstance(sub, dict):
             continue
         if "default" in sub:
-            out[key] = json.loads(json.dumps(sub["default"]))
+            out[key] = sub["default"]
         elif sub.get("type") == "object" and sub.get("properties"):
-            nested = schema_defaults(sub)
+            nested = _collect_defaults(sub)
             if nested:
                 out[key] = nested
     return out

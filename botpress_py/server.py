@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import socket
@@ -210,11 +211,28 @@ class BotpressServer:
             self.cluster_hooks.attach(self.cluster)
             await self.cluster.start()
         await self.pipeline.replay()
-        await self.registry.mount_all()
+        # No garbage collection while the bots mount: what they build lives as long as they do, and each
+        # full collection re-read every object built so far (10,000 bots: 16 of them, 3.5 s of the start's
+        # 12 s of CPU). Then it is frozen (out of the collector's sight; still freed when no longer
+        # referenced), so the first full collection after the start does not re-read it all either
+        # (10,000 bots: about 1 s). Mounting leaves almost no cyclic garbage to freeze with it (2,000
+        # bots: 157 objects in all); what came before is collected first, while the heap is small.
+        collecting = gc.isenabled()
+        if collecting:
+            gc.collect()
+        gc.disable()
+        try:
+            await self.registry.mount_all()
+        finally:
+            if collecting:
+                gc.freeze()
+                gc.enable()
         await web.SockSite(self._runner, sock, backlog=backlog).start()
         self._sock = None  # the site owns it now
+        # The watcher's first snapshot (off the loop, awaited) before modules hear the server is ready: what
+        # they print then (a terminal chat's banner) comes last, as the server's own start is over.
+        await self._start_background()
         await self._call_modules("on_server_ready", lambda name: {"server": self.module_contexts[name]})
-        self._start_background()
         self._served = True
         log.info("botpress-py %s listening on %s (external URL %s), %s", __version__, self.url,
                  self.external_url(), plural(len(self.registry.records), "bot"))
@@ -305,16 +323,16 @@ class BotpressServer:
                 self.module_errors[name] = f"{hook} failed: {type(exc).__name__}: {exc}"
                 log.exception("module %s: %s failed", name, hook)
 
-    def _start_background(self) -> None:
+    async def _start_background(self) -> None:
         assert self.config and self.registry
         watch = self.config.data.get("watch", {})
         if watch.get("enabled", True):
             registry = self.registry
             self.watcher = DataWatcher(self.data_dir, parse_duration(watch.get("interval", "500ms")),
                                        on_bot_changed=registry.reload, on_global_changed=self._global_config_changed,
-                                       throttle=self.log_throttle)
+                                       throttle=self.log_throttle, inotify=watch.get("inotify", True))
             registry.on_change = self.watcher.mark_seen
-            self.watcher.start()
+            await self.watcher.start()
         assert self.storage and self.pipeline
         self._background.append(asyncio.create_task(purge_loop(
             self.config.data.get("storage", {}), self.storage, self.pipeline, self.cluster_hooks.purge_lock),
@@ -329,7 +347,7 @@ class BotpressServer:
                 self.module_contexts[name].config = resolved.config
             else:
                 log.error("module %s: global config not applied: %s", name, "; ".join(map(str, resolved.problems)))
-        await asyncio.gather(*(self.registry.reload(b) for b in list(self.registry.records)))
+        await self.registry.reload_many(list(self.registry.records))
 
     # -- HTTP handlers ---------------------------------------------------------------------------
     async def handle_status(self, request: web.Request) -> web.Response:

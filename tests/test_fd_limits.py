@@ -99,7 +99,9 @@ async def test_a_connection_flood_at_the_fd_limit_logs_once_and_changes_nothing(
     make_bot(data, "alpha")
     # A cap above what the limit allows, so that the process really runs out of descriptors.
     write_json(data / "global" / "botpress.config.json", {
-        "modules": [], "httpServer": {"maxConnections": 1000}, "watch": {"enabled": True, "interval": "100ms"}})
+        "modules": [], "httpServer": {"maxConnections": 1000},
+        # Polling: inotify would open nothing while nothing changes, and this test wants the watcher to meet EMFILE.
+        "watch": {"enabled": True, "interval": "100ms", "inotify": False}})
     async with server_process(data, log_file, (64, 64)) as (_proc, url):
         held = await _hold_connections(url, 250)
         try:

@@ -2,7 +2,8 @@
 
 Precedence, lowest to highest: schema defaults < data/global/config/<module>.json <
 env BP_MODULE_<MODULE>_<OPTION> < data/bots/<botId>/config/<module>.json, merged per
-top-level key. Every source is re-read on each call: a mount never sees a stale config.
+top-level key. Every file is re-read on each call: a mount never sees a stale config. The
+environment, fixed for the process's life, is read once per module.
 """
 
 from __future__ import annotations
@@ -49,6 +50,9 @@ class ModuleConfigResolver:
         # Names of every loaded module: BP_MODULE_QNA_EXTRA_X belongs to a module "qna-extra",
         # not to an unknown option "extra_x" of "qna".
         self.module_names: set[str] = set()
+        # The environment is fixed for the server's life: what it sets for each module is worked out
+        # once (every bot mount resolves each module's config; 10,000 bots: 20,000 times).
+        self._env_cache: dict[str, tuple[tuple[frozenset[str], int], ResolvedConfig]] = {}
 
     def global_file(self, module: str) -> Path:
         return self.data_dir / "global" / "config" / f"{module}.json"
@@ -114,6 +118,19 @@ class ModuleConfigResolver:
             result.sources[key] = str(path)
 
     def _merge_env(self, result: ResolvedConfig, module: LoadedModule) -> None:
+        known = (frozenset(self.module_names), id(module.schema))
+        cached = self._env_cache.get(module.name)
+        if cached is None or cached[0] != known:
+            cached = self._env_cache[module.name] = (known, self._from_env(module))
+        from_env = cached[1]
+        result.problems += from_env.problems
+        for key, raw in from_env.config.items():
+            result.config[key] = env_value(raw)  # parsed again: each bot gets its own copy
+            result.sources[key] = from_env.sources[key]
+
+    def _from_env(self, module: LoadedModule) -> ResolvedConfig:
+        """The module's options set by BP_MODULE_<MODULE>_<OPTION> (raw text), and the unknown ones."""
+        out = ResolvedConfig({})
         prefix = env_prefix(module.name)
         by_env = {env_name(module.name, key): key for key in (module.schema.get("properties") or {})}
         longer = [env_prefix(m) for m in self.module_names if env_prefix(m).startswith(prefix) and m != module.name]
@@ -124,12 +141,13 @@ class ModuleConfigResolver:
             if key is None and any(name.startswith(p) for p in longer):
                 continue
             if key is None:
-                result.problems.append(ConfigProblem(
+                out.problems.append(ConfigProblem(
                     f"env {name}", "", f"module {module.name} has no such option",
                     "options: " + ", ".join(sorted(by_env)) if by_env else "the module has no options"))
                 continue
-            result.config[key] = env_value(raw)
-            result.sources[key] = f"env {name}"
+            out.config[key] = raw
+            out.sources[key] = f"env {name}"
+        return out
 
 
 def _editor_schema(schema: dict[str, Any]) -> dict[str, Any]:

@@ -217,8 +217,13 @@ SERVER_CONFIG_SCHEMA: dict[str, Any] = {
                 "enabled": {"type": "boolean", "default": True,
                             "description": "Remount a bot when its files change."},
                 "interval": {"type": "string", "pattern": _DURATION, "default": "500ms",
-                             "description": "How often data/bots is scanned (stretched with thousands of "
-                                            "bots, so that scanning stays under 5% of a core)."},
+                             "description": "How often the bots the kernel reported changed are scanned; "
+                                            "when polling, how often data/bots is scanned (stretched with "
+                                            "thousands of bots, so that scanning stays under 4% of a core)."},
+                "inotify": {"type": "boolean", "default": True,
+                            "description": "On Linux, learn from the kernel (inotify) which bot folders changed "
+                                           "instead of polling them all; a slow full scan still runs. false: "
+                                           "polling only."},
             },
         },
     },

@@ -48,6 +48,7 @@ from .common import (
 from .conversation_list import SQLiteConversationList
 from .crypto import EventCipher
 from .errors import sqlite_unavailable
+from .kv_reads import KvReadBatcher, read_keys
 from .migrations import SCHEMA_MIGRATIONS_TABLE, SQLITE_MIGRATIONS, Migration, missing_migrations
 from .sqlite_context import SQLiteIncomingContext
 from .sqlite_failed import SQLiteFailedEvents
@@ -123,6 +124,8 @@ class SQLiteStorage(SQLiteIncomingContext, SQLiteFailedEvents, SQLiteMaintenance
         self._writer_thread: DatabaseThread | None = None
         self._reader_thread: DatabaseThread | None = None
         self._checkpointer: Checkpointer | None = None
+        self._kv_reads = KvReadBatcher(lambda keys: self._read(lambda reader: read_keys(
+            reader, keys, lambda exc: sqlite_unavailable(exc, self.path, self.query_timeout))))
 
     def __repr__(self) -> str:
         return f"<SQLiteStorage {self.path}>"
@@ -261,8 +264,7 @@ class SQLiteStorage(SQLiteIncomingContext, SQLiteFailedEvents, SQLiteMaintenance
 
     # -- key-value ----------------------------------------------------------------------------
     async def kv_get(self, namespace: str, key: str) -> Any | None:
-        rows = await self._fetchall("SELECT value FROM kv WHERE namespace = ? AND key = ?", (namespace, key))
-        return json.loads(rows[0][0]) if rows else None
+        return await self._kv_reads.get(namespace, key)  # with the reads asked meanwhile (kv_reads.py)
 
     async def kv_set_many(self, namespace: str, items: dict[str, Any]) -> None:
         if not items:

@@ -141,7 +141,8 @@ async def push_changes(graph: PageGraph, state: KeyValueStore, key: str, desired
     last: dict[str, Any] = dict(stored) if isinstance(stored, dict) else {}
     to_set, to_delete = profile_changes(desired, last)
     if not to_set and not to_delete:
-        logger.info("%s unchanged: nothing pushed", what)
+        # DEBUG: every mount of every bot says it (10,000 bots: 10,000 lines at each start); a push is INFO.
+        logger.debug("%s unchanged: nothing pushed", what)
         return
     if to_delete:
         await graph.delete_profile(to_delete, platform=platform)
