@@ -26,7 +26,7 @@ from .gate import BotGate, MountedBot, ShuttingDown
 from .loader import ModuleLoader
 from .log_context import event_scope
 from .processing import maybe_await
-from .storage import GroupCommitSent, OutboxRow, SentMark, Storage
+from .storage import GroupCommitOutcomes, OutboxRow, SentMark, Storage
 from .storage.common import describe_error
 
 if TYPE_CHECKING:
@@ -53,7 +53,7 @@ class OutgoingDelivery:
         loader: ModuleLoader
         metrics: CoreMetrics
         feed: EventFeed
-        sent: GroupCommitSent
+        outcomes: GroupCommitOutcomes
         middleware_out: list[tuple[str, Middleware]]
         _stopping: asyncio.Event
         _sending: int
@@ -128,7 +128,7 @@ class OutgoingDelivery:
         event = row.event
         try:
             stored = masked_copy(event) if event.flags.get("mask") else event
-            await self.sent.add([SentMark(event, row.attempts + 1, message_id, stored)])
+            await self.outcomes.add([SentMark(event, row.attempts + 1, message_id, stored)])
             return
         except Exception as exc:
             # Failed by itself (the group commit splits a failed batch): the others are recorded.

@@ -45,9 +45,8 @@ from .logthrottle import LogThrottle
 from .processing import IncomingProcessing, current_replies
 from .storage import (
     STORED_AS_FAILED,
-    GroupCommitCompletions,
     GroupCommitInbox,
-    GroupCommitSent,
+    GroupCommitOutcomes,
     OutboxRow,
     PendingEvent,
     Storage,
@@ -91,10 +90,10 @@ class EventPipeline(IncomingProcessing, OutgoingDelivery):
         metrics.gauge("bp_failed_events", "Failed events stored now (listed by GET /api/v1/admin/events/failed), "
                       "by direction.", self.failed_counts.gauge, ("direction",))
         self.inbox = GroupCommitInbox(storage)
-        self.completions = GroupCommitCompletions(storage)
-        # Sent marks are not held back for company (a window): the history would then show a reply
-        # after the user's next message.
-        self.sent = GroupCommitSent(storage)
+        # Completions (processed mark, history, replies) and sent marks share transactions: whatever of
+        # both is ready while a commit runs goes in the next one. No window: a sent mark held back for
+        # company would show in the history after the user's next message.
+        self.outcomes = GroupCommitOutcomes(storage)
         self.incoming = ConversationQueues("incoming", self._process_incoming)
         self.outgoing = ConversationQueues("outgoing", self._deliver)
         self.middleware_in = self._middleware("incoming")
@@ -438,8 +437,7 @@ class EventPipeline(IncomingProcessing, OutgoingDelivery):
         ok = await self.outgoing.wait_idle(max(0.0, deadline - time.monotonic())) and ok
         await self.incoming.cancel()
         await self.outgoing.cancel()
-        await self.completions.close()
-        await self.sent.close()
+        await self.outcomes.close()
         await self.inbox.close()
         self._ack_deadlines.close()
         return ok

@@ -23,7 +23,7 @@ from .gate import BotGate, MountedBot, ShuttingDown
 from .loader import ModuleLoader
 from .logthrottle import LogThrottle
 from .state import linked_users
-from .storage import Completion, GroupCommitCompletions, Storage
+from .storage import Completion, GroupCommitOutcomes, Storage
 from .storage.common import describe_error, event_json, unserialisable_path
 from .storage.postgres_cluster import LeaseLost
 
@@ -55,7 +55,7 @@ class IncomingProcessing:
         loader: ModuleLoader
         metrics: CoreMetrics
         retry: RetryPolicy
-        completions: GroupCommitCompletions
+        outcomes: GroupCommitOutcomes
         middleware_in: list[tuple[str, Middleware]]
         _attempts: dict[str, int]
         feed: EventFeed
@@ -80,7 +80,7 @@ class IncomingProcessing:
                     completion = await self._run_bot_logic(event)
                     if completion is None:
                         return  # left pending: its bot is gone, or the server stops
-                [seqs] = await self.completions.add([completion])
+                [seqs] = await self.outcomes.add([completion])
             except LeaseLost:
                 return  # cluster mode: another node took the partition over and processes the event
             except Exception as exc:
@@ -93,7 +93,7 @@ class IncomingProcessing:
                 if not await self._wait_to_retry(event, attempts, error):
                     return  # the server stops: the event stays pending, its attempts counted
                 continue
-            self._queue_outgoing(completion.outgoing, seqs)
+            self._queue_outgoing(completion.outgoing, seqs or [])  # a completion's result: its replies' seqs
             getattr(self.metrics, f"events_{completion.status}").inc()
             log.debug("bot %s: incoming event %s %s, %d repl%s", event.botId, event.id, completion.status,
                       len(completion.outgoing), "y" if len(completion.outgoing) == 1 else "ies")

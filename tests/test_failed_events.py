@@ -253,3 +253,31 @@ async def test_a_refresh_of_the_counts_drops_a_read_that_a_failure_counted_just_
 
     assert await counts.refresh(quiet_read, settle=0.05) is True
     assert counts.totals()["incoming"] == 1
+
+
+async def test_conversations_completing_and_delivering_together_with_one_poison_answer_each_once_in_order(
+        data_dir: Path, env: dict, echo: Any, db: Database) -> None:
+    """Completions and sent marks of many conversations share transactions: a poison message fails
+    alone, every other message is answered once, and each conversation keeps its order."""
+    make_bot(data_dir, "alpha")
+    async with run_server(data_dir, {**env, **db.env}, modules=["echo"], storage=FAST_RETRIES) as srv, \
+            aiohttp.ClientSession() as s:
+        async def conversation(user: str) -> None:
+            for n in range(3):
+                poison = {"createdOn": POISON_CREATED_ON} if (user, n) == ("user7", 1) else {}
+                assert await post_in(s, srv, user, f"msg {n}", mid=f"{user}.{n}", **poison) == (200, {"accepted": 1})
+
+        await asyncio.gather(*(conversation(f"user{u}") for u in range(30)))
+        await wait_for(lambda: srv.pipeline.failed_counts.totals()["incoming"] == 1, 10)
+        await wait_for(lambda: len(echo.SENT) == 89, 10)
+        await wait_for(nothing_pending_in(srv), 10)
+        for u in range(30):
+            expected = [f"echo: msg {n}" for n in range(3) if (u, n) != (7, 1)]
+            assert texts(echo, f"user{u}") == expected, u  # exactly once each, in order
+            history = await srv.storage.messages_for("alpha", "test", f"user{u}")
+            assert [m["preview"] for m in history if m["direction"] == "incoming"] == [
+                f"msg {n}" for n in range(3) if (u, n) != (7, 1)]
+            assert [m["preview"] for m in history if m["direction"] == "outgoing"] == expected
+        [failed] = await srv.storage.failed_events("incoming")
+        assert failed.event.target == "user7" and failed.event.payload["text"] == "msg 1"
+        assert len(echo.SENT) == 89

@@ -19,7 +19,14 @@ from .base import (
     StorageUnavailable,
 )
 from .crypto import EventCipher, StorageKeyError, load_cipher
-from .group_commit import STORED_AS_FAILED, GroupCommit, GroupCommitCompletions, GroupCommitInbox, GroupCommitSent
+from .group_commit import (
+    STORED_AS_FAILED,
+    GroupCommit,
+    GroupCommitCompletions,
+    GroupCommitInbox,
+    GroupCommitOutcomes,
+    GroupCommitSent,
+)
 from .postgres import PostgresStorage
 from .sqlite import SQLiteStorage
 
@@ -31,6 +38,7 @@ __all__ = [
     "GroupCommit",
     "GroupCommitCompletions",
     "GroupCommitInbox",
+    "GroupCommitOutcomes",
     "GroupCommitSent",
     "IncomingContext",
     "OutboxRow",

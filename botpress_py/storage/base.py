@@ -17,6 +17,7 @@ Rules every backend follows:
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -271,6 +272,15 @@ class Storage(ABC):
         """In ONE transaction (group commit of sent marks), for each mark: the event is sent, ``stored``
         (the event itself or a masked copy) is its stored form, and ``stored`` joins message history with
         the channel's message id."""
+
+    # Whether ``record_outcomes`` records completions and sent marks together in one transaction.
+    records_outcomes_together = False
+
+    async def record_outcomes(self, items: Sequence[Completion | SentMark]) -> list[list[int] | None]:
+        """``inbox_complete`` of the completions and ``outbox_sent_many`` of the sent marks among ``items``,
+        in ONE transaction: per item its outbox seqs, or None for a mark. Only called when
+        ``records_outcomes_together`` (``GroupCommitOutcomes`` calls the two apart otherwise)."""
+        raise NotImplementedError(f"{type(self).__name__} records completions and sent marks apart")
 
     @abstractmethod
     async def outbox_redact(self, event: IOEvent) -> None:

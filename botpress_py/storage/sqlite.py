@@ -13,7 +13,6 @@ import logging
 import os
 import sqlite3
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
@@ -22,7 +21,6 @@ from ..events import IOEvent, now_ms
 from .base import (
     Completion,
     ContactMembers,
-    IncomingContext,
     OutboxRow,
     OutboxStatus,
     PendingEvent,
@@ -52,6 +50,7 @@ from .crypto import EventCipher
 from .errors import sqlite_unavailable
 from .kv_reads import KvReadBatcher, read_keys
 from .migrations import SCHEMA_MIGRATIONS_TABLE, SQLITE_MIGRATIONS, Migration, missing_migrations
+from .sqlite_context import SQLiteIncomingContext
 from .sqlite_failed import SQLiteFailedEvents
 from .sqlite_maintenance import SQLiteMaintenance
 from .sqlite_media import SQLiteMedia
@@ -75,7 +74,7 @@ from .sqlite_statements import (
     run_for_effect,
     user_dict,
 )
-from .sqlite_threads import NORMAL, URGENT, Checkpointer, PriorityWriter, run_transaction
+from .sqlite_threads import NORMAL, URGENT, Checkpointer, DatabaseThread, run_transaction
 
 log = logging.getLogger("botpress_py.storage")
 
@@ -86,7 +85,8 @@ _CHECKPOINT_BUSY_MS = 10
 T = TypeVar("T")
 
 
-class SQLiteStorage(SQLiteFailedEvents, SQLiteMaintenance, SQLiteConversationList, SQLiteMedia, Storage):
+class SQLiteStorage(SQLiteIncomingContext, SQLiteFailedEvents, SQLiteMaintenance, SQLiteConversationList, SQLiteMedia,
+                    Storage):
     """Storage in one SQLite file (WAL mode); the event loop's thread never runs SQLite.
 
     Every transaction is one function handed to the writer thread (one hand-off per transaction;
@@ -121,8 +121,8 @@ class SQLiteStorage(SQLiteFailedEvents, SQLiteMaintenance, SQLiteConversationLis
         self.query_timeout = query_timeout
         self._writer_db: Db | None = None
         self._reader_db: Db | None = None
-        self._writer_thread: PriorityWriter | None = None
-        self._reader_thread: ThreadPoolExecutor | None = None
+        self._writer_thread: DatabaseThread | None = None
+        self._reader_thread: DatabaseThread | None = None
         self._checkpointer: Checkpointer | None = None
         self._kv_reads = KvReadBatcher(lambda keys: self._read(lambda reader: read_keys(
             reader, keys, lambda exc: sqlite_unavailable(exc, self.path, self.query_timeout))))
@@ -144,21 +144,20 @@ class SQLiteStorage(SQLiteFailedEvents, SQLiteMaintenance, SQLiteConversationLis
             raise RuntimeError(
                 f"SQLite {sqlite3.sqlite_version} is too old: botpress-py needs 3.35 or newer (RETURNING)"
             )
-        writer = PriorityWriter("sqlite-writer")
-        reader = ThreadPoolExecutor(1, thread_name_prefix="sqlite-reader")
-        loop = asyncio.get_running_loop()
+        writer = DatabaseThread("sqlite-writer")
+        reader = DatabaseThread("sqlite-reader")  # one priority: reads run in the order asked
         try:
-            await loop.run_in_executor(reader, partial(self.path.parent.mkdir, parents=True, exist_ok=True))
-            self._writer_db = await asyncio.wrap_future(writer.submit(NORMAL, lambda: self._connect("writer")))
+            await reader.call(NORMAL, partial(self.path.parent.mkdir, parents=True, exist_ok=True))
+            self._writer_db = await writer.call(NORMAL, lambda: self._connect("writer"))
             self._writer_thread = writer
             await self._migrate()
-            self._reader_db = await loop.run_in_executor(reader, self._connect, "reader")
+            self._reader_db = await reader.call(NORMAL, lambda: self._connect("reader"))
             self._reader_thread = reader
             self._checkpointer = Checkpointer(partial(self._connect, "checkpoint"))
         except BaseException:
             await self.close()
             writer.shutdown()
-            reader.shutdown(wait=False)
+            await asyncio.get_running_loop().run_in_executor(None, reader.shutdown)
             raise
 
     def _connect(self, role: str) -> Db:
@@ -186,13 +185,13 @@ class SQLiteStorage(SQLiteFailedEvents, SQLiteMaintenance, SQLiteConversationLis
         reader_db, reader_thread = self._reader_db, self._reader_thread
         self._reader_db = self._reader_thread = None
         if reader_db is not None and reader_thread is not None:
-            await loop.run_in_executor(reader_thread, reader_db.close)
+            await reader_thread.call(NORMAL, reader_db.close)
         if reader_thread is not None:
-            reader_thread.shutdown(wait=True)
+            await loop.run_in_executor(None, reader_thread.shutdown)
         writer_db, writer_thread = self._writer_db, self._writer_thread
         self._writer_db = self._writer_thread = None
         if writer_db is not None and writer_thread is not None:
-            await asyncio.wrap_future(writer_thread.submit(NORMAL, writer_db.close))
+            await writer_thread.call(NORMAL, writer_db.close)
         elif writer_db is not None:
             writer_db.close()
         if writer_thread is not None:
@@ -203,7 +202,7 @@ class SQLiteStorage(SQLiteFailedEvents, SQLiteMaintenance, SQLiteConversationLis
         db, thread = self._writer_db, self._writer_thread
         if db is None or thread is None:
             raise RuntimeError(f"{self!r} is not open: call await storage.open() first")
-        return await asyncio.wrap_future(thread.submit(priority, partial(self._transaction, db, body)))
+        return await thread.call(priority, partial(self._transaction, db, body))
 
     def _transaction(self, db: Db, body: Callable[[Db], T]) -> T:
         """On the writer thread: the transaction, and word to the checkpointer that there is WAL to copy."""
@@ -226,7 +225,7 @@ class SQLiteStorage(SQLiteFailedEvents, SQLiteMaintenance, SQLiteConversationLis
         db, thread = self._reader_db, self._reader_thread
         if db is None or thread is None:
             raise RuntimeError(f"{self!r} is not open: call await storage.open() first")
-        return await asyncio.get_running_loop().run_in_executor(thread, self._reading, db, body)
+        return await thread.call(NORMAL, partial(self._reading, db, body))
 
     def _reading(self, db: Db, body: Callable[[Db], T]) -> T:
         try:
@@ -330,14 +329,32 @@ class SQLiteStorage(SQLiteFailedEvents, SQLiteMaintenance, SQLiteConversationLis
         return {bot_id: int(count) for bot_id, count in rows}
 
     async def inbox_complete(self, completions: list[Completion]) -> list[list[int]]:
+        return [seqs for seqs in await self.record_outcomes(completions) if seqs is not None]
+
+    # Completions and sent marks ready at the same moment share a transaction (GroupCommitOutcomes).
+    records_outcomes_together = True
+
+    async def record_outcomes(self, items: Sequence[Completion | SentMark]) -> list[list[int] | None]:
+        completions = [item for item in items if isinstance(item, Completion)]
+        marks = [item for item in items if isinstance(item, SentMark)]
         for completion in completions:
             require_status(completion.status, INBOX_DONE_STATUSES, "inbox")
-        if not completions:
+        if not items:
             return []
         now = self._clock()
         cipher = self.cipher
 
-        def complete(db: Db) -> list[int]:
+        def record(db: Db) -> list[int]:
+            # Sent marks first: a reply delivered while the user's next message was being processed
+            # comes before that message in history, as it did on the user's screen.
+            for mark in marks:
+                stored = mark.stored
+                db.execute("UPDATE outbox SET status = 'sent', attempts = ?, next_attempt_at = 0, error = NULL,"
+                           " channel_message_id = COALESCE(?, channel_message_id), updated_at = ?,"
+                           " event = CASE WHEN ? THEN ? ELSE event END WHERE event_id = ?",
+                           (mark.attempts, mark.channel_message_id, now, stored is not mark.event,
+                            event_json(stored) if stored is not mark.event else None, mark.event.id))
+                record_message(db, stored, mark.channel_message_id)
             for completion in completions:
                 mark_inbox(db, [completion.event_id], completion.status, stored_error(completion.error, cipher), now)
                 if completion.redacted is not None:
@@ -345,11 +362,13 @@ class SQLiteStorage(SQLiteFailedEvents, SQLiteMaintenance, SQLiteConversationLis
                                (event_json(completion.redacted), completion.event_id))
                 if completion.message is not None:
                     record_message(db, completion.message, None)
+            if not completions:
+                return []
             return insert_outbox(db, [e for c in completions for e in c.outgoing], now, cipher,
                                   outgoing_encodings(completions))
 
-        seqs = await self._write(complete)
-        return split_by_sizes(seqs, [len(c.outgoing) for c in completions])
+        seqs = iter(split_by_sizes(await self._write(record), [len(c.outgoing) for c in completions]))
+        return [next(seqs) if isinstance(item, Completion) else None for item in items]
 
     # -- outbox ---------------------------------------------------------------------------------
     async def outbox_add(self, events: list[IOEvent], encoded: list[str] | None = None) -> list[int]:
@@ -398,22 +417,7 @@ class SQLiteStorage(SQLiteFailedEvents, SQLiteMaintenance, SQLiteConversationLis
                                                     params))
 
     async def outbox_sent_many(self, marks: list[SentMark]) -> list[None]:
-        if not marks:
-            return []
-        now = self._clock()
-
-        def sent(db: Db) -> list[None]:
-            for mark in marks:
-                stored = mark.stored
-                db.execute("UPDATE outbox SET status = 'sent', attempts = ?, next_attempt_at = 0, error = NULL,"
-                           " channel_message_id = COALESCE(?, channel_message_id), updated_at = ?,"
-                           " event = CASE WHEN ? THEN ? ELSE event END WHERE event_id = ?",
-                           (mark.attempts, mark.channel_message_id, now, stored is not mark.event,
-                            event_json(stored) if stored is not mark.event else None, mark.event.id))
-                record_message(db, stored, mark.channel_message_id)
-            return [None] * len(marks)
-
-        return await self._write(sent)
+        return [None for _ in await self.record_outcomes(marks)]
 
     # -- users, conversations, messages ---------------------------------------------------------
     async def conversation_last_event(self, bot_id: str, channel: str, thread_id: str | None,
@@ -443,19 +447,6 @@ class SQLiteStorage(SQLiteFailedEvents, SQLiteMaintenance, SQLiteConversationLis
             return contact
 
         return await self._write(link)
-
-    async def incoming_context(self, bot_id: str, channel: str, thread_id: str | None,
-                               user_id: str) -> IncomingContext:
-        def read(db: Db) -> IncomingContext:
-            # Three small reads, one thread hand-off (which costs more than the reads).
-            last = db.execute(LAST_EVENT_SQL, (bot_id, channel, user_id, thread_id or "")).fetchall()
-            user = db.execute(USER_SQL, (bot_id, channel, user_id)).fetchall()
-            contact = db.execute(CONTACT_SQL, (bot_id, channel, user_id)).fetchall()
-            return IncomingContext(int(last[0][0]) if last else None,
-                                   user_dict(bot_id, channel, user_id, user[0]) if user else None,
-                                   contact_members(contact))
-
-        return await self._read(read)
 
     async def contact_of(self, bot_id: str, channel: str, user_id: str) -> ContactMembers:
         return contact_members(await self._fetchall(CONTACT_SQL, (bot_id, channel, user_id)))

@@ -865,9 +865,9 @@ def test_sqlite_writer_runs_urgent_work_before_queued_work() -> None:
     """Inbox commits (acks) overtake queued processing writes on the SQLite writer thread."""
     import threading
 
-    from botpress_py.storage.sqlite_threads import NORMAL, URGENT, PriorityWriter
+    from botpress_py.storage.sqlite_threads import NORMAL, URGENT, DatabaseThread
 
-    writer = PriorityWriter("test-writer")
+    writer = DatabaseThread("test-writer")
     gate = threading.Event()
     order: list[str] = []
     try:
@@ -882,6 +882,36 @@ def test_sqlite_writer_runs_urgent_work_before_queued_work() -> None:
         assert cancelled.cancel() or cancelled.done()
     finally:
         writer.shutdown()
+
+
+async def test_sqlite_thread_call_settles_the_loops_future_and_skips_work_given_up_before_it_started() -> None:
+    """The hot path's hand-off (``call``): results and errors reach the awaiting coroutine; a call
+    cancelled while it waits in the queue never runs (nothing written), one already running finishes."""
+    import threading
+
+    from botpress_py.storage.sqlite_threads import NORMAL, URGENT, DatabaseThread
+
+    thread = DatabaseThread("test-thread")
+    gate = threading.Event()
+    ran: list[str] = []
+    try:
+        busy = thread.call(NORMAL, lambda: gate.wait(5))  # occupies the thread
+        given_up = thread.call(NORMAL, lambda: ran.append("given up"))
+        urgent = thread.call(URGENT, lambda: ran.append("urgent") or 42)
+        given_up.cancel()
+        gate.set()
+        assert await busy is True and await urgent == 42
+
+        def fails() -> None:
+            raise KeyError("boom")
+
+        with pytest.raises(KeyError, match="boom"):
+            await thread.call(NORMAL, fails)
+        results = await asyncio.gather(*(thread.call(NORMAL, lambda i=i: i * 2) for i in range(50)))
+        assert results == [i * 2 for i in range(50)]
+        assert ran == ["urgent"]
+    finally:
+        await asyncio.get_running_loop().run_in_executor(None, thread.shutdown)
 
 
 async def test_sqlite_write_never_hands_a_cursor_to_the_event_loop(tmp_path: Path) -> None:
