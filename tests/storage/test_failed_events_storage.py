@@ -13,7 +13,7 @@ from botpress_py.storage import Completion, GroupCommit, GroupCommitCompletions,
 from botpress_py.storage.common import describe_error, sanitised_event, unserialisable_path
 from botpress_py.storage.migrations import LATEST_VERSION
 
-from .test_storage_backends import Clock, incoming, outgoing, pending_ids
+from .backend_kit import Clock, incoming, outgoing, pending_ids
 
 if TYPE_CHECKING:
     from conftest import Backend

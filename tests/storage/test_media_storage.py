@@ -12,7 +12,7 @@ from botpress_py.media import MEDIA_ID, MediaTooLarge, StorageMediaStore
 from botpress_py.storage import SQLiteStorage, Storage
 from botpress_py.storage.media_rows import StoredMedia
 
-from .test_storage_backends import Clock
+from .backend_kit import Clock
 
 if TYPE_CHECKING:
     from conftest import Backend

@@ -12,7 +12,7 @@ from typing import Any
 
 from botpress_py.storage import Completion, GroupCommitOutcomes, SentMark, SQLiteStorage, Storage
 
-from .test_storage_backends import incoming, outgoing, pending_ids
+from .backend_kit import incoming, outgoing, pending_ids
 
 
 async def test_a_poison_completion_and_a_poison_sent_mark_in_one_batch_each_fail_alone(storage: Storage) -> None:

@@ -23,7 +23,7 @@ from botpress_py.storage import (
 from botpress_py.storage.crypto import load_cipher
 from botpress_py.testing import wait_for
 
-from .test_storage_backends import incoming, outgoing
+from .backend_kit import incoming, outgoing
 
 if TYPE_CHECKING:
     from conftest import Backend
