@@ -13,7 +13,7 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from .base import ContactMembers, IncomingContext
-from .group_commit import GroupCommit
+from .context_reads import BatchedContextReads, ContextKey
 
 if TYPE_CHECKING:
     import asyncpg
@@ -34,31 +34,16 @@ INCOMING_CONTEXT_SQL = (
     " ORDER BY k.n"
 )
 
-# (bot, channel, user, thread or "")
-_Key = tuple[str, str, str, str]
-
-
-class PostgresIncomingContext:
+class PostgresIncomingContext(BatchedContextReads):
     if TYPE_CHECKING:
         async def _fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]: ...
-        def is_transient_failure(self, exc: BaseException) -> bool: ...
 
-    _context_reads: GroupCommit[_Key, IncomingContext] | None = None
-
-    async def incoming_context(self, bot_id: str, channel: str, thread_id: str | None,
-                               user_id: str) -> IncomingContext:
-        if self._context_reads is None:
-            self._context_reads = GroupCommit(self._read_contexts, name="incoming-context", max_batch=200,
-                                              transient=self.is_transient_failure)
-        [found] = await self._context_reads.add([(bot_id, channel, user_id, thread_id or "")])
-        return found
-
-    async def _read_contexts(self, keys: list[_Key]) -> list[IncomingContext]:
+    async def _read_contexts(self, keys: list[ContextKey]) -> list[IncomingContext]:
         rows = await self._fetch(INCOMING_CONTEXT_SQL, *([k[i] for k in keys] for i in range(4)))
         return [_context(key, row) for key, row in zip(keys, rows, strict=True)]
 
 
-def _context(key: _Key, row: asyncpg.Record) -> IncomingContext:
+def _context(key: ContextKey, row: asyncpg.Record) -> IncomingContext:
     bot_id, channel, user_id, _ = key
     user = None if row["created_at"] is None else {
         "id": user_id, "channel": channel, "botId": bot_id,

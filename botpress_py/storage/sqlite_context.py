@@ -14,30 +14,17 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, TypeVar
 
 from .base import IncomingContext
-from .group_commit import GroupCommit
+from .context_reads import BatchedContextReads, ContextKey
 from .sqlite_statements import CONTACT_SQL, LAST_EVENT_SQL, USER_SQL, Db, contact_members, user_dict
 
 T = TypeVar("T")
-# (bot, channel, user, thread or "")
-_Key = tuple[str, str, str, str]
 
 
-class SQLiteIncomingContext:
+class SQLiteIncomingContext(BatchedContextReads):
     if TYPE_CHECKING:
         async def _read(self, body: Callable[[Db], T]) -> T: ...
-        def is_transient_failure(self, exc: BaseException) -> bool: ...
 
-    _context_reads: GroupCommit[_Key, IncomingContext] | None = None
-
-    async def incoming_context(self, bot_id: str, channel: str, thread_id: str | None,
-                               user_id: str) -> IncomingContext:
-        if self._context_reads is None:
-            self._context_reads = GroupCommit(self._read_contexts, name="incoming-context", max_batch=200,
-                                              transient=self.is_transient_failure)
-        [found] = await self._context_reads.add([(bot_id, channel, user_id, thread_id or "")])
-        return found
-
-    async def _read_contexts(self, keys: list[_Key]) -> list[IncomingContext]:
+    async def _read_contexts(self, keys: list[ContextKey]) -> list[IncomingContext]:
         def read(db: Db) -> list[IncomingContext]:
             found = []
             for bot_id, channel, user_id, thread_id in keys:
