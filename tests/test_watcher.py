@@ -6,6 +6,7 @@ import contextlib
 import logging
 import os
 import resource
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -201,6 +202,27 @@ async def test_with_inotify_a_removed_bot_and_a_replaced_folder_are_seen(data_di
         await wait_for(lambda: seen.bots.count("alpha") == 2, timeout=20)
         touch_in_place(folder / "config" / "echo.json", '{"greeting": "edited"}')
         await wait_for(lambda: seen.bots.count("alpha") == 3, timeout=20)
+    finally:
+        await w.stop()
+
+
+async def test_data_bots_removed_and_created_again_is_watched_anew(data_dir: Path) -> None:
+    """The kernel's watches go with a removed folder: the watcher puts them on the new one, so an
+    in-place edit there is still reported (the full sweep, every 30 s or more, is not what finds it)."""
+    make_bot(data_dir, "alpha", module_configs={"echo": {"greeting": "a"}})
+    seen = Recorder()
+    w = DataWatcher(data_dir, 0.05, seen.bot_changed, seen.global_changed)
+    await w.start()
+    try:
+        if not w.uses_inotify:
+            pytest.skip("no inotify here: polling is tested above")
+        shutil.rmtree(data_dir / "bots")
+        await wait_for(lambda: "alpha" in seen.bots, timeout=20)
+        make_bot(data_dir, "beta", module_configs={"echo": {"greeting": "a"}})
+        await wait_for(lambda: "beta" in seen.bots, timeout=20)
+        touch_in_place(data_dir / "bots" / "beta" / "config" / "echo.json", '{"greeting": "edited"}')
+        await wait_for(lambda: seen.bots.count("beta") == 2, timeout=20)
+        assert w.uses_inotify
     finally:
         await w.stop()
 
