@@ -145,38 +145,16 @@ class GraphClient:
         timeout: float | None = None,
         bot: str = "",
     ) -> GraphRequest:
-        """One Graph call, ready to send: the token and its appsecret_proof in the query."""
+        """One Graph call, ready to send (``perform`` sends it with retries): the token and its appsecret_proof
+        in the query. Each failed attempt is logged at warning, or at debug when ``quiet``: for lookups whose
+        caller reports a failure itself (once per Page), since they fail alike for every user. ``timeout``
+        replaces the pool's per-attempt timeout (an upload Meta fetches for long)."""
         query = dict(params or {})
         query["access_token"] = access_token
         if app_secret:
             query["appsecret_proof"] = appsecret_proof(app_secret, access_token)
         secrets = (access_token, app_secret, query.get("appsecret_proof", ""))
         return GraphRequest(method, url, path, query, body, secrets, logger, quiet, timeout, bot)
-
-    async def call(
-        self,
-        method: str,
-        url: str,
-        path: str,
-        *,
-        access_token: str,
-        app_secret: str,
-        params: dict[str, str] | None = None,
-        body: Any = None,
-        logger: logging.Logger = log,
-        quiet: bool = False,
-        timeout: float | None = None,
-        bot: str = "",
-    ) -> dict[str, Any]:
-        """One Graph call with retries; returns the JSON answer or raises GraphApiError.
-
-        Each failed attempt is logged at warning, or at debug when ``quiet``: for lookups whose
-        caller reports a failure itself (once per Page), since they fail alike for every user.
-        ``timeout`` replaces the pool's per-attempt timeout (an upload Meta fetches for long).
-        """
-        return await self.perform(self.request(method, url, path, access_token=access_token, app_secret=app_secret,
-                                               params=params, body=body, logger=logger, quiet=quiet, timeout=timeout,
-                                               bot=bot))
 
     async def attempt(self, request: GraphRequest) -> dict[str, Any] | GraphApiError:
         """One HTTP request, no retry: the JSON answer, or the error it ended with (returned, not raised)."""
@@ -286,7 +264,7 @@ class PageGraph:
 
     async def _call(self, method: str, path: str, *, params: dict[str, str] | None = None,
                     body: Any = None, quiet: bool = False, timeout: float | None = None) -> dict[str, Any]:
-        return await self.client.call(
+        return await self.client.perform(self.client.request(
             method,
             self.base_url + path,
             path,
@@ -298,7 +276,7 @@ class PageGraph:
             quiet=quiet,
             timeout=timeout,
             bot=self.bot_id,
-        )
+        ))
 
     async def me(self) -> dict[str, Any]:
         """The Page the token belongs to: ``{"id", "name"}``."""
