@@ -7,7 +7,7 @@ import logging
 import os
 import resource
 import shutil
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -159,6 +159,20 @@ class Recorder:
         self.global_changes += 1
 
 
+@contextlib.asynccontextmanager
+async def hinted_watcher(data_dir: Path) -> AsyncIterator[tuple[DataWatcher, Recorder]]:
+    """A started watcher on the kernel's change reports (the test is skipped where there are none)."""
+    seen = Recorder()
+    w = DataWatcher(data_dir, 0.05, seen.bot_changed, seen.global_changed)
+    await w.start()
+    try:
+        if not w.uses_inotify:
+            pytest.skip("no inotify here: polling is tested above")
+        yield w, seen
+    finally:
+        await w.stop()
+
+
 @pytest.mark.parametrize("inotify", [True, False], ids=["inotify", "polling"])
 async def test_an_in_place_edit_among_many_bots_remounts_that_bot_only(data_dir: Path, inotify: bool) -> None:
     for i in range(300):
@@ -210,12 +224,7 @@ async def test_data_bots_removed_and_created_again_is_watched_anew(data_dir: Pat
     """The kernel's watches go with a removed folder: the watcher puts them on the new one, so an
     in-place edit there is still reported (the full sweep, every 30 s or more, is not what finds it)."""
     make_bot(data_dir, "alpha", module_configs={"echo": {"greeting": "a"}})
-    seen = Recorder()
-    w = DataWatcher(data_dir, 0.05, seen.bot_changed, seen.global_changed)
-    await w.start()
-    try:
-        if not w.uses_inotify:
-            pytest.skip("no inotify here: polling is tested above")
+    async with hinted_watcher(data_dir) as (w, seen):
         shutil.rmtree(data_dir / "bots")
         await wait_for(lambda: "alpha" in seen.bots, timeout=20)
         make_bot(data_dir, "beta", module_configs={"echo": {"greeting": "a"}})
@@ -223,20 +232,13 @@ async def test_data_bots_removed_and_created_again_is_watched_anew(data_dir: Pat
         touch_in_place(data_dir / "bots" / "beta" / "config" / "echo.json", '{"greeting": "edited"}')
         await wait_for(lambda: seen.bots.count("beta") == 2, timeout=20)
         assert w.uses_inotify
-    finally:
-        await w.stop()
 
 
 async def test_a_sweep_finds_what_the_kernel_did_not_report(data_dir: Path) -> None:
     """A change inotify cannot see (here: an edit that left no event, as on a network share edited
     elsewhere) is found by the full sweep."""
     make_bot(data_dir, "alpha", module_configs={"echo": {"greeting": "a"}})
-    seen = Recorder()
-    w = DataWatcher(data_dir, 0.05, seen.bot_changed, seen.global_changed)
-    await w.start()
-    try:
-        if not w.uses_inotify:
-            pytest.skip("no inotify here: polling is tested above")
+    async with hinted_watcher(data_dir) as (w, seen):
         # The kernel stops reporting: as for an edit it cannot see (a network share edited elsewhere).
         hints = w._hints
         assert hints is not None
@@ -247,8 +249,6 @@ async def test_a_sweep_finds_what_the_kernel_did_not_report(data_dir: Path) -> N
         assert seen.bots == []  # no hint: not looked at yet
         w.last_sweep_cpu, w._last_sweep = 0.0, 0.0  # the sweep is due
         await wait_for(lambda: seen.bots == ["alpha"], timeout=20)
-    finally:
-        await w.stop()
 
 
 async def test_a_server_with_2000_bots_still_notices_an_edit(data_dir: Path, env: dict, echo: Any) -> None:
