@@ -10,7 +10,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import json
+import os
+import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -142,3 +145,38 @@ class StuckSQLiteWriter:
         self.gate.set()
         await self.task
         self.active = False
+
+
+@dataclasses.dataclass(frozen=True)
+class PostgresSchema:
+    """A schema of its own on $DATABASE_URL for one test: ``env`` points a server at it."""
+
+    url: str
+    name: str
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {"DATABASE_URL": self.url, "BP_DATABASE_SCHEMA": self.name}
+
+
+@contextlib.asynccontextmanager
+async def postgres_schema(prefix: str, skip_reason: str = "DATABASE_URL not set: PostgreSQL test skipped; "
+                                                          ".ci/run sets it") -> AsyncIterator[PostgresSchema]:
+    """A fresh schema named ``<prefix>_<random>`` on $DATABASE_URL, dropped afterwards (what a server
+    created in it goes with it). Skips the calling test when DATABASE_URL is unset."""
+    import asyncpg
+    import pytest
+
+    url = os.environ.get("DATABASE_URL", "").strip()
+    if not url:
+        pytest.skip(skip_reason)
+    schema = PostgresSchema(url, f"{prefix}_{uuid.uuid4().hex[:12]}")
+    try:
+        yield schema
+    finally:
+        conn = await asyncpg.connect(url)
+        try:
+            await conn.execute(f'DROP SCHEMA IF EXISTS "{schema.name}" CASCADE')
+        finally:
+            await conn.close()
+

@@ -7,18 +7,16 @@ replacing our own code: the server sees exactly what a refusing database does.
 from __future__ import annotations
 
 import contextlib
-import os
 import sqlite3
-import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-import pytest
 
 from botpress_py.metrics import labelled
+from botpress_py.testing import postgres_schema
 
 TOKEN = "failed-events-admin-token"
 ADMIN = {"Authorization": f"Bearer {TOKEN}"}
@@ -79,20 +77,8 @@ async def database_for(kind: str, data_dir: Path) -> AsyncIterator[Database]:
     if kind == "sqlite":
         yield Database("sqlite", {}, data_dir)
         return
-    url = os.environ.get("DATABASE_URL")
-    if not url:
-        pytest.skip("DATABASE_URL not set: PostgreSQL test skipped; .ci/run sets it")
-    import asyncpg
-
-    schema = f"bp_failed_{uuid.uuid4().hex[:12]}"
-    try:
-        yield Database("postgres", {"DATABASE_URL": url, "BP_DATABASE_SCHEMA": schema}, data_dir)
-    finally:
-        conn = await asyncpg.connect(url)
-        try:
-            await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-        finally:
-            await conn.close()
+    async with postgres_schema("bp_failed") as schema:
+        yield Database("postgres", schema.env, data_dir)
 
 
 async def post_in(s: aiohttp.ClientSession, srv: Any, user: str, text: str, **extra: Any) -> tuple[int, Any]:

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import uuid
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 
-from botpress_py.testing import make_bot, run_server
+from botpress_py.testing import make_bot, postgres_schema, run_server
 
 from .test_pipeline import say
 
@@ -24,18 +22,8 @@ async def backend_env(request: Any) -> Any:
     if request.param == "sqlite":
         yield "sqlite", {}
         return
-    url = os.environ.get("DATABASE_URL")
-    if not url:
-        pytest.skip("DATABASE_URL not set: PostgreSQL test skipped; .ci/run sets it")
-    import asyncpg
-
-    schema = f"bp_slow_{uuid.uuid4().hex[:12]}"
-    yield "postgres", {"DATABASE_URL": url, "BP_DATABASE_SCHEMA": schema}
-    conn = await asyncpg.connect(url)
-    try:
-        await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-    finally:
-        await conn.close()
+    async with postgres_schema("bp_slow") as schema:
+        yield "postgres", schema.env
 
 
 async def test_acks_keep_flowing_during_a_slow_query(data_dir: Path, env: dict, echo: Any, backend_env: Any) -> None:

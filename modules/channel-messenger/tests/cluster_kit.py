@@ -12,7 +12,6 @@ import signal
 import socket
 import sys
 import time
-import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -23,7 +22,7 @@ import aiohttp
 import pytest
 from channel_messenger.emulator import GraphEmulator
 
-from botpress_py.testing import make_bot, write_json
+from botpress_py.testing import make_bot, postgres_schema, write_json
 
 REPO = Path(__file__).resolve().parents[3]
 PAGE, TOKEN, SECRET = "7007", "EAA-cluster-token", "cluster-app-secret-123456"
@@ -54,27 +53,20 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+CLUSTER_SKIP_REASON = "DATABASE_URL not set: cluster mode needs PostgreSQL (.ci/run sets it)"
+
+
 def database_url() -> str:
     url = os.environ.get("DATABASE_URL", "")
     if not url:
-        pytest.skip("DATABASE_URL not set: cluster mode needs PostgreSQL (.ci/run sets it)")
+        pytest.skip(CLUSTER_SKIP_REASON)
     return url
 
 
 @asynccontextmanager
 async def cluster_schema() -> AsyncIterator[str]:
-    import asyncpg
-
-    url = database_url()
-    schema = f"bp_cluster_{uuid.uuid4().hex[:12]}"
-    try:
-        yield schema
-    finally:
-        conn = await asyncpg.connect(url)
-        try:
-            await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-        finally:
-            await conn.close()
+    async with postgres_schema("bp_cluster", CLUSTER_SKIP_REASON) as schema:
+        yield schema.name
 
 
 def write_data(data: Path, graph: GraphEmulator, *, greeting: str | None = None, **messenger_config: Any) -> None:

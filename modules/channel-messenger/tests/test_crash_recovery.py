@@ -14,7 +14,6 @@ import os
 import signal
 import socket
 import sys
-import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -24,7 +23,7 @@ import aiohttp
 import pytest
 from channel_messenger.emulator import GraphEmulator
 
-from botpress_py.testing import make_bot, wait_for, write_json
+from botpress_py.testing import make_bot, postgres_schema, wait_for, write_json
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -43,18 +42,9 @@ async def storage_env(request: Any) -> AsyncIterator[dict[str, str]]:
     if request.param == "sqlite":
         yield {}
         return
-    url = os.environ.get("DATABASE_URL")
-    if not url:
-        pytest.skip("DATABASE_URL not set: PostgreSQL crash test skipped; .ci/run sets it")
-    import asyncpg
-
-    schema = f"bp_crash_{uuid.uuid4().hex[:12]}"
-    yield {"DATABASE_URL": url, "BP_DATABASE_SCHEMA": schema}
-    conn = await asyncpg.connect(url)
-    try:
-        await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-    finally:
-        await conn.close()
+    async with postgres_schema("bp_crash", "DATABASE_URL not set: PostgreSQL crash test skipped; "
+                                           ".ci/run sets it") as schema:
+        yield schema.env
 
 
 async def start_server(data: Path, port: int, extra_env: dict[str, str]) -> asyncio.subprocess.Process:

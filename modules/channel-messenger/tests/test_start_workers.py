@@ -13,7 +13,6 @@ import os
 import signal
 import socket
 import sys
-import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -22,7 +21,7 @@ import aiohttp
 import pytest
 from channel_messenger.emulator import GraphEmulator
 
-from botpress_py.testing import make_bot, wait_for, write_json
+from botpress_py.testing import make_bot, postgres_schema, wait_for, write_json
 
 REPO = Path(__file__).resolve().parents[3]
 PAGE, TOKEN, SECRET = "5006", "EAA-workers-token", "workers-app-secret-123456"
@@ -37,18 +36,9 @@ def free_port() -> int:
 
 @pytest.fixture
 async def postgres_env() -> AsyncIterator[dict[str, str]]:
-    url = os.environ.get("DATABASE_URL")
-    if not url:
-        pytest.skip("DATABASE_URL not set: start --workers needs PostgreSQL; .ci/run sets it")
-    import asyncpg
-
-    schema = f"bp_workers_{uuid.uuid4().hex[:12]}"
-    yield {"DATABASE_URL": url, "BP_DATABASE_SCHEMA": schema}
-    conn = await asyncpg.connect(url)
-    try:
-        await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-    finally:
-        await conn.close()
+    async with postgres_schema("bp_workers", "DATABASE_URL not set: start --workers needs PostgreSQL; "
+                                             ".ci/run sets it") as schema:
+        yield schema.env
 
 
 def server_env(extra: dict[str, str]) -> dict[str, str]:

@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import sys
-import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -22,7 +20,7 @@ import aiohttp
 import pytest
 from channel_messenger.emulator import GraphEmulator
 
-from botpress_py.testing import StuckSQLiteWriter, make_bot, run_server, wait_for, write_json
+from botpress_py.testing import StuckSQLiteWriter, make_bot, postgres_schema, run_server, wait_for, write_json
 
 PAGE, TOKEN, SECRET, VERIFY = "6006", "EAA-stall-token", "stall-app-secret-123456", "stall-verify"
 ACK_TIMEOUT = "1s"
@@ -102,18 +100,8 @@ async def stall(request: Any) -> AsyncIterator[tuple[Stall, dict[str, str]]]:
     if request.param.startswith("sqlite: the writer"):
         yield WriterThreadStuck(), {}
         return
-    url = os.environ.get("DATABASE_URL")
-    if not url:
-        pytest.skip("DATABASE_URL not set: PostgreSQL test skipped; .ci/run sets it")
-    import asyncpg
-
-    schema = f"bp_stall_{uuid.uuid4().hex[:12]}"
-    yield PostgresTableLocked(url, schema), {"DATABASE_URL": url, "BP_DATABASE_SCHEMA": schema}
-    conn = await asyncpg.connect(url)
-    try:
-        await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-    finally:
-        await conn.close()
+    async with postgres_schema("bp_stall") as schema:
+        yield PostgresTableLocked(schema.url, schema.name), schema.env
 
 
 def setup_bot(data_dir: Path, graph: GraphEmulator) -> None:

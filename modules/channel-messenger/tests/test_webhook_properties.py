@@ -11,16 +11,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import os
 import threading
-import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-import asyncpg
 import pytest
 import requests
 from channel_messenger.emulator import GraphEmulator
@@ -41,7 +38,7 @@ from messenger_testkit import (
 )
 from webhook_strategies import BODIES, Delivery, with_good_events
 
-from botpress_py.testing import run_server, wait_for
+from botpress_py.testing import postgres_schema, run_server, wait_for
 
 EXAMPLES = 300
 # Values that once failed the shared transaction of every event stored with them: always among the examples.
@@ -65,16 +62,8 @@ async def storage_env(request: pytest.FixtureRequest) -> AsyncIterator[dict[str,
     if request.param == "sqlite":
         yield {}
         return
-    dsn = os.environ.get("DATABASE_URL", "").strip()
-    if not dsn:
-        pytest.skip(PG_SKIP_REASON)
-    schema = f"bp_prop_{uuid.uuid4().hex[:12]}"
-    yield {"DATABASE_URL": dsn, "BP_DATABASE_SCHEMA": schema}
-    conn = await asyncpg.connect(dsn)
-    try:
-        await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-    finally:
-        await conn.close()
+    async with postgres_schema("bp_prop", PG_SKIP_REASON) as schema:
+        yield schema.env
 
 
 class GoodUsers:
