@@ -13,6 +13,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import socket
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from pathlib import Path
@@ -38,6 +39,13 @@ def parse_cli(argv: list[str]) -> argparse.Namespace:
     from .cli import _modules_for_cli, build_parser
 
     return build_parser(_modules_for_cli(argv)).parse_args(argv)
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now, for a server a test starts as its own process."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def write_json(path: Path, data: Any) -> Path:

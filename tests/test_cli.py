@@ -15,7 +15,7 @@ import aiohttp
 import pytest
 
 from botpress_py.cli import main
-from botpress_py.testing import make_bot, run_server, write_json
+from botpress_py.testing import free_port, make_bot, run_server, write_json
 
 from .conftest import FIXTURE_MODULES
 
@@ -101,12 +101,6 @@ def test_every_verb_has_help(capsys: Any) -> None:
             main([*verb, "--help"])
         assert exit_info.value.code == 0
         assert "usage: botpress-py" in capsys.readouterr().out
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 async def test_start_serves_sample_bot_and_stops_cleanly_on_sigterm(tmp_path: Path) -> None:

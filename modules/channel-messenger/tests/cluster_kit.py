@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -22,7 +21,7 @@ import aiohttp
 import pytest
 from channel_messenger.emulator import GraphEmulator
 
-from botpress_py.testing import make_bot, postgres_schema, write_json
+from botpress_py.testing import free_port, make_bot, postgres_schema, write_json
 
 REPO = Path(__file__).resolve().parents[3]
 PAGE, TOKEN, SECRET = "7007", "EAA-cluster-token", "cluster-app-secret-123456"
@@ -45,12 +44,6 @@ def transform_output(event, bot):
     if event.payload.get("type") == "text":
         event.payload["text"] = "re: " + _TEXT.get()
 '''
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 CLUSTER_SKIP_REASON = "DATABASE_URL not set: cluster mode needs PostgreSQL (.ci/run sets it)"

@@ -7,9 +7,9 @@ import json
 from pathlib import Path
 
 import pytest
-from emulator_testkit import PAGE, SECRET, USER, cli_env, free_port, rig, run_cli  # noqa: F401  (cli_env: a fixture)
+from emulator_testkit import PAGE, SECRET, USER, cli_env, rig, run_cli  # noqa: F401  (cli_env: a fixture)
 
-from botpress_py.testing import make_bot, wait_for, write_json
+from botpress_py.testing import free_port, make_bot, wait_for, write_json
 
 pytestmark = pytest.mark.usefixtures("cli_env")
 SETTLE = "0.4"  # seconds of quiet that end a bot turn (default 1): keeps the tests quick

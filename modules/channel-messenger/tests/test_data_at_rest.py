@@ -16,9 +16,9 @@ from typing import Any
 import aiohttp
 import pytest
 from channel_messenger.emulator import GraphEmulator
-from test_crash_recovery import free_port, start_server
+from test_crash_recovery import start_server
 
-from botpress_py.testing import make_bot, wait_for, write_json
+from botpress_py.testing import free_port, make_bot, wait_for, write_json
 
 PAGE, TOKEN, SECRET, ADMIN = "8008", "EAA-rest-token", "rest-app-secret-123456", "rest-admin-token"
 SECRET_TEXT, SECRET_REPLY = "my card is zebracard", "Noted SECRET-REPLY-77"

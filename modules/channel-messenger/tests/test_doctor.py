@@ -20,9 +20,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from emulator_testkit import PAGE, SECRET, TOKEN, cli_env, free_port, rig, run_cli  # noqa: F401  (cli_env: a fixture)
+from emulator_testkit import PAGE, SECRET, TOKEN, cli_env, rig, run_cli  # noqa: F401  (cli_env: a fixture)
 
-from botpress_py.testing import write_json
+from botpress_py.testing import free_port, write_json
 
 pytestmark = pytest.mark.usefixtures("cli_env")
 VERIFY = "verify-me-7f3a"

@@ -8,9 +8,9 @@ import json
 import re
 from pathlib import Path
 
-from emulator_testkit import free_port, rig, shipped_data, terminal
+from emulator_testkit import rig, shipped_data, terminal
 
-from botpress_py.testing import write_json
+from botpress_py.testing import free_port, write_json
 
 MESSENGER_FILE = Path("bots/welcome-bot/config/channel-messenger.json")
 BANNER_END = "Ctrl+C stops the server.)"

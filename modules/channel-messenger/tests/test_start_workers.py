@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import sys
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -21,17 +20,11 @@ import aiohttp
 import pytest
 from channel_messenger.emulator import GraphEmulator
 
-from botpress_py.testing import make_bot, postgres_schema, wait_for, write_json
+from botpress_py.testing import free_port, make_bot, postgres_schema, wait_for, write_json
 
 REPO = Path(__file__).resolve().parents[3]
 PAGE, TOKEN, SECRET = "5006", "EAA-workers-token", "workers-app-secret-123456"
 N_EVENTS = 80
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture
