@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import re
 from collections import defaultdict
 from collections.abc import AsyncIterator
 from typing import Any
@@ -50,18 +49,8 @@ def text(psid: str, words: str) -> dict[str, Any]:
     return {"recipient": {"id": psid}, "messaging_type": "RESPONSE", "message": {"text": words}}
 
 
-def batches(emu: GraphEmulator) -> list[dict[str, Any]]:
-    """The batch requests the emulator received (refused ones included)."""
-    return [c for c in emu.calls if re.search(ROOT, c["path"])]
 
 
-def items_of(emu: GraphEmulator) -> dict[int, list[dict[str, Any]]]:
-    """Batch request seq -> the calls it carried."""
-    found: dict[int, list[dict[str, Any]]] = defaultdict(list)
-    for call in emu.calls:
-        if "batch" in call:
-            found[call["batch"]].append(call)
-    return found
 
 
 def delivered(emu: GraphEmulator) -> dict[str, list[str]]:
@@ -88,9 +77,9 @@ async def test_a_busy_page_sends_its_calls_together_and_each_caller_gets_its_own
     assert len({a["message_id"] for a in answers}) == 40  # type: ignore[index]
     assert {psid: texts for psid, texts in delivered(emu).items()} == {str(500 + n): [f"hello {n}"] for n in range(40)}
     # Two calls went at once, alone; the 38 made while they were in flight went together in one request.
-    assert [b["batch_size"] for b in batches(emu)] == [38]
+    assert [b["batch_size"] for b in emu.batch_requests()] == [38]
     assert len([c for c in emu.calls if c["path"].endswith("/messages") and "batch" not in c]) == 2
-    [carried] = items_of(emu).values()
+    [carried] = emu.batch_calls().values()
     assert all(c["query"]["access_token"] == TOKEN and c["page"] == PAGE and c["accepted"] for c in carried)
     assert client.batcher.sizes == {38: 1} and not client.batcher._lanes, "an idle Page's lane is dropped"
 
@@ -100,7 +89,7 @@ async def test_a_quiet_page_and_batching_off_send_one_request_per_call(client: G
     for n in range(3):
         assert (await quiet.send(text("7", f"one by one {n}")))["recipient_id"] == "7"
     await send_all(page(client, emu, batching=False), [text(str(600 + n), "off") for n in range(30)])
-    assert batches(emu) == [] and len(emu.sent_messages) == 33
+    assert emu.batch_requests() == [] and len(emu.sent_messages) == 33
 
 
 async def test_a_users_calls_keep_their_order_and_never_share_a_batch(client: GraphClient, emu: GraphEmulator) -> None:
@@ -116,8 +105,8 @@ async def test_a_users_calls_keep_their_order_and_never_share_a_batch(client: Gr
     answers = await send_all(page(client, emu), bodies)
     assert not [a for a in answers if isinstance(a, BaseException)]
     assert answered == delivered(emu) == {psid: [f"{psid}-{k}" for k in range(per_user)] for psid in users}
-    assert batches(emu), "the Page was busy: some calls went together"
-    for carried in items_of(emu).values():
+    assert emu.batch_requests(), "the Page was busy: some calls went together"
+    for carried in emu.batch_calls().values():
         recipients = [c["json"]["recipient"]["id"] for c in carried]
         assert len(recipients) == len(set(recipients)), "Meta runs a batch's calls in parallel: one per user"
     # A user's next call went only in a request made after the previous one was answered.
@@ -167,8 +156,8 @@ async def test_a_whole_batch_lost_is_retried_call_by_call_and_nothing_secret_is_
     answers = await send_all(page(client, emu), bodies)
     assert not [a for a in answers if isinstance(a, BaseException)]
     assert delivered(emu) == {str(1000 + n): [f"again {n}"] for n in range(12)}, "each once"
-    [lost] = batches(emu)
-    assert lost["fault"] and lost["batch_size"] == 10 and lost["seq"] not in items_of(emu)
+    [lost] = emu.batch_requests()
+    assert lost["fault"] and lost["batch_size"] == 10 and lost["seq"] not in emu.batch_calls()
     # One observation per call and attempt, as for plain calls: 2 plain ok, 10 failed, 10 retried ok.
     assert sorted(seen) == sorted([("shop", "send", "ok", False)] * 2 + [("shop", "send", "1200", False)] * 10
                                   + [("shop", "send", "ok", True)] * 10)
@@ -191,7 +180,7 @@ async def test_a_refused_token_fails_every_call_of_the_batch_as_a_token_error(cl
                                                                               emu: GraphEmulator) -> None:
     answers = await send_all(page(client, emu, token="EAA-expired"), [text(str(1200 + n), "x") for n in range(9)])
     assert all(isinstance(a, GraphApiError) and a.is_auth_error and a.permanent for a in answers)
-    [refused] = batches(emu)
+    [refused] = emu.batch_requests()
     assert refused["batch_size"] == 7 and refused["error"]["code"] == 190 and emu.sent_messages == []
     assert len(emu.calls) == 3, "two plain calls and one batch request, none retried"
 
@@ -201,7 +190,7 @@ async def test_closing_the_client_cancels_a_stalled_batch_and_its_callers_do_not
     emu.fail_next(1, passthrough=True, delay=30, path=ROOT)  # the batch request would take 30 s
     sends = asyncio.gather(*(page(client, emu).send(text(str(1300 + n), "x")) for n in range(6)),
                            return_exceptions=True)
-    await wait_for(lambda: batches(emu))  # polled: the emulator's wait_for looks again only once it answered
+    await wait_for(lambda: emu.batch_requests())  # polled: the emulator's wait_for looks again only once it answered
     await client.close()
     answers = await asyncio.wait_for(sends, 10)
     # The cancelled batch's calls were retried alone (the pool opens again on use), none lost, none twice.
@@ -238,7 +227,7 @@ async def test_the_emulator_answers_batches_as_meta_does(emu: GraphEmulator) -> 
         status, answer = await batch(items[:1], token="bad")
         assert status == 400 and answer["error"]["code"] == 190
     assert len(emu.sent) == 1, "a refused batch runs none of its calls"
-    assert "POST /v27.0/  200  batch request of 4 calls" in call_line(batches(emu)[0])
+    assert "POST /v27.0/  200  batch request of 4 calls" in call_line(emu.batch_requests()[0])
 
 
 # -- a property over random mixes ------------------------------------------------------------------------------
@@ -286,7 +275,7 @@ async def random_mix(calls: list[tuple[int, str]], whole_batch_lost: bool) -> No
             assert isinstance(outcome, dict) and outcome["recipient_id"] == f"9{user}", (fate, outcome)
             expected[f"9{user}"].append(f"call {n}")
     assert answered == expected, "each sent call accepted once, each user's in the order they were made"
-    for carried in items_of(emu).values():
+    for carried in emu.batch_calls().values():
         recipients = [c["json"]["recipient"]["id"] for c in carried]
         assert len(recipients) == len(set(recipients))
 

@@ -47,16 +47,8 @@ class Answers:
         return sum(len(texts) for texts in self.by_user.values())
 
 
-def batch_requests(emulator: GraphEmulator) -> list[dict[str, Any]]:
-    return [c for c in emulator.calls if re.search(ROOT, c["path"])]
 
 
-def carried(emulator: GraphEmulator) -> dict[int, list[dict[str, Any]]]:
-    found: dict[int, list[dict[str, Any]]] = defaultdict(list)
-    for call in emulator.calls:
-        if "batch" in call:
-            found[call["batch"]].append(call)
-    return found
 
 
 def recipient_is(psid: str) -> Any:
@@ -91,11 +83,11 @@ async def test_many_users_answered_at_once_share_batch_requests_each_reply_once_
         await say_all(FakeMeta(http, server), users, ("one", "two", "three"))
         await emulator.wait_for(lambda e: answers.count() >= 60, timeout=20)
     assert answers.by_user == {psid: ["re one", "re two", "re three"] for psid in users}
-    assert [b for b in batch_requests(emulator) if b["accepted"] and b["batch_size"] >= 2], "calls went together"
-    for calls in carried(emulator).values():
+    assert [b for b in emulator.batch_requests() if b["accepted"] and b["batch_size"] >= 2], "calls went together"
+    for calls in emulator.batch_calls().values():
         recipients = [c["json"]["recipient"]["id"] for c in calls]
         assert len(recipients) == len(set(recipients))
-    assert {c["json"]["sender_action"] for b in carried(emulator).values() for c in b
+    assert {c["json"]["sender_action"] for b in emulator.batch_calls().values() for c in b
             if "sender_action" in c["json"]} == {"mark_seen"}, "sender actions go in batches too"
 
 
@@ -114,7 +106,7 @@ async def test_a_call_refused_for_good_fails_only_its_event_while_its_batch_is_s
     assert answers.by_user == {psid: ["re one"] for psid in others}
     assert [r["target"] for r in failed] == ["3666"] and "551" in failed[0]["error"]
     [refused] = [c for c in emulator.calls if c["path"].endswith("/messages") and recipient_is("3666")(c["json"])]
-    siblings = carried(emulator)[refused["batch"]]
+    siblings = emulator.batch_calls()[refused["batch"]]
     assert len(siblings) >= 2 and all(c["accepted"] for c in siblings if c is not refused), "it shared a batch"
 
 
@@ -149,7 +141,7 @@ async def test_a_whole_batch_lost_is_retried_and_delivered(
         await stalled_then(FakeMeta(http, server), emulator, users[:2], users[2:])
         await emulator.wait_for(lambda e: answers.count() >= 8, timeout=20)
     assert answers.by_user == {psid: ["re one"] for psid in users}
-    lost = batch_requests(emulator)[0]
+    lost = emulator.batch_requests()[0]
     assert lost["fault"] and lost["batch_size"] >= 2
 
 
@@ -164,7 +156,7 @@ async def test_a_refused_token_marks_the_bot_and_holds_every_reply_of_the_batch(
         await stalled_then(meta, emulator, users[:2], users[2:])
         status = await wait_for(lambda: _error_status(meta), timeout=10)
         assert "access token invalid since" in status["reason"] and TOKEN_A not in status["reason"]
-        refused = await emulator.wait_for(lambda e: [b for b in batch_requests(e) if b.get("error")])
+        refused = await emulator.wait_for(lambda e: [b for b in e.batch_requests() if b.get("error")])
         assert refused[0]["error"]["code"] == 190 and refused[0]["batch_size"] >= 2
         async with http.get(f"{server.url}/metrics") as response:
             assert 'bp_messenger_token_refused_total{bot="shop"} 1.0' in await response.text()
@@ -182,7 +174,7 @@ async def test_batching_off_sends_one_request_per_call(tmp_path: Path, emulator:
         await say_all(FakeMeta(http, server), users)
         await emulator.wait_for(lambda e: answers.count() >= 10, timeout=20)
     assert answers.by_user == {psid: ["re one"] for psid in users}
-    assert batch_requests(emulator) == []
+    assert emulator.batch_requests() == []
 
 
 async def _error_status(meta: FakeMeta) -> dict[str, Any] | None:

@@ -59,6 +59,18 @@ class BatchApi:
     _route: Callable[[str, str, Any, Any, dict[str, str]], dict[str, Any]]
     _notify: Callable[[], Awaitable[None]]
 
+    def batch_requests(self) -> list[dict[str, Any]]:
+        """The batch requests received, refused ones included, as recorded (with ``batch_size``)."""
+        return [call for call in self.calls if "batch_size" in call]
+
+    def batch_calls(self) -> dict[int, list[dict[str, Any]]]:
+        """Each batch request's ``seq`` -> the calls it carried, as recorded."""
+        found: dict[int, list[dict[str, Any]]] = {}
+        for call in self.calls:
+            if "batch" in call:
+                found.setdefault(call["batch"], []).append(call)
+        return found
+
     async def answer_batch(self, request: web.Request, page: Any, envelope: dict[str, Any],
                            batch: str) -> web.Response:
         """Answer a batch request whose token ``page`` is (``envelope`` is its record)."""
